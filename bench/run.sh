@@ -1,0 +1,268 @@
+#!/usr/bin/env bash
+# `make bench`: native hyper handler vs. the hello plugin under wrk, plus the
+# instantiate + call + drop microbenchmark; writes BENCHMARKS.md at the repo root.
+#
+# Builds nothing (the Makefile does). Loopback only; bounded in time (about a
+# minute: 4 wrk runs of WARMUP + DURATION seconds, a server start and a
+# bench-instantiate run, each under a timeout). Needs wrk (installed with
+# apt-get when missing).
+#
+# Environment knobs (defaults in brackets):
+#   WASMGATE_BIN [target/release/wasmgate]  BENCH_OUT [BENCHMARKS.md]
+#   BENCH_DURATION [5] seconds per measured run  BENCH_WARMUP [1] seconds
+#   BENCH_CONNECTIONS ["32 256"]  BENCH_ITERATIONS [20000]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+BIN=${WASMGATE_BIN:-target/release/wasmgate}
+CONFIG=bench/hello.yaml
+WASM=target/wasm32-wasip2/release/hello.wasm
+OUT=${BENCH_OUT:-BENCHMARKS.md}
+DURATION=${BENCH_DURATION:-5}
+WARMUP=${BENCH_WARMUP:-1}
+THREADS=2
+read -r -a CONNECTIONS <<<"${BENCH_CONNECTIONS:-32 256}"
+ITERATIONS=${BENCH_ITERATIONS:-20000}
+READY_TIMEOUT=40 # seconds for the server to print `ready` (first start compiles)
+LUA=bench/wrk-report.lua
+# Marker: anything from this line on in an existing $OUT is hand-written and kept.
+NOTES_MARKER='<!-- hand-written notes below this line are kept by bench/run.sh -->'
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+
+[ -x "$BIN" ] || die "$BIN not found: run \`make build\` (or \`make bench\`) first"
+[ -f "$WASM" ] || die "$WASM not found: run \`make build\` first"
+for tool in awk grep sed timeout; do
+	command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
+done
+
+if ! command -v wrk >/dev/null 2>&1; then
+	log "installing wrk"
+	SUDO=""
+	if [ "$(id -u)" != 0 ]; then SUDO="sudo -n"; fi
+	export DEBIAN_FRONTEND=noninteractive
+	{ $SUDO apt-get update -qq && $SUDO apt-get install -y -qq wrk; } >/dev/null ||
+		die "could not install wrk with apt-get"
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/wasmgate-bench.XXXXXX")
+server_pid=""
+server_status=""
+
+# stop_server: SIGTERM, then up to 10 s for a graceful exit, then SIGKILL.
+stop_server() {
+	[ -n "$server_pid" ] || return 0
+	local pid=$server_pid
+	server_pid=""
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -TERM "$pid" 2>/dev/null || true
+		local i
+		for ((i = 0; i < 100; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			log "server did not exit 10 s after SIGTERM: SIGKILL"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+	fi
+	server_status=0
+	wait "$pid" 2>/dev/null || server_status=$?
+}
+cleanup() {
+	stop_server
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
+
+# ---------------------------------------------------------------------------
+# Server
+# ---------------------------------------------------------------------------
+log "starting $BIN serve (config $CONFIG)"
+RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$CONFIG" --data-dir "$tmp/data" \
+	--bench-native 127.0.0.1:0 </dev/null >"$tmp/server.out" 2>"$tmp/server.err" &
+server_pid=$!
+
+deadline=$((SECONDS + READY_TIMEOUT))
+until grep -qx 'ready' "$tmp/server.out" 2>/dev/null; do
+	if ! kill -0 "$server_pid" 2>/dev/null; then
+		server_pid=""
+		log "server exited before \`ready\`; its stderr:"
+		tail -n 20 "$tmp/server.err" >&2 || true
+		die "server failed to start"
+	fi
+	if ((SECONDS >= deadline)); then
+		tail -n 20 "$tmp/server.err" >&2 || true
+		die "server printed no \`ready\` within ${READY_TIMEOUT}s"
+	fi
+	sleep 0.1
+done
+
+# `listening native <addr>`, `listening plugins <addr> <configured>`.
+native_addr=$(awk '$1 == "listening" && $2 == "native" { print $3; exit }' "$tmp/server.out")
+plugin_addr=$(awk '$1 == "listening" && $2 == "plugins" { print $3; exit }' "$tmp/server.out")
+[ -n "$native_addr" ] || die "no \`listening native\` line (does serve support --bench-native?)"
+[ -n "$plugin_addr" ] || die "no \`listening plugins\` line"
+for addr in "$native_addr" "$plugin_addr"; do
+	case $addr in
+	127.* | '[::1]':*) ;;
+	*) die "refusing to load a non-loopback address: $addr" ;;
+	esac
+done
+native_url="http://$native_addr/"
+plugin_url="http://$plugin_addr/hello/"
+log "native $native_url, plugin $plugin_url"
+
+# Both must answer 200 with the same body, or the comparison means nothing.
+if command -v curl >/dev/null 2>&1; then
+	native_body=$(curl -fsS --max-time 10 "$native_url") || die "GET $native_url failed"
+	plugin_body=$(curl -fsS --max-time 10 "$plugin_url") || die "GET $plugin_url failed"
+	[ "$native_body" = "$plugin_body" ] ||
+		log "warning: bodies differ: native '$native_body' vs plugin '$plugin_body'"
+fi
+
+# ---------------------------------------------------------------------------
+# wrk
+# ---------------------------------------------------------------------------
+# field FILE NAME: a value from the WRK_RESULT line that bench/wrk-report.lua prints.
+field() {
+	awk -v k="$2" '$1 == "WRK_RESULT" { for (i = 2; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) { print kv[2]; exit } } }' "$1"
+}
+
+declare -A rps p50 p99 errs
+for c in "${CONNECTIONS[@]}"; do
+	for target in native plugin; do
+		if [ "$target" = native ]; then url=$native_url; else url=$plugin_url; fi
+		out="$tmp/wrk-$target-$c.txt"
+		log "wrk $target c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
+		timeout $((WARMUP + 20)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" "$url" >/dev/null ||
+			die "wrk warm-up against $url failed"
+		timeout $((DURATION + 20)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 5s --latency \
+			-s "$LUA" "$url" >"$out" 2>&1 || {
+			cat "$out" >&2
+			die "wrk against $url failed"
+		}
+		grep -q '^WRK_RESULT ' "$out" || die "no WRK_RESULT line in wrk's output ($out)"
+		key="$target/$c"
+		rps[$key]=$(field "$out" rps)
+		p50[$key]=$(field "$out" p50_us)
+		p99[$key]=$(field "$out" p99_us)
+		requests=$(field "$out" requests)
+		errs[$key]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
+		if [ "${errs[$key]}" -gt 0 ]; then
+			log "warning: $target c=$c: ${errs[$key]} errors or non-2xx answers out of $requests requests"
+		fi
+		if [ "${requests:-0}" -eq 0 ]; then die "$target c=$c: no request completed"; fi
+	done
+done
+
+# Server memory after the load.
+rss_kb=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$server_pid/status" 2>/dev/null || true)
+hwm_kb=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$server_pid/status" 2>/dev/null || true)
+
+stop_server
+if [ "$server_status" != 0 ]; then
+	log "warning: server exited with status $server_status after SIGTERM (expected 0)"
+fi
+
+# ---------------------------------------------------------------------------
+# instantiate + call + drop
+# ---------------------------------------------------------------------------
+inst_args=(bench-instantiate --config "$CONFIG" --plugin hello --iterations "$ITERATIONS" --path /hello/)
+if "$BIN" bench-instantiate --help 2>/dev/null | grep -q -- '--data-dir'; then
+	inst_args+=(--data-dir "$tmp/inst-data")
+fi
+log "$BIN ${inst_args[*]}"
+RUST_LOG=${RUST_LOG:-warn} timeout 60 "$BIN" "${inst_args[@]}" </dev/null >"$tmp/inst.out" 2>"$tmp/inst.err" || {
+	tail -n 20 "$tmp/inst.err" >&2 || true
+	die "bench-instantiate failed"
+}
+inst_json=$(grep -E '^[[:space:]]*\{' "$tmp/inst.out" | tail -n 1 || true)
+[ -n "$inst_json" ] || die "bench-instantiate printed no JSON line: $(head -c 300 "$tmp/inst.out")"
+jnum() { printf '%s\n' "$inst_json" | sed -nE 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*([-0-9.eE+]+).*/\1/p'; }
+inst_iter=$(jnum iterations)
+inst_us=$(jnum instantiate_us)
+call_us=$(jnum call_us)
+total_us=$(jnum total_us)
+
+# ---------------------------------------------------------------------------
+# BENCHMARKS.md
+# ---------------------------------------------------------------------------
+ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
+num() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
+per_core() { awk -v t="$1" 'BEGIN { if (t > 0) printf "%.0f", 1e6 / t; else print "n/a" }'; }
+kb_mib() { awk -v k="$1" 'BEGIN { if (k != "") printf "%.1f MiB", k / 1024; else print "n/a" }'; }
+
+cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
+rev=$(git rev-parse --short HEAD 2>/dev/null || echo "uncommitted")
+if [ -n "$(git status --porcelain 2>/dev/null | head -n 1)" ]; then rev="$rev (with local changes)"; fi
+notes=""
+if [ -f "$OUT" ] && grep -qxF "$NOTES_MARKER" "$OUT"; then
+	notes=$(sed -n "\\|^${NOTES_MARKER}\$|,\$p" "$OUT" | tail -n +2)
+fi
+
+{
+	echo "# Benchmarks"
+	echo
+	echo "Written by \`make bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) cores${cpu:+ ($cpu)}, Linux $(uname -r), wasmgate $rev."
+	echo
+	echo "What was measured, on loopback, with the load generator and the server sharing the same cores:"
+	echo
+	echo "- **native**: the host's hidden \`--bench-native\` listener, a Rust handler in the same hyper stack answering every request with 200 \`{\"message\":\"hello\"}\`."
+	echo "- **plugin**: \`GET /hello/\` on the hello plugin ([$CONFIG]($CONFIG), greeting \"hello\"): the same answer, from a fresh wasm instance per request."
+	echo "- wrk ${THREADS} threads, HTTP/1.1 keep-alive, a ${WARMUP} s warm-up then ${DURATION} s measured per row; latency percentiles are wrk's."
+	echo
+	echo "| connections | native req/s | plugin req/s | plugin/native | native p50 | plugin p50 | native p99 | plugin p99 | errors (native/plugin) |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	for c in "${CONNECTIONS[@]}"; do
+		n="native/$c" p="plugin/$c"
+		echo "| $c | $(num "${rps[$n]}") | $(num "${rps[$p]}") | $(ratio "${rps[$p]}" "${rps[$n]}") | $(ms "${p50[$n]}") | $(ms "${p50[$p]}") | $(ms "${p99[$n]}") | $(ms "${p99[$p]}") | ${errs[$n]}/${errs[$p]} |"
+	done
+	echo
+	echo "## Instantiate + call + drop"
+	echo
+	echo "\`wasmgate ${inst_args[*]:0:9}\`: the average per iteration of a fresh \`Store\` and instantiation, one handler call (\`GET /hello/\`), and the drop, on one thread with no HTTP."
+	echo
+	echo "| iterations | instantiate | call | total | total → calls/s on one core |"
+	echo "| ---: | ---: | ---: | ---: | ---: |"
+	echo "| ${inst_iter:-?} | ${inst_us:-?} µs | ${call_us:-?} µs | ${total_us:-?} µs | $(per_core "${total_us:-0}") |"
+	echo
+	echo '```json'
+	echo "$inst_json"
+	echo '```'
+	echo
+	echo "## Server memory"
+	echo
+	echo "After the wrk runs: VmRSS $(kb_mib "$rss_kb") (${rss_kb:-?} kB), peak VmHWM $(kb_mib "$hwm_kb") (${hwm_kb:-?} kB)."
+	echo
+	echo "<details><summary>Raw wrk output</summary>"
+	echo
+	echo '```text'
+	for c in "${CONNECTIONS[@]}"; do
+		for target in native plugin; do
+			echo "# $target, $c connections"
+			grep -v '^WRK_RESULT ' "$tmp/wrk-$target-$c.txt"
+			echo
+		done
+	done
+	echo '```'
+	echo
+	echo "</details>"
+	echo
+	echo "$NOTES_MARKER"
+	if [ -n "$notes" ]; then printf '%s\n' "$notes"; fi
+} >"$tmp/BENCHMARKS.md"
+mv "$tmp/BENCHMARKS.md" "$OUT"
+
+log "wrote $OUT"
+for c in "${CONNECTIONS[@]}"; do
+	log "c=$c: native $(num "${rps[native/$c]}") req/s, plugin $(num "${rps[plugin/$c]}") req/s, ratio $(ratio "${rps[plugin/$c]}" "${rps[native/$c]}")"
+done
+log "instantiate+call+drop: ${total_us:-?} µs (instantiate ${inst_us:-?}, call ${call_us:-?})"

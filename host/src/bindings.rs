@@ -1,0 +1,18 @@
+//! The one `bindgen!` over `wit/`: host-side types and traits for the
+//! `wasmgate:plugin` package. Only what the host uses is re-exported.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "plugin",
+    // Exports run on fibres so that the epoch callback can yield to tokio and
+    // a looping plugin never pins an executor thread.
+    exports: { default: async },
+    imports: { default: trappable },
+    with: {
+        "wasmgate:plugin/kv.txn": crate::caps::kv::Txn,
+    },
+});
+
+pub use exports::wasmgate::plugin::{admin, handler, job_handler};
+pub use wasmgate::plugin::types::{Request, Response};
+pub use wasmgate::plugin::{config, crypto, jobs, keys, kv, log, ratelimit};

@@ -1,0 +1,163 @@
+//! `crypto`: hashing, HMAC, password hashing, signatures and randomness,
+//! run natively with ring.
+
+use std::num::NonZeroU32;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+use ring::rand::{SecureRandom, SystemRandom};
+use ring::{digest, hmac, pbkdf2, signature};
+use wasmtime::component::{HasSelf, Linker};
+
+use super::Capability;
+use crate::bindings::crypto::{HmacAlgorithm, Host};
+use crate::runtime::Ctx;
+
+pub const CAP: Capability = Capability {
+    name: "crypto",
+    granted: |g| g.crypto,
+    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::crypto::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+};
+
+/// The most random bytes one call returns.
+pub const MAX_RANDOM_BYTES: u32 = 65_536;
+/// PBKDF2-HMAC-SHA256 iterations for new hashes (OWASP's 2023 figure).
+pub const PBKDF2_ITERATIONS: u32 = 600_000;
+/// Iteration counts accepted when verifying, so a stored hash cannot make
+/// verification run for minutes.
+const PBKDF2_MAX_ITERATIONS: u32 = 10_000_000;
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `n` bytes from the OS RNG.
+pub fn random(n: usize) -> wasmtime::Result<Vec<u8>> {
+    let mut out = vec![0u8; n];
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| wasmtime::format_err!("the OS random number generator failed"))?;
+    Ok(out)
+}
+
+/// See `password-hash` in wit/caps.wit.
+pub fn password_hash(password: &str) -> wasmtime::Result<String> {
+    let salt = random(16)?;
+    let mut out = [0u8; 32];
+    let iterations = NonZeroU32::new(PBKDF2_ITERATIONS).expect("non-zero constant");
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, password.as_bytes(), &mut out);
+    Ok(format!("$pbkdf2-sha256$i={PBKDF2_ITERATIONS}${}${}", B64.encode(&salt), B64.encode(out)))
+}
+
+/// See `password-verify` in wit/caps.wit.
+pub fn password_verify(password: &str, hash: &str) -> bool {
+    let mut parts = hash.split('$');
+    let (Some(""), Some("pbkdf2-sha256"), Some(i), Some(salt), Some(expected), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let Some(iterations) = i
+        .strip_prefix("i=")
+        .and_then(|n| n.parse::<u32>().ok())
+        .filter(|n| *n <= PBKDF2_MAX_ITERATIONS)
+        .and_then(NonZeroU32::new)
+    else {
+        return false;
+    };
+    let (Ok(salt), Ok(expected)) = (B64.decode(salt), B64.decode(expected)) else {
+        return false;
+    };
+    pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, password.as_bytes(), &expected).is_ok()
+}
+
+/// Equality whose time does not depend on where the inputs differ.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    // ring's `verify_slices_are_equal` is deprecated; comparing HMACs of both
+    // sides under a fresh key is constant-time for any lengths.
+    let Ok(key_bytes) = random(32) else {
+        return false;
+    };
+    let key = hmac::Key::new(hmac::HMAC_SHA256, &key_bytes);
+    let tag = hmac::sign(&key, a);
+    hmac::verify(&key, b, tag.as_ref()).is_ok()
+}
+
+impl Host for Ctx {
+    fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+        self.crypto_granted()?;
+        if len > MAX_RANDOM_BYTES {
+            wasmtime::bail!("crypto.random-bytes: {len} is over the limit of {MAX_RANDOM_BYTES}");
+        }
+        random(len as usize)
+    }
+
+    fn sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        self.crypto_granted()?;
+        Ok(digest::digest(&digest::SHA256, &data).as_ref().to_vec())
+    }
+
+    fn hmac(&mut self, algorithm: HmacAlgorithm, key: Vec<u8>, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+        self.crypto_granted()?;
+        let alg = match algorithm {
+            HmacAlgorithm::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
+            HmacAlgorithm::Sha256 => hmac::HMAC_SHA256,
+        };
+        Ok(hmac::sign(&hmac::Key::new(alg, &key), &data).as_ref().to_vec())
+    }
+
+    fn password_hash(&mut self, password: String) -> wasmtime::Result<String> {
+        self.crypto_granted()?;
+        password_hash(&password)
+    }
+
+    fn password_verify(&mut self, password: String, hash: String) -> wasmtime::Result<bool> {
+        self.crypto_granted()?;
+        Ok(password_verify(&password, &hash))
+    }
+
+    fn ed25519_verify(&mut self, public_key: Vec<u8>, message: Vec<u8>, sig: Vec<u8>) -> wasmtime::Result<bool> {
+        self.crypto_granted()?;
+        let key = signature::UnparsedPublicKey::new(&signature::ED25519, &public_key);
+        Ok(key.verify(&message, &sig).is_ok())
+    }
+
+    fn constant_time_eq(&mut self, a: Vec<u8>, b: Vec<u8>) -> wasmtime::Result<bool> {
+        self.crypto_granted()?;
+        Ok(constant_time_eq(&a, &b))
+    }
+}
+
+impl Ctx {
+    /// `crypto` has no error type of its own: without the grant, a call traps.
+    fn crypto_granted(&self) -> wasmtime::Result<()> {
+        if !self.plugin.grants.crypto {
+            wasmtime::bail!("plugin `{}` has no `crypto` grant", self.plugin.name);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_hash_verifies_only_its_password() {
+        let h = password_hash("correct horse").unwrap();
+        assert!(h.starts_with("$pbkdf2-sha256$i=600000$"));
+        assert!(password_verify("correct horse", &h));
+        assert!(!password_verify("correct horsE", &h));
+        assert!(!password_verify("correct horse", "garbage"));
+        assert!(!password_verify("correct horse", &h.replace("i=600000", "i=4000000000")));
+    }
+
+    #[test]
+    fn constant_time_eq_is_equality() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

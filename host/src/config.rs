@@ -1,0 +1,471 @@
+//! `config.yaml`: the schema, parsing and validation.
+//!
+//! Steps, in order: parse the YAML with unknown keys refused (serde names the
+//! key and line), resolve relative paths against the config file's
+//! directory, then validate what serde cannot see: plugin names, mounts,
+//! duplicate routes and limits. Validation errors name the key path and, where
+//! the plugin can be found in the text, its line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or does not match the schema (unknown key, wrong
+    /// type); serde's message names the key and the line.
+    #[error("{path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// The YAML parsed but a value is not acceptable.
+    #[error("{path}{line}: {key}: {message}", line = line.map(|l| format!(":{l}")).unwrap_or_default())]
+    Invalid {
+        path: PathBuf,
+        line: Option<usize>,
+        key: String,
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Config {
+    /// Where the redb database, the admin token and the compiled-component
+    /// cache live. Relative to the config file's directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Engine-wide settings.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// The plugins to load, in order.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+/// The admin surface: health, plugin list, metrics and each plugin's admin export.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct AdminConfig {
+    /// Socket address; loopback by default. Every route but `/health` needs
+    /// the bearer token from `<data_dir>/admin.token`.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> String {
+    "127.0.0.1:9090".to_string()
+}
+
+/// How the engine allocates instances.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct RuntimeConfig {
+    /// Instances that may exist at once across all plugins (the pooling
+    /// allocator's slots). Requests beyond it wait for a slot.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// `pooling` reserves every slot up front and falls back to on-demand
+    /// allocation when the reservation fails; `on_demand` never pools.
+    #[serde(default)]
+    pub allocator: AllocatorKind,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            max_instances: default_max_instances(),
+            allocator: AllocatorKind::default(),
+        }
+    }
+}
+
+fn default_max_instances() -> u32 {
+    256
+}
+
+/// See [`RuntimeConfig::allocator`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AllocatorKind {
+    #[default]
+    Pooling,
+    OnDemand,
+}
+
+/// One plugin.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct PluginConfig {
+    /// Unique; `[a-z0-9_-]`, 1 to 32 characters. Names its storage namespace.
+    pub name: String,
+    /// The component file, relative to the config file's directory.
+    pub wasm: PathBuf,
+    /// Where its handler is reachable.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
+    /// The capabilities it may import; everything is withheld by default.
+    #[serde(default)]
+    pub grants: Grants,
+    /// Resource caps for each request and job.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Free-form values the plugin reads through the `config` capability.
+    #[serde(default)]
+    pub settings: BTreeMap<String, serde_json::Value>,
+}
+
+/// A (listener, path prefix) pair routed to a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Mount {
+    /// Socket address, e.g. `127.0.0.1:8080`. Mounts with the same string
+    /// share one listener.
+    pub listen: String,
+    /// Path prefix starting with `/`; the longest matching prefix wins.
+    pub prefix: String,
+}
+
+/// Capability grants. Each defaults to withheld.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Grants {
+    /// Its own key-value namespace in the host's redb database.
+    #[serde(default)]
+    pub kv: bool,
+    /// API keys for its callers, stored hashed by the host.
+    #[serde(default)]
+    pub keys: bool,
+    /// Hashes, HMAC, password hashing, Ed25519 verification, random bytes.
+    #[serde(default)]
+    pub crypto: bool,
+    /// Reading its own `settings:`.
+    #[serde(default)]
+    pub config: bool,
+    /// Writing to the host log.
+    #[serde(default)]
+    pub log: bool,
+    /// Queueing background jobs.
+    #[serde(default)]
+    pub jobs: bool,
+    /// Fixed-window rate limit counters.
+    #[serde(default)]
+    pub ratelimit: bool,
+}
+
+impl Grants {
+    /// The granted capability names, in WIT order.
+    pub fn names(&self) -> Vec<&'static str> {
+        let all = [
+            ("kv", self.kv),
+            ("keys", self.keys),
+            ("crypto", self.crypto),
+            ("config", self.config),
+            ("log", self.log),
+            ("jobs", self.jobs),
+            ("ratelimit", self.ratelimit),
+        ];
+        all.into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect()
+    }
+}
+
+/// Per-request resource caps.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Limits {
+    /// Linear memory cap of one instance, in MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: u32,
+    /// Wall-clock budget of one request or job, in milliseconds.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// Larger request bodies are answered 413 without running the plugin.
+    #[serde(default = "default_max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// A larger response from the plugin is replaced by a 500.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_mb: default_memory_mb(),
+            timeout_ms: default_timeout_ms(),
+            max_body_bytes: default_max_body_bytes(),
+            max_response_bytes: default_max_response_bytes(),
+        }
+    }
+}
+
+fn default_memory_mb() -> u32 {
+    64
+}
+fn default_timeout_ms() -> u64 {
+    5_000
+}
+fn default_max_body_bytes() -> usize {
+    1 << 20
+}
+fn default_max_response_bytes() -> usize {
+    4 << 20
+}
+
+/// The largest memory cap a plugin may ask for.
+pub const MAX_MEMORY_MB: u32 = 4096;
+/// The longest request budget a plugin may ask for.
+pub const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
+
+impl Config {
+    /// Reads, parses and validates `path`; relative paths inside it are made
+    /// absolute against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Config::parse(&text, path, &base)
+    }
+
+    /// Parses `text` (named `path` in errors), resolving paths against `base`.
+    pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
+        let mut config: Config =
+            serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string(),
+            })?;
+        config.data_dir = base.join(&config.data_dir);
+        for plugin in &mut config.plugins {
+            plugin.wasm = base.join(&plugin.wasm);
+        }
+        config.validate(text, path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |plugin: Option<&str>, key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: plugin.and_then(|name| line_of_plugin(text, name)),
+            key,
+            message,
+        };
+        parse_listen(&self.admin.listen)
+            .map_err(|m| invalid(None, "admin.listen".into(), m))?;
+        if self.runtime.max_instances == 0 {
+            return Err(invalid(
+                None,
+                "runtime.max_instances".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let mut names = BTreeMap::new();
+        let mut routes: BTreeMap<(String, String), String> = BTreeMap::new();
+        for (i, p) in self.plugins.iter().enumerate() {
+            let at = |field: &str| format!("plugins[{i}].{field}");
+            let name = Some(p.name.as_str());
+            if !valid_plugin_name(&p.name) {
+                return Err(invalid(
+                    name,
+                    at("name"),
+                    format!("`{}` is not a valid name: use 1 to 32 of a-z, 0-9, _ and -", p.name),
+                ));
+            }
+            if let Some(first) = names.insert(p.name.clone(), i) {
+                return Err(invalid(
+                    name,
+                    at("name"),
+                    format!("`{}` is already the name of plugins[{first}]", p.name),
+                ));
+            }
+            for (j, m) in p.mounts.iter().enumerate() {
+                let key = at(&format!("mounts[{j}]"));
+                parse_listen(&m.listen).map_err(|msg| invalid(name, format!("{key}.listen"), msg))?;
+                if !m.prefix.starts_with('/') {
+                    return Err(invalid(
+                        name,
+                        format!("{key}.prefix"),
+                        format!("`{}` must start with `/`", m.prefix),
+                    ));
+                }
+                if m.prefix.contains(['?', '#']) || m.prefix.contains("//") {
+                    return Err(invalid(
+                        name,
+                        format!("{key}.prefix"),
+                        format!("`{}` is not a plain path prefix", m.prefix),
+                    ));
+                }
+                let route = (m.listen.clone(), normalize_prefix(&m.prefix));
+                if let Some(other) = routes.insert(route, p.name.clone()) {
+                    return Err(invalid(
+                        name,
+                        key,
+                        format!(
+                            "duplicate route: {} {} is already mounted by plugin `{other}`",
+                            m.listen, m.prefix
+                        ),
+                    ));
+                }
+            }
+            let l = &p.limits;
+            if l.memory_mb == 0 || l.memory_mb > MAX_MEMORY_MB {
+                return Err(invalid(
+                    name,
+                    at("limits.memory_mb"),
+                    format!("{} is out of range 1..={MAX_MEMORY_MB}", l.memory_mb),
+                ));
+            }
+            if l.timeout_ms == 0 || l.timeout_ms > MAX_TIMEOUT_MS {
+                return Err(invalid(
+                    name,
+                    at("limits.timeout_ms"),
+                    format!("{} is out of range 1..={MAX_TIMEOUT_MS}", l.timeout_ms),
+                ));
+            }
+            if l.max_response_bytes == 0 {
+                return Err(invalid(name, at("limits.max_response_bytes"), "must be at least 1".into()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The largest memory cap of any plugin, in bytes.
+    pub fn max_memory_bytes(&self) -> usize {
+        let mb = self.plugins.iter().map(|p| p.limits.memory_mb).max().unwrap_or(1);
+        (mb as usize) << 20
+    }
+}
+
+/// `/api` and `/api/` route the same; `/` stays `/`.
+pub fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_end_matches('/');
+    format!("{trimmed}/")
+}
+
+fn valid_plugin_name(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn parse_listen(listen: &str) -> Result<SocketAddr, String> {
+    listen
+        .parse()
+        .map_err(|_| format!("`{listen}` is not a socket address like 127.0.0.1:8080"))
+}
+
+/// The 1-based line on which the plugin named `name` is declared.
+fn line_of_plugin(text: &str, name: &str) -> Option<usize> {
+    text.lines().position(|line| {
+        let t = line.trim_start().trim_start_matches("- ").trim_start();
+        t.strip_prefix("name:")
+            .map(|v| v.trim().trim_matches(['"', '\'']) == name)
+            .unwrap_or(false)
+    })
+    .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("config.yaml"), Path::new("/base"))
+    }
+
+    const ONE: &str = "
+plugins:
+  - name: hello
+    wasm: hello.wasm
+    mounts:
+      - listen: 127.0.0.1:8081
+        prefix: /hello/
+";
+
+    #[test]
+    fn paths_resolve_against_the_config_directory() {
+        let c = parse(ONE).unwrap();
+        assert_eq!(c.plugins[0].wasm, Path::new("/base/hello.wasm"));
+        assert_eq!(c.data_dir, Path::new("/base/data"));
+        assert_eq!(c.plugins[0].limits, Limits::default());
+        assert_eq!(c.admin.listen, "127.0.0.1:9090");
+    }
+
+    #[test]
+    fn an_unknown_key_is_named_with_its_line() {
+        let err = parse(&format!("{ONE}    colour: blue\n")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        assert!(err.contains("line 8"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_grant_is_refused() {
+        let err = parse(&format!("{ONE}    grants: {{ kv: true, teleport: true }}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `teleport`"), "{err}");
+    }
+
+    #[test]
+    fn a_duplicate_route_names_both_plugins_and_the_line() {
+        let text = format!(
+            "{ONE}  - name: other\n    wasm: o.wasm\n    mounts:\n      - listen: 127.0.0.1:8081\n        prefix: /hello\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("duplicate route"), "{err}");
+        assert!(err.contains("`hello`"), "{err}");
+        assert!(err.contains("config.yaml:8:"), "{err}");
+        assert!(err.contains("plugins[1].mounts[0]"), "{err}");
+    }
+
+    #[test]
+    fn bad_names_prefixes_and_limits_are_refused() {
+        for (bad, needle) in [
+            (ONE.replace("name: hello", "name: Hello"), "not a valid name"),
+            (ONE.replace("prefix: /hello/", "prefix: hello"), "must start with `/`"),
+            (ONE.replace("127.0.0.1:8081", "localhost"), "not a socket address"),
+            (format!("{ONE}    limits: {{ memory_mb: 0 }}\n"), "memory_mb"),
+            (format!("{ONE}    limits: {{ timeout_ms: 0 }}\n"), "timeout_ms"),
+        ] {
+            let err = parse(&bad).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn settings_keep_their_types() {
+        let c = parse(&format!("{ONE}    settings: {{ greeting: hi, max: 3, list: [1, 2] }}\n")).unwrap();
+        let s = &c.plugins[0].settings;
+        assert_eq!(s["greeting"], serde_json::json!("hi"));
+        assert_eq!(s["max"], serde_json::json!(3));
+        assert_eq!(s["list"], serde_json::json!([1, 2]));
+    }
+}

@@ -1,0 +1,16 @@
+//! wasmgate: an HTTP API server whose business logic runs in sandboxed
+//! WebAssembly component plugins.
+//!
+//! Reading order: [`config`] (what a deployment says), [`router`] (which
+//! plugin answers a path), [`runtime`] (the engine and one call into a
+//! plugin), [`caps`] (what a plugin may do, one module per capability),
+//! [`server`] (listeners, admin surface, shutdown).
+
+pub mod bindings;
+pub mod caps;
+pub mod config;
+pub mod db;
+pub mod metrics;
+pub mod router;
+pub mod runtime;
+pub mod server;

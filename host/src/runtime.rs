@@ -1,0 +1,531 @@
+//! The engine, the loaded plugins, and one call into a plugin.
+//!
+//! Steps, in order:
+//! 1. [`Runtime::new`]: one `Engine` with epoch interruption, an explicit
+//!    wasm stack cap and the pooling allocator, falling back to on-demand
+//!    allocation when the pool's address space cannot be reserved.
+//! 2. [`Runtime::load`] per plugin: the component from the on-disk cache
+//!    ([`Cache`]) or compiled and cached, a `Linker` holding WASI (no files,
+//!    sockets, environment or arguments) plus only the granted capabilities,
+//!    and an `InstancePre` with the export indices looked up once.
+//! 3. [`Plugin::handle`] per request: wait for an instance slot, a fresh
+//!    `Store` with explicit `StoreLimits` and a wall-clock deadline checked at
+//!    every epoch tick, instantiate, call, drop. A trap or deadline fails
+//!    only that call.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use ring::{digest, hmac};
+use tokio::sync::{Notify, Semaphore};
+use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{Request, Response, admin, handler, job_handler};
+use crate::caps::log::{LogBudget, Output};
+use crate::caps::ratelimit::RateLimiter;
+use crate::config::{AllocatorKind, Grants, Limits, PluginConfig, RuntimeConfig};
+use crate::db::Db;
+use crate::metrics::Metrics;
+
+/// How often the epoch advances; the granularity of deadlines.
+pub const TICK: Duration = Duration::from_millis(10);
+/// The most wasm stack a call may use.
+pub const MAX_WASM_STACK: usize = 512 << 10;
+/// The fibre stack each call runs on: the wasm stack plus room for host calls.
+pub const ASYNC_STACK: usize = 2 << 20;
+/// Response headers a plugin may send.
+const MAX_RESPONSE_HEADERS: usize = 100;
+
+/// State shared by every plugin and request.
+pub struct Shared {
+    pub db: Db,
+    pub ratelimiter: RateLimiter,
+    pub jobs_wake: Arc<Notify>,
+    pub metrics: Metrics,
+    /// Instance slots: a request waits here rather than fail when all are in use.
+    pub slots: Semaphore,
+}
+
+/// What a capability needs to know about the plugin it serves.
+pub struct PluginShared {
+    pub name: String,
+    pub grants: Grants,
+    pub limits: Limits,
+    pub settings: BTreeMap<String, serde_json::Value>,
+    /// `settings` as one JSON object, rendered once.
+    pub settings_json: String,
+    pub host: Arc<Shared>,
+    pub log_budget: LogBudget,
+}
+
+/// The data of one `Store`: one request or one job.
+pub struct Ctx {
+    pub plugin: Arc<PluginShared>,
+    pub request_id: String,
+    pub table: ResourceTable,
+    pub stdout: Output,
+    pub stderr: Output,
+    wasi: WasiCtx,
+    limits: StoreLimits,
+}
+
+impl WasiView for Ctx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Raised from the epoch callback when a call runs past its budget.
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded")]
+pub struct DeadlineExceeded;
+
+/// Why a call into a plugin produced no usable response.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The call ran past `timeout_ms`.
+    #[error("deadline exceeded")]
+    Deadline,
+    /// The plugin trapped (panic, out of memory, stack overflow, ...).
+    #[error("plugin trapped: {0}")]
+    Trap(String),
+    /// The response body is over `max_response_bytes`.
+    #[error("response of {size} bytes is over the plugin's cap of {cap}")]
+    ResponseTooLarge { size: usize, cap: usize },
+    /// The response has an invalid status or header.
+    #[error("invalid response: {0}")]
+    InvalidResponse(String),
+    /// The plugin does not export the interface.
+    #[error("the plugin does not export `{0}`")]
+    NoExport(&'static str),
+}
+
+/// Counters kept per plugin for `/plugins`.
+#[derive(Default)]
+pub struct PluginStats {
+    pub requests: AtomicU64,
+    pub traps: AtomicU64,
+    pub deadlines: AtomicU64,
+}
+
+/// A loaded plugin, ready to serve.
+pub struct Plugin {
+    pub shared: Arc<PluginShared>,
+    pub config: PluginConfig,
+    pub stats: PluginStats,
+    /// Whether the compiled component came from the cache.
+    pub from_cache: bool,
+    engine: Engine,
+    pre: InstancePre<Ctx>,
+    handler: handler::GuestIndices,
+    admin: Option<admin::GuestIndices>,
+    jobs: Option<job_handler::GuestIndices>,
+}
+
+/// The engine and its epoch ticker.
+pub struct Runtime {
+    pub engine: Engine,
+    /// Whether the pooling allocator is in use (false after a fallback).
+    pub pooling: bool,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+fn base_config() -> wasmtime::Config {
+    let mut c = wasmtime::Config::new();
+    c.epoch_interruption(true);
+    c.max_wasm_stack(MAX_WASM_STACK);
+    c.async_stack_size(ASYNC_STACK);
+    c.wasm_component_model(true);
+    c
+}
+
+impl Runtime {
+    /// Builds the engine. `max_memory` is the largest memory cap of any plugin.
+    pub fn new(rt: &RuntimeConfig, max_memory: usize) -> anyhow::Result<Runtime> {
+        let (engine, pooling) = match rt.allocator {
+            AllocatorKind::OnDemand => (Engine::new(&base_config())?, false),
+            AllocatorKind::Pooling => {
+                let n = rt.max_instances;
+                let mut pool = PoolingAllocationConfig::default();
+                pool.total_component_instances(n)
+                    .total_core_instances(n.saturating_mul(16))
+                    .total_memories(n.saturating_mul(2))
+                    .total_tables(n.saturating_mul(16))
+                    .total_stacks(n)
+                    .max_core_instances_per_component(16)
+                    .max_memories_per_component(4)
+                    .max_tables_per_component(16)
+                    .max_memory_size(max_memory)
+                    // Keep the first MiB of each memory and table resident and
+                    // reset it by copying/pagemap scan instead of madvise:
+                    // the largest single saving per fresh instance.
+                    .linear_memory_keep_resident(1 << 20)
+                    .table_keep_resident(1 << 16)
+                    .pagemap_scan(wasmtime::Enabled::Auto);
+                let mut c = base_config();
+                c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+                match Engine::new(&c) {
+                    Ok(engine) => (engine, true),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reserve the instance pool; using on-demand allocation");
+                        (Engine::new(&base_config())?, false)
+                    }
+                }
+            }
+        };
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (e, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new()
+            .name("wasmgate-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(TICK);
+                    e.increment_epoch();
+                }
+            })?;
+        Ok(Runtime {
+            engine,
+            pooling,
+            stop_ticker,
+        })
+    }
+
+    /// Compiles (or loads from `cache`) and links one plugin.
+    pub fn load(&self, config: &PluginConfig, host: Arc<Shared>, cache: &Cache) -> anyhow::Result<Plugin> {
+        let name = &config.name;
+        let (component, from_cache) = cache
+            .component(&self.engine, &config.wasm)
+            .with_context(|| format!("plugin `{name}`: cannot load {}", config.wasm.display()))?;
+        check_imports(&self.engine, &component, config)?;
+        let mut linker: Linker<Ctx> = Linker::new(&self.engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        for cap in crate::caps::ALL {
+            if (cap.granted)(&config.grants) {
+                (cap.add_to_linker)(&mut linker)?;
+            }
+        }
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin `{name}`: cannot link"))?;
+        let handler = handler::GuestIndices::new(&pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("plugin `{name}`: no `handler` export"))?;
+        let admin = admin::GuestIndices::new(&pre).ok();
+        let jobs = job_handler::GuestIndices::new(&pre).ok();
+        if config.grants.jobs && jobs.is_none() {
+            tracing::warn!(plugin = %name, "granted `jobs` but exports no `job-handler`: its jobs will fail");
+        }
+        let shared = Arc::new(PluginShared {
+            name: name.clone(),
+            grants: config.grants.clone(),
+            limits: config.limits.clone(),
+            settings_json: serde_json::to_string(&config.settings)?,
+            settings: config.settings.clone(),
+            host,
+            log_budget: LogBudget::default(),
+        });
+        Ok(Plugin {
+            shared,
+            config: config.clone(),
+            stats: PluginStats::default(),
+            from_cache,
+            engine: self.engine.clone(),
+            pre,
+            handler,
+            admin,
+            jobs,
+        })
+    }
+}
+
+/// Refuses a component that imports a `wasmgate:plugin` interface its grants
+/// withhold, naming the plugin and the grant (the linker's own message would
+/// only say that an import is missing).
+fn check_imports(engine: &Engine, component: &Component, config: &PluginConfig) -> anyhow::Result<()> {
+    for (import, item) in component.component_type().imports(engine) {
+        let Some(rest) = import.strip_prefix("wasmgate:plugin/") else {
+            continue;
+        };
+        if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            continue;
+        }
+        let iface = rest.split('@').next().unwrap_or(rest);
+        match crate::caps::ALL.iter().find(|c| c.name == iface) {
+            Some(cap) if (cap.granted)(&config.grants) => {}
+            Some(_) => anyhow::bail!(
+                "plugin `{}` imports `{import}` but its grants do not include `{iface}` (add `grants: {{ {iface}: true }}`)",
+                config.name
+            ),
+            None if iface == "types" => {}
+            None => anyhow::bail!("plugin `{}` imports `{import}`, which this host does not offer", config.name),
+        }
+    }
+    Ok(())
+}
+
+impl Plugin {
+    /// The exports present, for `check` and `/plugins`.
+    pub fn exports(&self) -> Vec<&'static str> {
+        let mut out = vec!["handler"];
+        if self.admin.is_some() {
+            out.push("admin");
+        }
+        if self.jobs.is_some() {
+            out.push("job-handler");
+        }
+        out
+    }
+
+    fn new_store(&self, request_id: &str) -> Store<Ctx> {
+        let limits = &self.shared.limits;
+        let stdout = Output::default();
+        let stderr = Output::default();
+        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let ctx = Ctx {
+            plugin: self.shared.clone(),
+            request_id: request_id.to_string(),
+            table: ResourceTable::new(),
+            stdout,
+            stderr,
+            wasi,
+            limits: StoreLimitsBuilder::new()
+                .memory_size((limits.memory_mb as usize) << 20)
+                .table_elements(100_000)
+                .instances(32)
+                .tables(32)
+                .memories(8)
+                .build(),
+        };
+        let mut store = Store::new(&self.engine, ctx);
+        store.limiter(|c| &mut c.limits);
+        let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Error::new(DeadlineExceeded))
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Calls the `handler` export.
+    pub async fn handle(&self, req: Request) -> Result<Response, CallError> {
+        self.call_http(req, false).await
+    }
+
+    /// Calls the `admin` export.
+    pub async fn admin(&self, req: Request) -> Result<Response, CallError> {
+        self.call_http(req, true).await
+    }
+
+    async fn call_http(&self, req: Request, admin: bool) -> Result<Response, CallError> {
+        if admin && self.admin.is_none() {
+            return Err(CallError::NoExport("admin"));
+        }
+        let _slot = self.shared.host.slots.acquire().await.map_err(|_| CallError::Trap("shutting down".into()))?;
+        let mut store = self.new_store(&req.request_id);
+        let name = &self.shared.name;
+        let result = async {
+            let started = Instant::now();
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            self.shared.host.metrics.instantiated(name, started.elapsed());
+            match (&self.admin, admin) {
+                (Some(a), true) => a.load(&mut store, &instance)?.call_handle(&mut store, &req).await,
+                _ => self.handler.load(&mut store, &instance)?.call_handle(&mut store, &req).await,
+            }
+        }
+        .await;
+        store.data().flush_output();
+        let response = result.map_err(|e| self.classify(e, &req.request_id))?;
+        self.check_response(response)
+    }
+
+    /// One fresh instance and one handler call, timed apart: (store creation
+    /// and instantiation, the call and the drop). For `bench-instantiate`.
+    pub async fn bench_once(&self, req: Request) -> Result<(Duration, Duration), CallError> {
+        let started = Instant::now();
+        let mut store = self.new_store(&req.request_id);
+        let result = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            let instantiated = started.elapsed();
+            self.handler.load(&mut store, &instance)?.call_handle(&mut store, &req).await?;
+            wasmtime::Result::Ok(instantiated)
+        }
+        .await;
+        drop(store);
+        let instantiated = result.map_err(|e| self.classify(e, &req.request_id))?;
+        Ok((instantiated, started.elapsed() - instantiated))
+    }
+
+    /// Runs one job through the `job-handler` export.
+    pub async fn run_job(&self, name: &str, payload: &[u8]) -> anyhow::Result<()> {
+        let Some(jobs) = &self.jobs else {
+            anyhow::bail!(CallError::NoExport("job-handler"));
+        };
+        let _slot = self.shared.host.slots.acquire().await?;
+        let request_id = format!("job-{}", crate::server::request_id());
+        let mut store = self.new_store(&request_id);
+        let result = async {
+            let instance = self.pre.instantiate_async(&mut store).await?;
+            jobs.load(&mut store, &instance)?.call_run(&mut store, name, payload).await
+        }
+        .await;
+        store.data().flush_output();
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(message)) => anyhow::bail!("the job answered an error: {message}"),
+            Err(e) => Err(self.classify(e, &request_id).into()),
+        }
+    }
+
+    fn classify(&self, e: wasmtime::Error, request_id: &str) -> CallError {
+        let name = &self.shared.name;
+        if e.downcast_ref::<DeadlineExceeded>().is_some()
+            || e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+        {
+            self.stats.deadlines.fetch_add(1, Ordering::Relaxed);
+            self.shared.host.metrics.deadline(name);
+            tracing::warn!(plugin = %name, request_id, timeout_ms = self.shared.limits.timeout_ms, "deadline exceeded");
+            return CallError::Deadline;
+        }
+        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        self.shared.host.metrics.trap(name);
+        let message = trap_summary(&e);
+        tracing::error!(plugin = %name, request_id, error = %message, "plugin trapped");
+        CallError::Trap(message)
+    }
+
+    fn check_response(&self, r: Response) -> Result<Response, CallError> {
+        let cap = self.shared.limits.max_response_bytes;
+        let fail = |e: CallError| {
+            tracing::error!(plugin = %self.shared.name, error = %e, "unusable response");
+            Err(e)
+        };
+        if r.body.len() > cap {
+            return fail(CallError::ResponseTooLarge { size: r.body.len(), cap });
+        }
+        if !(100..=999).contains(&r.status) {
+            return fail(CallError::InvalidResponse(format!("status {}", r.status)));
+        }
+        if r.headers.len() > MAX_RESPONSE_HEADERS {
+            return fail(CallError::InvalidResponse(format!("more than {MAX_RESPONSE_HEADERS} headers")));
+        }
+        for (k, v) in &r.headers {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
+                return fail(CallError::InvalidResponse(format!("header `{k}`")));
+            }
+        }
+        Ok(r)
+    }
+}
+
+/// The trap's cause and the innermost frames of its backtrace, bounded: a
+/// stack overflow's backtrace alone has thousands of frames.
+fn trap_summary(e: &wasmtime::Error) -> String {
+    const FRAMES: usize = 8;
+    let full = format!("{e:?}");
+    let mut lines = full.lines().filter(|l| !l.trim().is_empty());
+    let mut out: Vec<&str> = lines.by_ref().take(FRAMES + 1).collect();
+    let rest = lines.count();
+    if let Some(cause) = e.downcast_ref::<wasmtime::Trap>() {
+        return format!("{cause}; {}{}", out.join(" | "), if rest > 0 { format!(" | ... {rest} more lines") } else { String::new() });
+    }
+    if rest > 0 {
+        out.push("...");
+    }
+    out.join(" | ")
+}
+
+/// Compiled components on disk under `<data_dir>/cache`, keyed by the
+/// engine's precompile-compatibility hash and the component's bytes, and
+/// sealed with an HMAC under a key only the host knows, so that nothing but
+/// an artefact this host compiled is ever deserialized.
+pub struct Cache {
+    dir: PathBuf,
+    key: hmac::Key,
+}
+
+const TAG_LEN: usize = 32;
+
+impl Cache {
+    pub fn open(data_dir: &Path) -> anyhow::Result<Cache> {
+        let dir = data_dir.join("cache");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let key_path = data_dir.join("cache.key");
+        let key = match std::fs::read(&key_path) {
+            Ok(k) if k.len() == 32 => k,
+            _ => {
+                let k = crate::caps::crypto::random(32)?;
+                crate::server::write_private(&key_path, &k)?;
+                k
+            }
+        };
+        Ok(Cache {
+            dir,
+            key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+        })
+    }
+
+    /// The component, and whether it came from the cache.
+    pub fn component(&self, engine: &Engine, wasm: &Path) -> anyhow::Result<(Component, bool)> {
+        let bytes = std::fs::read(wasm)?;
+        let mut hasher = Sha256Hasher(digest::Context::new(&digest::SHA256));
+        std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
+        hasher.0.update(&bytes);
+        let id = crate::caps::crypto::hex(hasher.0.finish().as_ref());
+        let path = self.dir.join(format!("{id}.cwasm"));
+        if let Ok(sealed) = std::fs::read(&path) {
+            if sealed.len() > TAG_LEN {
+                let (tag, artefact) = sealed.split_at(TAG_LEN);
+                if hmac::verify(&self.key, artefact, tag).is_ok() {
+                    // SAFETY: the HMAC proves this host wrote these bytes from
+                    // `precompile_component` with a compatible engine.
+                    if let Ok(c) = unsafe { Component::deserialize(engine, artefact) } {
+                        return Ok((c, true));
+                    }
+                }
+            }
+            tracing::warn!(path = %path.display(), "ignoring an invalid cached component");
+        }
+        let artefact = engine.precompile_component(&bytes)?;
+        let tag = hmac::sign(&self.key, &artefact);
+        let tmp = path.with_extension("tmp");
+        let mut sealed = Vec::with_capacity(TAG_LEN + artefact.len());
+        sealed.extend_from_slice(tag.as_ref());
+        sealed.extend_from_slice(&artefact);
+        crate::server::write_private(&tmp, &sealed)?;
+        std::fs::rename(&tmp, &path)?;
+        // SAFETY: produced just above by this engine.
+        let component = unsafe { Component::deserialize(engine, &artefact)? };
+        Ok((component, false))
+    }
+}
+
+struct Sha256Hasher(digest::Context);
+
+impl std::hash::Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}

@@ -1,0 +1,543 @@
+//! Listeners, the request path, the admin surface and graceful shutdown.
+//!
+//! Steps, in order: [`Host::load`] opens the data directory, the database,
+//! the engine and every plugin; [`Host::bind`] binds every listener (printing
+//! `listening ...` lines and `ready`); [`Bound::serve`] accepts connections
+//! (a task each, HTTP/1.1 keep-alive) until SIGINT or SIGTERM, then stops
+//! accepting, lets in-flight requests finish and returns, closing redb.
+
+use std::convert::Infallible;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, Semaphore};
+
+use crate::bindings::Request;
+use crate::caps::jobs::Scheduler;
+use crate::caps::ratelimit::RateLimiter;
+use crate::config::Config;
+use crate::db::Db;
+use crate::metrics::Metrics;
+use crate::router::Router;
+use crate::runtime::{Cache, CallError, Plugin, Runtime, Shared};
+
+type Body = Full<Bytes>;
+type HttpResponse = hyper::Response<Body>;
+
+/// Admin requests that are not for a plugin may carry at most this much body.
+const ADMIN_BODY_BYTES: usize = 1 << 20;
+/// How long shutdown waits for in-flight requests beyond the longest plugin timeout.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Writes `bytes` to `path`, readable and writable by the owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// A process-unique request id: a random prefix and a counter.
+pub fn request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        crate::caps::crypto::random(4)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_le_bytes)
+            .unwrap_or(0)
+    });
+    format!("{prefix:08x}{:08x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Everything `serve`, `call` and `check` share: the engine and the loaded plugins.
+pub struct Host {
+    pub config: Config,
+    pub shared: Arc<Shared>,
+    pub runtime: Runtime,
+    pub plugins: Vec<Arc<Plugin>>,
+}
+
+impl Host {
+    /// Opens `config.data_dir` (creating it) and loads the plugins named by
+    /// `only`, or all of them.
+    pub fn load(config: Config, only: Option<&str>) -> anyhow::Result<Host> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+        let db = Db::open(dir).map_err(|e| match e {
+            redb::Error::DatabaseAlreadyOpen => anyhow::anyhow!(
+                "the database in {} is in use by another wasmgate process; stop it or pass another --data-dir",
+                dir.display()
+            ),
+            e => anyhow::anyhow!("cannot open the database in {}: {e}", dir.display()),
+        })?;
+        Host::with_db(config, db, only)
+    }
+
+    /// Like [`Host::load`], with a database of the caller's choosing.
+    pub fn with_db(config: Config, db: Db, only: Option<&str>) -> anyhow::Result<Host> {
+        let mut host = Host::empty(config, db)?;
+        let cache = Cache::open(&host.config.data_dir)?;
+        for p in &host.config.plugins {
+            if only.is_some_and(|name| name != p.name) {
+                continue;
+            }
+            let plugin = host.runtime.load(p, host.shared.clone(), &cache)?;
+            host.plugins.push(Arc::new(plugin));
+        }
+        if let Some(name) = only
+            && host.plugins.is_empty()
+        {
+            anyhow::bail!("no plugin named `{name}` in the config");
+        }
+        Ok(host)
+    }
+
+    /// The engine and shared state sized for `config`, with no plugin loaded.
+    pub fn empty(config: Config, db: Db) -> anyhow::Result<Host> {
+        let shared = Arc::new(Shared {
+            db,
+            ratelimiter: RateLimiter::default(),
+            jobs_wake: Arc::new(Notify::new()),
+            metrics: Metrics::default(),
+            slots: Semaphore::new(config.runtime.max_instances as usize),
+        });
+        let runtime = Runtime::new(&config.runtime, config.max_memory_bytes())?;
+        Ok(Host {
+            config,
+            shared,
+            runtime,
+            plugins: Vec::new(),
+        })
+    }
+
+    /// The plugin with this name.
+    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
+        self.plugins.iter().find(|p| p.shared.name == name)
+    }
+
+    /// Binds every listener and prints where. `bench_native` adds a listener
+    /// answering natively, for benchmarks.
+    pub async fn bind(self, bench_native: Option<&str>) -> anyhow::Result<Bound> {
+        let host = Arc::new(self);
+        let token = admin_token(&host.config.data_dir)?;
+        let mut listeners = Vec::new();
+        for (listen, router) in Router::from_config(&host.config) {
+            let l = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            println!("listening plugins {} {listen}", l.local_addr()?);
+            listeners.push((l, Kind::Plugins(Arc::new(router))));
+        }
+        let l = TcpListener::bind(&host.config.admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (admin)", host.config.admin.listen))?;
+        println!("listening admin {}", l.local_addr()?);
+        listeners.push((l, Kind::Admin(Arc::new(token))));
+        if let Some(addr) = bench_native {
+            let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            println!("listening native {}", l.local_addr()?);
+            listeners.push((l, Kind::Native));
+        }
+        println!("ready");
+        std::io::stdout().flush()?;
+        Ok(Bound { host, listeners })
+    }
+}
+
+/// Reads `<data_dir>/admin.token`, creating it (mode 0600) on first start.
+fn admin_token(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("admin.token");
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => {
+            let token = crate::caps::crypto::hex(&crate::caps::crypto::random(32)?);
+            write_private(&path, format!("{token}\n").as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            tracing::info!(path = %path.display(), "created the admin token");
+            Ok(token)
+        }
+    }
+}
+
+#[derive(Clone)]
+enum Kind {
+    Plugins(Arc<Router>),
+    Admin(Arc<String>),
+    Native,
+}
+
+/// Bound listeners, ready to serve.
+pub struct Bound {
+    host: Arc<Host>,
+    listeners: Vec<(TcpListener, Kind)>,
+}
+
+impl Bound {
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let stop = Arc::new(Notify::new());
+        let graceful = Arc::new(GracefulShutdown::new());
+        let scheduler = Scheduler::new(self.host.shared.clone(), &self.host.plugins);
+        let scheduler = tokio::spawn(scheduler.run(stop.clone()));
+        let mut accept_loops = Vec::new();
+        for (listener, kind) in self.listeners {
+            let host = self.host.clone();
+            let stop = stop.clone();
+            let graceful = graceful.clone();
+            accept_loops.push(tokio::spawn(async move {
+                loop {
+                    let (stream, peer) = tokio::select! {
+                        r = listener.accept() => match r {
+                            Ok(x) => x,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "accept failed");
+                                tokio::time::sleep(Duration::from_millis(50)).await;
+                                continue;
+                            }
+                        },
+                        _ = stop.notified() => return,
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let (host, kind) = (host.clone(), kind.clone());
+                    let service = service_fn(move |req| dispatch(host.clone(), kind.clone(), peer, req));
+                    let conn = http1::Builder::new()
+                        .keep_alive(true)
+                        .serve_connection(TokioIo::new(stream), service);
+                    let conn = graceful.watch(conn);
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        }
+                    });
+                }
+            }));
+        }
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new connections, finishing in-flight requests");
+        stop.notify_waiters();
+        for l in accept_loops {
+            let _ = l.await;
+        }
+        let longest = self.host.config.plugins.iter().map(|p| p.limits.timeout_ms).max().unwrap_or(0);
+        let grace = Duration::from_millis(longest) + SHUTDOWN_GRACE;
+        let graceful = Arc::try_unwrap(graceful).map_err(|_| anyhow::anyhow!("listener tasks still hold the shutdown handle"))?;
+        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+            tracing::warn!("connections still open after the grace period; closing them");
+        }
+        let _ = scheduler.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(s) => {
+                s.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+fn json_response(status: StatusCode, value: serde_json::Value) -> HttpResponse {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(value.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+async fn dispatch(host: Arc<Host>, kind: Kind, peer: SocketAddr, req: hyper::Request<Incoming>) -> Result<HttpResponse, Infallible> {
+    let started = Instant::now();
+    let id = request_id();
+    let (plugin_name, mut response) = match kind {
+        Kind::Plugins(router) => plugin_request(&host, &router, peer, &id, req).await,
+        Kind::Admin(token) => admin_request(&host, &token, peer, &id, req).await,
+        Kind::Native => native_request(&host, req).await,
+    };
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    host.shared
+        .metrics
+        .request(plugin_name.as_deref().unwrap_or("-"), response.status().as_u16(), started.elapsed());
+    Ok(response)
+}
+
+/// Reads the body up to `limit` bytes; `Err` is the response to send.
+async fn read_body(req: hyper::Request<Incoming>, limit: usize) -> Result<(http::request::Parts, Bytes), HttpResponse> {
+    let too_large = || {
+        json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({"error": "request body too large", "limit": limit}),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let (parts, body) = req.into_parts();
+    match Limited::new(body, limit).collect().await {
+        Ok(b) => Ok((parts, b.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": format!("cannot read the request body: {e}")}),
+        )),
+    }
+}
+
+fn to_wit_request(parts: &http::request::Parts, body: Bytes, peer: SocketAddr, prefix: &str, id: &str) -> Request {
+    let headers = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    Request {
+        method: parts.method.as_str().to_string(),
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().unwrap_or("").to_string(),
+        headers,
+        body: body.into(),
+        client_addr: peer.to_string(),
+        prefix: prefix.to_string(),
+        request_id: id.to_string(),
+    }
+}
+
+/// Turns a plugin's answer or failure into the HTTP response.
+fn plugin_response(result: Result<crate::bindings::Response, CallError>, id: &str) -> HttpResponse {
+    match result {
+        Ok(r) => {
+            let mut out = hyper::Response::new(Full::new(Bytes::from(r.body)));
+            // `check_response` already validated status and headers.
+            *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            for (k, v) in r.headers {
+                if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                    out.headers_mut().append(k, v);
+                }
+            }
+            out
+        }
+        Err(CallError::Deadline) => json_response(
+            StatusCode::GATEWAY_TIMEOUT,
+            json!({"error": "deadline exceeded", "request_id": id}),
+        ),
+        Err(CallError::NoExport(what)) => json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": format!("the plugin has no `{what}` export"), "request_id": id}),
+        ),
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "plugin failed", "request_id": id}),
+        ),
+    }
+}
+
+async fn plugin_request(host: &Host, router: &Router, peer: SocketAddr, id: &str, req: hyper::Request<Incoming>) -> (Option<String>, HttpResponse) {
+    let path = req.uri().path().to_string();
+    let Some(m) = router.route(&path) else {
+        return (None, json_response(StatusCode::NOT_FOUND, json!({"error": "no route", "path": path})));
+    };
+    let plugin = &host.plugins[m.plugin];
+    let name = Some(plugin.shared.name.clone());
+    plugin.stats.requests.fetch_add(1, Ordering::Relaxed);
+    let (parts, body) = match read_body(req, plugin.shared.limits.max_body_bytes).await {
+        Ok(x) => x,
+        Err(r) => return (name, r),
+    };
+    let wit = to_wit_request(&parts, body, peer, m.prefix, id);
+    (name, plugin_response(plugin.handle(wit).await, id))
+}
+
+async fn native_request(host: &Host, req: hyper::Request<Incoming>) -> (Option<String>, HttpResponse) {
+    let limit = host.plugins.first().map_or(ADMIN_BODY_BYTES, |p| p.shared.limits.max_body_bytes);
+    if let Err(r) = read_body(req, limit).await {
+        return (Some("native".into()), r);
+    }
+    (Some("native".into()), json_response(StatusCode::OK, json!({"message": "hello"})))
+}
+
+fn authorized(token: &str, req: &hyper::Request<Incoming>) -> bool {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    crate::caps::crypto::constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
+}
+
+async fn admin_request(host: &Host, token: &str, peer: SocketAddr, id: &str, req: hyper::Request<Incoming>) -> (Option<String>, HttpResponse) {
+    let path = req.uri().path().to_string();
+    if path == "/health" && req.method() == Method::GET {
+        return (None, json_response(StatusCode::OK, json!({"status": "ok"})));
+    }
+    if !authorized(token, &req) {
+        let mut r = json_response(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}));
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        return (None, r);
+    }
+    if let Some(rest) = path.strip_prefix("/plugins/")
+        && let Some((name, tail)) = rest.split_once('/')
+        && (tail == "admin" || tail.starts_with("admin/"))
+    {
+        let Some(plugin) = host.plugin(name) else {
+            return (None, json_response(StatusCode::NOT_FOUND, json!({"error": "no such plugin", "plugin": name})));
+        };
+        let (parts, body) = match read_body(req, plugin.shared.limits.max_body_bytes).await {
+            Ok(x) => x,
+            Err(r) => return (Some(plugin.shared.name.clone()), r),
+        };
+        let prefix = format!("/plugins/{name}/admin");
+        let wit = to_wit_request(&parts, body, peer, &prefix, id);
+        return (Some(plugin.shared.name.clone()), plugin_response(plugin.admin(wit).await, id));
+    }
+    if req.method() != Method::GET {
+        return (None, json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"})));
+    }
+    let _ = read_body(req, ADMIN_BODY_BYTES).await;
+    match path.as_str() {
+        "/plugins" => (None, json_response(StatusCode::OK, plugins_json(host))),
+        "/metrics" => {
+            let mut r = hyper::Response::new(Full::new(Bytes::from(host.shared.metrics.render())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            (None, r)
+        }
+        _ => (None, json_response(StatusCode::NOT_FOUND, json!({"error": "no route", "path": path}))),
+    }
+}
+
+fn plugins_json(host: &Host) -> serde_json::Value {
+    let plugins: Vec<_> = host
+        .plugins
+        .iter()
+        .map(|p| {
+            json!({
+                "name": p.shared.name,
+                "wasm": p.config.wasm,
+                "mounts": p.config.mounts,
+                "grants": p.config.grants.names(),
+                "limits": p.config.limits,
+                "exports": p.exports(),
+                "state": "running",
+                "requests": p.stats.requests.load(Ordering::Relaxed),
+                "traps": p.stats.traps.load(Ordering::Relaxed),
+                "deadline_hits": p.stats.deadlines.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    json!({
+        "plugins": plugins,
+        "allocator": if host.runtime.pooling { "pooling" } else { "on_demand" },
+    })
+}
+
+/// The prefix of the plugin's first mount that matches `path`, else its first
+/// mount's prefix, else `/` (for `wasmgate call`).
+pub fn prefix_for(plugin: &Plugin, path: &str) -> String {
+    let mounts = &plugin.config.mounts;
+    let mut matching: Vec<_> = mounts
+        .iter()
+        .filter(|m| {
+            let mut r = Router::default();
+            r.add(&m.prefix, 0);
+            r.route(path).is_some()
+        })
+        .collect();
+    matching.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+    matching
+        .first()
+        .copied()
+        .or(mounts.first())
+        .map_or_else(|| "/".to_string(), |m| m.prefix.clone())
+}
+
+/// A request for `wasmgate call` and `bench-instantiate`.
+pub fn local_request(method: &str, path_and_query: &str, headers: Vec<(String, String)>, body: Vec<u8>, prefix: String) -> Request {
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    Request {
+        method: method.to_ascii_uppercase(),
+        path: path.to_string(),
+        query: query.to_string(),
+        headers,
+        body,
+        client_addr: "127.0.0.1:0".to_string(),
+        prefix,
+        request_id: request_id(),
+    }
+}
+
+/// Rows for `wasmgate check`.
+pub fn check_rows(config: &Config) -> (Vec<[String; 5]>, bool) {
+    let mut rows = Vec::new();
+    let mut ok = true;
+    let db = match Db::in_memory() {
+        Ok(db) => db,
+        Err(e) => return (vec![["-".into(), "-".into(), "-".into(), "-".into(), format!("error: {e}")]], false),
+    };
+    let host = match Host::empty(config.clone(), db) {
+        Ok(h) => h,
+        Err(e) => return (vec![["-".into(), "-".into(), "-".into(), "-".into(), format!("error: {e:#}")]], false),
+    };
+    let cache = match Cache::open(&config.data_dir) {
+        Ok(c) => c,
+        Err(e) => return (vec![["-".into(), "-".into(), "-".into(), "-".into(), format!("error: {e:#}")]], false),
+    };
+    for p in &config.plugins {
+        let mounts = p.mounts.iter().map(|m| format!("{}{}", m.listen, m.prefix)).collect::<Vec<_>>().join(" ");
+        let grants = match p.grants.names() {
+            names if names.is_empty() => "-".to_string(),
+            names => names.join(","),
+        };
+        let status = match host.runtime.load(p, host.shared.clone(), &cache) {
+            Ok(loaded) => format!(
+                "ok ({}; exports {})",
+                if loaded.from_cache { "cached" } else { "compiled" },
+                loaded.exports().join(", ")
+            ),
+            Err(e) => {
+                ok = false;
+                format!("error: {e:#}")
+            }
+        };
+        rows.push([p.name.clone(), p.wasm.display().to_string(), mounts, grants, status]);
+    }
+    (rows, ok)
+}

@@ -1,0 +1,130 @@
+use std::fmt;
+
+use crate::Response;
+use crate::bindings::wasmgate::plugin::{jobs, keys, kv};
+
+/// An error answer: becomes `status` with the body `{"error": message}`.
+///
+/// Return it from a handler with `?` or `Err(...)`; [`kv`](crate::kv),
+/// [`keys`](crate::keys) and [`jobs`](crate::jobs) errors convert into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Error {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Error {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(400, message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(401, message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self::new(404, message)
+    }
+
+    /// 405.
+    pub fn method_not_allowed() -> Self {
+        Self::new(405, "method not allowed")
+    }
+
+    /// 409.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(409, message)
+    }
+
+    /// 413.
+    pub fn payload_too_large(message: impl Into<String>) -> Self {
+        Self::new(413, message)
+    }
+
+    /// 429.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(429, message)
+    }
+
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(500, message)
+    }
+
+    /// 503.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(503, message)
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.status, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<Error> for Response {
+    fn from(err: Error) -> Response {
+        Response::json(err.status, &serde_json::json!({ "error": err.message }))
+    }
+}
+
+/// Size errors are usually caused by what the client sent (a long key taken
+/// from the path, a big body stored as is), so they answer 413; the rest are
+/// the plugin's or the host's fault.
+impl From<kv::Error> for Error {
+    fn from(err: kv::Error) -> Self {
+        match err {
+            kv::Error::KeyTooLarge(limit) => {
+                Self::payload_too_large(format!("key longer than {limit} bytes"))
+            }
+            kv::Error::ValueTooLarge(limit) => {
+                Self::payload_too_large(format!("value longer than {limit} bytes"))
+            }
+            kv::Error::EmptyKey => Self::bad_request("empty key"),
+            kv::Error::Denied => Self::internal("kv not granted to this plugin"),
+            kv::Error::Conflict => Self::conflict("conflicting concurrent update, retry"),
+            kv::Error::Closed => Self::internal("kv transaction already committed"),
+            kv::Error::Storage(detail) => Self::internal(format!("kv storage: {detail}")),
+        }
+    }
+}
+
+impl From<keys::Error> for Error {
+    fn from(err: keys::Error) -> Self {
+        match err {
+            keys::Error::Invalid(why) => Self::bad_request(why),
+            keys::Error::Denied => Self::internal("keys not granted to this plugin"),
+            keys::Error::Storage(detail) => Self::internal(format!("keys storage: {detail}")),
+        }
+    }
+}
+
+impl From<jobs::Error> for Error {
+    fn from(err: jobs::Error) -> Self {
+        match err {
+            jobs::Error::TooLarge(limit) => {
+                Self::payload_too_large(format!("job name or payload longer than {limit} bytes"))
+            }
+            jobs::Error::Denied => Self::internal("jobs not granted to this plugin"),
+            jobs::Error::Storage(detail) => Self::internal(format!("jobs storage: {detail}")),
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! End-to-end tests of wasmgate: every test starts the real `wasmgate`
+//! binary (on port 0, in a temp dir of its own) and talks to it over HTTP or
+//! through its CLI.
+//!
+//! The plugins come from `target/wasm32-wasip2/release/{hello,fixture}.wasm`;
+//! `make test` builds them before running this target.
+
+mod e2e {
+    pub mod harness;
+    pub mod http;
+
+    mod admin;
+    mod caps;
+    mod cli;
+    mod config;
+    mod hello;
+    mod hostile;
+    mod isolation;
+    mod jobs;
+    mod server;
+    mod shutdown;
+}
