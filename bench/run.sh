@@ -49,6 +49,7 @@ if ! command -v wrk >/dev/null 2>&1; then
 		die "could not install wrk with apt-get"
 fi
 
+loadavg=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || true)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/wasmgate-bench.XXXXXX")
 server_pid=""
 server_status=""
@@ -186,10 +187,13 @@ RUST_LOG=${RUST_LOG:-warn} timeout 60 "$BIN" "${inst_args[@]}" </dev/null >"$tmp
 inst_json=$(grep -E '^[[:space:]]*\{' "$tmp/inst.out" | tail -n 1 || true)
 [ -n "$inst_json" ] || die "bench-instantiate printed no JSON line: $(head -c 300 "$tmp/inst.out")"
 jnum() { printf '%s\n' "$inst_json" | sed -nE 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*([-0-9.eE+]+).*/\1/p'; }
+jstr() { printf '%s\n' "$inst_json" | sed -nE 's/.*"'"$1"'"[[:space:]]*:[[:space:]]*"([^"]*)".*/\1/p'; }
+us() { [ -n "$1" ] && awk -v x="$1" 'BEGIN { printf "%.2f", x }' || echo "?"; }
 inst_iter=$(jnum iterations)
-inst_us=$(jnum instantiate_us)
-call_us=$(jnum call_us)
-total_us=$(jnum total_us)
+inst_us=$(us "$(jnum instantiate_us)")
+call_us=$(us "$(jnum call_us)")
+total_us=$(us "$(jnum total_us)")
+allocator=$(jstr allocator)
 
 # ---------------------------------------------------------------------------
 # BENCHMARKS.md
@@ -197,7 +201,7 @@ total_us=$(jnum total_us)
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
 num() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
-per_core() { awk -v t="$1" 'BEGIN { if (t > 0) printf "%.0f", 1e6 / t; else print "n/a" }'; }
+per_core() { awk -v t="$1" 'BEGIN { if (t + 0 > 0) printf "%.0f", 1e6 / t; else print "n/a" }'; }
 kb_mib() { awk -v k="$1" 'BEGIN { if (k != "") printf "%.1f MiB", k / 1024; else print "n/a" }'; }
 
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || true)
@@ -211,7 +215,7 @@ fi
 {
 	echo "# Benchmarks"
 	echo
-	echo "Written by \`make bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) cores${cpu:+ ($cpu)}, Linux $(uname -r), wasmgate $rev."
+	echo "Written by \`make bench\` (bench/run.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'): $(nproc) cores${cpu:+ ($cpu)}, Linux $(uname -r), wasmgate $rev${loadavg:+; load average before the run: $loadavg}."
 	echo
 	echo "What was measured, on loopback, with the load generator and the server sharing the same cores:"
 	echo
@@ -228,11 +232,11 @@ fi
 	echo
 	echo "## Instantiate + call + drop"
 	echo
-	echo "\`wasmgate ${inst_args[*]:0:9}\`: the average per iteration of a fresh \`Store\` and instantiation, one handler call (\`GET /hello/\`), and the drop, on one thread with no HTTP."
+	echo "\`wasmgate ${inst_args[*]:0:9}\`: the average per iteration of a fresh \`Store\` and instantiation, one handler call (\`GET /hello/\`), and the drop, on one thread with no HTTP${allocator:+ (instance allocator: $allocator)}."
 	echo
 	echo "| iterations | instantiate | call | total | total → calls/s on one core |"
 	echo "| ---: | ---: | ---: | ---: | ---: |"
-	echo "| ${inst_iter:-?} | ${inst_us:-?} µs | ${call_us:-?} µs | ${total_us:-?} µs | $(per_core "${total_us:-0}") |"
+	echo "| ${inst_iter:-?} | $inst_us µs | $call_us µs | $total_us µs | $(per_core "$total_us") |"
 	echo
 	echo '```json'
 	echo "$inst_json"
@@ -265,4 +269,4 @@ log "wrote $OUT"
 for c in "${CONNECTIONS[@]}"; do
 	log "c=$c: native $(num "${rps[native/$c]}") req/s, plugin $(num "${rps[plugin/$c]}") req/s, ratio $(ratio "${rps[plugin/$c]}" "${rps[native/$c]}")"
 done
-log "instantiate+call+drop: ${total_us:-?} µs (instantiate ${inst_us:-?}, call ${call_us:-?})"
+log "instantiate+call+drop: $total_us µs (instantiate $inst_us, call $call_us)"

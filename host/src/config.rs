@@ -468,4 +468,33 @@ plugins:
         assert_eq!(s["max"], serde_json::json!(3));
         assert_eq!(s["list"], serde_json::json!([1, 2]));
     }
+
+    #[test]
+    fn the_readme_reference_parses_and_names_every_key() {
+        let readme = include_str!("../../README.md");
+        let block = readme
+            .split("## Configuration reference")
+            .nth(1)
+            .and_then(|s| s.split("```yaml\n").nth(1))
+            .and_then(|s| s.split("```").next())
+            .expect("README has a yaml block under `## Configuration reference`");
+        let config = parse(block).expect("the README's reference is a valid config");
+        fn keys(v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        out.push(k.clone());
+                        keys(v, out);
+                    }
+                }
+                serde_json::Value::Array(a) => a.iter().for_each(|v| keys(v, out)),
+                _ => {}
+            }
+        }
+        let mut all = Vec::new();
+        keys(&serde_json::to_value(&config).unwrap(), &mut all);
+        for key in all {
+            assert!(block.contains(&format!("{key}:")), "README's config reference does not show `{key}`");
+        }
+    }
 }

@@ -529,3 +529,38 @@ impl std::hash::Hasher for Sha256Hasher {
         self.0.update(bytes);
     }
 }
+
+/// A `Ctx` outside any store, for capability unit tests.
+#[cfg(test)]
+pub(crate) fn test_ctx(host: &Arc<Shared>, name: &str, grants: Grants) -> Ctx {
+    let shared = Arc::new(PluginShared {
+        name: name.to_string(),
+        grants,
+        limits: Limits::default(),
+        settings: BTreeMap::new(),
+        settings_json: "{}".into(),
+        host: host.clone(),
+        log_budget: LogBudget::default(),
+    });
+    Ctx {
+        plugin: shared,
+        request_id: "test".into(),
+        table: ResourceTable::new(),
+        stdout: Output::default(),
+        stderr: Output::default(),
+        wasi: WasiCtx::builder().build(),
+        limits: StoreLimitsBuilder::new().build(),
+    }
+}
+
+/// Shared state over an in-memory database, for capability unit tests.
+#[cfg(test)]
+pub(crate) fn test_shared() -> Arc<Shared> {
+    Arc::new(Shared {
+        db: Db::in_memory().expect("in-memory redb"),
+        ratelimiter: RateLimiter::default(),
+        jobs_wake: Arc::new(Notify::new()),
+        metrics: Metrics::default(),
+        slots: Semaphore::new(4),
+    })
+}

@@ -213,3 +213,72 @@ impl Host for Ctx {
         Ok(r)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Grants;
+    use crate::runtime::{test_ctx, test_shared};
+
+    fn keys_only() -> Grants {
+        Grants { keys: true, ..Grants::default() }
+    }
+
+    #[test]
+    fn an_issued_secret_verifies_until_revoked_and_is_stored_only_as_a_digest() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", keys_only());
+        let issued = Host::issue(&mut a, "admin".into(), "ci".into(), None).unwrap().unwrap();
+        assert!(issued.secret.len() >= 43, "at least 256 bits");
+        let info = Host::verify(&mut a, issued.secret.clone()).unwrap().unwrap().unwrap();
+        assert_eq!((info.role.as_str(), info.label.as_str()), ("admin", "ci"));
+        assert!(Host::verify(&mut a, "wrong".into()).unwrap().unwrap().is_none());
+
+        let tx = host.db.read().unwrap();
+        let keys = tx.open_table(KEYS).unwrap();
+        for row in keys.iter().unwrap() {
+            let (_, v) = row.unwrap();
+            let text = String::from_utf8_lossy(v.value()).into_owned();
+            assert!(!text.contains(&issued.secret), "the secret is never stored");
+        }
+        drop((keys, tx));
+
+        let listed = Host::list(&mut a).unwrap().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(Host::revoke(&mut a, info.id.clone()).unwrap().unwrap());
+        assert!(Host::verify(&mut a, issued.secret).unwrap().unwrap().is_none());
+        assert!(!Host::revoke(&mut a, info.id).unwrap().unwrap());
+    }
+
+    #[test]
+    fn another_plugin_cannot_verify_or_revoke_a_key() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", keys_only());
+        let mut b = test_ctx(&host, "b", keys_only());
+        let issued = Host::issue(&mut a, "r".into(), "l".into(), None).unwrap().unwrap();
+        assert!(Host::verify(&mut b, issued.secret.clone()).unwrap().unwrap().is_none());
+        assert!(!Host::revoke(&mut b, issued.info.id.clone()).unwrap().unwrap());
+        assert!(Host::list(&mut b).unwrap().unwrap().is_empty());
+        assert!(Host::verify(&mut a, issued.secret).unwrap().unwrap().is_some());
+    }
+
+    #[test]
+    fn expiry_is_checked_on_every_verify_and_past_expiry_is_refused_at_issue() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", keys_only());
+        let past = unix_now() - 1;
+        assert!(matches!(Host::issue(&mut a, "r".into(), "l".into(), Some(past)).unwrap(), Err(Error::Invalid(_))));
+        let issued = Host::issue(&mut a, "r".into(), "l".into(), Some(unix_now() + 1)).unwrap().unwrap();
+        assert!(Host::verify(&mut a, issued.secret.clone()).unwrap().unwrap().is_some());
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert!(Host::verify(&mut a, issued.secret).unwrap().unwrap().is_none());
+    }
+
+    #[test]
+    fn roles_and_labels_with_control_characters_are_refused() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", keys_only());
+        assert!(matches!(Host::issue(&mut a, "a\nb".into(), "l".into(), None).unwrap(), Err(Error::Invalid(_))));
+        assert!(matches!(Host::issue(&mut a, "r".into(), "x".repeat(300), None).unwrap(), Err(Error::Invalid(_))));
+    }
+}

@@ -315,3 +315,106 @@ impl Txn {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Grants;
+    use crate::runtime::{test_ctx, test_shared};
+
+    fn kv_only() -> Grants {
+        Grants { kv: true, ..Grants::default() }
+    }
+
+    #[test]
+    fn a_plugin_cannot_read_or_list_another_plugins_keys() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", kv_only());
+        let mut b = test_ctx(&host, "b", kv_only());
+        Host::set(&mut a, "secret".into(), b"a's".to_vec()).unwrap().unwrap();
+        assert_eq!(Host::get(&mut b, "secret".into()).unwrap().unwrap(), None);
+        assert!(Host::list(&mut b, "".into(), None, 100).unwrap().unwrap().entries.is_empty());
+        assert_eq!(Host::count(&mut b, "".into()).unwrap().unwrap(), 0);
+        assert!(!Host::delete(&mut b, "secret".into()).unwrap().unwrap());
+        assert_eq!(Host::get(&mut a, "secret".into()).unwrap().unwrap(), Some(b"a's".to_vec()));
+    }
+
+    #[test]
+    fn listing_pages_through_a_prefix_with_a_cursor() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", kv_only());
+        for i in 0..25 {
+            Host::set(&mut a, format!("n/{i:03}"), vec![i]).unwrap().unwrap();
+        }
+        Host::set(&mut a, "o/x".into(), vec![]).unwrap().unwrap();
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = Host::list(&mut a, "n/".into(), cursor, 10).unwrap().unwrap();
+            seen.extend(page.entries.into_iter().map(|(k, _)| k));
+            cursor = page.next;
+            if cursor.is_none() {
+                break;
+            }
+        }
+        assert_eq!(seen, (0..25).map(|i| format!("n/{i:03}")).collect::<Vec<_>>());
+        assert_eq!(Host::count(&mut a, "n/".into()).unwrap().unwrap(), 25);
+    }
+
+    #[test]
+    fn sizes_are_checked_with_typed_errors() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", kv_only());
+        let long_key = "k".repeat(MAX_KEY_BYTES as usize + 1);
+        assert!(matches!(Host::set(&mut a, long_key, vec![]).unwrap(), Err(Error::KeyTooLarge(MAX_KEY_BYTES))));
+        let big = vec![0; MAX_VALUE_BYTES as usize + 1];
+        assert!(matches!(Host::set(&mut a, "k".into(), big).unwrap(), Err(Error::ValueTooLarge(_))));
+        assert!(matches!(Host::get(&mut a, "".into()).unwrap(), Err(Error::EmptyKey)));
+    }
+
+    #[test]
+    fn without_the_grant_every_call_is_denied() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", Grants::default());
+        assert!(matches!(Host::get(&mut a, "k".into()).unwrap(), Err(Error::Denied)));
+        assert!(matches!(Host::set(&mut a, "k".into(), vec![]).unwrap(), Err(Error::Denied)));
+    }
+
+    #[test]
+    fn a_transaction_commits_all_or_nothing_and_sees_its_own_writes() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", kv_only());
+        let t = HostTxn::new(&mut a).unwrap();
+        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "x".into(), b"1".to_vec()).unwrap().unwrap();
+        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "y".into(), b"2".to_vec()).unwrap().unwrap();
+        assert_eq!(HostTxn::get(&mut a, Resource::new_borrow(t.rep()), "x".into()).unwrap().unwrap(), Some(b"1".to_vec()));
+        assert_eq!(Host::get(&mut a, "x".into()).unwrap().unwrap(), None, "nothing is visible before commit");
+        HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap().unwrap();
+        assert!(matches!(HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap(), Err(Error::Closed)));
+        HostTxn::drop(&mut a, t).unwrap();
+        assert_eq!(Host::get(&mut a, "y".into()).unwrap().unwrap(), Some(b"2".to_vec()));
+
+        let t = HostTxn::new(&mut a).unwrap();
+        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "z".into(), b"3".to_vec()).unwrap().unwrap();
+        HostTxn::drop(&mut a, t).unwrap();
+        assert_eq!(Host::get(&mut a, "z".into()).unwrap().unwrap(), None, "a dropped transaction writes nothing");
+    }
+
+    #[test]
+    fn a_commit_fails_with_conflict_when_a_key_it_read_changed() {
+        let host = test_shared();
+        let mut a = test_ctx(&host, "a", kv_only());
+        let mut a2 = test_ctx(&host, "a", kv_only());
+        Host::set(&mut a, "quota".into(), b"1".to_vec()).unwrap().unwrap();
+        let t = HostTxn::new(&mut a).unwrap();
+        let read = HostTxn::get(&mut a, Resource::new_borrow(t.rep()), "quota".into()).unwrap().unwrap();
+        assert_eq!(read, Some(b"1".to_vec()));
+        // Another request changes the key between the read and the commit.
+        Host::set(&mut a2, "quota".into(), b"2".to_vec()).unwrap().unwrap();
+        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "quota".into(), b"0".to_vec()).unwrap().unwrap();
+        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "other".into(), b"x".to_vec()).unwrap().unwrap();
+        assert!(matches!(HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap(), Err(Error::Conflict)));
+        assert_eq!(Host::get(&mut a, "quota".into()).unwrap().unwrap(), Some(b"2".to_vec()));
+        assert_eq!(Host::get(&mut a, "other".into()).unwrap().unwrap(), None, "a conflicted commit writes nothing");
+    }
+}
