@@ -2,7 +2,7 @@
 #
 #   make build   plugins (wasm32-wasip2) and the host, both in release
 #   make run     build, then serve config.yaml with data in ./data
-#   make test    build, then the host's unit and end-to-end tests
+#   make test    build, then the host's unit and end-to-end tests and the SDK's unit tests
 #   make bench   build, then bench/run.sh, which writes BENCHMARKS.md
 #
 # One target dir (target/) for everything; cargo serialises concurrent builds.
@@ -13,10 +13,14 @@ RUSTUP  ?= rustup
 WASM_TARGET := wasm32-wasip2
 # Guest crates built for $(WASM_TARGET); later plugins are added here.
 PLUGINS ?= hello fixture
-# cdylib guest crates that only make sense on $(WASM_TARGET): kept out of the
-# native test build. The SDK (plugins/sdk, an rlib) compiles natively and its
-# unit tests (router, http helpers) run in `make test`.
-GUEST_CRATES ?= $(PLUGINS)
+# Native crates whose tests `make test` runs: the host (lib and bin unit
+# tests, the `e2e` integration test in tests/tests.rs, doc tests) and the SDK
+# (plugins/sdk is an rlib that compiles natively; its router and http helpers
+# have unit tests). The guest cdylibs in PLUGINS are wasm-only and stay out.
+# One cargo invocation per crate, on purpose: a single `--workspace` run
+# unifies features with the SDK's wit-bindgen and rebuilds wasmtime a second
+# time, while `-p wasmgate` reuses what `make build` compiled.
+TEST_PACKAGES ?= wasmgate wasmgate-sdk
 
 BIN      := target/release/wasmgate
 CONFIG   ?= config.yaml
@@ -44,10 +48,12 @@ host:
 run: build
 	$(BIN) serve --config $(CONFIG) --data-dir $(DATA_DIR)
 
-# Every native workspace member: the host's lib and bin unit tests, its `e2e`
-# integration test (tests/tests.rs), the SDK's unit tests and doc tests.
+# Runs every package's tests even when an earlier one fails, then fails if any did.
 test: build
-	$(CARGO) test --release --workspace $(addprefix --exclude ,$(GUEST_CRATES))
+	@status=0; for p in $(TEST_PACKAGES); do \
+		echo "$(CARGO) test --release -p $$p"; \
+		$(CARGO) test --release --no-fail-fast -p $$p || status=1; \
+	done; exit $$status
 
 bench: build
 	bash bench/run.sh

@@ -13,6 +13,6 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub use exports::wasmgate::plugin::{admin, handler, job_handler};
-pub use wasmgate::plugin::types::{Request, Response};
-pub use wasmgate::plugin::{config, crypto, jobs, keys, kv, log, ratelimit};
+pub use self::exports::wasmgate::plugin::{admin, handler, job_handler};
+pub use self::wasmgate::plugin::types::{Request, Response};
+pub use self::wasmgate::plugin::{config, crypto, jobs, keys, kv, log, ratelimit};

@@ -126,6 +126,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&config, None)?;
             let (rows, ok) = tokio()?.block_on(async { server::check_rows(&config) });
             print_table(&["plugin", "wasm", "mounts", "grants", "status"], &rows);
+            for row in rows.iter().filter(|r| r[4].starts_with("error: ")) {
+                eprintln!("{}", row[4]);
+            }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Call {
@@ -165,14 +168,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     server::prefix_for(p, &path)
                 };
                 let req = server::local_request(&method, &path, header_pairs, body, prefix);
+                let id = req.request_id.clone();
                 let result = if admin { p.admin(req).await } else { p.handle(req).await };
-                let r = result.map_err(|e| anyhow::anyhow!("{e}"))?;
-                println!("HTTP {}", r.status);
-                for (k, v) in &r.headers {
+                let (status, headers, body) = match result {
+                    Ok(r) => (r.status, r.headers, r.body),
+                    Err(e) => {
+                        let (status, body) = server::call_error_body(&e, &id);
+                        let headers = vec![("content-type".to_string(), "application/json".to_string())];
+                        (status.as_u16(), headers, body.to_string().into_bytes())
+                    }
+                };
+                println!("HTTP {status}");
+                for (k, v) in &headers {
                     println!("{k}: {v}");
                 }
                 println!();
-                println!("{}", String::from_utf8_lossy(&r.body));
+                println!("{}", String::from_utf8_lossy(&body));
                 anyhow::Ok(())
             })?;
             Ok(ExitCode::SUCCESS)

@@ -157,8 +157,18 @@ fn base_config() -> wasmtime::Config {
 impl Runtime {
     /// Builds the engine. `max_memory` is the largest memory cap of any plugin.
     pub fn new(rt: &RuntimeConfig, max_memory: usize) -> anyhow::Result<Runtime> {
+        // On demand, each memory reserves only its own cap plus a small guard
+        // (explicit bounds checks instead of 4 GiB of guard pages), so the
+        // host also fits address spaces of 39 bits and under-sized ulimits.
+        let on_demand = || {
+            let mut c = base_config();
+            c.memory_reservation(max_memory as u64)
+                .memory_guard_size(64 << 10)
+                .memory_reservation_for_growth(0);
+            Engine::new(&c)
+        };
         let (engine, pooling) = match rt.allocator {
-            AllocatorKind::OnDemand => (Engine::new(&base_config())?, false),
+            AllocatorKind::OnDemand => (on_demand()?, false),
             AllocatorKind::Pooling => {
                 let n = rt.max_instances;
                 let mut pool = PoolingAllocationConfig::default();
@@ -183,7 +193,7 @@ impl Runtime {
                     Ok(engine) => (engine, true),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot reserve the instance pool; using on-demand allocation");
-                        (Engine::new(&base_config())?, false)
+                        (on_demand()?, false)
                     }
                 }
             }

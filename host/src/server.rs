@@ -351,15 +351,25 @@ fn plugin_response(result: Result<crate::bindings::Response, CallError>, id: &st
             }
             out
         }
-        Err(CallError::Deadline) => json_response(
+        Err(e) => {
+            let (status, body) = call_error_body(&e, id);
+            json_response(status, body)
+        }
+    }
+}
+
+/// What the client gets when a call produced no usable response.
+pub fn call_error_body(e: &CallError, id: &str) -> (StatusCode, serde_json::Value) {
+    match e {
+        CallError::Deadline => (
             StatusCode::GATEWAY_TIMEOUT,
             json!({"error": "deadline exceeded", "request_id": id}),
         ),
-        Err(CallError::NoExport(what)) => json_response(
+        CallError::NoExport(what) => (
             StatusCode::NOT_FOUND,
             json!({"error": format!("the plugin has no `{what}` export"), "request_id": id}),
         ),
-        Err(_) => json_response(
+        _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"error": "plugin failed", "request_id": id}),
         ),

@@ -22,7 +22,12 @@ fn call_get_prints_status_headers_and_body() {
 #[test]
 fn call_post_creates_a_note_that_the_server_then_serves() {
     let setup = Setup::new(&[Plugin::hello("hello")]);
-    let out = setup.call("hello", "POST", "/hello/notes", &["--body", r#"{"title":"x"}"#]);
+    let out = setup.call(
+        "hello",
+        "POST",
+        "/hello/notes",
+        &["--body", r#"{"title":"x"}"#],
+    );
     assert!(out.status.success(), "{}", describe(&out));
     let created = parse_call_output(&out);
     created.expect(201);
@@ -60,7 +65,12 @@ fn call_passes_headers_and_reports_plugin_errors_as_responses() {
         "hello",
         "POST",
         "/hello/notes",
-        &["-H", "content-type: application/json", "--body", "{not json"],
+        &[
+            "-H",
+            "content-type: application/json",
+            "--body",
+            "{not json",
+        ],
     );
     // The plugin answered (with a 400), so the command succeeded.
     assert!(out.status.success(), "{}", describe(&out));
@@ -72,7 +82,11 @@ fn call_to_an_unknown_plugin_fails() {
     let setup = Setup::new(&[Plugin::hello("hello")]);
     let out = setup.call("nobody", "GET", "/", &[]);
     assert!(!out.status.success(), "{}", describe(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody"), "{}", describe(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nobody"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -99,5 +113,9 @@ fn check_accepts_a_good_config_and_prints_every_plugin() {
     let out = setup.check();
     assert!(out.status.success(), "{}", describe(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("hello") && stdout.contains("fx"), "{}", describe(&out));
+    assert!(
+        stdout.contains("hello") && stdout.contains("fx"),
+        "{}",
+        describe(&out)
+    );
 }

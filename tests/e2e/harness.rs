@@ -38,14 +38,21 @@ pub fn wasm(name: &str) -> PathBuf {
         candidates.push(target.join("wasm32-wasip2/release").join(&file));
     }
     candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/release").join(&file),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/wasm32-wasip2/release")
+            .join(&file),
     );
     for candidate in &candidates {
         if candidate.is_file() {
-            return candidate.canonicalize().unwrap_or_else(|_| candidate.clone());
+            return candidate
+                .canonicalize()
+                .unwrap_or_else(|_| candidate.clone());
         }
     }
-    panic!("{} not found: build the plugins first: make test", candidates[0].display());
+    panic!(
+        "{} not found: build the plugins first: make test",
+        candidates[0].display()
+    );
 }
 
 /// Resource limits of one plugin, written out in full so that a test never
@@ -148,7 +155,12 @@ impl Plugin {
 
     /// This entry as YAML, indented for the `plugins:` list.
     pub fn yaml(&self) -> String {
-        let Limits { memory_mb, timeout_ms, max_body_bytes, max_response_bytes } = &self.limits;
+        let Limits {
+            memory_mb,
+            timeout_ms,
+            max_body_bytes,
+            max_response_bytes,
+        } = &self.limits;
         let mut y = format!(
             "  - name: {name}\n    wasm: {wasm}\n    mounts:\n      - listen: {listen}\n        prefix: {prefix}\n    grants: {grants}\n    limits: {{ memory_mb: {memory_mb}, timeout_ms: {timeout_ms}, max_body_bytes: {max_body_bytes}, max_response_bytes: {max_response_bytes} }}\n",
             name = self.name,
@@ -183,6 +195,8 @@ pub struct Setup {
     dir: tempfile::TempDir,
     pub config: PathBuf,
     pub data_dir: PathBuf,
+    /// `ulimit -v` for the binary, in KiB: a small address space like a router's.
+    address_space_kib: Option<u64>,
 }
 
 impl Setup {
@@ -192,11 +206,25 @@ impl Setup {
 
     /// A setup whose config.yaml is exactly `yaml` (for config error tests).
     pub fn with_yaml(yaml: &str) -> Setup {
-        let dir = tempfile::Builder::new().prefix("wasmgate-e2e-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("wasmgate-e2e-")
+            .tempdir()
+            .expect("temp dir");
         let config = dir.path().join("config.yaml");
         std::fs::write(&config, yaml).expect("write config.yaml");
         let data_dir = dir.path().join("data");
-        Setup { dir, config, data_dir }
+        Setup {
+            dir,
+            config,
+            data_dir,
+            address_space_kib: None,
+        }
+    }
+
+    /// Runs the binary under `ulimit -v kib`.
+    pub fn limit_address_space(mut self, kib: u64) -> Setup {
+        self.address_space_kib = Some(kib);
+        self
     }
 
     pub fn dir(&self) -> &Path {
@@ -205,7 +233,16 @@ impl Setup {
 
     /// The binary with `args`, run from the temp dir with a predictable log filter.
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.address_space_kib {
+            None => Command::new(BIN),
+            Some(kib) => {
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
+                    .arg(BIN);
+                sh
+            }
+        };
         cmd.args(args)
             .current_dir(self.dir.path())
             .env_remove("RUST_LOG")
@@ -221,7 +258,11 @@ impl Setup {
 
     /// `wasmgate check --config <config>`.
     pub fn check(&self) -> Output {
-        self.run(&[OsStr::new("check"), OsStr::new("--config"), self.config.as_os_str()])
+        self.run(&[
+            OsStr::new("check"),
+            OsStr::new("--config"),
+            self.config.as_os_str(),
+        ])
     }
 
     /// `wasmgate call PLUGIN METHOD PATH --config .. --data-dir .. EXTRA...`.
@@ -263,7 +304,9 @@ impl Setup {
 /// Runs `cmd` with piped output; kills it and panics when it outlives `timeout`.
 pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> Output {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let out = drain(child.stdout.take());
     let err = drain(child.stderr.take());
     let started = Instant::now();
@@ -316,7 +359,10 @@ pub fn parse_call_output(output: &Output) -> Response {
     let stdout = &output.stdout;
     let text = String::from_utf8_lossy(stdout);
     let Some(head_end) = find(stdout, b"\n\n") else {
-        panic!("call output has no blank line after the headers:\n{}", describe(output));
+        panic!(
+            "call output has no blank line after the headers:\n{}",
+            describe(output)
+        );
     };
     let head = String::from_utf8_lossy(&stdout[..head_end]);
     let mut lines = head.lines();
@@ -334,7 +380,11 @@ pub fn parse_call_output(output: &Output) -> Response {
     if body.last() == Some(&b'\n') {
         body.pop();
     }
-    Response { status, headers, body }
+    Response {
+        status,
+        headers,
+        body,
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -372,7 +422,9 @@ impl Server {
     fn spawn(&mut self) {
         let mut cmd = self.setup.command(&self.setup.serve_args());
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {BIN}: {e}"));
 
         let (tx, rx) = mpsc::channel::<String>();
         let stdout = child.stdout.take().expect("piped stdout");
@@ -423,14 +475,20 @@ impl Server {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     self.kill_now();
-                    panic!("server not ready after {READY_TIMEOUT:?}; output:\n{}", self.logs());
+                    panic!(
+                        "server not ready after {READY_TIMEOUT:?}; output:\n{}",
+                        self.logs()
+                    );
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let status = self.child.as_mut().and_then(|c| c.wait().ok());
                     self.child = None;
                     // Give the stderr reader a moment to catch the last words.
                     thread::sleep(Duration::from_millis(200));
-                    panic!("server exited before `ready` ({status:?}); output:\n{}", self.logs());
+                    panic!(
+                        "server exited before `ready` ({status:?}); output:\n{}",
+                        self.logs()
+                    );
                 }
             }
         }
@@ -493,9 +551,19 @@ impl Server {
 
     /// A request to the first plugin listener on a fresh connection.
     #[track_caller]
-    pub fn send(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
-        http::send(self.addr(), method, path, headers, body)
-            .unwrap_or_else(|e| panic!("{method} {path} failed: {e}\nserver output:\n{}", self.logs()))
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
+        http::send(self.addr(), method, path, headers, body).unwrap_or_else(|e| {
+            panic!(
+                "{method} {path} failed: {e}\nserver output:\n{}",
+                self.logs()
+            )
+        })
     }
 
     #[track_caller]
@@ -510,7 +578,12 @@ impl Server {
 
     #[track_caller]
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Response {
-        self.send("POST", path, &[("content-type", "application/json")], body.to_string().as_bytes())
+        self.send(
+            "POST",
+            path,
+            &[("content-type", "application/json")],
+            body.to_string().as_bytes(),
+        )
     }
 
     #[track_caller]
@@ -532,10 +605,16 @@ impl Server {
     #[track_caller]
     pub fn admin_get(&self, path: &str, token: Option<&str>) -> Response {
         let auth = token.map(|t| format!("Bearer {t}"));
-        let headers: Vec<(&str, &str)> =
-            auth.as_deref().map(|a| vec![("authorization", a)]).unwrap_or_default();
-        http::send(self.admin_addr(), "GET", path, &headers, b"")
-            .unwrap_or_else(|e| panic!("admin GET {path} failed: {e}\nserver output:\n{}", self.logs()))
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|a| vec![("authorization", a)])
+            .unwrap_or_default();
+        http::send(self.admin_addr(), "GET", path, &headers, b"").unwrap_or_else(|e| {
+            panic!(
+                "admin GET {path} failed: {e}\nserver output:\n{}",
+                self.logs()
+            )
+        })
     }
 
     /// Everything the server has written to stdout and stderr so far.
@@ -596,11 +675,10 @@ impl Server {
     }
 
     /// SIGTERM, then SIGKILL if the process outlives [`STOP_TIMEOUT`].
-    /// Returns the exit status of the SIGTERM, or None if it took SIGKILL.
+    /// Returns the exit status of the SIGTERM, or None if it took SIGKILL
+    /// (or the server was not running).
     pub fn stop(&mut self) -> Option<ExitStatus> {
-        if self.child.is_none() {
-            return None;
-        }
+        self.child.as_ref()?;
         self.signal("TERM");
         match self.wait_exit(STOP_TIMEOUT) {
             Some(status) => Some(status),
@@ -622,7 +700,10 @@ impl Server {
     /// (the listeners get new ports).
     pub fn restart(&mut self) {
         let status = self.stop();
-        append(&self.log, &format!("--- harness: restart (previous exit: {status:?}) ---"));
+        append(
+            &self.log,
+            &format!("--- harness: restart (previous exit: {status:?}) ---"),
+        );
         self.spawn();
     }
 }
@@ -642,7 +723,8 @@ fn append(log: &Mutex<String>, line: &str) {
 
 #[track_caller]
 fn parse_addr(word: &str, line: &str) -> SocketAddr {
-    word.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+    word.parse()
+        .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
 }
 
 pub fn send_signal(pid: u32, signal: &str) {

@@ -36,7 +36,9 @@ fn notes_can_be_created_listed_fetched_and_deleted() {
     assert!(!first_id.is_empty());
     assert_eq!(first["title"], "first");
     assert_eq!(first["body"], "one");
-    let created_at = first["created_at"].as_u64().expect("created_at is a number");
+    let created_at = first["created_at"]
+        .as_u64()
+        .expect("created_at is a number");
     assert!(
         created_at + 5 >= before && created_at <= now_secs() + 5,
         "created_at {created_at} is not about now ({before})"
@@ -51,7 +53,11 @@ fn notes_can_be_created_listed_fetched_and_deleted() {
 
     let list = server.get("/hello/notes");
     list.expect(200);
-    assert_eq!(list.json(), json!({ "notes": [first, second] }), "creation order");
+    assert_eq!(
+        list.json(),
+        json!({ "notes": [first, second] }),
+        "creation order"
+    );
 
     let got = server.get(&format!("/hello/notes/{first_id}"));
     got.expect(200);
@@ -76,7 +82,10 @@ fn notes_can_be_created_listed_fetched_and_deleted() {
 #[test]
 fn notes_survive_a_restart() {
     let mut server = hello_server();
-    let a = server.post_json("/hello/notes", &json!({ "title": "kept", "body": "across restarts" }));
+    let a = server.post_json(
+        "/hello/notes",
+        &json!({ "title": "kept", "body": "across restarts" }),
+    );
     a.expect(201);
     let b = server.post_json("/hello/notes", &json!({ "title": "deleted" }));
     b.expect(201);
@@ -137,7 +146,13 @@ fn invalid_utf8_body_is_400() {
 #[test]
 fn malformed_json_body_is_400() {
     let server = hello_server();
-    for body in [&b"{\"title\": "[..], b"not json", b"", b"[1,2]", b"{\"title\": 5}"] {
+    for body in [
+        &b"{\"title\": "[..],
+        b"not json",
+        b"",
+        b"[1,2]",
+        b"{\"title\": 5}",
+    ] {
         let r = server.post("/hello/notes", body);
         r.expect(400);
         assert!(r.json()["error"].is_string(), "{r:?}");
@@ -148,7 +163,12 @@ fn malformed_json_body_is_400() {
 #[test]
 fn title_is_required_and_at_most_200_chars() {
     let server = hello_server();
-    for body in [json!({}), json!({ "body": "no title" }), json!({ "title": "" }), json!({ "title": "é".repeat(201) })] {
+    for body in [
+        json!({}),
+        json!({ "body": "no title" }),
+        json!({ "title": "" }),
+        json!({ "title": "é".repeat(201) }),
+    ] {
         let r = server.post_json("/hello/notes", &body);
         r.expect(400);
         assert!(r.json()["error"].is_string(), "{body}: {r:?}");
@@ -161,13 +181,22 @@ fn title_is_required_and_at_most_200_chars() {
 #[test]
 fn max_notes_setting_refuses_more_with_409() {
     let server = Server::start(&[Plugin::hello("hello").settings("{ max_notes: 2 }")]);
-    server.post_json("/hello/notes", &json!({ "title": "1" })).expect(201);
-    server.post_json("/hello/notes", &json!({ "title": "2" })).expect(201);
+    server
+        .post_json("/hello/notes", &json!({ "title": "1" }))
+        .expect(201);
+    server
+        .post_json("/hello/notes", &json!({ "title": "2" }))
+        .expect(201);
     let r = server.post_json("/hello/notes", &json!({ "title": "3" }));
     r.expect(409);
     assert_eq!(r.json(), json!({ "error": "too many notes" }));
     // Deleting one makes room again.
-    let id = server.get("/hello/notes").json()["notes"][0]["id"].as_str().expect("id").to_string();
+    let id = server.get("/hello/notes").json()["notes"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_string();
     server.delete(&format!("/hello/notes/{id}")).expect(204);
-    server.post_json("/hello/notes", &json!({ "title": "3" })).expect(201);
+    server
+        .post_json("/hello/notes", &json!({ "title": "3" }))
+        .expect(201);
 }

@@ -17,7 +17,11 @@ fn assert_plugin_failed(r: &Response) {
     r.expect(500);
     let body = r.json();
     assert_eq!(body["error"], "plugin failed", "{r:?}");
-    assert_eq!(body["request_id"].as_str(), Some(r.request_id().as_str()), "{r:?}");
+    assert_eq!(
+        body["request_id"].as_str(),
+        Some(r.request_id().as_str()),
+        "{r:?}"
+    );
 }
 
 #[track_caller]
@@ -25,7 +29,11 @@ fn assert_deadline_exceeded(r: &Response) {
     r.expect(504);
     let body = r.json();
     assert_eq!(body["error"], "deadline exceeded", "{r:?}");
-    assert_eq!(body["request_id"].as_str(), Some(r.request_id().as_str()), "{r:?}");
+    assert_eq!(
+        body["request_id"].as_str(),
+        Some(r.request_id().as_str()),
+        "{r:?}"
+    );
 }
 
 /// The fixture still answers after misbehaving: every request gets a fresh instance.
@@ -38,8 +46,10 @@ fn assert_fixture_recovers(server: &Server) {
 
 #[test]
 fn a_request_deadline_interrupts_a_looping_plugin_while_others_are_served() {
-    let server =
-        Server::start(&[Plugin::fixture("fx").timeout_ms(TIMEOUT_MS), Plugin::hello("hello")]);
+    let server = Server::start(&[
+        Plugin::fixture("fx").timeout_ms(TIMEOUT_MS),
+        Plugin::hello("hello"),
+    ]);
     let addr = server.addr();
     let looping = thread::spawn(move || {
         let started = Instant::now();
@@ -56,9 +66,13 @@ fn a_request_deadline_interrupts_a_looping_plugin_while_others_are_served() {
         hello_took < Duration::from_millis(1000),
         "another plugin took {hello_took:?} while the fixture looped"
     );
-    assert!(!looping.is_finished(), "the loop answered before the concurrent request");
+    assert!(
+        !looping.is_finished(),
+        "the loop answered before the concurrent request"
+    );
 
     let (r, took) = looping.join().expect("loop thread");
+    eprintln!("the other plugin answered in {hello_took:?}; the loop got its 504 after {took:?}");
     assert_deadline_exceeded(&r);
     assert!(
         took >= Duration::from_millis(TIMEOUT_MS - 100),
@@ -77,7 +91,9 @@ fn several_looping_requests_all_hit_their_deadline() {
     let addr = server.addr();
     let started = Instant::now();
     let loops: Vec<_> = (0..4)
-        .map(|_| thread::spawn(move || http::send(addr, "GET", "/fx/loop", &[], b"").expect("loop")))
+        .map(|_| {
+            thread::spawn(move || http::send(addr, "GET", "/fx/loop", &[], b"").expect("loop"))
+        })
         .collect();
     for l in loops {
         assert_deadline_exceeded(&l.join().expect("loop thread"));
@@ -109,11 +125,14 @@ fn a_plugin_calling_kv_in_a_tight_loop_is_stopped_by_its_deadline() {
 #[test]
 fn a_memory_bomb_is_trapped_at_its_cap_and_host_rss_stays_bounded() {
     const MEMORY_MB: u64 = 32;
-    let server = Server::start(&[Plugin::fixture("fx").memory_mb(MEMORY_MB).timeout_ms(10_000)]);
+    let server = Server::start(&[Plugin::fixture("fx")
+        .memory_mb(MEMORY_MB)
+        .timeout_ms(10_000)]);
     let baseline = server.rss_kib();
     for _ in 0..3 {
         assert_plugin_failed(&server.get("/fx/bomb"));
         let rss = server.rss_kib();
+        eprintln!("RSS after a bomb: {rss} KiB (baseline {baseline} KiB)");
         assert!(
             rss < (MEMORY_MB + 200) * 1024,
             "host RSS {rss} KiB after a bomb (baseline {baseline} KiB, cap {MEMORY_MB} MiB)"
@@ -122,7 +141,9 @@ fn a_memory_bomb_is_trapped_at_its_cap_and_host_rss_stays_bounded() {
     // Concurrent bombs are each held to their own cap.
     let addr = server.addr();
     let bombs: Vec<_> = (0..3)
-        .map(|_| thread::spawn(move || http::send(addr, "GET", "/fx/bomb", &[], b"").expect("bomb")))
+        .map(|_| {
+            thread::spawn(move || http::send(addr, "GET", "/fx/bomb", &[], b"").expect("bomb"))
+        })
         .collect();
     for b in bombs {
         assert_plugin_failed(&b.join().expect("bomb thread"));
@@ -157,8 +178,15 @@ fn a_response_at_the_cap_is_sent_whole() {
         let r = server.get(&format!("/fx/big?bytes={n}"));
         r.expect(200);
         assert_eq!(r.body.len(), n);
-        assert!(r.body.iter().all(|b| *b == b'x'), "body of {n} bytes is not all 'x'");
-        assert_eq!(r.header("content-length"), Some(n.to_string().as_str()), "{r:?}");
+        assert!(
+            r.body.iter().all(|b| *b == b'x'),
+            "body of {n} bytes is not all 'x'"
+        );
+        assert_eq!(
+            r.header("content-length"),
+            Some(n.to_string().as_str()),
+            "{r:?}"
+        );
     }
 }
 
@@ -169,15 +197,26 @@ fn a_response_over_the_cap_is_a_500_not_an_oom() {
     let r = server.get(&format!("/fx/big?bytes={}", CAP + 1));
     r.expect(500);
     assert!(r.json()["error"].is_string(), "{r:?}");
-    assert_eq!(r.json()["request_id"].as_str(), Some(r.request_id().as_str()), "{r:?}");
+    assert_eq!(
+        r.json()["request_id"].as_str(),
+        Some(r.request_id().as_str()),
+        "{r:?}"
+    );
     // Far over the cap, and over what fits the plugin's memory.
     for n in [10_000_000, 100_000_000] {
         let r = server.get(&format!("/fx/big?bytes={n}"));
         r.expect(500);
-        assert!(r.body.len() < 1000, "an error, not the body: {} bytes", r.body.len());
+        assert!(
+            r.body.len() < 1000,
+            "an error, not the body: {} bytes",
+            r.body.len()
+        );
     }
     let rss = server.rss_kib();
-    assert!(rss < (64 + 200) * 1024, "host RSS {rss} KiB after oversize responses");
+    assert!(
+        rss < (64 + 200) * 1024,
+        "host RSS {rss} KiB after oversize responses"
+    );
     assert_fixture_recovers(&server);
 }
 
@@ -190,7 +229,9 @@ fn plugin_stdout_and_stderr_reach_the_host_log_tagged_with_the_plugin() {
     assert_eq!(r.text(), "printed");
     let line = "x".repeat(79);
     let tagged = |logs: &str| {
-        logs.lines().filter(|l| l.contains("printer") && l.contains(line.as_str())).count()
+        logs.lines()
+            .filter(|l| l.contains("printer") && l.contains(line.as_str()))
+            .count()
     };
     let found = crate::e2e::harness::eventually(Duration::from_secs(3), || {
         (tagged(&server.logs()) >= 2).then_some(())
@@ -213,6 +254,7 @@ fn a_huge_print_puts_only_a_bounded_amount_in_the_host_log() {
     r.expect(200);
     thread::sleep(Duration::from_millis(1000));
     let grew = server.log_len() - before;
+    eprintln!("the host log grew by {grew} bytes for {PRINTED} bytes printed twice");
     assert!(
         grew < 1_000_000,
         "a print of {PRINTED} bytes to stdout and stderr put {grew} bytes in the host log"

@@ -93,7 +93,10 @@ impl Conn {
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
         stream.set_nodelay(true)?;
-        Ok(Conn { reader: BufReader::new(stream), host: addr.to_string() })
+        Ok(Conn {
+            reader: BufReader::new(stream),
+            host: addr.to_string(),
+        })
     }
 
     pub fn send(
@@ -116,7 +119,11 @@ impl Conn {
     ) -> io::Result<()> {
         let mut head = format!("{method} {path} HTTP/1.1\r\nhost: {}\r\n", self.host);
         let sends_body = !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE");
-        if sends_body && !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-length")) {
+        if sends_body
+            && !headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        {
             head.push_str(&format!("content-length: {}\r\n", body.len()));
         }
         for (n, v) in headers {
@@ -151,14 +158,19 @@ impl Conn {
                 if line.is_empty() {
                     break;
                 }
-                let (n, v) =
-                    line.split_once(':').ok_or_else(|| bad(format!("bad header line {line:?}")))?;
+                let (n, v) = line
+                    .split_once(':')
+                    .ok_or_else(|| bad(format!("bad header line {line:?}")))?;
                 headers.push((n.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
             if (100..200).contains(&status) {
                 continue;
             }
-            let mut response = Response { status, headers, body: Vec::new() };
+            let mut response = Response {
+                status,
+                headers,
+                body: Vec::new(),
+            };
             if head_request || status == 204 || status == 304 {
                 return Ok(response);
             }
@@ -168,7 +180,9 @@ impl Conn {
             if chunked {
                 response.body = self.read_chunked()?;
             } else if let Some(len) = response.header("content-length") {
-                let len: usize = len.parse().map_err(|_| bad(format!("bad content-length {len:?}")))?;
+                let len: usize = len
+                    .parse()
+                    .map_err(|_| bad(format!("bad content-length {len:?}")))?;
                 let mut body = vec![0; len];
                 self.reader.read_exact(&mut body)?;
                 response.body = body;
@@ -205,7 +219,10 @@ impl Conn {
         let mut line = Vec::new();
         let n = self.reader.read_until(b'\n', &mut line)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed",
+            ));
         }
         while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             line.pop();

@@ -14,7 +14,11 @@ fn a_plugin_cannot_see_another_plugins_notes() {
 
     let list = server.get("/beta/notes");
     list.expect(200);
-    assert_eq!(list.json(), json!({ "notes": [] }), "beta lists alpha's notes");
+    assert_eq!(
+        list.json(),
+        json!({ "notes": [] }),
+        "beta lists alpha's notes"
+    );
     server.get(&format!("/beta/notes/{id}")).expect(404);
     server.delete(&format!("/beta/notes/{id}")).expect(404);
 
@@ -24,7 +28,9 @@ fn a_plugin_cannot_see_another_plugins_notes() {
     assert_eq!(stats.json(), json!({ "notes": 0 }));
 
     // beta's own note gets its own id space and leaves alpha's untouched.
-    server.post_json("/beta/notes", &json!({ "title": "beta's" })).expect(201);
+    server
+        .post_json("/beta/notes", &json!({ "title": "beta's" }))
+        .expect(201);
     let alpha = server.get("/alpha/notes").json();
     assert_eq!(alpha["notes"].as_array().map(Vec::len), Some(1), "{alpha}");
     assert_eq!(alpha["notes"][0]["title"], "alpha's secret");
@@ -52,8 +58,18 @@ fn a_key_that_looks_like_another_namespace_stays_in_its_own() {
     // Keys that try to climb out of the namespace are just odd names.
     let server = Server::start(&[Plugin::fixture("fa"), Plugin::fixture("fb")]);
     server.put("/fa/kv/secret", b"a's").expect(204);
-    for forged in ["..%2Ffa%2Fsecret", "fa%2Fsecret", "fa:secret", "%00fa%00secret", "fa%00secret"] {
+    for forged in [
+        "..%2Ffa%2Fsecret",
+        "fa%2Fsecret",
+        "fa:secret",
+        "%00fa%00secret",
+        "fa%00secret",
+    ] {
         let r = server.get(&format!("/fb/kv/{forged}"));
-        assert_ne!(r.text(), "a's", "fb read fa's key through {forged:?}: {r:?}");
+        assert_ne!(
+            r.text(),
+            "a's",
+            "fb read fa's key through {forged:?}: {r:?}"
+        );
     }
 }

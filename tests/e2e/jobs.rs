@@ -46,13 +46,18 @@ fn a_delayed_job_runs_after_its_delay() {
 #[test]
 fn jobs_get_distinct_ids_and_all_run() {
     let server = Server::start(&[Plugin::fixture("fx")]);
-    let ids: Vec<String> = (0..5).map(|i| enqueue(&server, &format!("k{i}"), 0)).collect();
+    let ids: Vec<String> = (0..5)
+        .map(|i| enqueue(&server, &format!("k{i}"), 0))
+        .collect();
     let mut unique = ids.clone();
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), ids.len(), "job ids repeat: {ids:?}");
     for i in 0..5 {
-        assert!(wait_done(&server, &format!("k{i}"), Duration::from_secs(15)), "job k{i} never ran");
+        assert!(
+            wait_done(&server, &format!("k{i}"), Duration::from_secs(15)),
+            "job k{i} never ran"
+        );
     }
 }
 
@@ -73,7 +78,10 @@ fn a_queued_job_survives_a_restart_and_then_runs() {
 
 #[test]
 fn a_job_runs_only_in_its_own_plugin() {
-    let server = Server::start(&[Plugin::fixture("fx"), Plugin::fixture("other").timeout_ms(3000)]);
+    let server = Server::start(&[
+        Plugin::fixture("fx"),
+        Plugin::fixture("other").timeout_ms(3000),
+    ]);
     enqueue(&server, "mine", 0);
     assert!(wait_done(&server, "mine", Duration::from_secs(15)));
     server.get("/other/kv/mine").expect(404);

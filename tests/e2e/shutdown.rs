@@ -16,11 +16,21 @@ fn sigterm_exits_zero_and_committed_data_survives() {
     note.expect(201);
 
     server.signal("TERM");
-    let status = server.wait_exit(Duration::from_secs(10)).expect("exited within 10 s of SIGTERM");
-    assert_eq!(status.code(), Some(0), "exit status after SIGTERM: {status:?}\n{}", server.logs());
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited within 10 s of SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGTERM: {status:?}\n{}",
+        server.logs()
+    );
 
     server.restart();
-    assert_eq!(server.get("/hello/notes").json(), json!({ "notes": [note.json()] }));
+    assert_eq!(
+        server.get("/hello/notes").json(),
+        json!({ "notes": [note.json()] })
+    );
 }
 
 #[test]
@@ -28,8 +38,15 @@ fn sigint_exits_zero() {
     let mut server = Server::start(&[Plugin::hello("hello")]);
     server.get("/hello/").expect(200);
     server.signal("INT");
-    let status = server.wait_exit(Duration::from_secs(10)).expect("exited within 10 s of SIGINT");
-    assert_eq!(status.code(), Some(0), "exit status after SIGINT: {status:?}\n{}", server.logs());
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited within 10 s of SIGINT");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "exit status after SIGINT: {status:?}\n{}",
+        server.logs()
+    );
 }
 
 #[test]
@@ -44,9 +61,16 @@ fn sigterm_lets_an_in_flight_request_finish() {
     server.signal("TERM");
 
     let r = in_flight.join().expect("request thread");
-    let r = r.unwrap_or_else(|e| panic!("in-flight request cut off by SIGTERM: {e}\n{}", server.logs()));
+    let r = r.unwrap_or_else(|e| {
+        panic!(
+            "in-flight request cut off by SIGTERM: {e}\n{}",
+            server.logs()
+        )
+    });
     r.expect(504);
-    let status = server.wait_exit(Duration::from_secs(10)).expect("exited after the in-flight request");
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited after the in-flight request");
     assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
@@ -54,11 +78,36 @@ fn sigterm_lets_an_in_flight_request_finish() {
 fn sigterm_does_not_wait_for_idle_keep_alive_connections() {
     let mut server = Server::start(&[Plugin::hello("hello")]);
     let mut conn = server.connect();
-    conn.send("GET", "/hello/", &[], b"").expect("request").expect(200);
+    conn.send("GET", "/hello/", &[], b"")
+        .expect("request")
+        .expect(200);
     // The connection stays open and idle while the server shuts down.
     server.signal("TERM");
     let status = server.wait_exit(Duration::from_secs(10));
-    assert!(status.is_some(), "an idle keep-alive connection held the server open");
+    assert!(
+        status.is_some(),
+        "an idle keep-alive connection held the server open"
+    );
     assert_eq!(status.and_then(|s| s.code()), Some(0));
     drop(conn);
+}
+
+#[test]
+fn a_write_acknowledged_before_sigkill_survives() {
+    // Durable before the response leaves: no graceful shutdown to rely on.
+    let mut server = Server::start(&[Plugin::hello("hello"), Plugin::fixture("fx")]);
+    let note = server.post_json("/hello/notes", &json!({ "title": "acknowledged" }));
+    note.expect(201);
+    server.put("/fx/kv/k", b"v").expect(204);
+    server.signal("KILL");
+    server
+        .wait_exit(Duration::from_secs(10))
+        .expect("exited after SIGKILL");
+
+    server.restart();
+    assert_eq!(
+        server.get("/hello/notes").json(),
+        json!({ "notes": [note.json()] })
+    );
+    assert_eq!(server.get("/fx/kv/k").text(), "v");
 }

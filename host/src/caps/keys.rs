@@ -88,7 +88,8 @@ impl Ctx {
             return Ok(Err(Error::Invalid("expires-at is not in the future".into())));
         }
         let secret = URL_SAFE_NO_PAD.encode(random(32)?);
-        let id = hex(&random(8)?);
+        // Time first, so ids sort in issue order.
+        let id = format!("{:012x}{}", super::unix_now_ms(), hex(&random(4)?));
         let digest_bytes = digest(&SHA256, secret.as_bytes());
         let record = KeyRecord {
             role,
@@ -207,7 +208,7 @@ impl Host for Ctx {
                 let record: KeyRecord = serde_json::from_slice(v.value()).map_err(|e| Error::Storage(e.to_string()))?;
                 out.push(record.info(id));
             }
-            out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+            out.sort_by(|a, b| a.id.cmp(&b.id));
             Ok(out)
         })();
         Ok(r)
