@@ -119,3 +119,35 @@ fn check_accepts_a_good_config_and_prints_every_plugin() {
         describe(&out)
     );
 }
+
+#[test]
+fn a_second_start_loads_the_compiled_component_from_the_cache_and_a_tampered_one_is_recompiled() {
+    let setup = Setup::new(&[Plugin::hello("hello")]);
+    let first = setup.check();
+    assert!(first.status.success(), "{}", describe(&first));
+    assert!(String::from_utf8_lossy(&first.stdout).contains("ok (compiled"), "{}", describe(&first));
+    let second = setup.check();
+    assert!(String::from_utf8_lossy(&second.stdout).contains("ok (cached"), "{}", describe(&second));
+
+    // Flip one byte of every cached artefact: the host must refuse to
+    // deserialize what it cannot prove it wrote, and compile afresh.
+    let cache = setup.dir().join("data").join("cache");
+    let mut tampered = 0;
+    for entry in std::fs::read_dir(&cache).expect("cache dir") {
+        let path = entry.expect("entry").path();
+        let mut bytes = std::fs::read(&path).expect("read artefact");
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&path, bytes).expect("write artefact");
+        tampered += 1;
+    }
+    assert!(tampered > 0, "no artefact in {}", cache.display());
+    let third = setup.check();
+    assert!(third.status.success(), "{}", describe(&third));
+    assert!(String::from_utf8_lossy(&third.stdout).contains("ok (compiled"), "{}", describe(&third));
+    assert!(
+        String::from_utf8_lossy(&third.stderr).contains("ignoring an invalid cached component"),
+        "{}",
+        describe(&third)
+    );
+}
