@@ -12,15 +12,16 @@ RUSTUP  ?= rustup
 
 WASM_TARGET := wasm32-wasip2
 # Guest crates built for $(WASM_TARGET); later plugins are added here.
-PLUGINS ?= hello fixture
+PLUGINS ?= hello fixture hotspot
 # Native crates whose tests `make test` runs: the host (lib and bin unit
 # tests, the `e2e` integration test in tests/tests.rs, doc tests) and the SDK
 # (plugins/sdk is an rlib that compiles natively; its router and http helpers
-# have unit tests). The guest cdylibs in PLUGINS are wasm-only and stay out.
+# have unit tests) and hotspot, whose pure parts (time, validation) have unit
+# tests that run natively. The other guest cdylibs in PLUGINS stay out.
 # One cargo invocation per crate, on purpose: a single `--workspace` run
 # unifies features with the SDK's wit-bindgen and rebuilds wasmtime a second
 # time, while `-p wasmgate` reuses what `make build` compiled.
-TEST_PACKAGES ?= wasmgate wasmgate-sdk
+TEST_PACKAGES ?= wasmgate wasmgate-sdk hotspot
 
 BIN      := target/release/wasmgate
 CONFIG   ?= config.yaml

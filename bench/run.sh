@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # `make bench`: native hyper handler vs. the hello plugin under wrk, plus the
-# instantiate + call + drop microbenchmark; writes BENCHMARKS.md at the repo root.
+# instantiate + call + drop microbenchmark, plus the hotspot plugin's
+# create_voucher (durable commits) and get_voucher_users (10,000 vouchers);
+# writes BENCHMARKS.md at the repo root.
 #
-# Builds nothing (the Makefile does). Loopback only; bounded in time (about a
-# minute: 4 wrk runs of WARMUP + DURATION seconds, a server start and a
-# bench-instantiate run, each under a timeout). Needs wrk (installed with
-# apt-get when missing).
+# Builds nothing (the Makefile does). Loopback only; bounded in time (about
+# two minutes: 7 wrk runs of WARMUP + DURATION seconds, two server starts, the
+# seeding of the vouchers and a bench-instantiate run, each under a timeout).
+# Needs wrk (installed with apt-get when missing) and curl.
 #
 # Environment knobs (defaults in brackets):
 #   WASMGATE_BIN [target/release/wasmgate]  BENCH_OUT [BENCHMARKS.md]
 #   BENCH_DURATION [5] seconds per measured run  BENCH_WARMUP [1] seconds
 #   BENCH_CONNECTIONS ["32 256"]  BENCH_ITERATIONS [20000]
+#   BENCH_HOTSPOT_VOUCHERS [10000] vouchers listed by get_voucher_users
+#   BENCH_HOTSPOT_LIST_CONNECTIONS [4]  BENCH_HOTSPOT_CREATE_CONNECTIONS ["4 32"]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,6 +29,12 @@ read -r -a CONNECTIONS <<<"${BENCH_CONNECTIONS:-32 256}"
 ITERATIONS=${BENCH_ITERATIONS:-20000}
 READY_TIMEOUT=40 # seconds for the server to print `ready` (first start compiles)
 LUA=bench/wrk-report.lua
+HOTSPOT_CONFIG=bench/hotspot.yaml
+HOTSPOT_WASM=target/wasm32-wasip2/release/hotspot.wasm
+HOTSPOT_LUA=bench/wrk-hotspot-create.lua
+HOTSPOT_VOUCHERS=${BENCH_HOTSPOT_VOUCHERS:-10000}
+read -r -a HOTSPOT_LIST_CONNECTIONS <<<"${BENCH_HOTSPOT_LIST_CONNECTIONS:-4}"
+read -r -a HOTSPOT_CREATE_CONNECTIONS <<<"${BENCH_HOTSPOT_CREATE_CONNECTIONS:-4 32}"
 # Marker: anything from this line on in an existing $OUT is hand-written and kept.
 NOTES_MARKER='<!-- hand-written notes below this line are kept by bench/run.sh -->'
 
@@ -36,7 +46,8 @@ die() {
 
 [ -x "$BIN" ] || die "$BIN not found: run \`make build\` (or \`make bench\`) first"
 [ -f "$WASM" ] || die "$WASM not found: run \`make build\` first"
-for tool in awk grep sed timeout; do
+[ -f "$HOTSPOT_WASM" ] || die "$HOTSPOT_WASM not found: run \`make build\` first"
+for tool in awk grep sed timeout curl; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
 
@@ -85,25 +96,32 @@ trap 'exit 143' TERM HUP
 # ---------------------------------------------------------------------------
 # Server
 # ---------------------------------------------------------------------------
-log "starting $BIN serve (config $CONFIG)"
-RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$CONFIG" --data-dir "$tmp/data" \
-	--bench-native 127.0.0.1:0 </dev/null >"$tmp/server.out" 2>"$tmp/server.err" &
-server_pid=$!
+# start_server NAME CONFIG [ARGS...]: serve CONFIG with data in $tmp/NAME-data,
+# output in $tmp/NAME.out and $tmp/NAME.err, and wait for `ready`.
+start_server() {
+	local name=$1 config=$2
+	shift 2
+	log "starting $BIN serve (config $config)"
+	RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$config" --data-dir "$tmp/$name-data" \
+		"$@" </dev/null >"$tmp/$name.out" 2>"$tmp/$name.err" &
+	server_pid=$!
+	local deadline=$((SECONDS + READY_TIMEOUT))
+	until grep -qx 'ready' "$tmp/$name.out" 2>/dev/null; do
+		if ! kill -0 "$server_pid" 2>/dev/null; then
+			server_pid=""
+			log "server exited before \`ready\`; its stderr:"
+			tail -n 20 "$tmp/$name.err" >&2 || true
+			die "server failed to start"
+		fi
+		if ((SECONDS >= deadline)); then
+			tail -n 20 "$tmp/$name.err" >&2 || true
+			die "server printed no \`ready\` within ${READY_TIMEOUT}s"
+		fi
+		sleep 0.1
+	done
+}
 
-deadline=$((SECONDS + READY_TIMEOUT))
-until grep -qx 'ready' "$tmp/server.out" 2>/dev/null; do
-	if ! kill -0 "$server_pid" 2>/dev/null; then
-		server_pid=""
-		log "server exited before \`ready\`; its stderr:"
-		tail -n 20 "$tmp/server.err" >&2 || true
-		die "server failed to start"
-	fi
-	if ((SECONDS >= deadline)); then
-		tail -n 20 "$tmp/server.err" >&2 || true
-		die "server printed no \`ready\` within ${READY_TIMEOUT}s"
-	fi
-	sleep 0.1
-done
+start_server server "$CONFIG" --bench-native 127.0.0.1:0
 
 # `listening native <addr>`, `listening plugins <addr> <configured>`.
 native_addr=$(awk '$1 == "listening" && $2 == "native" { print $3; exit }' "$tmp/server.out")
@@ -196,6 +214,98 @@ total_us=$(us "$(jnum total_us)")
 allocator=$(jstr allocator)
 
 # ---------------------------------------------------------------------------
+# hotspot: get_voucher_users over HOTSPOT_VOUCHERS vouchers, then create_voucher
+# ---------------------------------------------------------------------------
+# The list runs first so that it sees exactly HOTSPOT_VOUCHERS vouchers; the
+# create runs add theirs afterwards.
+start_server hotspot "$HOTSPOT_CONFIG"
+hs_addr=$(awk '$1 == "listening" && $2 == "plugins" { print $3; exit }' "$tmp/hotspot.out")
+hs_admin=$(awk '$1 == "listening" && $2 == "admin" { print $3; exit }' "$tmp/hotspot.out")
+for addr in "$hs_addr" "$hs_admin"; do
+	case $addr in
+	127.* | '[::1]':*) ;;
+	*) die "refusing to load a non-loopback address: ${addr:-none}" ;;
+	esac
+done
+hs_auth="Authorization: Bearer $(cat "$tmp/hotspot-data/admin.token")"
+hs_admin_url="http://$hs_admin/plugins/hotspot/admin"
+curl -fsS --max-time 10 -H "$hs_auth" -X PUT -d '{"api_enabled":true,"get_enabled":true,"post_enabled":true}' \
+	"$hs_admin_url/settings" >/dev/null || die "cannot enable the hotspot API"
+hs_key=$(curl -fsS --max-time 10 -H "$hs_auth" -X POST "$hs_admin_url/api-key" | sed -nE 's/.*"key":"([^"]+)".*/\1/p')
+[ -n "$hs_key" ] || die "no hotspot API key"
+hs_vouchers() { curl -fsS --max-time 10 -H "$hs_auth" "$hs_admin_url/stats" | sed -nE 's/.*"vouchers":([0-9]+).*/\1/p'; }
+
+log "hotspot: seeding $HOTSPOT_VOUCHERS vouchers through the admin batch route"
+left=$HOTSPOT_VOUCHERS
+while ((left > 0)); do
+	n=$((left > 1000 ? 1000 : left))
+	curl -fsS --max-time 120 -H "$hs_auth" -X POST -d "{\"count\":$n}" "$hs_admin_url/vouchers" >/dev/null ||
+		die "seeding hotspot vouchers failed"
+	left=$((left - n))
+done
+hs_seeded=$(hs_vouchers)
+[ "$hs_seeded" = "$HOTSPOT_VOUCHERS" ] || die "expected $HOTSPOT_VOUCHERS vouchers, found ${hs_seeded:-none}"
+list_url="http://$hs_addr/api/?action=get_voucher_users"
+create_url="http://$hs_addr/api/"
+list_bytes=$(curl -fsS --max-time 30 -H "X-API-Key: $hs_key" "$list_url" | wc -c)
+curl -fsS --max-time 10 -H "X-API-Key: $hs_key" -H 'content-type: application/json' \
+	-d '{"action":"create_voucher"}' "$create_url" | grep -q '"error":false' || die "create_voucher does not answer error:false"
+
+declare -A hs_rps hs_p50 hs_p99 hs_errs hs_requests hs_stored
+# hs_wrk NAME URL CONNECTIONS [wrk args...]: a warm-up, then a measured run
+# into $tmp/wrk-hotspot-NAME-CONNECTIONS.txt; the key goes in X-API-Key.
+hs_wrk() {
+	local name=$1 url=$2 c=$3
+	shift 3
+	local out="$tmp/wrk-hotspot-$name-$c.txt" key="$name/$c"
+	log "wrk hotspot $name c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
+	timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" --timeout 10s -H "X-API-Key: $hs_key" "$@" "$url" >/dev/null ||
+		die "wrk warm-up against $url failed"
+	local before after
+	before=$(hs_vouchers)
+	timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
+		-H "X-API-Key: $hs_key" "$@" "$url" >"$out" 2>&1 || {
+		cat "$out" >&2
+		die "wrk against $url failed"
+	}
+	after=$(hs_vouchers)
+	hs_stored[$key]=$((after - before))
+	grep -q '^WRK_RESULT ' "$out" || die "no WRK_RESULT line in wrk's output ($out)"
+	hs_rps[$key]=$(field "$out" rps)
+	hs_p50[$key]=$(field "$out" p50_us)
+	hs_p99[$key]=$(field "$out" p99_us)
+	hs_requests[$key]=$(field "$out" requests)
+	hs_errs[$key]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
+	if [ "${hs_errs[$key]}" -gt 0 ]; then
+		log "warning: hotspot $name c=$c: ${hs_errs[$key]} errors or non-2xx answers out of ${hs_requests[$key]} requests"
+	fi
+	if [ "${hs_requests[$key]:-0}" -eq 0 ]; then die "hotspot $name c=$c: no request completed"; fi
+	# The API answers 200 even for "An error occurred": a create that stored
+	# nothing is an error too. wrk may count a request or two more than
+	# finished inside the window, so only a larger gap is reported.
+	if [ "$name" = create ]; then
+		local missing=$((hs_requests[$key] - hs_stored[$key]))
+		if [ "$missing" -gt "$c" ]; then
+			hs_errs[$key]=$((hs_errs[$key] + missing))
+			log "warning: hotspot create c=$c: ${hs_requests[$key]} requests but ${hs_stored[$key]} vouchers stored"
+		fi
+	fi
+}
+for c in "${HOTSPOT_LIST_CONNECTIONS[@]}"; do
+	hs_wrk list "$list_url" "$c" -s "$LUA"
+done
+for c in "${HOTSPOT_CREATE_CONNECTIONS[@]}"; do
+	hs_wrk create "$create_url" "$c" -s "$HOTSPOT_LUA"
+done
+# Every create answered 200 (the API's envelope); count what was stored.
+hs_total=$(hs_vouchers)
+hs_rss_kb=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$server_pid/status" 2>/dev/null || true)
+stop_server
+if [ "$server_status" != 0 ]; then
+	log "warning: hotspot server exited with status $server_status after SIGTERM (expected 0)"
+fi
+
+# ---------------------------------------------------------------------------
 # BENCHMARKS.md
 # ---------------------------------------------------------------------------
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
@@ -242,6 +352,26 @@ fi
 	echo "$inst_json"
 	echo '```'
 	echo
+	echo "## hotspot"
+	echo
+	echo "The hotspot plugin ([$HOTSPOT_CONFIG]($HOTSPOT_CONFIG)) on its own server, key in \`X-API-Key\`, same wrk settings:"
+	echo
+	echo "- **get_voucher_users**: \`GET /api/?action=get_voucher_users\` over $HOTSPOT_VOUCHERS vouchers (seeded through the admin batch route); every answer is the whole list, $list_bytes bytes of JSON, read with one kv prefix scan (pages of 1000) whose stored values are joined without parsing."
+	echo "- **create_voucher**: \`POST /api/\` with a JSON body ([$HOTSPOT_LUA]($HOTSPOT_LUA)) and no username, so each request makes a new voucher with a random one: one kv transaction (username index, id counter, record) committed durably by redb before the answer. Every create contends on the id counter; conflicts are retried inside the plugin. $((hs_total - HOTSPOT_VOUCHERS)) vouchers were created by these runs (warm-ups and one check request included)."
+	echo
+	echo "| request | connections | req/s | p50 | p99 | requests | vouchers stored | errors |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	for c in "${HOTSPOT_LIST_CONNECTIONS[@]}"; do
+		k="list/$c"
+		echo "| get_voucher_users ($HOTSPOT_VOUCHERS vouchers) | $c | $(num "${hs_rps[$k]}") | $(ms "${hs_p50[$k]}") | $(ms "${hs_p99[$k]}") | ${hs_requests[$k]} | ${hs_stored[$k]} | ${hs_errs[$k]} |"
+	done
+	for c in "${HOTSPOT_CREATE_CONNECTIONS[@]}"; do
+		k="create/$c"
+		echo "| create_voucher (durable) | $c | $(num "${hs_rps[$k]}") | $(ms "${hs_p50[$k]}") | $(ms "${hs_p99[$k]}") | ${hs_requests[$k]} | ${hs_stored[$k]} | ${hs_errs[$k]} |"
+	done
+	echo
+	echo "Hotspot server VmRSS after its runs: $(kb_mib "$hs_rss_kb")."
+	echo
 	echo "## Server memory"
 	echo
 	echo "After the wrk runs: VmRSS $(kb_mib "$rss_kb") (${rss_kb:-?} kB), peak VmHWM $(kb_mib "$hwm_kb") (${hwm_kb:-?} kB)."
@@ -255,6 +385,12 @@ fi
 			grep -v '^WRK_RESULT ' "$tmp/wrk-$target-$c.txt"
 			echo
 		done
+	done
+	for f in "$tmp"/wrk-hotspot-*.txt; do
+		name=${f##*/wrk-hotspot-}
+		echo "# hotspot ${name%.txt}"
+		grep -v '^WRK_RESULT ' "$f"
+		echo
 	done
 	echo '```'
 	echo
@@ -270,3 +406,9 @@ for c in "${CONNECTIONS[@]}"; do
 	log "c=$c: native $(num "${rps[native/$c]}") req/s, plugin $(num "${rps[plugin/$c]}") req/s, ratio $(ratio "${rps[plugin/$c]}" "${rps[native/$c]}")"
 done
 log "instantiate+call+drop: $total_us µs (instantiate $inst_us, call $call_us)"
+for c in "${HOTSPOT_LIST_CONNECTIONS[@]}"; do
+	log "hotspot get_voucher_users ($HOTSPOT_VOUCHERS) c=$c: $(num "${hs_rps[list/$c]}") req/s, p99 $(ms "${hs_p99[list/$c]}")"
+done
+for c in "${HOTSPOT_CREATE_CONNECTIONS[@]}"; do
+	log "hotspot create_voucher c=$c: $(num "${hs_rps[create/$c]}") req/s, p99 $(ms "${hs_p99[create/$c]}")"
+done

@@ -15,8 +15,10 @@ mod e2e {
     mod config;
     mod hello;
     mod hostile;
+    mod hotspot;
     mod isolation;
     mod jobs;
+    mod net;
     mod server;
     mod shutdown;
 }

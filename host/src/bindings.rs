@@ -7,7 +7,12 @@ wasmtime::component::bindgen!({
     // Exports run on fibres so that the epoch callback can yield to tokio and
     // a looping plugin never pins an executor thread.
     exports: { default: async },
-    imports: { default: trappable },
+    // Netlink is async I/O: its host functions await rtnetlink on the
+    // request's fibre instead of blocking an executor thread.
+    imports: {
+        "wasmgate:plugin/net": async | trappable,
+        default: trappable,
+    },
     with: {
         "wasmgate:plugin/kv.txn": crate::caps::kv::Txn,
     },
@@ -15,4 +20,4 @@ wasmtime::component::bindgen!({
 
 pub use self::exports::wasmgate::plugin::{admin, handler, job_handler};
 pub use self::wasmgate::plugin::types::{Request, Response};
-pub use self::wasmgate::plugin::{config, crypto, jobs, keys, kv, log, ratelimit};
+pub use self::wasmgate::plugin::{config, crypto, jobs, keys, kv, log, net, ratelimit};

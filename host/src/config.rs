@@ -175,6 +175,82 @@ pub struct Grants {
     /// Fixed-window rate limit counters.
     #[serde(default)]
     pub ratelimit: bool,
+    /// Netlink on the links whose names match; withheld when absent.
+    #[serde(default)]
+    pub net: Option<NetGrant>,
+}
+
+/// The `net` grant: which links a plugin may see and whether it may change them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct NetGrant {
+    /// Glob patterns over link names (`*` any run, `?` one character); at
+    /// least one. A link matching none is invisible to the plugin.
+    pub links: Vec<String>,
+    /// Also allow setting links up or down and adding or removing addresses.
+    #[serde(default)]
+    pub write: bool,
+    /// The network namespace: a name under `/var/run/netns` (as made by
+    /// `ip netns add`) or an absolute path to a namespace file. Absent: the
+    /// host's own namespace.
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+/// Where `ip netns add NAME` puts the namespace file.
+pub const NETNS_DIR: &str = "/var/run/netns";
+/// The longest link name Linux allows (IFNAMSIZ less the terminating NUL).
+pub const MAX_LINK_NAME: usize = 15;
+/// The longest link pattern accepted.
+const MAX_LINK_PATTERN: usize = 64;
+
+impl NetGrant {
+    /// The namespace file to open, or `None` for the host's own namespace.
+    pub fn netns_path(&self) -> Option<PathBuf> {
+        self.netns.as_ref().map(|ns| {
+            if ns.starts_with('/') {
+                PathBuf::from(ns)
+            } else {
+                Path::new(NETNS_DIR).join(ns)
+            }
+        })
+    }
+
+    /// What serde cannot check: `(key under grants.net, message)` on failure.
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.links.is_empty() {
+            return Err(("links".into(), "needs at least one pattern, e.g. [\"guest*\"]".into()));
+        }
+        for (j, pattern) in self.links.iter().enumerate() {
+            let bad = pattern
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '*' | '?' | '-' | '_' | '.' | '@' | '+')));
+            let message = if pattern.is_empty() {
+                Some("is empty".to_string())
+            } else if pattern.len() > MAX_LINK_PATTERN {
+                Some(format!("is longer than {MAX_LINK_PATTERN} characters"))
+            } else {
+                bad.map(|c| format!("`{pattern}` has {c:?}: use letters, digits, - _ . @ + and the wildcards * and ?"))
+            };
+            if let Some(message) = message {
+                return Err((format!("links[{j}]"), message));
+            }
+        }
+        if let Some(ns) = &self.netns {
+            let ok = if ns.starts_with('/') {
+                !ns.contains('\0')
+            } else {
+                !ns.is_empty() && ns != "." && !ns.contains('/') && !ns.contains("..") && !ns.contains('\0')
+            };
+            if !ok {
+                return Err((
+                    "netns".into(),
+                    format!("`{ns}` is neither a namespace name (no `/`, no `..`) nor an absolute path"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Grants {
@@ -188,6 +264,7 @@ impl Grants {
             ("log", self.log),
             ("jobs", self.jobs),
             ("ratelimit", self.ratelimit),
+            ("net", self.net.is_some()),
         ];
         all.into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect()
     }
@@ -352,6 +429,10 @@ impl Config {
             if l.max_response_bytes == 0 {
                 return Err(invalid(name, at("limits.max_response_bytes"), "must be at least 1".into()));
             }
+            if let Some(net) = &p.grants.net {
+                net.validate()
+                    .map_err(|(key, message)| invalid(name, at(&format!("grants.net.{key}")), message))?;
+            }
         }
         Ok(())
     }
@@ -457,6 +538,52 @@ plugins:
         ] {
             let err = parse(&bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_net_grant_parses_with_its_defaults() {
+        let c = parse(&format!("{ONE}    grants: {{ net: {{ links: [\"guest*\", \"wg?\"] }} }}\n")).unwrap();
+        let net = c.plugins[0].grants.net.clone().expect("net granted");
+        assert_eq!(net.links, ["guest*", "wg?"]);
+        assert!(!net.write, "read-only by default");
+        assert_eq!(net.netns_path(), None, "the host's namespace by default");
+        assert!(c.plugins[0].grants.names().contains(&"net"));
+
+        let c = parse(&format!("{ONE}    grants: {{ net: {{ links: [br0], write: true, netns: guests }} }}\n")).unwrap();
+        let net = c.plugins[0].grants.net.clone().unwrap();
+        assert!(net.write);
+        assert_eq!(net.netns_path(), Some(PathBuf::from("/var/run/netns/guests")));
+        let c = parse(&format!("{ONE}    grants: {{ net: {{ links: [br0], netns: /proc/1/ns/net }} }}\n")).unwrap();
+        assert_eq!(c.plugins[0].grants.net.clone().unwrap().netns_path(), Some(PathBuf::from("/proc/1/ns/net")));
+        assert!(!parse(ONE).unwrap().plugins[0].grants.names().contains(&"net"), "withheld unless given");
+    }
+
+    #[test]
+    fn a_net_grant_without_patterns_or_with_bad_ones_is_refused() {
+        for (net, key, needle) in [
+            ("{ links: [] }", "plugins[0].grants.net.links", "at least one pattern"),
+            ("{ links: [guest0, \"eth/0\"] }", "plugins[0].grants.net.links[1]", "`eth/0`"),
+            ("{ links: [\"br 0\"] }", "plugins[0].grants.net.links[0]", "wildcards"),
+            ("{ links: [\"\"] }", "plugins[0].grants.net.links[0]", "empty"),
+            ("{ links: [\"[a-z]*\"] }", "plugins[0].grants.net.links[0]", "wildcards"),
+            ("{ links: [a], netns: \"../etc\" }", "plugins[0].grants.net.netns", "`../etc`"),
+            ("{ links: [a], netns: \"a/b\" }", "plugins[0].grants.net.netns", "absolute path"),
+            ("{ links: [a], netns: \"..\" }", "plugins[0].grants.net.netns", "namespace name"),
+            ("{ links: [a], netns: \"\" }", "plugins[0].grants.net.netns", "namespace name"),
+        ] {
+            let err = parse(&format!("{ONE}    grants: {{ net: {net} }}\n")).unwrap_err().to_string();
+            assert!(err.contains(key), "{net}: {err}");
+            assert!(err.contains(needle), "{net}: {err}");
+            assert!(err.contains("config.yaml:3:"), "{net}: the plugin's line: {err}");
+        }
+        for (net, needle) in [
+            ("{ write: true }", "missing field `links`"),
+            ("{ links: [a], colour: blue }", "unknown field `colour`"),
+            ("true", "invalid type"),
+        ] {
+            let err = parse(&format!("{ONE}    grants: {{ net: {net} }}\n")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{net}: {err}");
         }
     }
 

@@ -48,6 +48,8 @@ pub struct Shared {
     pub ratelimiter: RateLimiter,
     pub jobs_wake: Arc<Notify>,
     pub metrics: Metrics,
+    /// Netlink connections for the `net` capability, one per namespace.
+    pub net: crate::caps::net::Connections,
     /// Instance slots: a request waits here rather than fail when all are in use.
     pub slots: Semaphore,
 }
@@ -68,6 +70,9 @@ pub struct PluginShared {
 pub struct Ctx {
     pub plugin: Arc<PluginShared>,
     pub request_id: String,
+    /// When the call's `timeout_ms` runs out. The epoch callback enforces it
+    /// while wasm runs; an async host function bounds its own waiting by it.
+    pub deadline: Instant,
     pub table: ResourceTable,
     pub stdout: Output,
     pub stderr: Output,
@@ -238,6 +243,12 @@ impl Runtime {
             .with_context(|| format!("plugin `{name}`: no `handler` export"))?;
         let admin = admin::GuestIndices::new(&pre).ok();
         let jobs = job_handler::GuestIndices::new(&pre).ok();
+        if let Some(ns) = config.grants.net.as_ref().and_then(|n| n.netns_path())
+            && !ns.exists()
+        {
+            // Not an error: the namespace may be made after the host starts.
+            tracing::warn!(plugin = %name, netns = %ns.display(), "granted `net` in a network namespace that does not exist (yet)");
+        }
         if config.grants.jobs && jobs.is_none() {
             tracing::warn!(plugin = %name, "granted `jobs` but exports no `job-handler`: its jobs will fail");
         }
@@ -307,9 +318,11 @@ impl Plugin {
         let stdout = Output::default();
         let stderr = Output::default();
         let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
         let ctx = Ctx {
             plugin: self.shared.clone(),
             request_id: request_id.to_string(),
+            deadline,
             table: ResourceTable::new(),
             stdout,
             stderr,
@@ -324,7 +337,6 @@ impl Plugin {
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
-        let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {
@@ -555,6 +567,7 @@ pub(crate) fn test_ctx(host: &Arc<Shared>, name: &str, grants: Grants) -> Ctx {
     Ctx {
         plugin: shared,
         request_id: "test".into(),
+        deadline: Instant::now() + Duration::from_secs(60),
         table: ResourceTable::new(),
         stdout: Output::default(),
         stderr: Output::default(),
@@ -571,6 +584,7 @@ pub(crate) fn test_shared() -> Arc<Shared> {
         ratelimiter: RateLimiter::default(),
         jobs_wake: Arc::new(Notify::new()),
         metrics: Metrics::default(),
+        net: Default::default(),
         slots: Semaphore::new(4),
     })
 }

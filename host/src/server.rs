@@ -121,6 +121,7 @@ impl Host {
             ratelimiter: RateLimiter::default(),
             jobs_wake: Arc::new(Notify::new()),
             metrics: Metrics::default(),
+            net: Default::default(),
             slots: Semaphore::new(config.runtime.max_instances as usize),
         });
         let runtime = Runtime::new(&config.runtime, config.max_memory_bytes())?;
@@ -195,14 +196,16 @@ pub struct Bound {
 impl Bound {
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let stop = Arc::new(Notify::new());
+        // A watch, not a Notify: a loop busy when shutdown starts must still
+        // see it on its next turn.
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let graceful = Arc::new(GracefulShutdown::new());
         let scheduler = Scheduler::new(self.host.shared.clone(), &self.host.plugins);
         let scheduler = tokio::spawn(scheduler.run(stop.clone()));
         let mut accept_loops = Vec::new();
         for (listener, kind) in self.listeners {
             let host = self.host.clone();
-            let stop = stop.clone();
+            let mut stop = stop.clone();
             let graceful = graceful.clone();
             accept_loops.push(tokio::spawn(async move {
                 loop {
@@ -215,7 +218,7 @@ impl Bound {
                                 continue;
                             }
                         },
-                        _ = stop.notified() => return,
+                        _ = stopped(&mut stop) => return,
                     };
                     let _ = stream.set_nodelay(true);
                     let (host, kind) = (host.clone(), kind.clone());
@@ -234,7 +237,7 @@ impl Bound {
         }
         shutdown_signal().await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
-        stop.notify_waiters();
+        let _ = stop_tx.send(true);
         for l in accept_loops {
             let _ = l.await;
         }
@@ -248,6 +251,11 @@ impl Bound {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Resolves once `stop` says the server is stopping (at once if it already is).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 async fn shutdown_signal() {

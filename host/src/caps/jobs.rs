@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use redb::ReadableTable;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use wasmtime::component::{HasSelf, Linker};
 
 use super::crypto::{hex, random};
@@ -102,7 +101,7 @@ impl Scheduler {
 
     /// The loop: start what is due, then sleep until the next due job, a
     /// wake-up from `enqueue`, or a second, whichever comes first.
-    pub async fn run(self, shutdown: Arc<Notify>) {
+    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let wake = self.host.jobs_wake.clone();
         loop {
             let next = match self.start_due() {
@@ -116,7 +115,7 @@ impl Scheduler {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
                 _ = wake.notified() => {}
-                _ = shutdown.notified() => return,
+                _ = crate::server::stopped(&mut shutdown) => return,
             }
         }
     }

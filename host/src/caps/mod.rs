@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod keys;
 pub mod kv;
 pub mod log;
+pub mod net;
 pub mod ratelimit;
 
 /// How the runtime knows a capability.
@@ -51,6 +52,7 @@ pub const ALL: &[Capability] = &[
     log::CAP,
     jobs::CAP,
     ratelimit::CAP,
+    net::CAP,
 ];
 
 /// The current Unix time in seconds.

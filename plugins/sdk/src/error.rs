@@ -1,12 +1,13 @@
 use std::fmt;
 
 use crate::Response;
-use crate::bindings::wasmgate::plugin::{jobs, keys, kv};
+use crate::bindings::wasmgate::plugin::{jobs, keys, kv, net};
 
 /// An error answer: becomes `status` with the body `{"error": message}`.
 ///
 /// Return it from a handler with `?` or `Err(...)`; [`kv`](crate::kv),
-/// [`keys`](crate::keys) and [`jobs`](crate::jobs) errors convert into it.
+/// [`keys`](crate::keys), [`jobs`](crate::jobs) and [`net`](crate::net)
+/// errors convert into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Error {
     pub status: u16,
@@ -125,6 +126,20 @@ impl From<jobs::Error> for Error {
             }
             jobs::Error::Denied => Self::internal("jobs not granted to this plugin"),
             jobs::Error::Storage(detail) => Self::internal(format!("jobs storage: {detail}")),
+        }
+    }
+}
+
+/// A link outside the grant (or a change without `write`) is the caller's
+/// request for something this plugin may not touch: 403. The host's text
+/// names the link, never anything outside the grant.
+impl From<net::Error> for Error {
+    fn from(err: net::Error) -> Self {
+        match err {
+            net::Error::Denied(why) => Self::forbidden(why),
+            net::Error::NotFound(why) => Self::not_found(why),
+            net::Error::Invalid(why) => Self::bad_request(why),
+            net::Error::Os(why) => Self::internal(format!("net: {why}")),
         }
     }
 }

@@ -30,7 +30,7 @@
 //! Reading order: [`Plugin`] and [`export_plugin!`], then [`Request`],
 //! [`Response`], [`Error`] and [`Router`], then the capability modules
 //! ([`kv`], [`config`], [`log`], [`keys`], [`crypto`], [`jobs`],
-//! [`ratelimit`]).
+//! [`ratelimit`], [`net`]).
 //!
 //! A capability's WIT interface becomes an import of the component only when
 //! the plugin calls into it, and the host refuses to load a component that
@@ -64,6 +64,7 @@ pub mod jobs;
 pub mod keys;
 pub mod kv;
 pub mod log;
+pub mod net;
 pub mod ratelimit;
 
 pub use error::Error;
