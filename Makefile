@@ -12,16 +12,18 @@ RUSTUP  ?= rustup
 
 WASM_TARGET := wasm32-wasip2
 # Guest crates built for $(WASM_TARGET); later plugins are added here.
-PLUGINS ?= hello fixture hotspot
+PLUGINS ?= hello fixture hotspot wispanel wgdashboard license-portal outbound-probe
 # Native crates whose tests `make test` runs: the host (lib and bin unit
 # tests, the `e2e` integration test in tests/tests.rs, doc tests) and the SDK
 # (plugins/sdk is an rlib that compiles natively; its router and http helpers
 # have unit tests) and hotspot, whose pure parts (time, validation) have unit
-# tests that run natively. The other guest cdylibs in PLUGINS stay out.
+# tests that run natively, as do wgdashboard's (validation, TOTP, address
+# allocation, usage counters) and wispanel's (signed documents, license
+# verdicts, enforcement plans). The other guest cdylibs in PLUGINS stay out.
 # One cargo invocation per crate, on purpose: a single `--workspace` run
 # unifies features with the SDK's wit-bindgen and rebuilds wasmtime a second
 # time, while `-p wasmgate` reuses what `make build` compiled.
-TEST_PACKAGES ?= wasmgate wasmgate-sdk hotspot
+TEST_PACKAGES ?= wasmgate wasmgate-sdk hotspot wispanel wgdashboard license-portal
 
 BIN      := target/release/wasmgate
 CONFIG   ?= config.yaml

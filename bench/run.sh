@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make bench`: native hyper handler vs. the hello plugin under wrk, plus the
 # instantiate + call + drop microbenchmark, plus the hotspot plugin's
-# create_voucher (durable commits) and get_voucher_users (10,000 vouchers);
-# writes BENCHMARKS.md at the repo root.
+# create_voucher (durable commits) and get_voucher_users (10,000 vouchers),
+# plus the wgdashboard plugin's /api/handshake and getWireguardConfigurations
+# (10 configurations of 50 peers); writes BENCHMARKS.md at the repo root.
 #
 # Builds nothing (the Makefile does). Loopback only; bounded in time (about
 # two minutes: 7 wrk runs of WARMUP + DURATION seconds, two server starts, the
@@ -15,6 +16,8 @@
 #   BENCH_CONNECTIONS ["32 256"]  BENCH_ITERATIONS [20000]
 #   BENCH_HOTSPOT_VOUCHERS [10000] vouchers listed by get_voucher_users
 #   BENCH_HOTSPOT_LIST_CONNECTIONS [4]  BENCH_HOTSPOT_CREATE_CONNECTIONS ["4 32"]
+#   BENCH_WGD_CONFIGURATIONS [10]  BENCH_WGD_PEERS [50] peers per configuration
+#   BENCH_WGD_CONNECTIONS [32]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,6 +38,11 @@ HOTSPOT_LUA=bench/wrk-hotspot-create.lua
 HOTSPOT_VOUCHERS=${BENCH_HOTSPOT_VOUCHERS:-10000}
 read -r -a HOTSPOT_LIST_CONNECTIONS <<<"${BENCH_HOTSPOT_LIST_CONNECTIONS:-4}"
 read -r -a HOTSPOT_CREATE_CONNECTIONS <<<"${BENCH_HOTSPOT_CREATE_CONNECTIONS:-4 32}"
+WGD_CONFIG=bench/wgdashboard.yaml
+WGD_WASM=target/wasm32-wasip2/release/wgdashboard.wasm
+WGD_CONFIGURATIONS=${BENCH_WGD_CONFIGURATIONS:-10}
+WGD_PEERS=${BENCH_WGD_PEERS:-50}
+read -r -a WGD_CONNECTIONS <<<"${BENCH_WGD_CONNECTIONS:-32}"
 # Marker: anything from this line on in an existing $OUT is hand-written and kept.
 NOTES_MARKER='<!-- hand-written notes below this line are kept by bench/run.sh -->'
 
@@ -47,6 +55,7 @@ die() {
 [ -x "$BIN" ] || die "$BIN not found: run \`make build\` (or \`make bench\`) first"
 [ -f "$WASM" ] || die "$WASM not found: run \`make build\` first"
 [ -f "$HOTSPOT_WASM" ] || die "$HOTSPOT_WASM not found: run \`make build\` first"
+[ -f "$WGD_WASM" ] || die "$WGD_WASM not found: run \`make build\` first"
 for tool in awk grep sed timeout curl; do
 	command -v "$tool" >/dev/null 2>&1 || die "$tool is required"
 done
@@ -306,6 +315,85 @@ if [ "$server_status" != 0 ]; then
 fi
 
 # ---------------------------------------------------------------------------
+# wgdashboard: /api/handshake and /api/getWireguardConfigurations
+# ---------------------------------------------------------------------------
+# WGD_CONFIGURATIONS configurations of WGD_PEERS peers each, made through the
+# API with an API key. None is toggled on: the listing reads kv and the
+# device list, and no device exists.
+start_server wgd "$WGD_CONFIG"
+wgd_addr=$(awk '$1 == "listening" && $2 == "plugins" { print $3; exit }' "$tmp/wgd.out")
+wgd_admin=$(awk '$1 == "listening" && $2 == "admin" { print $3; exit }' "$tmp/wgd.out")
+for addr in "$wgd_addr" "$wgd_admin"; do
+	case $addr in
+	127.* | '[::1]':*) ;;
+	*) die "refusing to load a non-loopback address: ${addr:-none}" ;;
+	esac
+done
+wgd_api="http://$wgd_addr/api"
+wgd_password=$(head -c 18 /dev/urandom | base64)
+curl -fsS --max-time 10 -H "Authorization: Bearer $(cat "$tmp/wgd-data/admin.token")" -X PUT \
+	-d "{\"username\":\"bench\",\"password\":\"$wgd_password\"}" \
+	"http://$wgd_admin/plugins/wgdashboard/admin/account" >/dev/null || die "cannot set the wgdashboard account"
+curl -fsS --max-time 60 -c "$tmp/wgd.cookies" -H 'content-type: application/json' \
+	-d "{\"username\":\"bench\",\"password\":\"$wgd_password\",\"totp\":\"\"}" "$wgd_api/authenticate" |
+	grep -q '"status":true' || die "cannot log in to wgdashboard"
+# The list has this one key; its `Key` is the secret in this answer only.
+wgd_key=$(curl -fsS --max-time 10 -b "$tmp/wgd.cookies" -H 'content-type: application/json' \
+	-d '{"NeverExpire":true}' "$wgd_api/newDashboardAPIKey" | sed -nE 's/.*"Key":"([^"]+)".*/\1/p')
+[ -n "$wgd_key" ] || die "no wgdashboard API key"
+wgd_post() {
+	curl -fsS --max-time 60 -H "wg-dashboard-apikey: $wgd_key" -H 'content-type: application/json' -d "$2" "$wgd_api/$1"
+}
+log "wgdashboard: $WGD_CONFIGURATIONS configurations of $WGD_PEERS peers through the API"
+for ((i = 0; i < WGD_CONFIGURATIONS; i++)); do
+	# Any 32 random bytes are an X25519 private key.
+	private_key=$(head -c 32 /dev/urandom | base64)
+	wgd_post addWireguardConfiguration "{\"ConfigurationName\":\"wgbench$i\",\"Address\":\"10.200.$i.1/24\",\"ListenPort\":$((52000 + i)),\"PrivateKey\":\"$private_key\"}" |
+		grep -q '"status":true' || die "addWireguardConfiguration wgbench$i failed"
+	wgd_post "addPeers/wgbench$i" "{\"bulkAdd\":true,\"bulkAddAmount\":$WGD_PEERS}" |
+		grep -q '"status":true' || die "addPeers/wgbench$i failed"
+done
+wgd_list=$(curl -fsS --max-time 30 -H "wg-dashboard-apikey: $wgd_key" "$wgd_api/getWireguardConfigurations")
+wgd_listed=$(printf '%s' "$wgd_list" | grep -o '"Name":' | wc -l)
+[ "$wgd_listed" -eq "$WGD_CONFIGURATIONS" ] || die "expected $WGD_CONFIGURATIONS configurations, listed $wgd_listed"
+wgd_list_bytes=${#wgd_list}
+
+declare -A wgd_rps wgd_p50 wgd_p99 wgd_errs wgd_requests
+# wgd_wrk NAME URL CONNECTIONS: a warm-up, then a measured run into
+# $tmp/wrk-wgd-NAME-CONNECTIONS.txt; the key goes in wg-dashboard-apikey.
+wgd_wrk() {
+	local name=$1 url=$2 c=$3
+	local out="$tmp/wrk-wgd-$name-$c.txt" key="$name/$c"
+	log "wrk wgdashboard $name c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
+	timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" --timeout 10s -H "wg-dashboard-apikey: $wgd_key" "$url" >/dev/null ||
+		die "wrk warm-up against $url failed"
+	timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
+		-H "wg-dashboard-apikey: $wgd_key" -s "$LUA" "$url" >"$out" 2>&1 || {
+		cat "$out" >&2
+		die "wrk against $url failed"
+	}
+	grep -q '^WRK_RESULT ' "$out" || die "no WRK_RESULT line in wrk's output ($out)"
+	wgd_rps[$key]=$(field "$out" rps)
+	wgd_p50[$key]=$(field "$out" p50_us)
+	wgd_p99[$key]=$(field "$out" p99_us)
+	wgd_requests[$key]=$(field "$out" requests)
+	wgd_errs[$key]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
+	if [ "${wgd_errs[$key]}" -gt 0 ]; then
+		log "warning: wgdashboard $name c=$c: ${wgd_errs[$key]} errors or non-2xx answers out of ${wgd_requests[$key]} requests"
+	fi
+	if [ "${wgd_requests[$key]:-0}" -eq 0 ]; then die "wgdashboard $name c=$c: no request completed"; fi
+}
+for c in "${WGD_CONNECTIONS[@]}"; do
+	wgd_wrk handshake "$wgd_api/handshake" "$c"
+	wgd_wrk configurations "$wgd_api/getWireguardConfigurations" "$c"
+done
+wgd_rss_kb=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$server_pid/status" 2>/dev/null || true)
+stop_server
+if [ "$server_status" != 0 ]; then
+	log "warning: wgdashboard server exited with status $server_status after SIGTERM (expected 0)"
+fi
+
+# ---------------------------------------------------------------------------
 # BENCHMARKS.md
 # ---------------------------------------------------------------------------
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
@@ -372,6 +460,23 @@ fi
 	echo
 	echo "Hotspot server VmRSS after its runs: $(kb_mib "$hs_rss_kb")."
 	echo
+	echo "## wgdashboard"
+	echo
+	echo "The wgdashboard plugin ([$WGD_CONFIG]($WGD_CONFIG)) on its own server, the API key in \`wg-dashboard-apikey\` (checked by the host's \`keys\` on every request), same wrk settings. $WGD_CONFIGURATIONS configurations of $WGD_PEERS peers each, made through the API and not toggled on: every \`getWireguardConfigurations\` answer ($wgd_list_bytes bytes) reads the configurations and, for those that are off, their DataUsage sums cached under a revision counter (four small kv prefix scans; a configuration's peers are read again only after a change to them, and always for a configuration that is on, together with its live device). For scale, from issue 4: the original WGDashboard v4.2.5 under its own gunicorn configuration on this machine answered handshake at about 445 req/s and getWireguardConfigurations (one configuration of 50 peers) at about 388 req/s, p50 around 75 ms at 32 connections, with 103 MB of RSS."
+	echo
+	echo "| request | connections | req/s | p50 | p99 | requests | errors |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+	for c in "${WGD_CONNECTIONS[@]}"; do
+		for name in handshake configurations; do
+			k="$name/$c"
+			label=$name
+			[ "$name" = configurations ] && label="getWireguardConfigurations ($WGD_CONFIGURATIONS × $WGD_PEERS peers)"
+			echo "| $label | $c | $(num "${wgd_rps[$k]}") | $(ms "${wgd_p50[$k]}") | $(ms "${wgd_p99[$k]}") | ${wgd_requests[$k]} | ${wgd_errs[$k]} |"
+		done
+	done
+	echo
+	echo "wgdashboard server VmRSS after its runs: $(kb_mib "$wgd_rss_kb")."
+	echo
 	echo "## Server memory"
 	echo
 	echo "After the wrk runs: VmRSS $(kb_mib "$rss_kb") (${rss_kb:-?} kB), peak VmHWM $(kb_mib "$hwm_kb") (${hwm_kb:-?} kB)."
@@ -389,6 +494,12 @@ fi
 	for f in "$tmp"/wrk-hotspot-*.txt; do
 		name=${f##*/wrk-hotspot-}
 		echo "# hotspot ${name%.txt}"
+		grep -v '^WRK_RESULT ' "$f"
+		echo
+	done
+	for f in "$tmp"/wrk-wgd-*.txt; do
+		name=${f##*/wrk-wgd-}
+		echo "# wgdashboard ${name%.txt}"
 		grep -v '^WRK_RESULT ' "$f"
 		echo
 	done
@@ -412,3 +523,7 @@ done
 for c in "${HOTSPOT_CREATE_CONNECTIONS[@]}"; do
 	log "hotspot create_voucher c=$c: $(num "${hs_rps[create/$c]}") req/s, p99 $(ms "${hs_p99[create/$c]}")"
 done
+for c in "${WGD_CONNECTIONS[@]}"; do
+	log "wgdashboard handshake c=$c: $(num "${wgd_rps[handshake/$c]}") req/s, p99 $(ms "${wgd_p99[handshake/$c]}"); getWireguardConfigurations: $(num "${wgd_rps[configurations/$c]}") req/s, p99 $(ms "${wgd_p99[configurations/$c]}")"
+done
+log "wgdashboard server VmRSS: $(kb_mib "$wgd_rss_kb")"

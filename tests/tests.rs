@@ -19,6 +19,11 @@ mod e2e {
     mod isolation;
     mod jobs;
     mod net;
+    mod outbound;
+    mod license_portal;
     mod server;
     mod shutdown;
+    mod wgdashboard;
+    mod wireguard;
+    mod wispanel;
 }

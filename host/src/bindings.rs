@@ -11,6 +11,10 @@ wasmtime::component::bindgen!({
     // request's fibre instead of blocking an executor thread.
     imports: {
         "wasmgate:plugin/net": async | trappable,
+        // UAPI sockets, netlink and starting wireguard-go: awaited on the fibre.
+        "wasmgate:plugin/wireguard": async | trappable,
+        // HTTP to another host: awaited on the fibre like netlink.
+        "wasmgate:plugin/outbound": async | trappable,
         default: trappable,
     },
     with: {
@@ -20,4 +24,4 @@ wasmtime::component::bindgen!({
 
 pub use self::exports::wasmgate::plugin::{admin, handler, job_handler};
 pub use self::wasmgate::plugin::types::{Request, Response};
-pub use self::wasmgate::plugin::{config, crypto, jobs, keys, kv, log, net, ratelimit};
+pub use self::wasmgate::plugin::{config, crypto, jobs, keys, kv, log, net, outbound, ratelimit, wireguard};

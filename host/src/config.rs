@@ -178,6 +178,51 @@ pub struct Grants {
     /// Netlink on the links whose names match; withheld when absent.
     #[serde(default)]
     pub net: Option<NetGrant>,
+    /// HTTP requests to the listed hosts only; withheld when absent.
+    #[serde(default)]
+    pub outbound: Option<crate::caps::outbound::OutboundGrant>,
+    /// WireGuard devices whose names match; withheld when absent.
+    #[serde(default)]
+    pub wireguard: Option<WireguardGrant>,
+}
+
+/// The `wireguard` grant: which devices a plugin may see, create and change,
+/// and how the host drives them.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct WireguardGrant {
+    /// Glob patterns over device names (`*` any run, `?` one character); at
+    /// least one. A device matching none is invisible to the plugin.
+    pub devices: Vec<String>,
+    /// Which WireGuard drives the devices the plugin creates.
+    #[serde(default)]
+    pub backend: WireguardBackend,
+    /// The userspace implementation the host starts per device, as
+    /// `<binary> -f <name>`: an absolute path, or a name looked up in the
+    /// host's `PATH`.
+    #[serde(default = "default_userspace_binary")]
+    pub userspace_binary: String,
+    /// The network namespace of the devices, as for `net.netns`. Absent: the
+    /// host's own namespace.
+    #[serde(default)]
+    pub netns: Option<String>,
+}
+
+fn default_userspace_binary() -> String {
+    "wireguard-go".to_string()
+}
+
+/// See [`WireguardGrant::backend`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireguardBackend {
+    /// The kernel's where this host can drive it, else userspace.
+    #[default]
+    Auto,
+    /// The kernel's WireGuard over generic netlink.
+    Kernel,
+    /// A userspace implementation (`userspace_binary`) and its UAPI socket.
+    Userspace,
 }
 
 /// The `net` grant: which links a plugin may see and whether it may change them.
@@ -207,49 +252,85 @@ const MAX_LINK_PATTERN: usize = 64;
 impl NetGrant {
     /// The namespace file to open, or `None` for the host's own namespace.
     pub fn netns_path(&self) -> Option<PathBuf> {
-        self.netns.as_ref().map(|ns| {
-            if ns.starts_with('/') {
-                PathBuf::from(ns)
-            } else {
-                Path::new(NETNS_DIR).join(ns)
-            }
-        })
+        self.netns.as_deref().map(netns_file)
     }
 
     /// What serde cannot check: `(key under grants.net, message)` on failure.
     fn validate(&self) -> Result<(), (String, String)> {
-        if self.links.is_empty() {
-            return Err(("links".into(), "needs at least one pattern, e.g. [\"guest*\"]".into()));
+        validate_patterns("links", &self.links, "guest*")?;
+        validate_netns(self.netns.as_deref())
+    }
+}
+
+/// The namespace file of a grant's `netns`: a name under [`NETNS_DIR`] or an
+/// absolute path.
+fn netns_file(ns: &str) -> PathBuf {
+    if ns.starts_with('/') {
+        PathBuf::from(ns)
+    } else {
+        Path::new(NETNS_DIR).join(ns)
+    }
+}
+
+/// Name patterns of a grant (`key` is `links` or `devices`): at least one,
+/// each of the characters a link name may have and the two wildcards.
+fn validate_patterns(key: &str, patterns: &[String], example: &str) -> Result<(), (String, String)> {
+    if patterns.is_empty() {
+        return Err((key.into(), format!("needs at least one pattern, e.g. [\"{example}\"]")));
+    }
+    for (j, pattern) in patterns.iter().enumerate() {
+        let bad = pattern
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '*' | '?' | '-' | '_' | '.' | '@' | '+')));
+        let message = if pattern.is_empty() {
+            Some("is empty".to_string())
+        } else if pattern.len() > MAX_LINK_PATTERN {
+            Some(format!("is longer than {MAX_LINK_PATTERN} characters"))
+        } else {
+            bad.map(|c| format!("`{pattern}` has {c:?}: use letters, digits, - _ . @ + and the wildcards * and ?"))
+        };
+        if let Some(message) = message {
+            return Err((format!("{key}[{j}]"), message));
         }
-        for (j, pattern) in self.links.iter().enumerate() {
-            let bad = pattern
-                .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '*' | '?' | '-' | '_' | '.' | '@' | '+')));
-            let message = if pattern.is_empty() {
-                Some("is empty".to_string())
-            } else if pattern.len() > MAX_LINK_PATTERN {
-                Some(format!("is longer than {MAX_LINK_PATTERN} characters"))
-            } else {
-                bad.map(|c| format!("`{pattern}` has {c:?}: use letters, digits, - _ . @ + and the wildcards * and ?"))
-            };
-            if let Some(message) = message {
-                return Err((format!("links[{j}]"), message));
-            }
+    }
+    Ok(())
+}
+
+/// A grant's `netns`: a namespace name (no `/`, no `..`) or an absolute path.
+fn validate_netns(netns: Option<&str>) -> Result<(), (String, String)> {
+    if let Some(ns) = netns {
+        let ok = if ns.starts_with('/') {
+            !ns.contains('\0')
+        } else {
+            !ns.is_empty() && ns != "." && !ns.contains('/') && !ns.contains("..") && !ns.contains('\0')
+        };
+        if !ok {
+            return Err((
+                "netns".into(),
+                format!("`{ns}` is neither a namespace name (no `/`, no `..`) nor an absolute path"),
+            ));
         }
-        if let Some(ns) = &self.netns {
-            let ok = if ns.starts_with('/') {
-                !ns.contains('\0')
-            } else {
-                !ns.is_empty() && ns != "." && !ns.contains('/') && !ns.contains("..") && !ns.contains('\0')
-            };
-            if !ok {
-                return Err((
-                    "netns".into(),
-                    format!("`{ns}` is neither a namespace name (no `/`, no `..`) nor an absolute path"),
-                ));
-            }
+    }
+    Ok(())
+}
+
+impl WireguardGrant {
+    /// The namespace file to open, or `None` for the host's own namespace.
+    pub fn netns_path(&self) -> Option<PathBuf> {
+        self.netns.as_deref().map(netns_file)
+    }
+
+    /// What serde cannot check: `(key under grants.wireguard, message)` on failure.
+    fn validate(&self) -> Result<(), (String, String)> {
+        validate_patterns("devices", &self.devices, "wg*")?;
+        let b = &self.userspace_binary;
+        if b.is_empty() || b.contains('\0') || (!b.starts_with('/') && b.contains('/')) {
+            return Err((
+                "userspace_binary".into(),
+                format!("`{b}` is neither a program name (no `/`) nor an absolute path"),
+            ));
         }
-        Ok(())
+        validate_netns(self.netns.as_deref())
     }
 }
 
@@ -265,6 +346,8 @@ impl Grants {
             ("jobs", self.jobs),
             ("ratelimit", self.ratelimit),
             ("net", self.net.is_some()),
+            ("wireguard", self.wireguard.is_some()),
+            ("outbound", self.outbound.is_some()),
         ];
         all.into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect()
     }
@@ -433,6 +516,15 @@ impl Config {
                 net.validate()
                     .map_err(|(key, message)| invalid(name, at(&format!("grants.net.{key}")), message))?;
             }
+            if let Some(outbound) = &p.grants.outbound {
+                outbound
+                    .validate()
+                    .map_err(|(key, message)| invalid(name, at(&format!("grants.outbound.{key}")), message))?;
+            }
+            if let Some(wg) = &p.grants.wireguard {
+                wg.validate()
+                    .map_err(|(key, message)| invalid(name, at(&format!("grants.wireguard.{key}")), message))?;
+            }
         }
         Ok(())
     }
@@ -584,6 +676,50 @@ plugins:
         ] {
             let err = parse(&format!("{ONE}    grants: {{ net: {net} }}\n")).unwrap_err().to_string();
             assert!(err.contains(needle), "{net}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_wireguard_grant_parses_with_its_defaults() {
+        let c = parse(&format!("{ONE}    grants: {{ wireguard: {{ devices: [\"wg*\"] }} }}\n")).unwrap();
+        let wg = c.plugins[0].grants.wireguard.clone().expect("wireguard granted");
+        assert_eq!(wg.devices, ["wg*"]);
+        assert_eq!(wg.backend, WireguardBackend::Auto);
+        assert_eq!(wg.userspace_binary, "wireguard-go");
+        assert_eq!(wg.netns_path(), None);
+        assert!(c.plugins[0].grants.names().contains(&"wireguard"));
+        let c = parse(&format!(
+            "{ONE}    grants: {{ wireguard: {{ devices: [wg0], backend: userspace, userspace_binary: /opt/wg/wireguard-go, netns: vpn }} }}\n"
+        ))
+        .unwrap();
+        let wg = c.plugins[0].grants.wireguard.clone().unwrap();
+        assert_eq!(wg.backend, WireguardBackend::Userspace);
+        assert_eq!(wg.userspace_binary, "/opt/wg/wireguard-go");
+        assert_eq!(wg.netns_path(), Some(PathBuf::from("/var/run/netns/vpn")));
+        assert!(!parse(ONE).unwrap().plugins[0].grants.names().contains(&"wireguard"), "withheld unless given");
+    }
+
+    #[test]
+    fn a_wireguard_grant_without_patterns_or_with_bad_values_is_refused() {
+        for (wg, key, needle) in [
+            ("{ devices: [] }", "plugins[0].grants.wireguard.devices", "at least one pattern"),
+            ("{ devices: [wg0, \"wg 1\"] }", "plugins[0].grants.wireguard.devices[1]", "wildcards"),
+            ("{ devices: [wg0], userspace_binary: \"\" }", "plugins[0].grants.wireguard.userspace_binary", "program name"),
+            ("{ devices: [wg0], userspace_binary: \"./wg\" }", "plugins[0].grants.wireguard.userspace_binary", "absolute path"),
+            ("{ devices: [wg0], netns: \"a/b\" }", "plugins[0].grants.wireguard.netns", "absolute path"),
+        ] {
+            let err = parse(&format!("{ONE}    grants: {{ wireguard: {wg} }}\n")).unwrap_err().to_string();
+            assert!(err.contains(key), "{wg}: {err}");
+            assert!(err.contains(needle), "{wg}: {err}");
+            assert!(err.contains("config.yaml:3:"), "{wg}: the plugin's line: {err}");
+        }
+        for (wg, needle) in [
+            ("{ backend: kernel }", "missing field `devices`"),
+            ("{ devices: [a], backend: wasm }", "unknown variant `wasm`"),
+            ("{ devices: [a], colour: blue }", "unknown field `colour`"),
+        ] {
+            let err = parse(&format!("{ONE}    grants: {{ wireguard: {wg} }}\n")).unwrap_err().to_string();
+            assert!(err.contains(needle), "{wg}: {err}");
         }
     }
 

@@ -50,6 +50,8 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Netlink connections for the `net` capability, one per namespace.
     pub net: crate::caps::net::Connections,
+    /// The `wireguard-go` children of the `wireguard` capability.
+    pub wireguard: crate::caps::wireguard::Devices,
     /// Instance slots: a request waits here rather than fail when all are in use.
     pub slots: Semaphore,
 }
@@ -585,6 +587,7 @@ pub(crate) fn test_shared() -> Arc<Shared> {
         jobs_wake: Arc::new(Notify::new()),
         metrics: Metrics::default(),
         net: Default::default(),
+        wireguard: Default::default(),
         slots: Semaphore::new(4),
     })
 }

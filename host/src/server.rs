@@ -122,6 +122,7 @@ impl Host {
             jobs_wake: Arc::new(Notify::new()),
             metrics: Metrics::default(),
             net: Default::default(),
+            wireguard: Default::default(),
             slots: Semaphore::new(config.runtime.max_instances as usize),
         });
         let runtime = Runtime::new(&config.runtime, config.max_memory_bytes())?;
@@ -159,9 +160,14 @@ impl Host {
             println!("listening native {}", l.local_addr()?);
             listeners.push((l, Kind::Native));
         }
+        let signals = ShutdownSignals::register().context("cannot handle SIGINT and SIGTERM")?;
         println!("ready");
         std::io::stdout().flush()?;
-        Ok(Bound { host, listeners })
+        Ok(Bound {
+            host,
+            listeners,
+            signals,
+        })
     }
 }
 
@@ -191,6 +197,7 @@ enum Kind {
 pub struct Bound {
     host: Arc<Host>,
     listeners: Vec<(TcpListener, Kind)>,
+    signals: ShutdownSignals,
 }
 
 impl Bound {
@@ -235,7 +242,8 @@ impl Bound {
                 }
             }));
         }
-        shutdown_signal().await;
+        let mut signals = self.signals;
+        signals.recv().await;
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let _ = stop_tx.send(true);
         for l in accept_loops {
@@ -248,6 +256,7 @@ impl Bound {
             tracing::warn!("connections still open after the grace period; closing them");
         }
         let _ = scheduler.await;
+        self.host.shared.wireguard.stop_all();
         tracing::info!("stopped");
         Ok(())
     }
@@ -258,20 +267,27 @@ pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(s) => {
-                s.recv().await;
-            }
-            None => std::future::pending().await,
+/// SIGINT and SIGTERM, registered before `ready` is printed so that a signal
+/// arriving right after it cannot take the default action (dying).
+struct ShutdownSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn register() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
     }
 }
 

@@ -105,14 +105,15 @@ impl Plugin {
     }
 
     /// The misbehaving fixture mounted at `/<name>/` with every grant
-    /// (`net` read-only, on no link of the host's namespace).
+    /// (`net` read-only, on no link of the host's namespace; `wireguard` on
+    /// no device).
     pub fn fixture(name: &str) -> Plugin {
         Plugin {
             name: name.to_string(),
             wasm: wasm("fixture"),
             listen: "127.0.0.1:0".to_string(),
             prefix: format!("/{name}/"),
-            grants: "{ kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, net: { links: [fx-no-link] } }"
+            grants: "{ kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, net: { links: [fx-no-link] }, wireguard: { devices: [fx-no-device] } }"
                 .to_string(),
             limits: Limits::default(),
             settings: String::new(),

@@ -24,7 +24,9 @@ pub mod keys;
 pub mod kv;
 pub mod log;
 pub mod net;
+pub mod outbound;
 pub mod ratelimit;
+pub mod wireguard;
 
 /// How the runtime knows a capability.
 pub struct Capability {
@@ -53,6 +55,8 @@ pub const ALL: &[Capability] = &[
     jobs::CAP,
     ratelimit::CAP,
     net::CAP,
+    wireguard::CAP,
+    outbound::CAP,
 ];
 
 /// The current Unix time in seconds.

@@ -91,7 +91,7 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 }
 
 /// Whether the kernel could have a link of this name (`dev_valid_name`).
-fn valid_link_name(name: &str) -> bool {
+pub(crate) fn valid_link_name(name: &str) -> bool {
     (1..=MAX_LINK_NAME).contains(&name.len())
         && name != "."
         && name != ".."
@@ -112,7 +112,7 @@ type NsId = Option<(u64, u64)>;
 
 impl Connections {
     /// The connection for `netns` (`None`: the host's namespace).
-    async fn handle(&self, netns: Option<&Path>) -> Result<Handle, Error> {
+    pub(crate) async fn handle(&self, netns: Option<&Path>) -> Result<Handle, Error> {
         let id: NsId = match netns {
             None => None,
             Some(path) => {
@@ -163,7 +163,7 @@ impl Connections {
     }
 
     /// Drops the connection for `netns` after it failed as a whole.
-    fn forget(&self, netns: Option<&Path>) {
+    pub(crate) fn forget(&self, netns: Option<&Path>) {
         self.lock().remove(&netns.map(Path::to_path_buf));
     }
 
@@ -196,14 +196,14 @@ async fn socket_in(path: &Path) -> io::Result<rtnetlink::sys::Socket> {
 }
 
 /// The errno of a kernel refusal, if it was one.
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
+pub(crate) fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
         rtnetlink::Error::NetlinkError(m) => Some(-m.raw_code()),
         _ => None,
     }
 }
 
-fn os(e: rtnetlink::Error) -> Error {
+pub(crate) fn os(e: rtnetlink::Error) -> Error {
     match e {
         rtnetlink::Error::NetlinkError(m) => Error::Os(m.to_io().to_string()),
         other => Error::Os(format!("netlink: {other}")),
@@ -283,14 +283,9 @@ impl<'a> Net<'a> {
         if !valid_link_name(name) {
             return Err(no_link(name));
         }
-        let mut links = self.handle.link().get().match_name(name).execute();
-        match links.try_next().await {
-            // The kernel also finds a link by an alternative name (`ip link
-            // property add ... altname`), which the grant's patterns did not
-            // see: only the link's own name counts.
-            Ok(Some(link)) if link_name(&link) == Some(name) => Ok(link),
-            Ok(_) => Err(no_link(name)),
-            Err(e) if errno(&e) == Some(libc::ENODEV) => Err(no_link(name)),
+        match find_link(&self.handle, name).await {
+            Ok(Some(link)) => Ok(link),
+            Ok(None) => Err(no_link(name)),
             Err(e) => Err(self.failed(e)),
         }
     }
@@ -391,9 +386,7 @@ impl<'a> Net<'a> {
         // By the index of the link whose own name matched, not by name: the
         // kernel would also take an alternative name outside the grant.
         let index = self.link_by_name(name).await?.header.index;
-        let builder = LinkUnspec::new_with_index(index);
-        let message = if up { builder.up() } else { builder.down() }.build();
-        match self.handle.link().set(message).execute().await {
+        match set_up_by_index(&self.handle, index, up).await {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::ENODEV) => Err(no_link(name)),
             Err(e) => Err(self.failed(e)),
@@ -447,6 +440,26 @@ impl<'a> Net<'a> {
     }
 }
 
+/// The link whose own name is `name`, if there is one. The kernel also finds
+/// a link by an alternative name (`ip link property add ... altname`), which
+/// a grant's patterns did not see: only the link's own name counts.
+pub(crate) async fn find_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+    let mut links = handle.link().get().match_name(name).execute();
+    match links.try_next().await {
+        Ok(Some(link)) if link_name(&link) == Some(name) => Ok(Some(link)),
+        Ok(_) => Ok(None),
+        Err(e) if errno(&e) == Some(libc::ENODEV) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Sets the link with this index administratively up or down.
+pub(crate) async fn set_up_by_index(handle: &Handle, index: u32, up: bool) -> Result<(), rtnetlink::Error> {
+    let builder = LinkUnspec::new_with_index(index);
+    let message = if up { builder.up() } else { builder.down() }.build();
+    handle.link().set(message).execute().await
+}
+
 /// An address a plugin asks to add or remove, checked.
 fn parse_address(a: &Address) -> Result<IpAddr, Error> {
     let ip: IpAddr = a
@@ -463,7 +476,7 @@ fn parse_address(a: &Address) -> Result<IpAddr, Error> {
     Ok(ip)
 }
 
-fn link_name(link: &LinkMessage) -> Option<&str> {
+pub(crate) fn link_name(link: &LinkMessage) -> Option<&str> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.as_str()),
         _ => None,

@@ -1,7 +1,7 @@
 use std::fmt;
 
 use crate::Response;
-use crate::bindings::wasmgate::plugin::{jobs, keys, kv, net};
+use crate::bindings::wasmgate::plugin::{jobs, keys, kv, net, wireguard};
 
 /// An error answer: becomes `status` with the body `{"error": message}`.
 ///
@@ -140,6 +140,20 @@ impl From<net::Error> for Error {
             net::Error::NotFound(why) => Self::not_found(why),
             net::Error::Invalid(why) => Self::bad_request(why),
             net::Error::Os(why) => Self::internal(format!("net: {why}")),
+        }
+    }
+}
+
+/// A device outside the grant is 403, as for `net`; a device that already
+/// exists is 409. The host's text names the device, never one outside the grant.
+impl From<wireguard::Error> for Error {
+    fn from(err: wireguard::Error) -> Self {
+        match err {
+            wireguard::Error::Denied(why) => Self::forbidden(why),
+            wireguard::Error::NotFound(why) => Self::not_found(why),
+            wireguard::Error::Exists(why) => Self::conflict(why),
+            wireguard::Error::Invalid(why) => Self::bad_request(why),
+            wireguard::Error::Os(why) => Self::internal(format!("wireguard: {why}")),
         }
     }
 }

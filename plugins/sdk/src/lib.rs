@@ -30,7 +30,7 @@
 //! Reading order: [`Plugin`] and [`export_plugin!`], then [`Request`],
 //! [`Response`], [`Error`] and [`Router`], then the capability modules
 //! ([`kv`], [`config`], [`log`], [`keys`], [`crypto`], [`jobs`],
-//! [`ratelimit`], [`net`]).
+//! [`ratelimit`], [`net`], [`wireguard`], [`outbound`]).
 //!
 //! A capability's WIT interface becomes an import of the component only when
 //! the plugin calls into it, and the host refuses to load a component that
@@ -65,7 +65,9 @@ pub mod keys;
 pub mod kv;
 pub mod log;
 pub mod net;
+pub mod outbound;
 pub mod ratelimit;
+pub mod wireguard;
 
 pub use error::Error;
 pub use http::{Request, Response};

@@ -1,0 +1,41 @@
+//! wgdashboard: the WGDashboard v4 API (seed 002, FACTS.md section 2) as a
+//! wasmgate plugin, on real WireGuard devices through the host's
+//! `wireguard` capability and their addresses through `net`.
+//!
+//! Reading order:
+//! 1. [`api`]: the endpoints under the mount (`/api/`), after
+//! 2. [`auth`]: API keys, sessions, login with TOTP, the key list;
+//! 3. [`envelope`]: `{data, message, status}`; [`json`]: configuration and
+//!    peer shapes;
+//! 4. [`device`]: toggling a configuration on and off, live counters;
+//! 5. [`store`]: records and kv layout; [`validate`], [`ipalloc`],
+//!    [`totp`], [`time`]: pure helpers with unit tests;
+//! 6. [`admin`]: account, TOTP and first-run state for the operator.
+
+mod admin;
+mod api;
+mod auth;
+mod device;
+mod envelope;
+mod ipalloc;
+mod json;
+mod store;
+mod time;
+mod totp;
+mod validate;
+
+use wasmgate_sdk::{Error, Plugin, Request, Response};
+
+struct WgDashboard;
+
+impl Plugin for WgDashboard {
+    fn handle(req: &Request) -> Result<Response, Error> {
+        Ok(api::handle(req))
+    }
+
+    fn admin(req: &Request) -> Result<Response, Error> {
+        admin::handle(req)
+    }
+}
+
+wasmgate_sdk::export_plugin!(WgDashboard);

@@ -1,0 +1,197 @@
+//! What the plugin keeps in kv, and the key layout:
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `instance_id` | this panel's instance id, made once when the `instance_id` setting is absent |
+//! | `clock/last_seen` | the latest Unix time the panel has seen, to notice a clock set back |
+//! | `license/current` | [`StoredLicense`]: the activated key and the signed file, byte for byte |
+//! | `seq/<kind>` | the last resource id of a kind |
+//! | `res/<kind>/<id:016>` | [`Resource`]: an account, domain or database the license counts |
+//! | `disabled/<kind>/<id:016>` | [`Resource`]: the same resource while `enforce` keeps it disabled |
+//! | `update/state` | [`crate::update::UpdateState`] |
+//! | `update/blob/<n:04>` | the staged artefact in chunks of [`crate::update::CHUNK`] bytes |
+
+use serde::{Deserialize, Serialize};
+use wasmgate_sdk::{config, crypto, kv};
+
+use crate::api::ApiError;
+
+/// The kinds of resources a license limits, with the limit that counts them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Accounts,
+    Domains,
+    Databases,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Accounts, Kind::Domains, Kind::Databases];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Accounts => "accounts",
+            Kind::Domains => "domains",
+            Kind::Databases => "databases",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The license limit that applies to this kind.
+    pub fn limit(self, limits: &crate::license::Limits) -> i64 {
+        match self {
+            Kind::Accounts => limits.max_users,
+            Kind::Domains => limits.max_domains,
+            Kind::Databases => limits.max_databases,
+        }
+    }
+}
+
+/// An account, domain or database, as the panel's other parts register it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resource {
+    pub kind: Kind,
+    pub id: u64,
+    pub name: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    pub disabled: bool,
+    /// Unix seconds; set while disabled.
+    pub disabled_at: Option<i64>,
+    /// Why it was disabled.
+    pub disabled_reason: Option<String>,
+}
+
+pub fn res_key(kind: Kind, id: u64) -> String {
+    format!("res/{}/{id:016}", kind.as_str())
+}
+
+pub fn disabled_key(kind: Kind, id: u64) -> String {
+    format!("disabled/{}/{id:016}", kind.as_str())
+}
+
+/// The activated license.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLicense {
+    /// The full key as activated.
+    pub key: String,
+    /// The signed license file (the portal's envelope), exactly as verified.
+    pub file: String,
+    /// Unix seconds.
+    pub activated_at: i64,
+    /// Unix seconds of the last successful check with the portal.
+    pub last_checked: Option<i64>,
+    /// The portal said the key was revoked.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+pub const LICENSE: &str = "license/current";
+pub const LAST_SEEN: &str = "clock/last_seen";
+
+pub fn license() -> Result<Option<StoredLicense>, ApiError> {
+    Ok(kv::get_json(LICENSE)?)
+}
+
+pub fn save_license(l: &StoredLicense) -> Result<(), ApiError> {
+    Ok(kv::set_json(LICENSE, l)?)
+}
+
+/// This panel's instance id: the `instance_id` setting, or one made from 8
+/// random bytes at first use and kept in kv.
+pub fn instance_id() -> Result<String, ApiError> {
+    if let Some(id) = config::get("instance_id")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+    {
+        return Ok(id);
+    }
+    if let Some(id) = kv::get_json::<String>("instance_id")? {
+        return Ok(id);
+    }
+    let fresh = crypto::hex(&crypto::random_bytes(8));
+    // Two first requests at once: one id wins and both use it.
+    Ok(kv::transaction(|txn| match txn.get_json::<String>("instance_id")? {
+        Some(id) => Ok(id),
+        None => {
+            txn.set_json("instance_id", &fresh)?;
+            Ok(fresh.clone())
+        }
+    })?)
+}
+
+/// The latest time seen before this call, and records `now` when it is
+/// later (by at least a minute, to keep writes rare). The high-water mark
+/// never moves back.
+pub fn observe_clock(now: i64) -> Result<Option<i64>, ApiError> {
+    let seen: Option<i64> = kv::get_json(LAST_SEEN)?;
+    if seen.is_none_or(|s| now >= s + 60) {
+        kv::transaction(|txn| {
+            let cur: Option<i64> = txn.get_json(LAST_SEEN)?;
+            if cur.is_none_or(|c| now > c) {
+                txn.set_json(LAST_SEEN, &now)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(seen)
+}
+
+/// Every resource of `kind`, oldest first.
+pub fn resources(kind: Kind) -> Result<Vec<Resource>, ApiError> {
+    Ok(kv::list_json::<Resource>(&format!("res/{}/", kind.as_str()))?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// How many resources of `kind` exist, disabled or not.
+pub fn count(kind: Kind) -> Result<u64, ApiError> {
+    Ok(kv::count(&format!("res/{}/", kind.as_str()))?)
+}
+
+/// Every disabled resource, by kind then age.
+pub fn disabled() -> Result<Vec<Resource>, ApiError> {
+    Ok(kv::list_json::<Resource>("disabled/")?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// Adds `names.len()` resources of `kind` in one transaction.
+pub fn add_resources(kind: Kind, names: &[String], now: i64) -> Result<Vec<Resource>, ApiError> {
+    Ok(kv::transaction(|txn| {
+        let seq_key = format!("seq/{}", kind.as_str());
+        let mut seq: u64 = txn.get_json(&seq_key)?.unwrap_or(0);
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            seq += 1;
+            let r = Resource {
+                kind,
+                id: seq,
+                name: name.clone(),
+                created_at: now,
+                disabled: false,
+                disabled_at: None,
+                disabled_reason: None,
+            };
+            txn.set_json(&res_key(kind, seq), &r)?;
+            out.push(r);
+        }
+        txn.set_json(&seq_key, &seq)?;
+        Ok(out)
+    })?)
+}
+
+/// Removes a resource (and its disabled record); returns whether it existed.
+pub fn remove_resource(kind: Kind, id: u64) -> Result<bool, ApiError> {
+    Ok(kv::transaction(|txn| {
+        let existed = txn.get(&res_key(kind, id))?.is_some();
+        txn.delete(&res_key(kind, id))?;
+        txn.delete(&disabled_key(kind, id))?;
+        Ok(existed)
+    })?)
+}

@@ -1,0 +1,464 @@
+//! The version endpoints: `GET version/info`, `check`, `changelog`,
+//! `update/status`; `POST version/update`, `direct-update`.
+//!
+//! An update is staged, never installed: the release manifest (signed by the
+//! portal, the same envelope as a license, `type: "release"`) is verified,
+//! the artefact downloaded, its size and SHA-256 compared with the
+//! manifest's, and the bytes kept in kv with the state `staged`. Replacing
+//! the running binary is someone else's job.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use wasmgate_sdk::{Request, crypto, kv, log};
+
+use crate::api::{ApiError, ApiResult, body_object, ok, opt_str};
+use crate::portal;
+use crate::settings;
+use crate::signed::{self, Refusal};
+use crate::time;
+
+/// The staged artefact is kept in kv values of this many bytes.
+pub const CHUNK: usize = 512 * 1024;
+const STATE: &str = "update/state";
+
+/// What `update/status` reports.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateState {
+    /// idle, downloading, verifying, staged or failed.
+    pub state: String,
+    /// 0..=100.
+    pub progress: u8,
+    pub message: String,
+    pub target_version: Option<String>,
+    pub error: Option<ErrorInfo>,
+    pub staged: Option<Staged>,
+    /// Unix seconds.
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub code: String,
+    pub message: String,
+}
+
+/// A verified artefact waiting to be installed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Staged {
+    pub version: String,
+    pub channel: String,
+    pub size: u64,
+    pub sha256: String,
+    pub source: String,
+    /// Unix seconds.
+    pub staged_at: i64,
+    pub chunks: u32,
+}
+
+fn load_state() -> Result<UpdateState, ApiError> {
+    Ok(kv::get_json(STATE)?.unwrap_or_else(|| UpdateState {
+        state: "idle".into(),
+        message: "No update has been staged".into(),
+        ..UpdateState::default()
+    }))
+}
+
+fn set_state(f: impl Fn(&mut UpdateState)) -> Result<UpdateState, ApiError> {
+    let mut s = load_state()?;
+    f(&mut s);
+    s.updated_at = Some(time::now());
+    kv::set_json(STATE, &s)?;
+    Ok(s)
+}
+
+/// `a > b` as versions: semver when both parse, else numeric dotted parts.
+pub fn newer(a: &str, b: &str) -> bool {
+    match (semver::Version::parse(a), semver::Version::parse(b)) {
+        (Ok(a), Ok(b)) => a > b,
+        _ => {
+            let parts = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+            parts(a) > parts(b)
+        }
+    }
+}
+
+/// `GET /version/info`: the seed's shape.
+pub fn info(_req: &Request) -> ApiResult {
+    let version = settings::version();
+    ok(&VersionInfo {
+        info: format!("WisPanel v{version}"),
+        version,
+        channel: settings::channel(),
+        build_time: settings::string("build_time", "unknown"),
+        git_commit: settings::string("git_commit", "unknown"),
+    })
+}
+
+/// `version/info`, its fields in the seed's order.
+#[derive(Serialize)]
+struct VersionInfo {
+    version: String,
+    channel: String,
+    build_time: String,
+    git_commit: String,
+    info: String,
+}
+
+/// `version/check`, its fields in the seed's order.
+#[derive(Serialize)]
+struct VersionCheck {
+    update_available: bool,
+    current_version: String,
+    latest_version: String,
+    /// The latest release's changelog (markdown); "" when there is none.
+    changelog: String,
+}
+
+/// The latest release of our channel from the portal; None when it has none.
+fn latest() -> Result<Option<Value>, ApiError> {
+    let a = portal::call(
+        "GET",
+        &format!("/releases/latest?channel={}", settings::channel()),
+        None,
+    )?;
+    match a.status {
+        200 => {
+            let v = a
+                .json()
+                .ok_or_else(|| ApiError::portal("The license portal's answer is not JSON"))?;
+            Ok(Some(v.get("release").cloned().ok_or_else(|| {
+                ApiError::portal("The portal's answer has no release")
+            })?))
+        }
+        404 => Ok(None),
+        _ => Err(a.error()),
+    }
+}
+
+/// `GET /version/check`: the seed's shape.
+pub fn check(_req: &Request) -> ApiResult {
+    let current = settings::version();
+    let release = latest()?;
+    let latest_version = release
+        .as_ref()
+        .and_then(|r| r.get("version").and_then(Value::as_str))
+        .unwrap_or(&current)
+        .to_string();
+    ok(&VersionCheck {
+        update_available: newer(&latest_version, &current),
+        changelog: release
+            .as_ref()
+            .and_then(|r| r.get("changelog"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        current_version: current,
+        latest_version,
+    })
+}
+
+/// `GET /version/changelog`: the releases of our channel newer than this
+/// panel, newest first, and their changelogs joined; with none newer, the
+/// current version's own entry.
+pub fn changelog(_req: &Request) -> ApiResult {
+    let current = settings::version();
+    let channel = settings::channel();
+    let a = portal::call("GET", &format!("/releases?channel={channel}"), None)?;
+    if a.status != 200 {
+        return Err(a.error());
+    }
+    let v = a.json().unwrap_or(Value::Null);
+    let all: Vec<Value> = v.get("releases").and_then(Value::as_array).cloned().unwrap_or_default();
+    let version = |r: &Value| r.get("version").and_then(Value::as_str).unwrap_or("").to_string();
+    let mut shown: Vec<&Value> = all.iter().filter(|r| newer(&version(r), &current)).collect();
+    if shown.is_empty() {
+        shown = all.iter().filter(|r| version(r) == current).collect();
+    }
+    let offset = settings::utc_offset()?;
+    let entries: Vec<Value> = shown
+        .iter()
+        .map(|r| {
+            json!({
+                "version": version(r),
+                "published_at": r.get("published_at").and_then(Value::as_i64).map(|t| time::format(t, offset)),
+                "changelog": r.get("changelog").and_then(Value::as_str).unwrap_or(""),
+            })
+        })
+        .collect();
+    let text = entries
+        .iter()
+        .filter_map(|e| e["changelog"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    ok(&json!({
+        "current_version": current,
+        "latest_version": all.iter().map(version).fold(current.clone(), |m, v| if newer(&v, &m) { v } else { m }),
+        "channel": channel,
+        "changelog": text,
+        "releases": entries,
+    }))
+}
+
+fn staged_json(st: &Staged, offset: i64) -> Value {
+    json!({
+        "version": st.version,
+        "channel": st.channel,
+        "size": st.size,
+        "sha256": st.sha256,
+        "source": st.source,
+        "staged_at": time::format(st.staged_at, offset),
+    })
+}
+
+/// `GET /version/update/status`.
+pub fn status(_req: &Request) -> ApiResult {
+    let s = load_state()?;
+    let offset = settings::utc_offset()?;
+    ok(&json!({
+        "state": s.state,
+        "progress": s.progress,
+        "message": s.message,
+        "current_version": settings::version(),
+        "target_version": s.target_version,
+        "error": s.error,
+        "staged": s.staged.as_ref().map(|st| staged_json(st, offset)),
+        "updated_at": s.updated_at.map(|t| time::format(t, offset)),
+    }))
+}
+
+/// The verified release manifest.
+struct Manifest {
+    version: String,
+    channel: String,
+    sha256: String,
+    size: u64,
+}
+
+fn open_manifest(doc: &Value) -> Result<Manifest, ApiError> {
+    let bytes = match doc {
+        Value::String(s) => s.clone().into_bytes(),
+        Value::Object(_) => doc.to_string().into_bytes(),
+        _ => {
+            return Err(ApiError::new(
+                422,
+                "UPDATE_MALFORMED",
+                "The release manifest is missing",
+            ));
+        }
+    };
+    let trusted = settings::trusted_keys()?;
+    let opened = signed::open(&bytes, &trusted, "release", crypto::ed25519_verify).map_err(|r| {
+        let code = match r {
+            Refusal::Malformed(_) => "UPDATE_MALFORMED",
+            Refusal::UnsupportedAlgorithm(_) => "UPDATE_ALGORITHM_UNSUPPORTED",
+            Refusal::UnknownKey(_) => "UPDATE_KEY_UNKNOWN",
+            Refusal::BadSignature => "UPDATE_SIGNATURE_INVALID",
+            Refusal::BadPayload(_) => "UPDATE_PAYLOAD_INVALID",
+            Refusal::WrongType(_) => "UPDATE_WRONG_TYPE",
+        };
+        ApiError::new(422, code, r.message("release manifest"))
+    })?;
+    let p = &opened.payload;
+    let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
+    match (
+        s("version"),
+        s("channel"),
+        s("sha256"),
+        p.get("size").and_then(Value::as_u64),
+    ) {
+        (Some(version), Some(channel), Some(sha256), Some(size)) => Ok(Manifest {
+            version,
+            channel,
+            sha256: sha256.to_ascii_lowercase(),
+            size,
+        }),
+        _ => Err(ApiError::new(
+            422,
+            "UPDATE_PAYLOAD_INVALID",
+            "The release manifest lacks version, channel, sha256 or size",
+        )),
+    }
+}
+
+/// Downloads `url`, checks it against `m` and stages it. Records progress
+/// and the outcome in `update/state`.
+fn stage(m: &Manifest, url: &str) -> ApiResult {
+    let fail = |e: ApiError| -> ApiError {
+        let _ = set_state(|s| {
+            s.state = "failed".into();
+            s.progress = 0;
+            s.message = format!("Update {} failed", m.version);
+            s.error = Some(ErrorInfo {
+                code: e.code.to_string(),
+                message: e.message.clone(),
+            });
+        });
+        e
+    };
+    set_state(|s| {
+        s.state = "downloading".into();
+        s.progress = 10;
+        s.message = format!("Downloading {}", m.version);
+        s.target_version = Some(m.version.clone());
+        s.error = None;
+    })?;
+    let a = portal::send("GET", url, None).map_err(fail)?;
+    if a.status != 200 {
+        return Err(fail(ApiError::portal(format!(
+            "The download answered HTTP {}",
+            a.status
+        ))));
+    }
+    set_state(|s| {
+        s.state = "verifying".into();
+        s.progress = 70;
+        s.message = format!("Verifying {}", m.version);
+    })?;
+    if a.body.len() as u64 != m.size {
+        return Err(fail(ApiError::new(
+            422,
+            "UPDATE_SIZE_MISMATCH",
+            format!(
+                "The artefact is {} bytes; the signed manifest says {}",
+                a.body.len(),
+                m.size
+            ),
+        )));
+    }
+    let digest = crypto::hex(&crypto::sha256(&a.body));
+    if !crypto::constant_time_eq(digest.as_bytes(), m.sha256.as_bytes()) {
+        return Err(fail(ApiError::new(
+            422,
+            "UPDATE_CHECKSUM_MISMATCH",
+            "The artefact's SHA-256 differs from the signed manifest's",
+        )));
+    }
+    // Old chunks first, then the new ones; the state names what is there.
+    for (k, _) in kv::list("update/blob/")? {
+        kv::delete(&k)?;
+    }
+    let mut chunks = 0u32;
+    for (n, chunk) in a.body.chunks(CHUNK).enumerate() {
+        kv::set(&format!("update/blob/{n:04}"), chunk)?;
+        chunks += 1;
+    }
+    let staged = Staged {
+        version: m.version.clone(),
+        channel: m.channel.clone(),
+        size: m.size,
+        sha256: digest,
+        source: url.to_string(),
+        staged_at: time::now(),
+        chunks,
+    };
+    let s = set_state(|s| {
+        s.state = "staged".into();
+        s.progress = 100;
+        s.message = format!(
+            "WisPanel {} is downloaded, verified and staged; restart to install",
+            m.version
+        );
+        s.staged = Some(staged.clone());
+        s.error = None;
+    })?;
+    log::info!(
+        "staged WisPanel {} ({} bytes, sha256 {})",
+        staged.version,
+        staged.size,
+        staged.sha256
+    );
+    let offset = settings::utc_offset()?;
+    ok(&json!({
+        "success": true,
+        "message": s.message,
+        "staged": staged_json(&staged, offset),
+    }))
+}
+
+/// `POST /version/update` (no body): stages the latest release of our
+/// channel from the portal; 200 with `update_available: false` when there is
+/// nothing newer.
+pub fn update(_req: &Request) -> ApiResult {
+    let current = settings::version();
+    let Some(release) = latest()? else {
+        return ok(
+            &json!({ "success": true, "update_available": false, "message": "No release is published on this channel" }),
+        );
+    };
+    let m = open_manifest(release.get("manifest").unwrap_or(&Value::Null))?;
+    if release.get("version").and_then(Value::as_str) != Some(m.version.as_str()) {
+        return Err(ApiError::new(
+            422,
+            "UPDATE_PAYLOAD_INVALID",
+            "The release's version differs from its signed manifest's",
+        ));
+    }
+    if m.channel != settings::channel() {
+        return Err(ApiError::new(
+            422,
+            "UPDATE_PAYLOAD_INVALID",
+            "The signed manifest is for another channel",
+        ));
+    }
+    if !newer(&m.version, &current) {
+        return ok(&json!({
+            "success": true,
+            "update_available": false,
+            "message": format!("WisPanel {current} is up to date"),
+        }));
+    }
+    if let Some(st) = load_state()?
+        .staged
+        .filter(|st| st.version == m.version && st.sha256 == m.sha256)
+    {
+        return ok(&json!({
+            "success": true,
+            "message": format!("WisPanel {} is already staged", st.version),
+            "staged": staged_json(&st, settings::utc_offset()?),
+        }));
+    }
+    let path = release
+        .get("download_url")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::portal("The release has no download_url"))?;
+    let url = if path.contains("://") {
+        path.to_string()
+    } else {
+        format!("{}{path}", portal::origin()?)
+    };
+    stage(&m, &url)
+}
+
+/// `POST /version/direct-update {url, manifest}`: stages an artefact from
+/// `url` (which the outbound grant must allow), checked against `manifest`,
+/// a release manifest signed by a trusted key. An unsigned artefact is never
+/// staged.
+pub fn direct_update(req: &Request) -> ApiResult {
+    let body = body_object(req.body())?;
+    let Some(url) = opt_str(&body, "url")? else {
+        return Err(ApiError::validation("url is required"));
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(ApiError::validation("url must be an absolute http:// or https:// URL"));
+    }
+    let Some(manifest) = body.get("manifest").filter(|v| !v.is_null()) else {
+        return Err(ApiError::validation(
+            "manifest is required: a direct update must be signed",
+        ));
+    };
+    let m = open_manifest(manifest)?;
+    stage(&m, &url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::newer;
+
+    #[test]
+    fn versions_compare_numerically() {
+        assert!(newer("1.4.10", "1.4.9"));
+        assert!(!newer("1.4.2", "1.4.2"));
+        assert!(!newer("1.4.1", "1.4.2"));
+        assert!(newer("2.0", "1.9.9"));
+    }
+}
