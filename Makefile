@@ -12,7 +12,7 @@ RUSTUP  ?= rustup
 
 WASM_TARGET := wasm32-wasip2
 # Guest crates built for $(WASM_TARGET); later plugins are added here.
-PLUGINS ?= hello fixture hotspot wispanel wgdashboard license-portal outbound-probe
+PLUGINS ?= hello fixture hotspot wispanel wgdashboard license-portal outbound-probe vpnpanel
 # Native crates whose tests `make test` runs: the host (lib and bin unit
 # tests, the `e2e` integration test in tests/tests.rs, doc tests) and the SDK
 # (plugins/sdk is an rlib that compiles natively; its router and http helpers
@@ -23,7 +23,7 @@ PLUGINS ?= hello fixture hotspot wispanel wgdashboard license-portal outbound-pr
 # One cargo invocation per crate, on purpose: a single `--workspace` run
 # unifies features with the SDK's wit-bindgen and rebuilds wasmtime a second
 # time, while `-p wasmgate` reuses what `make build` compiled.
-TEST_PACKAGES ?= wasmgate wasmgate-sdk hotspot wispanel wgdashboard license-portal
+TEST_PACKAGES ?= wasmgate wasmgate-sdk hotspot wispanel wgdashboard license-portal vpnpanel
 
 BIN      := target/release/wasmgate
 CONFIG   ?= config.yaml

@@ -3,7 +3,9 @@
 # instantiate + call + drop microbenchmark, plus the hotspot plugin's
 # create_voucher (durable commits) and get_voucher_users (10,000 vouchers),
 # plus the wgdashboard plugin's /api/handshake and getWireguardConfigurations
-# (10 configurations of 50 peers); writes BENCHMARKS.md at the repo root.
+# (10 configurations of 50 peers), plus the vpnpanel plugin's bulk creation
+# of 10,000 users and list_all over 100 sub-admins of 1,000 users each;
+# writes BENCHMARKS.md at the repo root.
 #
 # Builds nothing (the Makefile does). Loopback only; bounded in time (about
 # two minutes: 7 wrk runs of WARMUP + DURATION seconds, two server starts, the
@@ -18,6 +20,9 @@
 #   BENCH_HOTSPOT_LIST_CONNECTIONS [4]  BENCH_HOTSPOT_CREATE_CONNECTIONS ["4 32"]
 #   BENCH_WGD_CONFIGURATIONS [10]  BENCH_WGD_PEERS [50] peers per configuration
 #   BENCH_WGD_CONNECTIONS [32]
+#   BENCH_VPN_BULK [10000] users in the timed bulk creation
+#   BENCH_VPN_SUB_ADMINS [100]  BENCH_VPN_USERS_PER_SUB [1000]
+#   BENCH_VPN_CONNECTIONS [4] for list_all
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -43,6 +48,11 @@ WGD_WASM=target/wasm32-wasip2/release/wgdashboard.wasm
 WGD_CONFIGURATIONS=${BENCH_WGD_CONFIGURATIONS:-10}
 WGD_PEERS=${BENCH_WGD_PEERS:-50}
 read -r -a WGD_CONNECTIONS <<<"${BENCH_WGD_CONNECTIONS:-32}"
+VPN_CONFIG=bench/vpnpanel.yaml
+VPN_BULK=${BENCH_VPN_BULK:-10000}
+VPN_SUB_ADMINS=${BENCH_VPN_SUB_ADMINS:-100}
+VPN_USERS_PER_SUB=${BENCH_VPN_USERS_PER_SUB:-1000}
+read -r -a VPN_CONNECTIONS <<<"${BENCH_VPN_CONNECTIONS:-4}"
 # Marker: anything from this line on in an existing $OUT is hand-written and kept.
 NOTES_MARKER='<!-- hand-written notes below this line are kept by bench/run.sh -->'
 
@@ -394,6 +404,81 @@ if [ "$server_status" != 0 ]; then
 fi
 
 # ---------------------------------------------------------------------------
+# vpnpanel: one bulk creation of VPN_BULK users, then list_all with
+# VPN_SUB_ADMINS sub-admins of VPN_USERS_PER_SUB users each
+# ---------------------------------------------------------------------------
+start_server vpn "$VPN_CONFIG"
+vpn_addr=$(awk '$1 == "listening" && $2 == "plugins" { print $3; exit }' "$tmp/vpn.out")
+vpn_admin=$(awk '$1 == "listening" && $2 == "admin" { print $3; exit }' "$tmp/vpn.out")
+for addr in "$vpn_addr" "$vpn_admin"; do
+	case $addr in
+	127.* | '[::1]':*) ;;
+	*) die "refusing to load a non-loopback address: ${addr:-none}" ;;
+	esac
+done
+vpn_api="http://$vpn_addr/api/v1"
+vpn_main=$(curl -fsS --max-time 10 -H "Authorization: Bearer $(cat "$tmp/vpn-data/admin.token")" -X POST \
+	-d '{"label":"bench"}' "http://$vpn_admin/plugins/vpnpanel/admin/keys" | sed -nE 's/.*"api_key":"([^"]+)".*/\1/p')
+[ -n "$vpn_main" ] || die "no vpnpanel main-admin key"
+# vpn_post KEY PATH BODY
+vpn_post() {
+	curl -fsS --max-time 120 -H "X-API-KEY: $1" -H 'content-type: application/json' -d "$3" "$vpn_api$2"
+}
+log "vpnpanel: bulk creation of $VPN_BULK users"
+vpn_bulk_s=$(curl -fsS --max-time 120 -o "$tmp/vpn-bulk.json" -w '%{time_total}' -H "X-API-KEY: $vpn_main" \
+	-H 'content-type: application/json' -d "{\"bulk_count\":$VPN_BULK,\"data_limit\":10}" "$vpn_api/users") ||
+	die "vpnpanel bulk creation failed"
+vpn_bulk_made=$(grep -o '"user[0-9]*"' "$tmp/vpn-bulk.json" | wc -l)
+[ "$vpn_bulk_made" -eq "$VPN_BULK" ] || die "vpnpanel bulk created $vpn_bulk_made users, expected $VPN_BULK"
+# The bulk's users stay: they are the main admin's own, in its list_all.
+log "vpnpanel: $VPN_SUB_ADMINS sub-admins of $VPN_USERS_PER_SUB users"
+vpn_sub_key=""
+for ((i = 0; i < VPN_SUB_ADMINS; i++)); do
+	key=$(vpn_post "$vpn_main" /sub_admins "{\"username\":\"bench$i\",\"password\":\"pass\"}" |
+		sed -nE 's/.*"api_key":"([^"]+)".*/\1/p')
+	[ -n "$key" ] || die "cannot create sub-admin bench$i"
+	vpn_post "$key" /users "{\"bulk_count\":$VPN_USERS_PER_SUB}" | grep -q '"success":true' ||
+		die "bulk creation for sub-admin bench$i failed"
+	vpn_sub_key=${vpn_sub_key:-$key}
+done
+vpn_main_bytes=$(curl -fsS --max-time 60 -H "X-API-KEY: $vpn_main" "$vpn_api/users/list_all" | wc -c)
+vpn_sub_bytes=$(curl -fsS --max-time 60 -H "X-API-KEY: $vpn_sub_key" "$vpn_api/users/list_all" | wc -c)
+
+declare -A vpn_rps vpn_p50 vpn_p99 vpn_errs vpn_requests
+# vpn_wrk NAME KEY CONNECTIONS: list_all with KEY in X-API-KEY.
+vpn_wrk() {
+	local name=$1 apikey=$2 c=$3
+	local out="$tmp/wrk-vpn-$name-$c.txt" key="$name/$c" url="$vpn_api/users/list_all"
+	log "wrk vpnpanel list_all ($name) c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
+	timeout $((WARMUP + 60)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" --timeout 30s -H "X-API-KEY: $apikey" "$url" >/dev/null ||
+		die "wrk warm-up against $url failed"
+	timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 30s --latency \
+		-H "X-API-KEY: $apikey" -s "$LUA" "$url" >"$out" 2>&1 || {
+		cat "$out" >&2
+		die "wrk against $url failed"
+	}
+	grep -q '^WRK_RESULT ' "$out" || die "no WRK_RESULT line in wrk's output ($out)"
+	vpn_rps[$key]=$(field "$out" rps)
+	vpn_p50[$key]=$(field "$out" p50_us)
+	vpn_p99[$key]=$(field "$out" p99_us)
+	vpn_requests[$key]=$(field "$out" requests)
+	vpn_errs[$key]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
+	if [ "${vpn_errs[$key]}" -gt 0 ]; then
+		log "warning: vpnpanel list_all ($name) c=$c: ${vpn_errs[$key]} errors or non-2xx answers out of ${vpn_requests[$key]} requests"
+	fi
+	if [ "${vpn_requests[$key]:-0}" -eq 0 ]; then die "vpnpanel list_all ($name) c=$c: no request completed"; fi
+}
+for c in "${VPN_CONNECTIONS[@]}"; do
+	vpn_wrk sub "$vpn_sub_key" "$c"
+	vpn_wrk main "$vpn_main" "$c"
+done
+vpn_rss_kb=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$server_pid/status" 2>/dev/null || true)
+stop_server
+if [ "$server_status" != 0 ]; then
+	log "warning: vpnpanel server exited with status $server_status after SIGTERM (expected 0)"
+fi
+
+# ---------------------------------------------------------------------------
 # BENCHMARKS.md
 # ---------------------------------------------------------------------------
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
@@ -477,6 +562,27 @@ fi
 	echo
 	echo "wgdashboard server VmRSS after its runs: $(kb_mib "$wgd_rss_kb")."
 	echo
+	echo "## vpnpanel"
+	echo
+	echo "The vpnpanel plugin ([$VPN_CONFIG]($VPN_CONFIG)) on its own server, a main-admin key from the admin surface in \`X-API-KEY\`. **Bulk creation**: one \`POST /api/v1/users {\"bulk_count\": $VPN_BULK}\` timed by curl: one kv transaction (a name check, the record and the name index per user) committed durably before the answer. **list_all**: $VPN_SUB_ADMINS sub-admins of $VPN_USERS_PER_SUB users each (plus the $VPN_BULK of the bulk, the main admin's); with a sub-admin's key the answer is its $VPN_USERS_PER_SUB users ($vpn_sub_bytes bytes, one kv prefix scan), with the main admin's key every user grouped by sub-admin ($vpn_main_bytes bytes); same wrk settings."
+	echo
+	echo "| request | users | time | users/s |"
+	echo "| --- | ---: | ---: | ---: |"
+	echo "| bulk creation (one transaction) | $VPN_BULK | $(awk -v s="$vpn_bulk_s" 'BEGIN { printf "%.0f ms", s * 1000 }') | $(awk -v s="$vpn_bulk_s" -v n="$VPN_BULK" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }') |"
+	echo
+	echo "| request | connections | req/s | p50 | p99 | requests | errors |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+	for c in "${VPN_CONNECTIONS[@]}"; do
+		for name in sub main; do
+			k="$name/$c"
+			label="list_all, sub-admin key ($VPN_USERS_PER_SUB users)"
+			[ "$name" = main ] && label="list_all, main-admin key ($((VPN_SUB_ADMINS * VPN_USERS_PER_SUB + VPN_BULK)) users)"
+			echo "| $label | $c | $(num "${vpn_rps[$k]}") | $(ms "${vpn_p50[$k]}") | $(ms "${vpn_p99[$k]}") | ${vpn_requests[$k]} | ${vpn_errs[$k]} |"
+		done
+	done
+	echo
+	echo "vpnpanel server VmRSS after its runs: $(kb_mib "$vpn_rss_kb")."
+	echo
 	echo "## Server memory"
 	echo
 	echo "After the wrk runs: VmRSS $(kb_mib "$rss_kb") (${rss_kb:-?} kB), peak VmHWM $(kb_mib "$hwm_kb") (${hwm_kb:-?} kB)."
@@ -500,6 +606,12 @@ fi
 	for f in "$tmp"/wrk-wgd-*.txt; do
 		name=${f##*/wrk-wgd-}
 		echo "# wgdashboard ${name%.txt}"
+		grep -v '^WRK_RESULT ' "$f"
+		echo
+	done
+	for f in "$tmp"/wrk-vpn-*.txt; do
+		name=${f##*/wrk-vpn-}
+		echo "# vpnpanel list_all ${name%.txt}"
 		grep -v '^WRK_RESULT ' "$f"
 		echo
 	done
@@ -527,3 +639,7 @@ for c in "${WGD_CONNECTIONS[@]}"; do
 	log "wgdashboard handshake c=$c: $(num "${wgd_rps[handshake/$c]}") req/s, p99 $(ms "${wgd_p99[handshake/$c]}"); getWireguardConfigurations: $(num "${wgd_rps[configurations/$c]}") req/s, p99 $(ms "${wgd_p99[configurations/$c]}")"
 done
 log "wgdashboard server VmRSS: $(kb_mib "$wgd_rss_kb")"
+log "vpnpanel bulk of $VPN_BULK users: ${vpn_bulk_s}s"
+for c in "${VPN_CONNECTIONS[@]}"; do
+	log "vpnpanel list_all c=$c: sub-admin $(num "${vpn_rps[sub/$c]}") req/s, p99 $(ms "${vpn_p99[sub/$c]}"); main admin $(num "${vpn_rps[main/$c]}") req/s, p99 $(ms "${vpn_p99[main/$c]}")"
+done

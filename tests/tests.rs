@@ -20,6 +20,8 @@ mod e2e {
     mod jobs;
     mod net;
     mod outbound;
+    mod vpnpanel;
+    mod vpnpanel_nodes;
     mod license_portal;
     mod server;
     mod shutdown;

@@ -1,0 +1,229 @@
+//! What every endpoint shares: the `{success, message, ...}` envelope, the
+//! seed's messages, the caller's role from `X-API-KEY`, JSON bodies.
+//!
+//! Handlers return `Result<Response, Fail>` and use `?` on anything that
+//! can fail; [`reply`] turns the result into the response. A `Fail` is
+//! already an envelope response, so a helper can refuse with the exact
+//! message the seed shows.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use wasmgate_sdk::{Error, Request, Response, crypto, keys, kv, log};
+
+/// The seed's messages (FACTS.md section 3), word for word.
+pub const MSG_KEY_MISSING: &str = "API key is missing";
+pub const MSG_KEY_INVALID: &str = "Invalid or inactive API key";
+pub const MSG_MAIN_REQUIRED: &str = "Permission denied: Main admin API key required.";
+pub const MSG_PERMISSION_DENIED: &str = "Permission denied";
+pub const MSG_USER_NOT_FOUND: &str = "User not found or permission denied";
+pub const MSG_INTERNAL: &str = "An internal error occurred.";
+pub const MSG_EMPTY_BODY: &str = "Request body must be JSON and not empty";
+pub const MSG_NOT_FOUND: &str = "Not found";
+
+/// The key role of a main-admin key; a sub-admin key's role is
+/// `sub_admin:<id>` ([`sub_admin_role`]).
+pub const ROLE_MAIN: &str = "main_admin";
+pub const ROLE_SUB_PREFIX: &str = "sub_admin:";
+
+/// A refusal, already in the envelope. Built from the helpers below or from
+/// an SDK [`Error`] (a 5xx becomes "An internal error occurred." and is
+/// logged; a 4xx keeps its text).
+#[derive(Debug)]
+pub struct Fail(pub Response);
+
+impl From<Error> for Fail {
+    fn from(err: Error) -> Self {
+        if err.status >= 500 {
+            log::write(log::Level::Error, &format!("vpnpanel: {}", err.message));
+            Fail(fail(err.status, MSG_INTERNAL))
+        } else {
+            Fail(fail(err.status, &err.message))
+        }
+    }
+}
+
+impl From<Fail> for Response {
+    fn from(f: Fail) -> Response {
+        f.0
+    }
+}
+
+pub type Reply = Result<Response, Fail>;
+
+/// The response of a handler's result.
+pub fn reply(r: Reply) -> Response {
+    r.unwrap_or_else(|f| f.0)
+}
+
+/// `{"success": true, "message": message}` with status 200.
+pub fn ok(message: &str) -> Response {
+    Response::json(200, &serde_json::json!({ "success": true, "message": message }))
+}
+
+/// `{"success": true, ...fields}` with `status`. `fields` must be a JSON
+/// object (anything else is sent as `{"success": true}`); its own `success`
+/// is overwritten.
+pub fn ok_with(status: u16, fields: Value) -> Response {
+    let mut map = match fields {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    map.insert("success".into(), Value::Bool(true));
+    Response::json(status, &Value::Object(map))
+}
+
+/// `{"success": false, "message": message}` with `status`.
+pub fn fail(status: u16, message: &str) -> Response {
+    Response::json(status, &serde_json::json!({ "success": false, "message": message }))
+}
+
+/// [`fail`] as an `Err`, for `return Err(refuse(400, "..."))` or `?`.
+pub fn refuse(status: u16, message: &str) -> Fail {
+    Fail(fail(status, message))
+}
+
+/// A 500 with "An internal error occurred.", logging `detail`.
+pub fn internal(detail: impl std::fmt::Display) -> Fail {
+    log::write(log::Level::Error, &format!("vpnpanel: {detail}"));
+    refuse(500, MSG_INTERNAL)
+}
+
+/// 404 `{"success": false, "message": "Not found"}` for a path no route has.
+pub fn not_found_route() -> Response {
+    fail(404, MSG_NOT_FOUND)
+}
+
+/// Who is calling, from the `X-API-KEY` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A main-admin key: sees and changes everything.
+    Main,
+    /// A sub-admin (reseller) key: only its own users, within its quota.
+    Sub { id: u64 },
+}
+
+impl Caller {
+    pub fn is_main(&self) -> bool {
+        matches!(self, Caller::Main)
+    }
+
+    /// The owner segment of this caller's users in kv (`main` or
+    /// `sa<id:010>`); see [`crate::store`].
+    pub fn owner(&self) -> String {
+        match self {
+            Caller::Main => "main".to_string(),
+            Caller::Sub { id } => sub_owner(*id),
+        }
+    }
+}
+
+/// The kv owner segment of sub-admin `id`.
+pub fn sub_owner(id: u64) -> String {
+    format!("sa{id:010}")
+}
+
+/// The key role of sub-admin `id`'s keys.
+pub fn sub_admin_role(id: u64) -> String {
+    format!("{ROLE_SUB_PREFIX}{id}")
+}
+
+/// The caller behind `X-API-KEY`: 401 "API key is missing" without the
+/// header, 401 "Invalid or inactive API key" for an unknown or expired key,
+/// a key of another role, or a sub-admin that was deleted or deactivated.
+pub fn authenticate(req: &Request) -> Result<Caller, Fail> {
+    let secret = req
+        .header("x-api-key")
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| refuse(401, MSG_KEY_MISSING))?;
+    let info = keys::verify(secret)?.ok_or_else(|| refuse(401, MSG_KEY_INVALID))?;
+    if info.role == ROLE_MAIN {
+        return Ok(Caller::Main);
+    }
+    let id = info
+        .role
+        .strip_prefix(ROLE_SUB_PREFIX)
+        .and_then(|id| id.parse::<u64>().ok())
+        .ok_or_else(|| refuse(401, MSG_KEY_INVALID))?;
+    let active = kv::get_json::<Value>(&format!("sa/{id:010}"))?
+        .and_then(|sa| sa.get("is_active").and_then(Value::as_bool))
+        .unwrap_or(false);
+    if !active {
+        return Err(refuse(401, MSG_KEY_INVALID));
+    }
+    Ok(Caller::Sub { id })
+}
+
+/// 403 "Permission denied: Main admin API key required." for a sub-admin.
+pub fn require_main(caller: &Caller) -> Result<(), Fail> {
+    if caller.is_main() {
+        Ok(())
+    } else {
+        Err(refuse(403, MSG_MAIN_REQUIRED))
+    }
+}
+
+/// 403 "Permission denied" for a sub-admin (the routes where the seed uses
+/// the short message: sub_admins, POST/DELETE public/ports, settings).
+pub fn require_main_short(caller: &Caller) -> Result<(), Fail> {
+    if caller.is_main() {
+        Ok(())
+    } else {
+        Err(refuse(403, MSG_PERMISSION_DENIED))
+    }
+}
+
+/// The body as a JSON object. An empty body, `{}`, or anything that is not a
+/// JSON object is 400 "Request body must be JSON and not empty".
+pub fn json_object(req: &Request) -> Result<Map<String, Value>, Fail> {
+    match serde_json::from_slice::<Value>(req.body()) {
+        Ok(Value::Object(m)) if !m.is_empty() => Ok(m),
+        _ => Err(refuse(400, MSG_EMPTY_BODY)),
+    }
+}
+
+/// The body as a JSON object, `{}` when the body is empty; a body that is
+/// not a JSON object is 400 "Request body must be JSON and not empty".
+pub fn json_object_or_empty(req: &Request) -> Result<Map<String, Value>, Fail> {
+    if req.body().iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    match serde_json::from_slice::<Value>(req.body()) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(refuse(400, MSG_EMPTY_BODY)),
+    }
+}
+
+/// Serialises `value` for a response field.
+pub fn to_value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `n` random bytes as lower-case hex (2n characters), from the host's RNG.
+pub fn random_hex(n: u32) -> String {
+    crypto::hex(&crypto::random_bytes(n))
+}
+
+/// Equality of two secrets in constant time.
+pub fn secret_eq(a: &str, b: &str) -> bool {
+    crypto::constant_time_eq(a.as_bytes(), b.as_bytes())
+}
+
+/// The public base URL for links (`sub_url`, downloads): setting
+/// `public_url` (e.g. `https://panel.example.com:2096`), else the request's
+/// `Host` header over http.
+pub fn public_base(req: &Request) -> String {
+    if let Some(url) = wasmgate_sdk::config::get("public_url").filter(|u| !u.trim().is_empty()) {
+        return url.trim().trim_end_matches('/').to_string();
+    }
+    let host = req.header("host").unwrap_or("localhost");
+    format!("http://{host}")
+}

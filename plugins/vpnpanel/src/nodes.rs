@@ -1,0 +1,704 @@
+//! Nodes: CRUD, background provisioning and background deletion.
+//!
+//! A node is another wasmgate running this plugin in node mode
+//! ([`crate::node_mode`]). The panel reaches it over the `outbound`
+//! capability at `{api_scheme}://{ip_address}:{api_port}/api/v1/node/...`
+//! with `Authorization: Bearer <node token>`; the grant's `hosts` must list
+//! the node's `ip_address:api_port`.
+//!
+//! Steps, in order:
+//! 1. `POST /nodes` (main admin) stores the node as `installing` and queues
+//!    the job [`JOB_PROVISION`]; the answer is 202 with `node_id`.
+//! 2. The job sends the node's config to `POST /api/v1/node/provision`; the
+//!    node's answer (protocols, ports) is stored and the state becomes
+//!    `active`, or `failed` with `status_message` when the node cannot be
+//!    reached or refuses.
+//! 3. `PUT /nodes/<id>` changes the record; when a field the node serves
+//!    changed, the node goes back to `installing` and step 2 runs again.
+//! 4. `DELETE /nodes/<id>` marks it `deleting` (423 to every write while it
+//!    runs) and queues [`JOB_DELETE`], which asks the node to drop its config
+//!    (`DELETE /api/v1/node/provision`) and then removes the record and its
+//!    port assignments. When the node cannot be reached the state becomes
+//!    `delete_failed`; the next DELETE forces the removal.
+//!
+//! Every write is main-admin only (the original let any key PUT and
+//! DELETE); a missing node is 404 `success: false` (the original's DELETE
+//! answered `success: true`). A sub-admin's list shows `id`, `name` and
+//! `status` only, as the seed shows, and only of the nodes in its
+//! `allowed_servers` (all of them when that list is empty).
+//!
+//! kv: `infra/seq/node` (the last id), `node/<id:010>` ([`Node`]),
+//! `infra/node_addr/<ip>:<api_port>` (the id of the node at that address).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use wasmgate_sdk::outbound::{self, OutboundError};
+use wasmgate_sdk::{Error, Request, Response, jobs, kv, log};
+
+use crate::common::{self, Caller, Fail, Reply, refuse};
+
+pub const JOB_PROVISION: &str = "node.provision";
+pub const JOB_DELETE: &str = "node.delete";
+
+pub const MSG_NODE_NOT_FOUND: &str = "Node not found";
+pub const MSG_DELETION_IN_PROGRESS: &str = "Deletion in progress...";
+pub const MSG_DUPLICATE_ADDRESS: &str = "A node with this ip_address and api_port already exists.";
+pub const MSG_MISSING_FIELDS: &str = "Missing required fields: name, ip_address, ssh_password";
+
+/// How long one call to a node may take (the grant's timeout caps it too).
+const NODE_CALL_TIMEOUT_MS: u32 = 10_000;
+
+pub const STATUS_INSTALLING: &str = "installing";
+pub const STATUS_ACTIVE: &str = "active";
+pub const STATUS_FAILED: &str = "failed";
+pub const STATUS_DELETING: &str = "deleting";
+pub const STATUS_DELETE_FAILED: &str = "delete_failed";
+
+/// One node as kv keeps it at `node/<id:010>`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Node {
+    pub id: u64,
+    pub name: String,
+    /// The node's address as clients and the panel reach it (IPv4, IPv6 or
+    /// a host name, no port).
+    pub ip_address: String,
+    /// The port of the node's wasmgate API listener.
+    pub api_port: u16,
+    /// `http` or `https`.
+    pub api_scheme: String,
+    /// The secret the node's `node_token` setting holds (the seed's
+    /// `ssh_password`). Never sent in an answer.
+    pub node_token: String,
+    /// The secret the node sends as `X-NODE-TOKEN` when it reports traffic
+    /// to the panel; made at creation and handed to the node when it is
+    /// provisioned. Never sent in an answer.
+    pub report_token: String,
+    /// The node's default OpenVPN port and protocol (`udp` or `tcp`).
+    pub openvpn_port: u16,
+    pub protocol: String,
+    /// `direct` or `wireguard`: how the node talks back to the panel.
+    pub communication_method: String,
+    pub sync_all_users: bool,
+    /// installing, active, failed, deleting, delete_failed.
+    pub status: String,
+    /// Why the last provisioning or deletion failed; empty otherwise.
+    pub status_message: String,
+    /// What the node said it serves, from its provisioning answer.
+    pub protocols: Vec<String>,
+    /// `[{public_port, protocol, is_default}]` from the node's answer.
+    pub ports: Vec<Value>,
+    /// Aggregated traffic the node reported, in bytes ([`add_traffic`]).
+    pub total_traffic_bytes: u64,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub updated_at: u64,
+    /// Bumped on every provisioning request, so that a job queued for an
+    /// older config does nothing.
+    pub generation: u64,
+}
+
+impl Node {
+    /// `node_<id>`: the server identifier ports and users' `nodes` use.
+    pub fn identifier(&self) -> String {
+        identifier(self.id)
+    }
+
+    /// "Node: <name>", as servers_for_ports shows it.
+    pub fn server_name(&self) -> String {
+        format!("Node: {}", self.name)
+    }
+
+    /// The node API's base URL, e.g. `http://1.2.3.4:8000/api/v1`.
+    pub fn api_base(&self) -> String {
+        let host = if self.ip_address.contains(':') {
+            format!("[{}]", self.ip_address)
+        } else {
+            self.ip_address.clone()
+        };
+        format!("{}://{host}:{}/api/v1", self.api_scheme, self.api_port)
+    }
+
+    /// The main admin's view.
+    fn full_view(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "ip_address": self.ip_address,
+            "status": self.status,
+            "total_traffic_bytes": self.total_traffic_bytes,
+            "server_identifier": self.identifier(),
+            "api_port": self.api_port,
+            "api_scheme": self.api_scheme,
+            "openvpn_port": self.openvpn_port,
+            "protocol": self.protocol,
+            "communication_method": self.communication_method,
+            "sync_all_users": self.sync_all_users,
+            "status_message": self.status_message,
+            "protocols": self.protocols,
+            "ports": self.ports,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        })
+    }
+
+    /// A sub-admin's view: the seed shows `id`, `name`, `status` only.
+    fn sub_view(&self) -> Value {
+        json!({ "id": self.id, "name": self.name, "status": self.status })
+    }
+}
+
+pub fn identifier(id: u64) -> String {
+    format!("node_{id}")
+}
+
+/// The id in a `node_<id>` server identifier.
+pub fn parse_identifier(s: &str) -> Option<u64> {
+    s.strip_prefix("node_")?.parse().ok().filter(|id| *id > 0)
+}
+
+fn rec_key(id: u64) -> String {
+    format!("node/{id:010}")
+}
+
+const SEQ_KEY: &str = "infra/seq/node";
+
+/// `infra/node_addr/<ip lower-case>:<api_port>` → the node id: one node per
+/// address, checked inside the transactions that create or move a node.
+fn addr_key(ip: &str, api_port: u16) -> String {
+    format!("infra/node_addr/{}:{api_port}", ip.to_ascii_lowercase())
+}
+const REC_PREFIX: &str = "node/";
+
+/// Every node, by id.
+pub fn list_nodes() -> Result<Vec<Node>, Error> {
+    Ok(kv::list_json::<Node>(REC_PREFIX)?.into_iter().map(|(_, n)| n).collect())
+}
+
+pub fn get_node(id: u64) -> Result<Option<Node>, Error> {
+    kv::get_json(&rec_key(id))
+}
+
+/// Adds `bytes` to a node's `total_traffic_bytes` (for the traffic report
+/// endpoint); false when there is no such node.
+pub fn add_traffic(id: u64, bytes: u64) -> Result<bool, Error> {
+    kv::transaction(|txn| {
+        let Some(mut node) = txn.get_json::<Node>(&rec_key(id))? else {
+            return Ok(false);
+        };
+        node.total_traffic_bytes = node.total_traffic_bytes.saturating_add(bytes);
+        txn.set_json(&rec_key(id), &node)?;
+        Ok(true)
+    })
+}
+
+pub fn handle(req: &Request, caller: &Caller) -> Response {
+    common::reply(route(req, caller))
+}
+
+fn route(req: &Request, caller: &Caller) -> Reply {
+    let path = req.path().trim_end_matches('/');
+    let rest = path.strip_prefix("/nodes").unwrap_or("");
+    match (req.method(), rest.strip_prefix('/')) {
+        ("GET", None) => list(caller),
+        ("POST", None) => create(req, caller),
+        (method @ ("GET" | "PUT" | "DELETE"), Some(segment)) if !segment.contains('/') => {
+            common::require_main(caller)?;
+            // A path id that is not a number names no node.
+            let id = segment.parse::<u64>().map_err(|_| refuse(404, MSG_NODE_NOT_FOUND))?;
+            match method {
+                "GET" => show(id),
+                "PUT" => update(req, id),
+                _ => delete(id),
+            }
+        }
+        _ => Ok(common::not_found_route()),
+    }
+}
+
+fn list(caller: &Caller) -> Reply {
+    let nodes = list_nodes()?;
+    let views: Vec<Value> = match caller {
+        Caller::Main => nodes.iter().map(Node::full_view).collect(),
+        Caller::Sub { id } => {
+            // A sub-admin limited to some servers sees only those; one
+            // without `allowed_servers` may use (and see) every node.
+            let allowed = crate::store::load_sub_admin(*id)?.map(|sa| sa.allowed_servers).unwrap_or_default();
+            nodes
+                .iter()
+                .filter(|n| allowed.is_empty() || allowed.contains(&n.identifier()))
+                .map(Node::sub_view)
+                .collect()
+        }
+    };
+    Ok(common::ok_with(200, json!({ "nodes": views })))
+}
+
+fn show(id: u64) -> Reply {
+    let node = get_node(id)?.ok_or_else(|| refuse(404, MSG_NODE_NOT_FOUND))?;
+    Ok(common::ok_with(200, json!({ "node": node.full_view() })))
+}
+
+/// A string field, trimmed; None when absent, null or blank.
+fn text(body: &Map<String, Value>, key: &str) -> Option<String> {
+    body.get(key)
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Checks the node's address: a host name or an IP literal, no port, no
+/// path, no user info.
+pub fn valid_address(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        && !s.starts_with(['-', '.'])
+        && (s.parse::<std::net::IpAddr>().is_ok() || !s.contains(':'))
+}
+
+/// Checks a node token as the panel stores it: 1 to 256 printable ASCII
+/// characters without spaces (it goes into a header). A node only accepts a
+/// token of [`MIN_NODE_TOKEN`] characters or more ([`valid_node_setting`]),
+/// so a shorter one, like the seed's `"pass"`, is stored but provisioning
+/// with it ends `failed`.
+pub fn valid_token(s: &str) -> bool {
+    (1..=256).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// The shortest `node_token` a node accepts in its settings.
+pub const MIN_NODE_TOKEN: usize = 16;
+
+/// Checks a node's own `node_token` setting: [`valid_token`] and at least
+/// [`MIN_NODE_TOKEN`] characters, so a node's agent is never guarded by a
+/// guessable secret.
+pub fn valid_node_setting(s: &str) -> bool {
+    valid_token(s) && s.len() >= MIN_NODE_TOKEN
+}
+
+/// A port field: absent is `default`; anything but an integer in 1..=65535
+/// is an error naming the field.
+fn port_field(body: &Map<String, Value>, key: &str, default: u16) -> Result<u16, Fail> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+            .and_then(|n| u16::try_from(n).ok())
+            .filter(|n| *n > 0)
+            .ok_or_else(|| refuse(400, &format!("Invalid {key}. Use a port from 1 to 65535."))),
+    }
+}
+
+fn choice(body: &Map<String, Value>, key: &str, allowed: &[&str], default: &str) -> Result<String, Fail> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(default.to_string()),
+        Some(v) => v
+            .as_str()
+            .map(|s| s.trim().to_ascii_lowercase())
+            .filter(|s| allowed.contains(&s.as_str()))
+            .ok_or_else(|| refuse(400, &format!("Invalid {key}. Use one of: {}.", allowed.join(", ")))),
+    }
+}
+
+fn bool_field(body: &Map<String, Value>, key: &str, default: bool) -> Result<bool, Fail> {
+    match body.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(refuse(400, &format!("Invalid {key}. Use true or false."))),
+    }
+}
+
+const PROTOCOLS: &[&str] = &["udp", "tcp"];
+const METHODS: &[&str] = &["direct", "wireguard"];
+const SCHEMES: &[&str] = &["http", "https"];
+pub const DEFAULT_API_PORT: u16 = 8000;
+
+/// The node token from the body: `node_token`, or the seed's `ssh_password`.
+fn token_field(body: &Map<String, Value>) -> Option<String> {
+    text(body, "node_token").or_else(|| text(body, "ssh_password"))
+}
+
+fn create(req: &Request, caller: &Caller) -> Reply {
+    common::require_main(caller)?;
+    let body = common::json_object_or_empty(req)?;
+    let (Some(name), Some(ip), Some(token)) = (text(&body, "name"), text(&body, "ip_address"), token_field(&body))
+    else {
+        return Err(refuse(400, MSG_MISSING_FIELDS));
+    };
+    if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        return Err(refuse(400, "Invalid name."));
+    }
+    if !valid_address(&ip) {
+        return Err(refuse(400, "Invalid ip_address. Use an IP address or a host name without a port."));
+    }
+    if !valid_token(&token) {
+        return Err(refuse(
+            400,
+            "Invalid ssh_password (the node token): use up to 256 printable characters without spaces.",
+        ));
+    }
+    let api_port = port_field(&body, "api_port", DEFAULT_API_PORT)?;
+    let api_scheme = choice(&body, "api_scheme", SCHEMES, "http")?;
+    let openvpn_port = port_field(&body, "openvpn_port", 1194)?;
+    let protocol = choice(&body, "protocol", PROTOCOLS, "udp")?;
+    let communication_method = choice(&body, "communication_method", METHODS, "direct")?;
+    let sync_all_users = bool_field(&body, "sync_all_users", false)?;
+    let now = common::now_secs();
+    let report_token = common::random_hex(32);
+
+    let node = kv::transaction(|txn| {
+        let addr = addr_key(&ip, api_port);
+        if txn.get(&addr)?.is_some() {
+            return Err(Error::conflict(MSG_DUPLICATE_ADDRESS));
+        }
+        let id = txn.get_json::<u64>(SEQ_KEY)?.unwrap_or(0) + 1;
+        txn.set_json(&addr, &id)?;
+        let node = Node {
+            id,
+            name: name.clone(),
+            ip_address: ip.clone(),
+            api_port,
+            api_scheme: api_scheme.clone(),
+            node_token: token.clone(),
+            report_token: report_token.clone(),
+            openvpn_port,
+            protocol: protocol.clone(),
+            communication_method: communication_method.clone(),
+            sync_all_users,
+            status: STATUS_INSTALLING.into(),
+            status_message: String::new(),
+            protocols: Vec::new(),
+            ports: Vec::new(),
+            total_traffic_bytes: 0,
+            created_at: now,
+            updated_at: now,
+            generation: 1,
+        };
+        txn.set_json(SEQ_KEY, &id)?;
+        txn.set_json(&rec_key(id), &node)?;
+        Ok(node)
+    })?;
+    queue_provision(&node)?;
+    Ok(common::ok_with(
+        202,
+        json!({ "message": "Node created and installation started in background.", "node_id": node.id }),
+    ))
+}
+
+/// The fields whose change the node must hear about.
+const SERVICE_FIELDS: &[&str] = &[
+    "ip_address",
+    "api_port",
+    "api_scheme",
+    "node_token",
+    "openvpn_port",
+    "protocol",
+    "communication_method",
+    "sync_all_users",
+];
+
+fn update(req: &Request, id: u64) -> Reply {
+    let body = common::json_object(req)?;
+    let node = get_node(id)?.ok_or_else(|| refuse(404, MSG_NODE_NOT_FOUND))?;
+    if node.status == STATUS_DELETING {
+        return Err(refuse(423, MSG_DELETION_IN_PROGRESS));
+    }
+    let mut next = node.clone();
+    if body.contains_key("name") {
+        next.name = text(&body, "name").ok_or_else(|| refuse(400, "Invalid name."))?;
+        if next.name.chars().count() > 100 || next.name.chars().any(char::is_control) {
+            return Err(refuse(400, "Invalid name."));
+        }
+    }
+    if body.contains_key("ip_address") {
+        next.ip_address = text(&body, "ip_address")
+            .filter(|ip| valid_address(ip))
+            .ok_or_else(|| refuse(400, "Invalid ip_address. Use an IP address or a host name without a port."))?;
+    }
+    if body.contains_key("node_token") || body.contains_key("ssh_password") {
+        next.node_token = token_field(&body).filter(|t| valid_token(t)).ok_or_else(|| {
+            refuse(400, "Invalid ssh_password (the node token): use up to 256 printable characters without spaces.")
+        })?;
+    }
+    next.api_port = port_field(&body, "api_port", node.api_port)?;
+    next.api_scheme = choice(&body, "api_scheme", SCHEMES, &node.api_scheme)?;
+    next.openvpn_port = port_field(&body, "openvpn_port", node.openvpn_port)?;
+    next.protocol = choice(&body, "protocol", PROTOCOLS, &node.protocol)?;
+    next.communication_method = choice(&body, "communication_method", METHODS, &node.communication_method)?;
+    next.sync_all_users = bool_field(&body, "sync_all_users", node.sync_all_users)?;
+
+    let old = serde_json::to_value(&node).unwrap_or(Value::Null);
+    let new = serde_json::to_value(&next).unwrap_or(Value::Null);
+    let changed: Vec<&str> = SERVICE_FIELDS.iter().copied().filter(|f| old.get(f) != new.get(f)).collect();
+    let sync = !changed.is_empty();
+
+    let saved = kv::transaction(|txn| {
+        let Some(current) = txn.get_json::<Node>(&rec_key(id))? else {
+            return Err(Error::not_found(MSG_NODE_NOT_FOUND));
+        };
+        if current.status == STATUS_DELETING {
+            return Err(Error::new(423, MSG_DELETION_IN_PROGRESS));
+        }
+        let (old_addr, new_addr) = (
+            addr_key(&current.ip_address, current.api_port),
+            addr_key(&next.ip_address, next.api_port),
+        );
+        if old_addr != new_addr {
+            if txn.get(&new_addr)?.is_some() {
+                return Err(Error::conflict(MSG_DUPLICATE_ADDRESS));
+            }
+            txn.delete(&old_addr)?;
+            txn.set_json(&new_addr, &id)?;
+        }
+        let mut n = next.clone();
+        n.status = current.status.clone();
+        n.status_message = current.status_message.clone();
+        n.protocols = current.protocols.clone();
+        n.ports = current.ports.clone();
+        n.total_traffic_bytes = current.total_traffic_bytes;
+        n.generation = current.generation;
+        n.updated_at = common::now_secs();
+        if sync {
+            n.status = STATUS_INSTALLING.into();
+            n.status_message = String::new();
+            n.generation += 1;
+        }
+        txn.set_json(&rec_key(id), &n)?;
+        Ok(n)
+    })?;
+    if sync {
+        log::write(log::Level::Info, &format!("vpnpanel: node {id} changed {changed:?}; re-provisioning"));
+        queue_provision(&saved)?;
+    }
+    Ok(common::ok("Node updated. Sync triggered only for changed services."))
+}
+
+fn delete(id: u64) -> Reply {
+    let force = kv::transaction(|txn| {
+        let Some(mut node) = txn.get_json::<Node>(&rec_key(id))? else {
+            return Err(Error::not_found(MSG_NODE_NOT_FOUND));
+        };
+        if node.status == STATUS_DELETING {
+            return Err(Error::new(423, MSG_DELETION_IN_PROGRESS));
+        }
+        let force = node.status == STATUS_DELETE_FAILED;
+        node.status = STATUS_DELETING.into();
+        node.status_message = String::new();
+        node.updated_at = common::now_secs();
+        txn.set_json(&rec_key(id), &node)?;
+        Ok(force)
+    })?;
+    let payload = json!({ "id": id, "force": force }).to_string();
+    jobs::enqueue(JOB_DELETE, payload.as_bytes(), Duration::ZERO)?;
+    Ok(common::ok("Deletion started"))
+}
+
+/// Sends a node its config again (its port assignments changed): back to
+/// `installing` with a new generation. A node being deleted is left alone.
+pub fn resync(id: u64) -> Result<(), Error> {
+    let node = kv::transaction(|txn| {
+        let Some(mut n) = txn.get_json::<Node>(&rec_key(id))? else { return Ok(None) };
+        if n.status == STATUS_DELETING || n.status == STATUS_DELETE_FAILED {
+            return Ok(None);
+        }
+        n.status = STATUS_INSTALLING.into();
+        n.status_message = String::new();
+        n.generation += 1;
+        n.updated_at = common::now_secs();
+        txn.set_json(&rec_key(id), &n)?;
+        Ok(Some(n))
+    })?;
+    match node {
+        Some(n) => queue_provision(&n),
+        None => Ok(()),
+    }
+}
+
+/// Queues the provisioning job for the node's current generation.
+fn queue_provision(node: &Node) -> Result<(), Error> {
+    let payload = json!({ "id": node.id, "generation": node.generation }).to_string();
+    jobs::enqueue(JOB_PROVISION, payload.as_bytes(), Duration::ZERO)?;
+    Ok(())
+}
+
+/// Runs a job of this module ([`JOB_PROVISION`], [`JOB_DELETE`]). A node
+/// that cannot be reached is an outcome (failed), not an error; only kv
+/// errors are returned, so that the host retries the job.
+pub fn job(name: &str, payload: &[u8]) -> Result<(), String> {
+    let p: Value = serde_json::from_slice(payload).unwrap_or(Value::Null);
+    let id = p.get("id").and_then(Value::as_u64).unwrap_or(0);
+    let r = match name {
+        JOB_PROVISION => provision(id, p.get("generation").and_then(Value::as_u64).unwrap_or(0)),
+        JOB_DELETE => remove(id, p.get("force").and_then(Value::as_bool).unwrap_or(false)),
+        _ => return Err(format!("no job handler for {name:?}")),
+    };
+    r.map_err(|e| e.message)
+}
+
+/// What the node is told when it is provisioned.
+fn provision_request(node: &Node) -> Result<Value, Error> {
+    let ports = crate::ports::assigned_to(&node.identifier())?;
+    Ok(json!({
+        "node_id": node.id,
+        "server_identifier": node.identifier(),
+        "name": node.name,
+        "openvpn_port": node.openvpn_port,
+        "protocol": node.protocol,
+        "communication_method": node.communication_method,
+        "sync_all_users": node.sync_all_users,
+        "custom_ports": ports,
+        "report_token": node.report_token,
+        "panel_url": wasmgate_sdk::config::get("public_url").map(|u| u.trim().trim_end_matches('/').to_string()),
+    }))
+}
+
+/// One call to the node: the parsed answer of a 2xx with `success: true`,
+/// or why not, in words for `status_message`.
+fn call_node(node: &Node, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+    let mut headers = vec![
+        ("accept".to_string(), "application/json".to_string()),
+        ("authorization".to_string(), format!("Bearer {}", node.node_token)),
+    ];
+    let bytes = match body {
+        Some(v) => {
+            headers.push(("content-type".into(), "application/json".into()));
+            v.to_string().into_bytes()
+        }
+        None => Vec::new(),
+    };
+    let answer = outbound::send(&outbound::Request {
+        method: method.into(),
+        url: format!("{}{path}", node.api_base()),
+        headers,
+        body: bytes,
+        timeout_ms: Some(NODE_CALL_TIMEOUT_MS),
+    })
+    .map_err(|e| match e {
+        OutboundError::Denied(why) => format!("The node's address is not allowed by the outbound grant: {why}"),
+        OutboundError::Invalid(why) => format!("Invalid node address: {why}"),
+        OutboundError::Timeout => "The node did not answer in time.".to_string(),
+        OutboundError::TooLarge(cap) => format!("The node's answer is over {cap} bytes."),
+        OutboundError::Connect(why) => format!("Cannot reach the node: {why}"),
+    })?;
+    let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    let success = value.get("success").and_then(Value::as_bool) == Some(true);
+    if (200..300).contains(&answer.status) && success {
+        return Ok(value);
+    }
+    let said = value.get("message").and_then(Value::as_str).unwrap_or("no message");
+    Err(format!("The node answered HTTP {}: {said}", answer.status))
+}
+
+fn provision(id: u64, generation: u64) -> Result<(), Error> {
+    let Some(node) = get_node(id)? else { return Ok(()) };
+    if node.status != STATUS_INSTALLING || node.generation != generation {
+        return Ok(()); // deleted, or a newer config has its own job
+    }
+    let request = provision_request(&node)?;
+    let outcome = call_node(&node, "POST", "/node/provision", Some(&request));
+    kv::transaction(|txn| {
+        let Some(mut n) = txn.get_json::<Node>(&rec_key(id))? else { return Ok(()) };
+        if n.status != STATUS_INSTALLING || n.generation != generation {
+            return Ok(());
+        }
+        match &outcome {
+            Ok(answer) => {
+                n.status = STATUS_ACTIVE.into();
+                n.status_message = String::new();
+                n.protocols = answer
+                    .get("protocols")
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .unwrap_or_default();
+                n.ports = answer.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+            }
+            Err(why) => {
+                n.status = STATUS_FAILED.into();
+                n.status_message = why.clone();
+            }
+        }
+        n.updated_at = common::now_secs();
+        txn.set_json(&rec_key(id), &n)?;
+        Ok(())
+    })?;
+    match &outcome {
+        Ok(_) => log::write(log::Level::Info, &format!("vpnpanel: node {id} provisioned")),
+        Err(why) => log::write(log::Level::Warn, &format!("vpnpanel: node {id} provisioning failed: {why}")),
+    }
+    Ok(())
+}
+
+fn remove(id: u64, force: bool) -> Result<(), Error> {
+    let Some(node) = get_node(id)? else { return Ok(()) };
+    if node.status != STATUS_DELETING {
+        return Ok(());
+    }
+    let outcome = call_node(&node, "DELETE", "/node/provision", None);
+    if let Err(why) = &outcome {
+        if !force {
+            kv::transaction(|txn| {
+                let Some(mut n) = txn.get_json::<Node>(&rec_key(id))? else { return Ok(()) };
+                if n.status != STATUS_DELETING {
+                    return Ok(());
+                }
+                n.status = STATUS_DELETE_FAILED.into();
+                n.status_message = why.clone();
+                n.updated_at = common::now_secs();
+                txn.set_json(&rec_key(id), &n)?;
+                Ok(())
+            })?;
+            log::write(log::Level::Warn, &format!("vpnpanel: node {id} deletion failed: {why}"));
+            return Ok(());
+        }
+        log::write(log::Level::Warn, &format!("vpnpanel: node {id} removed by force; the node said: {why}"));
+    }
+    let assignments = crate::ports::assignment_keys_of(&node.identifier())?;
+    kv::transaction(|txn| {
+        txn.delete(&rec_key(id))?;
+        txn.delete(&addr_key(&node.ip_address, node.api_port))?;
+        for key in &assignments {
+            txn.delete(key)?;
+        }
+        Ok(())
+    })?;
+    crate::ports::drop_unassigned()?;
+    log::write(log::Level::Info, &format!("vpnpanel: node {id} deleted"));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        for ok in ["1.2.3.4", "127.0.0.1", "::1", "node-1.example.com"] {
+            assert!(valid_address(ok), "{ok}");
+        }
+        for bad in ["", "1.2.3.4:80", "a b", "x/y", "user@host", "-x", "http://x", "1:2"] {
+            assert!(!valid_address(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn identifiers() {
+        assert_eq!(identifier(7), "node_7");
+        assert_eq!(parse_identifier("node_7"), Some(7));
+        assert_eq!(parse_identifier("node_0"), None);
+        assert_eq!(parse_identifier("main"), None);
+        assert_eq!(parse_identifier("node_x"), None);
+    }
+
+    #[test]
+    fn tokens() {
+        assert!(valid_token("0123456789abcdef"));
+        assert!(valid_token("pass"));
+        assert!(!valid_token(""));
+        assert!(!valid_token("0123456789abcdef with space"));
+        assert!(valid_node_setting("0123456789abcdef"));
+        assert!(!valid_node_setting("pass"));
+    }
+}

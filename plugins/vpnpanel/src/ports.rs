@@ -1,0 +1,372 @@
+//! Public ports and the server lists: `public/ports` (list, create with
+//! assignments, delete an assignment), `public/servers_for_ports` and
+//! `public/all_selectable_servers`. All main-admin only, with the message
+//! the seed shows per route.
+//!
+//! A server is `main` (this panel; its default port is the settings
+//! `openvpn_port`, default 1194, and `openvpn_protocol`, default udp) or
+//! `node_<id>` (its default port is the node's `openvpn_port`/`protocol`).
+//! A custom port is a (public_port, protocol) pair; assignments put it on
+//! servers. A change to a node's assignments re-provisions that node.
+//!
+//! kv: `infra/seq/port` (the last id), `port/<port_id:010>` ([`Port`]),
+//! `infra/port_by/<protocol>/<public_port:05>` (the port id),
+//! `assign/<port_id:010>/<server_identifier>` ([`Assignment`]).
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use wasmgate_sdk::{Error, Request, Response, config, kv};
+
+use crate::common::{self, Caller, Reply, refuse};
+use crate::nodes::{self, Node};
+
+pub const MAIN_ID: &str = "main";
+pub const MAIN_NAME: &str = "Main Server";
+pub const MSG_MISSING_INFO: &str = "Missing info.";
+
+/// A custom public port.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Port {
+    pub port_id: u64,
+    pub public_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// Unix seconds.
+    pub created_at: u64,
+}
+
+/// A custom port on one server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Assignment {
+    pub port_id: u64,
+    /// `main` or `node_<id>`.
+    pub server_identifier: String,
+    pub created_at: u64,
+}
+
+/// Where a client can connect: one line of an .ovpn's `remote` list.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Remote {
+    /// `main` or `node_<id>`.
+    pub server_identifier: String,
+    /// "Main Server" or "Node: <name>".
+    pub server_name: String,
+    /// The node's `ip_address`; None for `main` (use the panel's public host).
+    pub host: Option<String>,
+    pub port: u16,
+    /// `udp` or `tcp`.
+    pub protocol: String,
+    /// The server's default port rather than a custom one.
+    pub is_default: bool,
+}
+
+const SEQ_KEY: &str = "infra/seq/port";
+
+fn rec_key(id: u64) -> String {
+    format!("port/{id:010}")
+}
+
+fn by_key(protocol: &str, port: u16) -> String {
+    format!("infra/port_by/{protocol}/{port:05}")
+}
+
+fn assign_key(port_id: u64, server: &str) -> String {
+    format!("assign/{port_id:010}/{server}")
+}
+
+/// The main server's default port and protocol, from the settings.
+pub fn main_default() -> (u16, String) {
+    let port = config::get("openvpn_port")
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(1194);
+    let protocol = config::get("openvpn_protocol")
+        .map(|p| p.trim().to_ascii_lowercase())
+        .filter(|p| p == "udp" || p == "tcp")
+        .unwrap_or_else(|| "udp".into());
+    (port, protocol)
+}
+
+fn all_ports() -> Result<Vec<Port>, Error> {
+    Ok(kv::list_json::<Port>("port/")?.into_iter().map(|(_, p)| p).collect())
+}
+
+fn all_assignments() -> Result<Vec<Assignment>, Error> {
+    Ok(kv::list_json::<Assignment>("assign/")?.into_iter().map(|(_, a)| a).collect())
+}
+
+/// Nodes a port can be put on: every node not being deleted.
+fn live_nodes() -> Result<Vec<Node>, Error> {
+    Ok(nodes::list_nodes()?
+        .into_iter()
+        .filter(|n| n.status != nodes::STATUS_DELETING)
+        .collect())
+}
+
+/// The custom ports on `server` (`main` or `node_<id>`), as
+/// `[{port_id, public_port, protocol}]`.
+pub fn assigned_to(server: &str) -> Result<Vec<Value>, Error> {
+    let ports = all_ports()?;
+    Ok(all_assignments()?
+        .into_iter()
+        .filter(|a| a.server_identifier == server)
+        .filter_map(|a| ports.iter().find(|p| p.port_id == a.port_id))
+        .map(|p| json!({ "port_id": p.port_id, "public_port": p.public_port, "protocol": p.protocol }))
+        .collect())
+}
+
+/// The kv keys of `server`'s assignments (to delete them with the node).
+pub fn assignment_keys_of(server: &str) -> Result<Vec<String>, Error> {
+    Ok(kv::list("assign/")?
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.rsplit('/').next() == Some(server))
+        .collect())
+}
+
+/// Deletes every port that no server has any more.
+pub fn drop_unassigned() -> Result<(), Error> {
+    let assignments = all_assignments()?;
+    for port in all_ports()? {
+        if !assignments.iter().any(|a| a.port_id == port.port_id) {
+            kv::transaction(|txn| {
+                txn.delete(&rec_key(port.port_id))?;
+                txn.delete(&by_key(&port.protocol, port.public_port))?;
+                Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Every place a client can connect to: the main server's default port,
+/// then each active node's default port, then the custom ports, for the
+/// servers in `allowed` (None: all). For .ovpn `remote` lines and
+/// subscriptions.
+pub fn remotes(allowed: Option<&[String]>) -> Result<Vec<Remote>, Error> {
+    let wanted = |id: &str| allowed.is_none_or(|a| a.iter().any(|x| x == id));
+    let active: Vec<Node> = nodes::list_nodes()?
+        .into_iter()
+        .filter(|n| n.status == nodes::STATUS_ACTIVE)
+        .collect();
+    let mut out = Vec::new();
+    if wanted(MAIN_ID) {
+        let (port, protocol) = main_default();
+        out.push(Remote {
+            server_identifier: MAIN_ID.into(),
+            server_name: MAIN_NAME.into(),
+            host: None,
+            port,
+            protocol,
+            is_default: true,
+        });
+    }
+    for n in active.iter().filter(|n| wanted(&n.identifier())) {
+        out.push(Remote {
+            server_identifier: n.identifier(),
+            server_name: n.server_name(),
+            host: Some(n.ip_address.clone()),
+            port: n.openvpn_port,
+            protocol: n.protocol.clone(),
+            is_default: true,
+        });
+    }
+    let ports = all_ports()?;
+    for a in all_assignments()? {
+        if !wanted(&a.server_identifier) {
+            continue;
+        }
+        let Some(p) = ports.iter().find(|p| p.port_id == a.port_id) else { continue };
+        let (name, host) = if a.server_identifier == MAIN_ID {
+            (MAIN_NAME.to_string(), None)
+        } else {
+            match active.iter().find(|n| n.identifier() == a.server_identifier) {
+                Some(n) => (n.server_name(), Some(n.ip_address.clone())),
+                None => continue,
+            }
+        };
+        out.push(Remote {
+            server_identifier: a.server_identifier.clone(),
+            server_name: name,
+            host,
+            port: p.public_port,
+            protocol: p.protocol.clone(),
+            is_default: false,
+        });
+    }
+    Ok(out)
+}
+
+pub fn handle(req: &Request, caller: &Caller) -> Response {
+    common::reply(route(req, caller))
+}
+
+fn route(req: &Request, caller: &Caller) -> Reply {
+    match (req.method(), req.path().trim_end_matches('/')) {
+        ("GET", "/public/ports") => {
+            common::require_main(caller)?;
+            list()
+        }
+        ("POST", "/public/ports") => {
+            common::require_main_short(caller)?;
+            create(req)
+        }
+        ("DELETE", "/public/ports/assignment") => {
+            common::require_main_short(caller)?;
+            delete_assignment(req)
+        }
+        ("GET", "/public/servers_for_ports" | "/public/all_selectable_servers") => {
+            common::require_main(caller)?;
+            servers()
+        }
+        _ => Ok(common::not_found_route()),
+    }
+}
+
+fn server_name(server: &str, nodes: &[Node]) -> String {
+    if server == MAIN_ID {
+        return MAIN_NAME.into();
+    }
+    nodes
+        .iter()
+        .find(|n| n.identifier() == server)
+        .map(Node::server_name)
+        .unwrap_or_else(|| server.to_string())
+}
+
+fn list() -> Reply {
+    let nodes = live_nodes()?;
+    let (port, protocol) = main_default();
+    let mut defaults = vec![json!({
+        "is_default": true,
+        "name": MAIN_NAME,
+        "server_identifier": MAIN_ID,
+        "public_port": port,
+        "protocol": protocol,
+    })];
+    for n in &nodes {
+        defaults.push(json!({
+            "is_default": true,
+            "name": n.server_name(),
+            "server_identifier": n.identifier(),
+            "public_port": n.openvpn_port,
+            "protocol": n.protocol,
+        }));
+    }
+    let ports = all_ports()?;
+    let custom: Vec<Value> = all_assignments()?
+        .into_iter()
+        .filter_map(|a| {
+            let p = ports.iter().find(|p| p.port_id == a.port_id)?;
+            Some(json!({
+                "port_id": p.port_id,
+                "server_identifier": a.server_identifier,
+                "public_port": p.public_port,
+                "protocol": p.protocol,
+                "server_name": server_name(&a.server_identifier, &nodes),
+            }))
+        })
+        .collect();
+    Ok(common::ok_with(200, json!({ "default_ports": defaults, "custom_ports": custom })))
+}
+
+fn servers() -> Reply {
+    let mut servers = vec![json!({ "id": MAIN_ID, "name": MAIN_NAME })];
+    for n in live_nodes()? {
+        servers.push(json!({ "id": n.identifier(), "name": n.server_name(), "status": n.status }));
+    }
+    Ok(common::ok_with(200, json!({ "servers": servers })))
+}
+
+fn create(req: &Request) -> Reply {
+    let body = common::json_object_or_empty(req).map_err(|_| refuse(400, MSG_MISSING_INFO))?;
+    let port = body.get("public_port").filter(|v| !v.is_null());
+    let protocol = body.get("protocol").filter(|v| !v.is_null());
+    let ids = body.get("server_ids").and_then(Value::as_array);
+    let (Some(port), Some(protocol), Some(ids)) = (port, protocol, ids) else {
+        return Err(refuse(400, MSG_MISSING_INFO));
+    };
+    if ids.is_empty() {
+        return Err(refuse(400, MSG_MISSING_INFO));
+    }
+    let public_port = port
+        .as_u64()
+        .or_else(|| port.as_str().and_then(|s| s.trim().parse().ok()))
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| *n > 0)
+        .ok_or_else(|| refuse(400, "Invalid public_port. Use a port from 1 to 65535."))?;
+    let protocol = protocol
+        .as_str()
+        .map(|s| s.trim().to_ascii_lowercase())
+        .filter(|s| s == "tcp" || s == "udp")
+        .ok_or_else(|| refuse(400, "Invalid protocol. Use tcp or udp."))?;
+    let nodes = live_nodes()?;
+    let mut servers: Vec<String> = Vec::new();
+    for id in ids {
+        let id = id.as_str().map(str::trim).unwrap_or_default();
+        let known = id == MAIN_ID || nodes.iter().any(|n| n.identifier() == id);
+        if !known {
+            return Err(refuse(400, &format!("Unknown server: {id}")));
+        }
+        if !servers.iter().any(|s| s == id) {
+            servers.push(id.to_string());
+        }
+    }
+    let now = common::now_secs();
+    let added: Vec<String> = kv::transaction(|txn| {
+        let port_id = match txn.get_json::<u64>(&by_key(&protocol, public_port))? {
+            Some(id) => id,
+            None => {
+                let id = txn.get_json::<u64>(SEQ_KEY)?.unwrap_or(0) + 1;
+                txn.set_json(SEQ_KEY, &id)?;
+                txn.set_json(&by_key(&protocol, public_port), &id)?;
+                txn.set_json(
+                    &rec_key(id),
+                    &Port { port_id: id, public_port, protocol: protocol.clone(), created_at: now },
+                )?;
+                id
+            }
+        };
+        let mut added = Vec::new();
+        for server in &servers {
+            let key = assign_key(port_id, server);
+            if txn.get(&key)?.is_none() {
+                txn.set_json(&key, &Assignment { port_id, server_identifier: server.clone(), created_at: now })?;
+                added.push(server.clone());
+            }
+        }
+        Ok(added)
+    })?;
+    resync(&added)?;
+    Ok(common::ok("Port configured on selected servers."))
+}
+
+fn delete_assignment(req: &Request) -> Reply {
+    let body = common::json_object_or_empty(req).map_err(|_| refuse(400, MSG_MISSING_INFO))?;
+    let port_id = body
+        .get("port_id")
+        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())));
+    let server = body
+        .get("server_identifier")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|s| !s.is_empty());
+    let (Some(port_id), Some(server)) = (port_id, server) else {
+        return Err(refuse(400, MSG_MISSING_INFO));
+    };
+    let key = assign_key(port_id, server);
+    if !kv::delete(&key)? {
+        return Err(refuse(404, "Port assignment not found."));
+    }
+    drop_unassigned()?;
+    resync(&[server.to_string()])?;
+    Ok(common::ok("Port assignment deleted."))
+}
+
+/// Re-provisions the nodes among `servers` so they serve their new ports.
+fn resync(servers: &[String]) -> Result<(), Error> {
+    for id in servers.iter().filter_map(|s| nodes::parse_identifier(s)) {
+        nodes::resync(id)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,127 @@
+//! The subscription page (`/sub/<user>?token=`) and OpenVPN profiles
+//! (`/download/<user>/<name>.ovpn?token=`), both behind the user's
+//! subscription token. An unknown user and a wrong token get the same 403,
+//! so a link reveals nothing about which users exist.
+
+use serde_json::json;
+use wasmgate_sdk::{Request, Response, config};
+
+use crate::common::{self, Fail, Reply, refuse};
+use crate::store::{self, Endpoint, User};
+use crate::validate;
+
+const MSG_BAD_LINK: &str = "Invalid or revoked subscription link";
+
+fn user_with_token(req: &Request, name: &str) -> Result<User, Fail> {
+    let token = req.query("token").unwrap_or_default();
+    if token.is_empty() || !validate::is_valid_name(name) {
+        return Err(refuse(403, MSG_BAD_LINK));
+    }
+    match store::load_user(name)? {
+        Some((_, u)) if common::secret_eq(&u.token, &token) => Ok(u),
+        _ => Err(refuse(403, MSG_BAD_LINK)),
+    }
+}
+
+pub fn subscription(req: &Request, rest: &[&str]) -> Reply {
+    let [name] = rest else {
+        return Ok(common::not_found_route());
+    };
+    if req.method() != "GET" {
+        return Ok(common::not_found_route());
+    }
+    let u = user_with_token(req, name)?;
+    let now = common::now_secs();
+    let base = common::public_base(req);
+    let endpoints = if u.enable_openvpn {
+        store::endpoints(&u)?
+    } else {
+        Vec::new()
+    };
+    let hosts: Vec<String> = store::servers()?
+        .into_iter()
+        .filter(|s| u.may_use(&s.id))
+        .map(|s| s.host)
+        .collect();
+    let psk = crate::settings::psk()?;
+    Ok(common::ok_with(
+        200,
+        json!({
+            "username": u.username,
+            "is_active": u.is_active(),
+            "active_connections": u.active_connections(now),
+            "max_clients": u.max_clients,
+            "total_traffic_bytes": u.traffic_bytes,
+            "data_limit_bytes": u.data_limit_bytes,
+            "expiry_date": u.expiry_at.map(validate::format_date),
+            "activation_type": u.activation_type,
+            "pending_activation_days": u.pending_activation_days,
+            "openvpn": endpoints.iter().map(|e| json!({
+                "name": e.name, "server": e.server_name, "host": e.host, "port": e.port, "protocol": e.protocol,
+                "url": format!("{base}/download/{}/{}.ovpn?token={}", u.username, e.name, u.token),
+            })).collect::<Vec<_>>(),
+            "l2tp": u.enable_l2tp.then(|| json!({ "servers": hosts, "username": u.username, "password": u.l2tp_password, "psk": psk })),
+            "cisco": u.enable_cisco.then(|| json!({ "servers": hosts, "username": u.username, "password": u.cisco_password })),
+            "wg1": u.enable_wg1,
+        }),
+    ))
+}
+
+pub fn download(req: &Request, rest: &[&str]) -> Reply {
+    let [name, file] = rest else {
+        return Ok(common::not_found_route());
+    };
+    if req.method() != "GET" {
+        return Ok(common::not_found_route());
+    }
+    let u = user_with_token(req, name)?;
+    let Some(profile) = file.strip_suffix(".ovpn") else {
+        return Ok(common::not_found_route());
+    };
+    let endpoint = if u.enable_openvpn {
+        store::endpoints(&u)?.into_iter().find(|e| e.name == profile)
+    } else {
+        None
+    };
+    let Some(endpoint) = endpoint else {
+        return Err(refuse(404, "Profile not found"));
+    };
+    let ca = config::get("openvpn_ca").filter(|c| c.contains("-----BEGIN CERTIFICATE-----"));
+    let Some(ca) = ca else {
+        return Err(refuse(503, "OpenVPN CA is not configured (setting openvpn_ca)."));
+    };
+    let text = ovpn_profile(&u, &endpoint, &ca);
+    Ok(Response::bytes(200, "application/x-openvpn-profile", text).with_header(
+        "content-disposition",
+        format!("attachment; filename=\"{}-{}.ovpn\"", u.username, endpoint.name),
+    ))
+}
+
+/// A client profile: one remote, the CA inline, username and password
+/// asked by the client (`auth-user-pass`).
+pub fn ovpn_profile(u: &User, e: &Endpoint, ca: &str) -> String {
+    let proto = if e.protocol == "tcp" { "tcp-client" } else { "udp" };
+    format!(
+        "# {user} on {server} ({name})\n\
+         client\n\
+         dev tun\n\
+         proto {proto}\n\
+         remote {host} {port}\n\
+         resolv-retry infinite\n\
+         nobind\n\
+         persist-key\n\
+         persist-tun\n\
+         remote-cert-tls server\n\
+         auth-user-pass\n\
+         auth-nocache\n\
+         data-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\n\
+         verb 3\n\
+         <ca>\n{ca}\n</ca>\n",
+        user = u.username,
+        server = e.server_name,
+        name = e.name,
+        host = e.host,
+        port = e.port,
+        ca = ca.trim(),
+    )
+}

@@ -1,0 +1,323 @@
+//! `/sub_admins...` (main admin only): CRUD, reset_usage, delete cascading
+//! to the sub-admin's users. A sub-admin's API key is issued when it is
+//! created and returned once in that answer (`api_key`); `POST
+//! /sub_admins/<id>/rotate_key` replaces it.
+
+use serde_json::{Map, Value, json};
+use wasmgate_sdk::{Request, crypto, keys, kv};
+
+use crate::common::{self, Caller, Fail, Reply, refuse};
+use crate::store::{self, SubAdmin, User};
+use crate::validate;
+
+pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
+    common::require_main_short(caller)?;
+    match (req.method(), rest) {
+        ("GET", []) => list(),
+        ("POST", []) => create(req),
+        ("PUT", [id]) => edit(req, id),
+        ("DELETE", [id]) => delete(id),
+        ("POST", [id, "reset_usage"]) => reset_usage(id),
+        ("POST", [id, "rotate_key"]) => rotate_key(id),
+        _ => Ok(common::not_found_route()),
+    }
+}
+
+fn view(sa: &SubAdmin) -> Value {
+    json!({
+        "id": sa.id,
+        "username": sa.username,
+        "subscription_port": sa.subscription_port,
+        "panel_port": sa.panel_port,
+        "max_users_limit": sa.max_users_limit,
+        "total_usage_quota_gb": sa.total_usage_quota_gb,
+        "is_active": sa.is_active,
+        "notes": sa.notes,
+        "allowed_servers": sa.allowed_servers,
+        "users_count": sa.users_count,
+        "allocated_bytes": sa.allocated_bytes,
+        "used_bytes": sa.used_bytes,
+    })
+}
+
+fn list() -> Reply {
+    let subs: Vec<Value> = store::all_sub_admins()?.iter().map(view).collect();
+    Ok(common::ok_with(200, json!({ "sub_admins": subs })))
+}
+
+fn bad(m: &str) -> Fail {
+    refuse(400, m)
+}
+
+/// Applies the editable fields of `body` to `sa`.
+fn apply(body: &Map<String, Value>, sa: &mut SubAdmin) -> Result<(), Fail> {
+    for (field, slot) in [
+        ("subscription_port", &mut sa.subscription_port),
+        ("panel_port", &mut sa.panel_port),
+    ] {
+        match body.get(field) {
+            None => {}
+            Some(Value::Null) => *slot = None,
+            Some(v) => {
+                let p = v.as_u64().filter(|p| (1..=65_535).contains(p));
+                *slot =
+                    Some(p.ok_or_else(|| bad(&format!("Invalid {field}: expected a port from 1 to 65535.")))? as u16);
+            }
+        }
+    }
+    if sa.subscription_port.is_some() && sa.subscription_port == sa.panel_port {
+        return Err(bad("subscription_port and panel_port must differ."));
+    }
+    if let Some(v) = body.get("max_users_limit").filter(|v| !v.is_null()) {
+        sa.max_users_limit = v
+            .as_u64()
+            .ok_or_else(|| bad("Invalid max_users_limit: expected a whole number (0 is unlimited)."))?;
+    }
+    if let Some(v) = body.get("total_usage_quota_gb").filter(|v| !v.is_null()) {
+        sa.total_usage_quota_gb = v
+            .as_f64()
+            .filter(|q| q.is_finite() && *q >= 0.0 && *q < 1e9)
+            .ok_or_else(|| bad("Invalid total_usage_quota_gb: expected a number (0 is unlimited)."))?;
+    }
+    if let Some(v) = body.get("is_active").filter(|v| !v.is_null()) {
+        sa.is_active = v
+            .as_bool()
+            .ok_or_else(|| bad("Invalid is_active: expected true or false."))?;
+    }
+    match body.get("notes") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.chars().count() <= 1000 => sa.notes = s.clone(),
+        Some(_) => return Err(bad("Invalid notes: a text of at most 1000 characters.")),
+    }
+    if let Some(v) = body.get("allowed_servers").filter(|v| !v.is_null()) {
+        let list = v
+            .as_array()
+            .ok_or_else(|| bad("Invalid allowed_servers: expected a list."))?;
+        sa.allowed_servers = list
+            .iter()
+            .map(|s| {
+                s.as_str()
+                    .filter(|s| validate::is_server_identifier(s))
+                    .map(str::to_string)
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("Invalid allowed_servers: each entry is \"main\" or \"node_<id>\"."))?;
+    }
+    Ok(())
+}
+
+fn create(req: &Request) -> Reply {
+    let body = common::json_object_or_empty(req)?;
+    let username = body
+        .get("username")
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .unwrap_or("");
+    let password = body.get("password").and_then(Value::as_str).unwrap_or("");
+    if username.is_empty() || password.is_empty() {
+        return Err(bad("Username and password are required."));
+    }
+    if !validate::is_valid_name(username) {
+        return Err(bad("Invalid username: 3 to 32 letters, digits, '_', '.' or '-'."));
+    }
+    let mut sa = SubAdmin {
+        username: username.to_string(),
+        is_active: true,
+        created_at: common::now_secs(),
+        ..SubAdmin::default()
+    };
+    apply(&body, &mut sa)?;
+    if kv::get(&store::sa_name_key(username))?.is_some() {
+        return Err(refuse(409, "A sub-admin with this username already exists."));
+    }
+    sa.password_hash = crypto::password_hash(password);
+    let ports_taken = store::all_sub_admins()?.iter().any(|o| {
+        let mine = [sa.subscription_port, sa.panel_port];
+        [o.subscription_port, o.panel_port]
+            .iter()
+            .any(|p| p.is_some() && mine.contains(p))
+    });
+    if ports_taken {
+        return Err(refuse(409, "A port is already used by another sub-admin."));
+    }
+    let id = kv::transaction(|txn| {
+        if txn.get(&store::sa_name_key(&sa.username))?.is_some() {
+            return Err(wasmgate_sdk::Error::conflict(
+                "A sub-admin with this username already exists.",
+            ));
+        }
+        let id = txn.get_json::<u64>("meta/next_sa_id")?.unwrap_or(1);
+        txn.set_json("meta/next_sa_id", &(id + 1))?;
+        let mut rec = sa.clone();
+        rec.id = id;
+        txn.set_json(&store::sa_key(id), &rec)?;
+        txn.set(&store::sa_name_key(&sa.username), id.to_string().as_bytes())?;
+        Ok(id)
+    })
+    .map_err(|e| {
+        if e.status < 500 {
+            refuse(e.status, &e.message)
+        } else {
+            Fail::from(e)
+        }
+    })?;
+    let issued = keys::issue(&common::sub_admin_role(id), &format!("sub-admin {}", sa.username), None)?;
+    kv::transaction(|txn| {
+        if let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? {
+            rec.key_id = issued.info.id.clone();
+            txn.set_json(&store::sa_key(id), &rec)?;
+        }
+        Ok(())
+    })?;
+    Ok(common::ok_with(
+        201,
+        json!({
+            "message": "Sub-admin created successfully and ports configured.",
+            "sub_admin": { "id": id, "username": sa.username },
+            "api_key": issued.secret,
+        }),
+    ))
+}
+
+fn parse_id(id: &str, message: &str) -> Result<u64, Fail> {
+    id.parse::<u64>().map_err(|_| refuse(404, message))
+}
+
+fn edit(req: &Request, id: &str) -> Reply {
+    let id = parse_id(id, "Sub-admin not found")?;
+    let body = common::json_object(req)?;
+    let others = store::all_sub_admins()?;
+    let updated = kv::transaction(|txn| {
+        let mut sa: SubAdmin = txn
+            .get_json(&store::sa_key(id))?
+            .ok_or_else(|| wasmgate_sdk::Error::not_found("Sub-admin not found"))?;
+        apply(&body, &mut sa).map_err(|f| wasmgate_sdk::Error::bad_request(message_of(&f)))?;
+        let taken = others.iter().filter(|o| o.id != id).any(|o| {
+            let mine = [sa.subscription_port, sa.panel_port];
+            [o.subscription_port, o.panel_port]
+                .iter()
+                .any(|p| p.is_some() && mine.contains(p))
+        });
+        if taken {
+            return Err(wasmgate_sdk::Error::conflict(
+                "A port is already used by another sub-admin.",
+            ));
+        }
+        txn.set_json(&store::sa_key(id), &sa)?;
+        Ok(sa)
+    })
+    .map_err(|e| {
+        if e.status < 500 {
+            refuse(e.status, &e.message)
+        } else {
+            Fail::from(e)
+        }
+    })?;
+    Ok(common::ok_with(
+        200,
+        json!({ "message": "Sub-admin updated successfully.", "sub_admin": { "id": updated.id } }),
+    ))
+}
+
+fn message_of(f: &Fail) -> String {
+    serde_json::from_slice::<Value>(&f.0.body)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn delete(id: &str) -> Reply {
+    let id = parse_id(id, "Sub-admin not found")?;
+    let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+    // The key first, then the record: a creation still in flight reads the
+    // record in its transaction, so it either committed before (and its
+    // users are listed below) or fails with "Sub-admin not found".
+    if !sa.key_id.is_empty() {
+        keys::revoke(&sa.key_id)?;
+    }
+    kv::transaction(|txn| {
+        txn.delete(&store::sa_key(id))?;
+        txn.delete(&store::sa_name_key(&sa.username))?;
+        Ok(())
+    })?;
+    let mut doomed: Vec<(String, String)> = Vec::new();
+    crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
+        doomed.push((key.to_string(), u.username));
+        Ok(())
+    })?;
+    for chunk in doomed.chunks(10_000) {
+        kv::transaction(|txn| {
+            for (key, name) in chunk {
+                store::drop_user(txn, key, name)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(common::ok("Sub-admin deleted successfully."))
+}
+
+fn reset_usage(id: &str) -> Reply {
+    let id = parse_id(id, "Sub-admin not found.")?;
+    kv::transaction(|txn| {
+        let mut sa: SubAdmin = txn
+            .get_json(&store::sa_key(id))?
+            .ok_or_else(|| wasmgate_sdk::Error::not_found("Sub-admin not found."))?;
+        sa.used_bytes = 0;
+        txn.set_json(&store::sa_key(id), &sa)?;
+        Ok(())
+    })
+    .map_err(|e| {
+        if e.status < 500 {
+            refuse(e.status, &e.message)
+        } else {
+            Fail::from(e)
+        }
+    })?;
+    // Users stopped because this sub-admin's quota ran out come back; a
+    // user also limited by its own traffic, expired or disabled by hand
+    // stays off and is not counted.
+    let mut suspended = Vec::new();
+    crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
+        if u.sa_suspended {
+            suspended.push(key.to_string());
+        }
+        Ok(())
+    })?;
+    let mut re_enabled = 0u64;
+    for key in suspended {
+        let back = kv::transaction(|txn| {
+            let Some(mut u) = txn.get_json::<User>(&key)? else {
+                return Ok(false);
+            };
+            let was = u.is_active();
+            u.sa_suspended = false;
+            store::put_user(txn, &key, &u)?;
+            Ok(!was && u.is_active())
+        })?;
+        re_enabled += u64::from(back);
+    }
+    Ok(common::ok(&format!(
+        "Total data usage reset successfully. {re_enabled} user(s) were re-enabled."
+    )))
+}
+
+fn rotate_key(id: &str) -> Reply {
+    let id = parse_id(id, "Sub-admin not found")?;
+    let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+    let issued = keys::issue(&common::sub_admin_role(id), &format!("sub-admin {}", sa.username), None)?;
+    let old = kv::transaction(|txn| {
+        let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? else {
+            return Ok(None);
+        };
+        let old = std::mem::replace(&mut rec.key_id, issued.info.id.clone());
+        txn.set_json(&store::sa_key(id), &rec)?;
+        Ok(Some(old))
+    })?;
+    if let Some(old) = old.filter(|o| !o.is_empty()) {
+        keys::revoke(&old)?;
+    }
+    Ok(common::ok_with(
+        200,
+        json!({ "message": "API key rotated.", "api_key": issued.secret }),
+    ))
+}

@@ -1,0 +1,314 @@
+//! Traffic reports from the servers and the periodic enforcement job.
+//!
+//! `POST /api/v1/traffic/report`: a node (header `X-NODE-TOKEN`, its
+//! `report_token`) or the main server (a main-admin `X-API-KEY`) reports per
+//! user the bytes used since its last report and the active connections.
+//! The first traffic of a flexible_days user starts its days. Users and
+//! their sub-admins' counters change in one transaction; limits apply at
+//! once. `GET /api/v1/traffic/users`: what a node serves.
+//!
+//! The job `vpnpanel.enforce` marks users expired or limited by time and
+//! re-queues itself every `enforce_interval_secs` (default 60).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use wasmgate_sdk::{Request, config, jobs, kv, log};
+
+use crate::common::{self, Caller, Fail, Reply, refuse};
+use crate::store::{self, SubAdmin, User};
+
+pub const JOB_ENFORCE: &str = "vpnpanel.enforce";
+const NEXT_KEY: &str = "meta/enforce_next";
+/// Most entries in one report.
+const MAX_ENTRIES: usize = 10_000;
+
+/// Which server is calling: `main` for a main-admin key, `node_<id>` for a
+/// node token.
+fn reporter(req: &Request) -> Result<String, Fail> {
+    if let Some(token) = req.header("x-node-token").map(str::trim).filter(|t| !t.is_empty()) {
+        for (_, node) in kv::list_json::<Value>("node/")? {
+            let known = node.get("report_token").and_then(Value::as_str).unwrap_or("");
+            if !known.is_empty()
+                && common::secret_eq(known, token)
+                && let Some(id) = node.get("id").and_then(Value::as_u64)
+            {
+                return Ok(format!("node_{id}"));
+            }
+        }
+        return Err(refuse(401, "Invalid node token"));
+    }
+    match common::authenticate(req)? {
+        Caller::Main => Ok("main".into()),
+        Caller::Sub { .. } => Err(refuse(403, common::MSG_MAIN_REQUIRED)),
+    }
+}
+
+pub fn route(req: &Request, rest: &[&str]) -> Reply {
+    match (req.method(), rest) {
+        ("POST", ["report"]) => report(req),
+        ("GET", ["users"]) => node_users(req),
+        _ => Ok(common::not_found_route()),
+    }
+}
+
+fn report(req: &Request) -> Reply {
+    let server = reporter(req)?;
+    let body = common::json_object(req)?;
+    let entries = body
+        .get("users")
+        .and_then(Value::as_array)
+        .filter(|a| a.len() <= MAX_ENTRIES)
+        .ok_or_else(|| {
+            refuse(
+                400,
+                "Invalid users: expected a list of at most 10000 {username, bytes, connections}.",
+            )
+        })?;
+    // username -> (bytes, connections)
+    let mut deltas: BTreeMap<String, (u64, Option<u32>)> = BTreeMap::new();
+    for e in entries {
+        let name = e.get("username").and_then(Value::as_str);
+        let bytes = e.get("bytes").map_or(Some(0), Value::as_u64).filter(|b| *b < 1 << 50);
+        let conns = match e.get("connections") {
+            None | Some(Value::Null) => Some(None),
+            Some(v) => v.as_u64().filter(|c| *c <= 100_000).map(|c| Some(c as u32)),
+        };
+        let (Some(name), Some(bytes), Some(conns)) = (name, bytes, conns) else {
+            return Err(refuse(
+                400,
+                "Invalid users: each entry is {username, bytes >= 0, connections >= 0}.",
+            ));
+        };
+        let slot = deltas.entry(name.to_string()).or_insert((0, None));
+        slot.0 += bytes;
+        if conns.is_some() {
+            slot.1 = conns;
+        }
+    }
+    // The kv key of every known user, read outside the transaction.
+    let mut keys = Vec::new();
+    for name in deltas.keys() {
+        if !crate::validate::is_valid_name(name) {
+            continue;
+        }
+        if let Some(owner) = kv::get(&store::name_key(name))? {
+            keys.push((name.clone(), store::user_key(&String::from_utf8_lossy(&owner), name)));
+        }
+    }
+    let now = common::now_secs();
+    let over_quota = kv::transaction(|txn| {
+        let mut sas: BTreeMap<u64, Option<SubAdmin>> = BTreeMap::new();
+        for (name, key) in &keys {
+            let Some(mut u) = txn.get_json::<User>(key)? else {
+                continue;
+            };
+            let (bytes, conns) = deltas[name];
+            apply_report(&mut u, &server, bytes, conns, now);
+            if let Some(id) = u.sub_admin_id {
+                if let std::collections::btree_map::Entry::Vacant(slot) = sas.entry(id) {
+                    slot.insert(txn.get_json(&store::sa_key(id))?);
+                }
+                if let Some(Some(sa)) = sas.get_mut(&id) {
+                    sa.used_bytes = sa.used_bytes.saturating_add(bytes);
+                }
+            }
+            store::put_user(txn, key, &u)?;
+        }
+        let mut over = Vec::new();
+        for (id, sa) in &sas {
+            if let Some(sa) = sa {
+                txn.set_json(&store::sa_key(*id), sa)?;
+                if sa.quota_bytes().is_some_and(|q| sa.used_bytes >= q) {
+                    over.push(*id);
+                }
+            }
+        }
+        Ok(over)
+    })?;
+    if let Some(id) = server.strip_prefix("node_").and_then(|n| n.parse().ok()) {
+        // Only the known users' bytes: a report cannot inflate a node's
+        // total with names nobody has.
+        let total: u64 = keys.iter().map(|(name, _)| deltas[name].0).fold(0, u64::saturating_add);
+        crate::nodes::add_traffic(id, total)?;
+    }
+    for id in over_quota {
+        suspend_users_of(id)?;
+    }
+    let _ = ensure_enforcer();
+    Ok(common::ok_with(
+        200,
+        json!({ "message": "Traffic recorded.", "accepted": keys.len() }),
+    ))
+}
+
+/// One server's report for one user.
+pub fn apply_report(u: &mut User, server: &str, bytes: u64, conns: Option<u32>, now: u64) {
+    u.traffic_bytes = u.traffic_bytes.saturating_add(bytes);
+    if bytes > 0 && u.activation_type == "flexible_days" && u.activated_at.is_none() {
+        u.activated_at = Some(now);
+        u.expiry_at = u.pending_activation_days.map(|d| now + u64::from(d) * 86_400);
+    }
+    if let Some(c) = conns {
+        u.connections.insert(server.to_string(), (c, now));
+    } else if bytes > 0 {
+        let prev = u.connections.get(server).map_or(0, |(c, _)| *c);
+        u.connections.insert(server.to_string(), (prev.max(1), now));
+    }
+    u.enforce(now);
+}
+
+/// Marks every user of sub-admin `id` suspended (its quota is used up).
+fn suspend_users_of(id: u64) -> Result<(), Fail> {
+    let mut keys = Vec::new();
+    crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
+        if !u.sa_suspended {
+            keys.push(key.to_string());
+        }
+        Ok(())
+    })?;
+    for chunk in keys.chunks(5_000) {
+        kv::transaction(|txn| {
+            for key in chunk {
+                if let Some(mut u) = txn.get_json::<User>(key)? {
+                    u.sa_suspended = true;
+                    store::put_user(txn, key, &u)?;
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// The users a node serves: active users allowed on it, with what its
+/// daemons need, and the IPsec PSK.
+fn node_users(req: &Request) -> Reply {
+    let server = reporter(req)?;
+    let mut users = Vec::new();
+    crate::users::for_each_user("u/", |_, u| {
+        if u.is_active() && u.may_use(&server) {
+            users.push(json!({
+                "username": u.username,
+                "max_clients": u.max_clients,
+                "openvpn": u.enable_openvpn,
+                "l2tp_password": u.enable_l2tp.then_some(u.l2tp_password.clone()).flatten(),
+                "cisco_password": u.enable_cisco.then_some(u.cisco_password.clone()).flatten(),
+                "wg1": u.enable_wg1,
+            }));
+        }
+        Ok(())
+    })?;
+    Ok(common::ok_with(
+        200,
+        json!({ "server": server, "ipsec_psk": crate::settings::psk()?, "users": users }),
+    ))
+}
+
+fn interval() -> u64 {
+    config::get("enforce_interval_secs")
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(60)
+}
+
+/// Starts the enforcement chain when none is due: none queued yet, or the
+/// last one is more than two intervals late (its job was lost).
+pub fn ensure_enforcer() -> Result<(), Fail> {
+    let now = common::now_secs();
+    let every = interval();
+    let due = kv::get_json::<u64>(NEXT_KEY)?;
+    if due.is_some_and(|d| d + 2 * every >= now) {
+        return Ok(());
+    }
+    let next = now + every;
+    let started = kv::transaction(|txn| {
+        if txn.get_json::<u64>(NEXT_KEY)? != due {
+            return Ok(false);
+        }
+        txn.set_json(NEXT_KEY, &next)?;
+        Ok(true)
+    })?;
+    if started {
+        jobs::enqueue(JOB_ENFORCE, next.to_string().as_bytes(), Duration::from_secs(every))?;
+    }
+    Ok(())
+}
+
+/// One pass: expiry and limits of every user, then the next run. A job whose
+/// due time is not the current one belongs to a superseded chain and stops.
+pub fn enforce_job(payload: &[u8]) -> Result<(), String> {
+    let due: u64 = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or("bad payload")?;
+    let current = kv::get_json::<u64>(NEXT_KEY).map_err(|e| e.message)?;
+    if current != Some(due) {
+        return Ok(());
+    }
+    let now = common::now_secs();
+    let mut changed = Vec::new();
+    crate::users::for_each_user("u/", |key, mut u| {
+        if u.enforce(now) {
+            changed.push(key.to_string());
+        }
+        Ok(())
+    })
+    .map_err(|_| "listing users failed".to_string())?;
+    for key in &changed {
+        kv::transaction(|txn| {
+            if let Some(mut u) = txn.get_json::<User>(key)? {
+                u.enforce(now);
+                store::put_user(txn, key, &u)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.message)?;
+    }
+    log::write(
+        log::Level::Info,
+        &format!("vpnpanel: enforce pass changed {} user(s)", changed.len()),
+    );
+    let next = now + interval();
+    let mine = kv::transaction(|txn| {
+        if txn.get_json::<u64>(NEXT_KEY)? != Some(due) {
+            return Ok(false);
+        }
+        txn.set_json(NEXT_KEY, &next)?;
+        Ok(true)
+    })
+    .map_err(|e| e.message)?;
+    if mine {
+        jobs::enqueue(
+            JOB_ENFORCE,
+            next.to_string().as_bytes(),
+            Duration::from_secs(interval()),
+        )
+        .map_err(|e| e.message)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flexible_days_start_at_the_first_report_with_bytes() {
+        let mut u = User {
+            enabled: true,
+            activation_type: "flexible_days".into(),
+            pending_activation_days: Some(30),
+            ..User::default()
+        };
+        apply_report(&mut u, "main", 0, Some(1), 1_000);
+        assert_eq!((u.activated_at, u.expiry_at), (None, None));
+        apply_report(&mut u, "main", 10, None, 1_100);
+        assert_eq!((u.activated_at, u.expiry_at), (Some(1_100), Some(1_100 + 30 * 86_400)));
+        apply_report(&mut u, "node_1", 10, None, 1_200);
+        assert_eq!(u.activated_at, Some(1_100));
+        assert_eq!(u.traffic_bytes, 20);
+        assert_eq!(u.active_connections(1_200), 2);
+    }
+}

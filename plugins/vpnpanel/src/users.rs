@@ -1,0 +1,709 @@
+//! `/users...`: creation (single and bulk, one transaction with the
+//! sub-admin's counters), get, edit, toggle, revoke, reset_traffic, delete,
+//! sub URL, OpenVPN links, list_all.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+use wasmgate_sdk::{Request, Response, crypto, jobs, kv};
+
+use crate::common::{self, Caller, Fail, MSG_USER_NOT_FOUND, Reply, refuse};
+use crate::store::{self, SubAdmin, User};
+use crate::validate;
+
+/// The largest `bulk_count`.
+pub const MAX_BULK: u64 = 10_000;
+
+pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
+    match (req.method(), rest) {
+        ("GET", ["list_all"]) => list_all(caller),
+        ("POST", []) => create(req, caller),
+        ("GET", [name]) => get(caller, name),
+        ("PUT", [name]) => edit(req, caller, name),
+        ("DELETE", [name]) => delete(caller, name),
+        ("POST", [name, "toggle"]) => toggle(caller, name),
+        ("POST", [name, "revoke"]) => revoke(req, caller, name),
+        ("POST", [name, "reset_traffic"]) => reset_traffic(caller, name),
+        ("GET", [name, "sub"]) => sub_url(req, caller, name),
+        ("GET", [name, "all_ovpn_links"]) => ovpn_links(req, caller, name),
+        _ => Ok(common::not_found_route()),
+    }
+}
+
+/// The user `name` if the caller may see it; else 404 with `message`.
+fn find(caller: &Caller, name: &str, message: &str) -> Result<(String, User), Fail> {
+    if !validate::is_valid_name(name) {
+        return Err(refuse(404, message));
+    }
+    match store::load_user(name)? {
+        Some((key, user)) if caller.is_main() || user.owner == caller.owner() => Ok((key, user)),
+        _ => Err(refuse(404, message)),
+    }
+}
+
+fn bad(message: &str) -> Fail {
+    refuse(400, message)
+}
+
+fn get_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, Fail> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(bad(&format!("Invalid value for {field}: expected true or false."))),
+    }
+}
+
+fn get_uint(body: &Map<String, Value>, field: &str, min: u64, max: u64) -> Result<Option<u64>, Fail> {
+    let v = match body.get(field) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Number(n)) => n.as_u64(),
+        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().parse().ok(),
+        Some(_) => None,
+    };
+    match v {
+        Some(n) if (min..=max).contains(&n) => Ok(Some(n)),
+        _ => Err(bad(&format!(
+            "Invalid value for {field}: expected a whole number from {min} to {max}."
+        ))),
+    }
+}
+
+fn get_secret(body: &Map<String, Value>, field: &str) -> Result<Option<String>, Fail> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if validate::is_safe_secret(s) => Ok(Some(s.clone())),
+        Some(_) => Err(bad(&format!(
+            "Invalid {field}: 1 to 128 characters without quotes, backslashes or control characters."
+        ))),
+    }
+}
+
+/// Applies the fields of `body` to `user` (creation starts from defaults,
+/// an edit from the stored user), validating each. Unknown fields are
+/// ignored, as the original's form-like update does.
+pub fn apply(body: &Map<String, Value>, user: &mut User, now: u64, creating: bool) -> Result<(), Fail> {
+    if let Some(n) = get_uint(body, "max_clients", 1, 1000)? {
+        user.max_clients = n as u32;
+    }
+    if let Some(unit) = body.get("data_limit_unit").filter(|v| !v.is_null()) {
+        let unit = unit.as_str().filter(|u| validate::unit_bytes(u).is_some());
+        let unit = unit.ok_or_else(|| bad("Invalid data_limit_unit: expected MB, GB or TB."))?;
+        user.data_limit_unit = unit.to_ascii_uppercase();
+    }
+    if let Some(v) = body.get("data_limit") {
+        // A number or a numeric string is a limit (0 is unlimited); anything
+        // else (null, "unlimited", "") means unlimited, as in the original.
+        let limit = match v {
+            Value::Number(n) => n.as_f64(),
+            Value::String(s) => s.trim().parse::<f64>().ok().filter(|f| f.is_finite()),
+            _ => None,
+        };
+        if limit.is_some_and(|l| l < 0.0) {
+            return Err(bad("Invalid data_limit: must not be negative."));
+        }
+        user.data_limit = limit.filter(|l| *l > 0.0);
+    }
+    user.data_limit_bytes = match user.data_limit {
+        Some(l) => {
+            Some(validate::limit_bytes(l, &user.data_limit_unit).ok_or_else(|| bad("Invalid data_limit: too large."))?)
+        }
+        None => None,
+    };
+
+    if let Some(t) = body.get("activation_type").filter(|v| !v.is_null()) {
+        match t.as_str() {
+            Some(t @ ("fixed_date" | "flexible_days")) => user.activation_type = t.to_string(),
+            _ => return Err(bad("Invalid activation_type: expected fixed_date or flexible_days.")),
+        }
+    }
+    let date = match body.get("expiry_date_str") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if s.trim().is_empty() => Some(None),
+        Some(Value::String(s)) => Some(Some(
+            validate::parse_date_end(s.trim()).ok_or_else(|| bad("Invalid expiry_date_str: expected YYYY-MM-DD."))?,
+        )),
+        Some(_) => return Err(bad("Invalid expiry_date_str: expected YYYY-MM-DD.")),
+    };
+    let days = get_uint(body, "expiry_days", 1, 36_500)?;
+    let pending = get_uint(body, "pending_activation_days", 1, 36_500)?;
+    if user.activation_type == "flexible_days" {
+        if let Some(p) = pending {
+            user.pending_activation_days = Some(p as u32);
+        }
+        let p = user
+            .pending_activation_days
+            .ok_or_else(|| bad("pending_activation_days is required for flexible_days."))?;
+        user.expiry_at = user.activated_at.map(|a| a + u64::from(p) * 86_400);
+    } else {
+        user.pending_activation_days = None;
+        if let Some(d) = date {
+            user.expiry_at = d;
+        } else if let Some(d) = days {
+            user.expiry_at = Some(now + d * 86_400);
+        } else if creating {
+            // No expiry given at creation: the user never expires.
+            user.expiry_at = None;
+        }
+    }
+
+    for (field, slot) in [
+        ("enable_openvpn", &mut user.enable_openvpn),
+        ("enable_wg1", &mut user.enable_wg1),
+    ] {
+        if let Some(b) = get_bool(body, field)? {
+            *slot = b;
+        }
+    }
+    if let Some(p) = get_secret(body, "l2tp_password")? {
+        user.l2tp_password = Some(p);
+    }
+    if let Some(b) = get_bool(body, "enable_l2tp")? {
+        user.enable_l2tp = b;
+    }
+    if user.enable_l2tp && user.l2tp_password.is_none() {
+        return Err(bad("l2tp_password is required when enable_l2tp is true."));
+    }
+    if let Some(p) = get_secret(body, "cisco_password")? {
+        user.cisco_password = Some(p);
+    }
+    if let Some(b) = get_bool(body, "enable_cisco")? {
+        user.enable_cisco = b;
+    }
+    if user.enable_cisco && user.cisco_password.is_none() {
+        return Err(bad("cisco_password is required when enable_cisco is true."));
+    }
+
+    // `nodes`, or the legacy `allowed_nodes` when `nodes` is absent.
+    if let Some(v) = body
+        .get("nodes")
+        .or_else(|| body.get("allowed_nodes"))
+        .filter(|v| !v.is_null())
+    {
+        let list = v
+            .as_array()
+            .ok_or_else(|| bad("Invalid nodes: expected a list such as [\"main\", \"node_1\"]."))?;
+        let mut nodes = Vec::new();
+        for n in list {
+            let n = n
+                .as_str()
+                .filter(|n| validate::is_server_identifier(n))
+                .ok_or_else(|| bad("Invalid nodes: each entry is \"main\" or \"node_<id>\"."))?;
+            if !nodes.iter().any(|x| x == n) {
+                nodes.push(n.to_string());
+            }
+        }
+        user.nodes = nodes;
+    }
+    match body.get("notes") {
+        None | Some(Value::Null) => {}
+        Some(Value::String(s)) if s.chars().count() <= 1000 => user.notes = s.clone(),
+        Some(_) => return Err(bad("Invalid notes: a text of at most 1000 characters.")),
+    }
+    user.enforce(now);
+    Ok(())
+}
+
+fn new_user_template(now: u64) -> User {
+    User {
+        enabled: true,
+        max_clients: 1,
+        data_limit_unit: "GB".into(),
+        activation_type: "fixed_date".into(),
+        enable_openvpn: true,
+        created_at: now,
+        ..User::default()
+    }
+}
+
+/// 32 random bytes per token, fetched in chunks under the host's 64 KiB cap.
+fn random_chunks(count: usize, each: usize) -> Vec<Vec<u8>> {
+    let per_call = (65_536 / each).max(1);
+    let mut out = Vec::with_capacity(count);
+    while out.len() < count {
+        let n = per_call.min(count - out.len());
+        let bytes = crypto::random_bytes((n * each) as u32);
+        out.extend(bytes.chunks(each).map(<[u8]>::to_vec));
+    }
+    out
+}
+
+fn create(req: &Request, caller: &Caller) -> Reply {
+    let body = common::json_object_or_empty(req)?;
+    let now = common::now_secs();
+    let bulk = match body.get("bulk_count") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(get_uint(&body, "bulk_count", 1, MAX_BULK)?.unwrap_or(1)),
+    };
+    let single = match (bulk, body.get("username")) {
+        (None, None | Some(Value::Null)) => return Err(bad("Username is required.")),
+        (None, Some(Value::String(s))) if s.trim().is_empty() => return Err(bad("Username is required.")),
+        (None, Some(Value::String(s))) if validate::is_valid_name(s.trim()) => Some(s.trim().to_string()),
+        (None, Some(_)) => {
+            return Err(bad("Invalid username: 3 to 32 letters, digits, '_', '.' or '-'."));
+        }
+        (Some(_), _) => None,
+    };
+    let count = bulk.unwrap_or(1) as usize;
+
+    let mut template = new_user_template(now);
+    apply(&body, &mut template, now, true)?;
+
+    // The owner: the sub-admin behind the key; for the main admin, the
+    // optional sub_admin_id.
+    let sub_id = match caller {
+        Caller::Sub { id } => Some(*id),
+        Caller::Main => get_uint(&body, "sub_admin_id", 1, u64::MAX)?,
+    };
+    if let Some(id) = sub_id {
+        let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+        restrict_nodes(&mut template, &sa)?;
+    }
+    template.owner = match sub_id {
+        Some(id) => common::sub_owner(id),
+        None => "main".into(),
+    };
+    template.sub_admin_id = sub_id;
+
+    let tokens = random_chunks(count, 32);
+    // Random names: "user" and at least 4 digits, more when the panel is
+    // large enough that 4 digits would collide often.
+    let existing = kv::count("uname/")? as usize;
+    let mut digits = 4u32;
+    while 10usize.pow(digits) < 10 * (existing + count) && digits < 12 {
+        digits += 1;
+    }
+
+    let created = kv::transaction(|txn| {
+        let mut names: Vec<String> = Vec::with_capacity(count);
+        if let Some(name) = &single {
+            if txn.get(&store::name_key(name))?.is_some() {
+                return Err(wasmgate_sdk::Error::conflict("User already exists."));
+            }
+            names.push(name.clone());
+        } else {
+            let mut seen = HashSet::with_capacity(count);
+            let modulus = 10u64.pow(digits);
+            while names.len() < count {
+                let batch = random_chunks(count - names.len(), 8);
+                for r in batch {
+                    let n = u64::from_le_bytes(r.try_into().unwrap_or([0; 8])) % modulus;
+                    let name = format!("user{n:0width$}", width = digits as usize);
+                    if seen.contains(&name) || txn.get(&store::name_key(&name))?.is_some() {
+                        continue;
+                    }
+                    seen.insert(name.clone());
+                    names.push(name);
+                }
+            }
+        }
+        if let Some(id) = sub_id {
+            let mut sa: SubAdmin = txn
+                .get_json(&store::sa_key(id))?
+                .ok_or_else(|| wasmgate_sdk::Error::not_found("Sub-admin not found"))?;
+            check_quota(&sa, count as u64, template.data_limit_bytes)?;
+            sa.users_count += count as u64;
+            sa.allocated_bytes += template.data_limit_bytes.unwrap_or(0) * count as u64;
+            txn.set_json(&store::sa_key(id), &sa)?;
+        }
+        for (name, token) in names.iter().zip(&tokens) {
+            let mut user = template.clone();
+            user.username = name.clone();
+            user.token = crypto::hex(token);
+            store::put_user(txn, &store::user_key(&user.owner, name), &user)?;
+            txn.set(&store::name_key(name), user.owner.as_bytes())?;
+        }
+        Ok(names)
+    })
+    .map_err(|e| {
+        if e.status < 500 {
+            refuse(e.status, &e.message)
+        } else {
+            Fail::from(e)
+        }
+    })?;
+
+    Ok(common::ok_with(
+        201,
+        json!({ "message": "Users created successfully.", "created_users": created }),
+    ))
+}
+
+/// A sub-admin's users may use only its `allowed_servers` (when it has a
+/// list): no `nodes` means all of those, and any other server is refused.
+fn restrict_nodes(user: &mut User, sa: &SubAdmin) -> Result<(), Fail> {
+    if sa.allowed_servers.is_empty() {
+        return Ok(());
+    }
+    if user.nodes.is_empty() {
+        user.nodes = sa.allowed_servers.clone();
+    } else if let Some(n) = user.nodes.iter().find(|n| !sa.allowed_servers.contains(n)) {
+        return Err(refuse(
+            403,
+            &format!("Permission denied: server {n} is not allowed for this sub-admin."),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether sub-admin `sa` may take `count` more users with `limit` bytes
+/// each: its user-count limit, and with a traffic quota, every user needs a
+/// data limit and the sum of limits stays within the quota.
+fn check_quota(sa: &SubAdmin, count: u64, limit: Option<u64>) -> Result<(), wasmgate_sdk::Error> {
+    if sa.max_users_limit > 0 && sa.users_count + count > sa.max_users_limit {
+        return Err(wasmgate_sdk::Error::forbidden(format!(
+            "User limit reached: this sub-admin may have at most {} users ({} left).",
+            sa.max_users_limit,
+            sa.max_users_limit.saturating_sub(sa.users_count)
+        )));
+    }
+    if let Some(quota) = sa.quota_bytes() {
+        let Some(limit) = limit else {
+            return Err(wasmgate_sdk::Error::forbidden(
+                "Traffic quota exceeded: a sub-admin with a traffic quota cannot create unlimited users.",
+            ));
+        };
+        if sa.used_bytes >= quota || sa.allocated_bytes.saturating_add(limit.saturating_mul(count)) > quota {
+            return Err(wasmgate_sdk::Error::forbidden(
+                "Traffic quota exceeded for this sub-admin.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn get(caller: &Caller, name: &str) -> Reply {
+    let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
+    let now = common::now_secs();
+    let endpoints = store::endpoints(&u)?;
+    let servers = store::servers()?;
+    let usable: Vec<&store::Server> = servers.iter().filter(|s| u.may_use(&s.id)).collect();
+    let openvpn: Vec<Value> = if u.enable_openvpn {
+        usable
+            .iter()
+            .map(|s| json!({ "id": s.id, "name": s.name, "is_tunnel": false, "address": s.host }))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let active = u.active_connections(now);
+    let psk = crate::settings::psk()?;
+    Ok(common::ok_with(
+        200,
+        json!({
+            "username": u.username,
+            "is_active": u.is_active(),
+            "status": u.status(),
+            "is_online": active > 0,
+            "active_connections": active,
+            "max_clients": u.max_clients,
+            "data_limit": u.data_limit,
+            "data_limit_unit": u.data_limit_unit,
+            "data_limit_bytes": u.data_limit_bytes,
+            "total_traffic_bytes": u.traffic_bytes,
+            "activation_type": u.activation_type,
+            "pending_activation_days": u.pending_activation_days,
+            "activated_at": u.activated_at,
+            "expiry_date": u.expiry_at.map(validate::format_date),
+            "sub_admin_id": u.sub_admin_id,
+            "nodes": u.nodes,
+            "notes": u.notes,
+            "protocols": {
+                "openvpn": u.enable_openvpn,
+                "l2tp": u.enable_l2tp,
+                "cisco": u.enable_cisco,
+                "wg1": u.enable_wg1,
+            },
+            "openvpn_servers": openvpn,
+            "openvpn_profiles": endpoints.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
+            "l2tp": u.enable_l2tp.then(|| json!({
+                "servers": usable.iter().map(|s| s.host.clone()).collect::<Vec<_>>(),
+                "username": u.username, "password": u.l2tp_password, "psk": psk,
+            })),
+            "cisco": u.enable_cisco.then(|| json!({
+                "servers": usable.iter().map(|s| s.host.clone()).collect::<Vec<_>>(),
+                "username": u.username, "password": u.cisco_password,
+            })),
+            "certificate_generation": u.cert_generation,
+            "certificate_pending": u.cert_issued < u.cert_generation,
+            "created_at": u.created_at,
+        }),
+    ))
+}
+
+/// Updates user `key` in a transaction together with its sub-admin's
+/// allocated bytes (checked against the quota when the limit grows).
+fn save_with_allocation(key: &str, old_limit: Option<u64>, user: &User) -> Result<(), Fail> {
+    let new_limit = user.data_limit_bytes;
+    kv::transaction(|txn| {
+        if let Some(id) = user.sub_admin_id.filter(|_| old_limit != new_limit)
+            && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::sa_key(id))?
+        {
+            let rest = sa.allocated_bytes.saturating_sub(old_limit.unwrap_or(0));
+            if let Some(quota) = sa.quota_bytes() {
+                match new_limit {
+                    None => {
+                        return Err(wasmgate_sdk::Error::forbidden(
+                            "Traffic quota exceeded: a sub-admin with a traffic quota cannot have unlimited users.",
+                        ));
+                    }
+                    Some(l) if rest.saturating_add(l) > quota && new_limit > old_limit => {
+                        return Err(wasmgate_sdk::Error::forbidden(
+                            "Traffic quota exceeded for this sub-admin.",
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            sa.allocated_bytes = rest + new_limit.unwrap_or(0);
+            txn.set_json(&store::sa_key(id), &sa)?;
+        }
+        if txn.get(key)?.is_none() {
+            return Err(wasmgate_sdk::Error::not_found(MSG_USER_NOT_FOUND));
+        }
+        store::put_user(txn, key, user)?;
+        Ok(())
+    })
+    .map_err(|e| {
+        if e.status < 500 {
+            refuse(e.status, &e.message)
+        } else {
+            Fail::from(e)
+        }
+    })
+}
+
+fn edit(req: &Request, caller: &Caller, name: &str) -> Reply {
+    let (key, mut u) = find(caller, name, MSG_USER_NOT_FOUND)?;
+    let body = common::json_object(req)?;
+    let old_limit = u.data_limit_bytes;
+    apply(&body, &mut u, common::now_secs(), false)?;
+    if let Some(sa) = u.sub_admin_id.map(store::load_sub_admin).transpose()?.flatten() {
+        restrict_nodes(&mut u, &sa)?;
+    }
+    save_with_allocation(&key, old_limit, &u)?;
+    Ok(common::ok("User updated successfully."))
+}
+
+/// Reads, changes and writes one user in a transaction; `f` returns what
+/// the handler answers with.
+fn update<R>(key: &str, mut f: impl FnMut(&mut User) -> R) -> Result<R, Fail> {
+    kv::transaction(|txn| {
+        let mut u: User = txn
+            .get_json(key)?
+            .ok_or_else(|| wasmgate_sdk::Error::not_found(MSG_USER_NOT_FOUND))?;
+        let out = f(&mut u);
+        store::put_user(txn, key, &u)?;
+        Ok(out)
+    })
+    .map_err(|e| {
+        if e.status < 500 {
+            refuse(e.status, &e.message)
+        } else {
+            Fail::from(e)
+        }
+    })
+}
+
+fn toggle(caller: &Caller, name: &str) -> Reply {
+    let (key, _) = find(caller, name, MSG_USER_NOT_FOUND)?;
+    let (enabled, active) = update(&key, |u| {
+        u.enabled = !u.enabled;
+        (u.enabled, u.is_active())
+    })?;
+    Ok(common::ok_with(
+        200,
+        json!({ "message": "User toggled", "enabled": enabled, "is_active": active }),
+    ))
+}
+
+fn sub_link(req: &Request, u: &User) -> String {
+    format!("{}/sub/{}?token={}", common::public_base(req), u.username, u.token)
+}
+
+fn revoke(req: &Request, caller: &Caller, name: &str) -> Reply {
+    const MSG: &str = "User not found or permission denied.";
+    let (key, _) = find(caller, name, MSG)?;
+    let token = common::random_hex(32);
+    let u = update(&key, |u| {
+        u.token = token.clone();
+        u.cert_generation += 1;
+        u.clone()
+    })?;
+    let payload = json!({ "username": u.username, "generation": u.cert_generation }).to_string();
+    jobs::enqueue(crate::JOB_CERT, payload.as_bytes(), Duration::ZERO)?;
+    Ok(common::ok_with(
+        200,
+        json!({
+            "message": "Token revoked instantly. Certificate generation running in background.",
+            "new_subscription_url": sub_link(req, &u),
+        }),
+    ))
+}
+
+/// The background half of revoke: stamps the new certificate generation on
+/// the user (the profile's client identity derives from it), unless a later
+/// revoke superseded this one or the user is gone.
+pub fn cert_job(payload: &[u8]) -> Result<(), String> {
+    let p: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    let (Some(name), Some(generation)) = (p["username"].as_str(), p["generation"].as_u64()) else {
+        return Err("bad certificate job payload".into());
+    };
+    let Some((key, _)) = store::load_user(name).map_err(|_| "kv".to_string())? else {
+        return Ok(());
+    };
+    kv::transaction(|txn| {
+        let Some(mut u) = txn.get_json::<User>(&key)? else {
+            return Ok(());
+        };
+        if u.cert_generation == generation && u.cert_issued < generation {
+            u.cert_issued = generation;
+            store::put_user(txn, &key, &u)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.message)
+}
+
+fn reset_traffic(caller: &Caller, name: &str) -> Reply {
+    let (key, _) = find(caller, name, MSG_USER_NOT_FOUND)?;
+    let now = common::now_secs();
+    let re_enabled = update(&key, |u| {
+        let was_active = u.is_active();
+        let was_limited = u.limited;
+        u.traffic_bytes = 0;
+        u.enforce(now);
+        // Only a user stopped by its traffic limit comes back: one disabled
+        // by hand or expired stays off.
+        was_limited && !was_active && u.is_active()
+    })?;
+    Ok(common::ok_with(
+        200,
+        json!({ "message": format!("Traffic reset for '{name}'."), "user_re_enabled": re_enabled }),
+    ))
+}
+
+/// Deletes user `key` and releases its place in its sub-admin's counters.
+pub fn delete_user(key: &str, u: &User) -> Result<(), wasmgate_sdk::Error> {
+    kv::transaction(|txn| {
+        let Some(cur) = txn.get_json::<User>(key)? else {
+            return Ok(());
+        };
+        if let Some(id) = cur.sub_admin_id
+            && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::sa_key(id))?
+        {
+            sa.users_count = sa.users_count.saturating_sub(1);
+            sa.allocated_bytes = sa.allocated_bytes.saturating_sub(cur.data_limit_bytes.unwrap_or(0));
+            txn.set_json(&store::sa_key(id), &sa)?;
+        }
+        store::drop_user(txn, key, &u.username)?;
+        Ok(())
+    })
+}
+
+fn delete(caller: &Caller, name: &str) -> Reply {
+    let (key, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
+    delete_user(&key, &u)?;
+    Ok(common::ok(&format!("User '{name}' deleted successfully.")))
+}
+
+fn sub_url(req: &Request, caller: &Caller, name: &str) -> Reply {
+    let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
+    Ok(common::ok_with(200, json!({ "sub_url": sub_link(req, &u) })))
+}
+
+fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
+    let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
+    let base = common::public_base(req);
+    let links: Vec<Value> = if u.enable_openvpn {
+        store::endpoints(&u)?
+            .iter()
+            .map(|e| {
+                json!({
+                    "name": e.name,
+                    "server": e.server,
+                    "protocol": e.protocol,
+                    "port": e.port,
+                    "url": format!("{base}/download/{}/{}.ovpn?token={}", u.username, e.name, u.token),
+                })
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(common::ok_with(200, json!({ "username": u.username, "links": links })))
+}
+
+/// Every user under `prefix`, a page at a time so a large panel never holds
+/// every stored value at once.
+pub fn for_each_user(prefix: &str, mut f: impl FnMut(&str, User) -> Result<(), Fail>) -> Result<(), Fail> {
+    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = raw::list(prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
+        for (key, bytes) in page.entries {
+            match serde_json::from_slice::<User>(&bytes) {
+                Ok(u) => f(&key, u)?,
+                Err(e) => return Err(common::internal(format!("user record {key}: {e}"))),
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// The stored summaries of `owner`'s users as a JSON array, joined
+/// without parsing.
+fn users_of(owner: &str, out: &mut Vec<u8>) -> Result<(), Fail> {
+    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
+    let prefix = format!("ls/{owner}/");
+    let mut cursor: Option<String> = None;
+    let mut first = true;
+    out.push(b'[');
+    loop {
+        let page = raw::list(&prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
+        for (_, bytes) in page.entries {
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            out.extend_from_slice(&bytes);
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    out.push(b']');
+    Ok(())
+}
+
+fn list_all(caller: &Caller) -> Reply {
+    let mut out = Vec::with_capacity(4096);
+    match caller {
+        Caller::Sub { .. } => {
+            out.extend_from_slice(br#"{"success":true,"users":"#);
+            users_of(&caller.owner(), &mut out)?;
+            out.push(b'}');
+        }
+        Caller::Main => {
+            out.extend_from_slice(br#"{"success":true,"main_admin":{"users":"#);
+            users_of("main", &mut out)?;
+            out.extend_from_slice(br#"},"sub_admins":["#);
+            for (i, sa) in store::all_sub_admins()?.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                let head = serde_json::json!({ "id": sa.id, "username": sa.username }).to_string();
+                out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+                out.extend_from_slice(br#","users":"#);
+                users_of(&common::sub_owner(sa.id), &mut out)?;
+                out.push(b'}');
+            }
+            out.extend_from_slice(b"]}");
+        }
+    }
+    Ok(Response::bytes(200, "application/json", out))
+}
