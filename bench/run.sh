@@ -116,8 +116,17 @@ trap 'exit 143' TERM HUP
 # Server
 # ---------------------------------------------------------------------------
 # start_server NAME CONFIG [ARGS...]: serve CONFIG with data in $tmp/NAME-data,
-# output in $tmp/NAME.out and $tmp/NAME.err, and wait for `ready`.
+# output in $tmp/NAME.out and $tmp/NAME.err, and wait for `ready`. The first
+# start compiles every component into the data dir's cache; the server is then
+# restarted, so that what is measured (memory above all: the compiler's code
+# and heap are not in a warm start) is the state of every later start.
 start_server() {
+	spawn_server "$@"
+	stop_server
+	spawn_server "$@"
+}
+
+spawn_server() {
 	local name=$1 config=$2
 	shift 2
 	log "starting $BIN serve (config $config)"

@@ -42,7 +42,7 @@ fn current_key(role: &str) -> Result<Option<KeySummary>, Error> {
         .rfind(|k| k.role == role)
         .map(|k| KeySummary {
             id: k.id,
-            created_at: time::format(k.created_at),
+            created_at: time::format_datetime(k.created_at),
         }))
 }
 
@@ -112,7 +112,7 @@ fn rotate(role: &str, label: &str) -> Result<Response, Error> {
         &json!({
             "id": issued.info.id,
             "key": issued.secret,
-            "created_at": time::format(issued.info.created_at),
+            "created_at": time::format_datetime(issued.info.created_at),
             "revoked": revoked,
             "message": "Store this key now: it is not shown again",
         }),
@@ -174,10 +174,10 @@ fn change_voucher(req: &Request, params: &Params) -> Result<Response, Error> {
         match (k.as_str(), v) {
             ("first_login", Value::Null) => first_login = Some(None),
             ("first_login", Value::String(s)) => {
-                let ts = time::parse(s).ok_or_else(|| {
+                let ts = time::parse_datetime(s).ok_or_else(|| {
                     Error::bad_request("first_login must be Y-m-d H:i:s (UTC) or null")
                 })?;
-                first_login = Some(Some(time::format(ts)));
+                first_login = Some(Some(time::format_datetime(ts)));
             }
             ("MAC", Value::Null) => mac = Some(None),
             ("MAC", Value::String(s)) => {
@@ -192,7 +192,7 @@ fn change_voucher(req: &Request, params: &Params) -> Result<Response, Error> {
         }
     }
     let username = &params["username"];
-    let now = time::format(time::now());
+    let now = time::format_datetime(time::now_secs());
     let voucher = kv::transaction(|txn| {
         let id: u64 = txn
             .get_json(&store::idx_key(Kind::Voucher, username))?

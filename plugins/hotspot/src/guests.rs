@@ -31,7 +31,7 @@ struct ActiveGuests {
 /// Every active session in MAC order, uptime from its login, idle time from
 /// the last traffic accounting reported, counters as strings (the seed's shape).
 pub fn active_guests() -> Result<Response, Error> {
-    let now = time::now();
+    let now = time::now_secs();
     let data = kv::list_json::<Session>(store::SESSION_PREFIX)?
         .into_iter()
         .map(|(_, s)| ActiveGuest {

@@ -106,7 +106,7 @@ fn client(p: &Params) -> Result<(String, String), Error> {
 
 fn log_entry(kind: Kind, login: &str, mac: &str, ip: &str, success: bool, message: &str) -> LoginEntry {
     LoginEntry {
-        time: time::format(time::now()),
+        time: time::format_datetime(time::now_secs()),
         kind,
         login: login.to_string(),
         mac: mac.to_string(),
@@ -171,8 +171,8 @@ fn login(req: &Request) -> Result<Response, Error> {
     let username = required(&p, "username")?;
     let passcode = optional(&p, "passcode")?.unwrap_or_default();
     let (mac, ip) = client(&p)?;
-    let now = time::now();
-    let now_text = time::format(now);
+    let now = time::now_secs();
+    let now_text = time::format_datetime(now);
 
     let outcome = kv::transaction(|txn| {
         let log_it = |ok: bool, msg: &str| {
@@ -320,7 +320,7 @@ fn upsert<T: Serialize + DeserializeOwned>(
     mac: &str,
     ip: &str,
 ) -> Result<(u64, String), Error> {
-    let now = time::now();
+    let now = time::now_secs();
     kv::transaction(|txn| {
         let idx = store::idx_key(kind, identity);
         let (id, record) = match txn.get_json::<u64>(&idx)? {
@@ -373,7 +373,7 @@ fn signin(req: &Request) -> Result<Response, Error> {
         .filter(|k| *k != Kind::Voucher)
         .ok_or_else(|| Error::bad_request("Invalid type: use free, email, facebook or mobile"))?;
     let (mac, ip) = client(&p)?;
-    let now = time::format(time::now());
+    let now = time::format_datetime(time::now_secs());
     let (id, login) = match kind {
         Kind::Free => upsert(
             kind,
@@ -637,7 +637,7 @@ fn accounting(req: &Request) -> Result<Response, Error> {
             "At most {MAX_ACCOUNTING_BATCH} sessions per accounting call"
         )));
     }
-    let now = time::now();
+    let now = time::now_secs();
     let mut updated = 0u64;
     let mut ended = Vec::new();
     for report in &body.sessions {

@@ -175,17 +175,17 @@ pub fn create(new: &NewVoucher) -> Result<Voucher, Error> {
     let valid_from = match &new.valid_from {
         None => None,
         Some(v) => {
-            let ts = time::parse(v).ok_or_else(|| {
+            let ts = time::parse_datetime(v).ok_or_else(|| {
                 refuse("Invalid valid_from: use the format Y-m-d H:i:s, e.g. 2018-08-24 00:00:00")
             })?;
-            Some(time::format(ts))
+            Some(time::format_datetime(ts))
         }
     };
     let download_limit = parse_limit(new.download_limit.as_deref());
     let upload_limit = parse_limit(new.upload_limit.as_deref());
     let password = new.passcode.clone().unwrap_or_else(|| random_word(8));
     let fullname = new.fullname.clone().unwrap_or_else(random_fullname);
-    let now = time::format(time::now());
+    let now = time::format_datetime(time::now_secs());
 
     kv::transaction(|txn| {
         let username = match &new.username {
@@ -281,14 +281,14 @@ impl Refusal {
 /// Unix seconds when the voucher stops being valid: `None` while it never
 /// will (valid_for "always", or no first login yet).
 pub fn expires_at(v: &Voucher) -> Option<u64> {
-    let first = time::parse(v.first_login.as_deref()?)?;
+    let first = time::parse_datetime(v.first_login.as_deref()?)?;
     let secs = valid_for_seconds(&v.valid_for).ok()??;
     Some(first + secs)
 }
 
 /// Whether the voucher may be used at `now` (the MAC is checked at login only).
 pub fn check_validity(v: &Voucher, usage: &Usage, now: u64) -> Result<(), Refusal> {
-    if let Some(from) = v.valid_from.as_deref().and_then(time::parse)
+    if let Some(from) = v.valid_from.as_deref().and_then(time::parse_datetime)
         && now < from
     {
         return Err(Refusal::Expired);

@@ -30,7 +30,8 @@
 //! Reading order: [`Plugin`] and [`export_plugin!`], then [`Request`],
 //! [`Response`], [`Error`] and [`Router`], then the capability modules
 //! ([`kv`], [`config`], [`log`], [`keys`], [`crypto`], [`jobs`],
-//! [`ratelimit`], [`net`], [`wireguard`], [`outbound`]).
+//! [`ratelimit`], [`net`], [`wireguard`], [`outbound`]), and [`time`]
+//! (UTC clock and calendar helpers; std's wasi clocks, no capability grant).
 //!
 //! A capability's WIT interface becomes an import of the component only when
 //! the plugin calls into it, and the host refuses to load a component that
@@ -67,6 +68,7 @@ pub mod log;
 pub mod net;
 pub mod outbound;
 pub mod ratelimit;
+pub mod time;
 pub mod wireguard;
 
 pub use error::Error;

@@ -33,60 +33,13 @@ pub fn limit_bytes(limit: f64, unit: &str) -> Option<u64> {
     (0.0..1.8e19).contains(&b).then_some(b as u64)
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// The civil date of a day number (inverse of [`days_from_civil`]).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
+pub use wasmgate_sdk::time::format_date;
 
 /// `YYYY-MM-DD` as the unix second at the END of that day (UTC), so a user
 /// whose expiry date is today may still connect today. None when malformed
-/// or not a real date.
+/// or not a real date (strict parsing by [`wasmgate_sdk::time::parse_date`]).
 pub fn parse_date_end(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
-        return None;
-    }
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = &s[r];
-        part.bytes().all(|c| c.is_ascii_digit()).then(|| part.parse().ok())?
-    };
-    let (y, m, d) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || d == 0 {
-        return None;
-    }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-    if d > days_in[(m - 1) as usize] {
-        return None;
-    }
-    let day = days_from_civil(i64::from(y), m, d);
-    u64::try_from((day + 1) * 86_400 - 1).ok()
-}
-
-/// `YYYY-MM-DD` of a unix second (UTC).
-pub fn format_date(secs: u64) -> String {
-    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
-    format!("{y:04}-{m:02}-{d:02}")
+    wasmgate_sdk::time::parse_date(s).map(|start| start + 86_399)
 }
 
 /// ISO 8601 with microseconds, as the seed's `timestamp` (UTC, no zone).

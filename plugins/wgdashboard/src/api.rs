@@ -208,7 +208,7 @@ fn get_configurations() -> Result<Response, Error> {
         .collect();
     let up = names_under(store::UP_PREFIX)?;
     let live = Live::read_some(up.iter().map(String::as_str));
-    let now = time::now();
+    let now = time::now_secs();
     let mut out = Vec::with_capacity(confs.len());
     for conf in &confs {
         let name = conf.name.as_str();
@@ -377,7 +377,7 @@ fn configuration_info(name: &str) -> Result<Response, Error> {
     };
     let settings = store::settings()?;
     let live = Live::read_one(name);
-    let now = time::now();
+    let now = time::now_secs();
     let mut peers = store::peers(name)?;
     device::observe(name, &live, &mut peers)?;
     let info = Info {
@@ -541,7 +541,7 @@ fn bool_field(body: &Map<String, Value>, name: &str, default: bool) -> bool {
 
 /// "20250117_100000" for bulk peer names.
 fn stamp(now: u64) -> String {
-    let t = time::format(now);
+    let t = time::format_datetime(now);
     format!(
         "{}{}{}_{}{}{}",
         &t[0..4],
@@ -583,7 +583,7 @@ fn add_peers(conf_name: &str, body: &Map<String, Value>) -> Result<Response, Err
         return Ok(fail("Peer name must be one line of at most 256 characters"));
     }
     let nets = networks(&conf);
-    let now = time::now();
+    let now = time::now_secs();
 
     // Single peer: its keys, checked before the transaction.
     let mut single_keys = (String::new(), String::new());

@@ -89,7 +89,7 @@ fn live_session(req: &Request) -> Result<Option<String>, Error> {
     };
     let key = session_key(token);
     match kv::get_json::<Session>(&key)? {
-        Some(s) if s.expires_at > time::now() => Ok(Some(key)),
+        Some(s) if s.expires_at > time::now_secs() => Ok(Some(key)),
         Some(_) => {
             kv::delete(&key)?;
             Ok(None)
@@ -102,7 +102,7 @@ fn live_session(req: &Request) -> Result<Option<String>, Error> {
 fn start_session(message: Value) -> Result<Response, Error> {
     let settings = store::settings()?;
     let token = crypto::hex(&crypto::random_bytes(32));
-    let now = time::now();
+    let now = time::now_secs();
     kv::set_json(
         &session_key(&token),
         &Session {
@@ -191,7 +191,7 @@ pub fn authenticate(req: &Request, caller: &Caller) -> Result<Response, Error> {
     let by_name = ratelimit::check(&format!("login/user/{name_digest}"), limit, window);
     if !by_client.allowed || !by_name.allowed {
         let reset = by_client.reset_at.max(by_name.reset_at);
-        let retry = reset.saturating_sub(time::now()).clamp(1, window.as_secs());
+        let retry = reset.saturating_sub(time::now_secs()).clamp(1, window.as_secs());
         log::warn!("wgdashboard: login attempts over the limit from {client}");
         return Ok(envelope::answer(
             429,
@@ -221,7 +221,7 @@ pub fn authenticate(req: &Request, caller: &Caller) -> Result<Response, Error> {
             totp::matching_step(
                 &key,
                 &code,
-                time::now(),
+                time::now_secs(),
                 |k, m| crypto::hmac(HmacAlgorithm::Sha1, k, m),
                 crypto::constant_time_eq,
             )
@@ -276,8 +276,8 @@ fn key_list(new: Option<(&str, &str)>) -> Result<Vec<KeyJson>, Error> {
         .into_iter()
         .filter(|k| k.role == KEY_ROLE)
         .map(|k| KeyJson {
-            created_at: time::format(k.created_at),
-            expired_at: k.expires_at.map(time::format),
+            created_at: time::format_datetime(k.created_at),
+            expired_at: k.expires_at.map(time::format_datetime),
             key: match new {
                 Some((id, secret)) if id == k.id => secret.to_string(),
                 _ => k.id,
@@ -309,12 +309,12 @@ pub fn new_key(req: &Request) -> Result<Response, Error> {
             .get("ExpiredAt")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let Some(at) = time::parse(text) else {
+        let Some(at) = time::parse_datetime(text) else {
             return Ok(fail(
                 "ExpiredAt must be a date and time as YYYY-MM-DD HH:MM:SS (UTC), or set NeverExpire",
             ));
         };
-        if at <= time::now() {
+        if at <= time::now_secs() {
             return Ok(fail("ExpiredAt must be in the future"));
         }
         Some(at)

@@ -9,7 +9,8 @@
 //!    peer shapes;
 //! 4. [`device`]: toggling a configuration on and off, live counters;
 //! 5. [`store`]: records and kv layout; [`validate`], [`ipalloc`],
-//!    [`totp`], [`time`]: pure helpers with unit tests;
+//!    [`totp`]: pure helpers with unit tests; clock and "YYYY-MM-DD
+//!    HH:MM:SS" (UTC) times come from [`wasmgate_sdk::time`];
 //! 6. [`admin`]: account, TOTP and first-run state for the operator.
 
 mod admin;
@@ -20,10 +21,10 @@ mod envelope;
 mod ipalloc;
 mod json;
 mod store;
-mod time;
 mod totp;
 mod validate;
 
+use wasmgate_sdk::time;
 use wasmgate_sdk::{Error, Plugin, Request, Response};
 
 struct WgDashboard;
