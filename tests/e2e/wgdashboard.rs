@@ -12,15 +12,15 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::e2e::harness::{Server, Setup, describe, eventually, now_secs, quote, wasm};
+use crate::e2e::harness::{Server, Setup, eventually, now_secs, quote, wasm};
 use crate::e2e::http::{self, Response};
 use crate::e2e::net::Netns;
+use crate::e2e::wireguard::{PeerSide, device_name, exec, link_exists, tools, wg_dump};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "correct horse battery";
@@ -34,7 +34,6 @@ const SEED_PUBLIC: &str = "3Ruirgw9qNRwNpBepkiVjjSe82tY+lDZr6WaFC4wO2g=";
 const SEED_POST_UP: &str = "iptables -A FORWARD -i wg0 -j ACCEPT; iptables -A FORWARD -o wg0 -j ACCEPT; iptables -t nat -A POSTROUTING -o enp0s1 -j MASQUERADE;";
 const SEED_PRE_DOWN: &str = "iptables -D FORWARD -i wg0 -j ACCEPT; iptables -D FORWARD -o wg0 -j ACCEPT; iptables -t nat -D POSTROUTING -o enp0s1 -j MASQUERADE;";
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// The plugin on `/api/` with every grant it uses; `wireguard` and `net`
 /// as given (YAML flow mappings), settings as given.
@@ -1163,92 +1162,14 @@ fn peers_are_added_single_and_in_bulk_on_free_addresses_and_managed() {
 // On real WireGuard
 // ---------------------------------------------------------------------------
 
-/// Written past the test harness's output capture, so that it is seen.
-fn skip(test: &str, why: &str) {
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIP wgdashboard::{test}: {why} ***\n"
-    );
-}
 
-fn tools(test: &str) -> bool {
-    for (tool, arg, package) in [
-        ("wireguard-go", "--version", "wireguard-go"),
-        ("wg", "--version", "wireguard-tools"),
-        ("ping", "-V", "iputils-ping"),
-    ] {
-        if Command::new(tool).arg(arg).output().is_err() {
-            skip(
-                test,
-                &format!("needs `{tool}`, which is not installed (apt-get install {package})"),
-            );
-            return false;
-        }
-    }
-    true
-}
 
-/// A device name of this run's own: wireguard-go's UAPI sockets share one
-/// directory across namespaces, and tests run in parallel.
-fn device_name(prefix: &str) -> String {
-    format!(
-        "{prefix}{}{}",
-        std::process::id() % 100_000,
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
-fn socket(name: &str) -> String {
-    format!("/var/run/wireguard/{name}.sock")
-}
 
-fn exec(ns: &Netns, program: &str, args: &[&str]) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name, program])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run ip netns exec {program}: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {}: {}",
-        args.join(" "),
-        describe(&out)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
-/// `wg show <dev> dump`: the interface line and the peer lines, split on tabs.
-fn wg_dump(ns: &Netns, dev: &str) -> (Vec<String>, Vec<Vec<String>>) {
-    let text = exec(ns, "wg", &["show", dev, "dump"]);
-    let mut lines = text
-        .lines()
-        .map(|l| l.split('\t').map(String::from).collect::<Vec<_>>());
-    let interface = lines
-        .next()
-        .unwrap_or_else(|| panic!("wg show {dev} dump printed nothing"));
-    (interface, lines.collect())
-}
 
-fn link_exists(ns: &Netns, name: &str) -> bool {
-    Command::new("ip")
-        .args(["-n", &ns.name, "link", "show", "dev", name])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
 
-/// The peer's side: its own wireguard-go, stopped on drop.
-struct PeerSide {
-    name: String,
-    child: Child,
-}
 
-impl Drop for PeerSide {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(socket(&self.name));
-    }
-}
 
 /// `key = value` of a `.conf` text.
 fn conf_value(file: &str, key: &str) -> String {
@@ -1402,30 +1323,7 @@ fn a_configuration_toggled_on_is_a_real_device_that_handshakes_counts_traffic_an
     assert_eq!(conf_value(&file, "PublicKey"), server_public);
     assert_eq!(conf_value(&file, "Endpoint"), "10.78.0.1:51820");
     let peer_dev = device_name("wgq");
-    let child = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &peer_ns.name,
-            "wireguard-go",
-            "-f",
-            &peer_dev,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the peer's wireguard-go");
-    let _peer = PeerSide {
-        name: peer_dev.clone(),
-        child,
-    };
-    eventually(Duration::from_secs(10), || {
-        Path::new(&socket(&peer_dev)).exists().then_some(())
-    })
-    .unwrap_or_else(|| panic!("the peer's wireguard-go did not start"));
-    let mut keyfile = tempfile::NamedTempFile::new().unwrap();
-    writeln!(keyfile, "{}", conf_value(&file, "PrivateKey")).unwrap();
+    let peer = PeerSide::start(&peer_ns, &peer_dev, &conf_value(&file, "PrivateKey"));
     exec(
         &peer_ns,
         "wg",
@@ -1433,7 +1331,7 @@ fn a_configuration_toggled_on_is_a_real_device_that_handshakes_counts_traffic_an
             "set",
             &peer_dev,
             "private-key",
-            &keyfile.path().to_string_lossy(),
+            &peer.keyfile.path().to_string_lossy(),
             "peer",
             &server_public,
             "endpoint",
@@ -1641,7 +1539,7 @@ fn a_configuration_toggled_on_is_a_real_device_that_handshakes_counts_traffic_an
         !Path::new(&hook_file).exists(),
         "PreDown/PostDown were executed"
     );
-    drop(keyfile);
+    drop(peer);
 }
 
 #[test]

@@ -26,15 +26,15 @@ const HOST_PORT: u16 = 51820;
 const PEER_PORT: u16 = 51821;
 
 /// Written past the test harness's output capture, so that it is seen.
-fn skip(test: &str, why: &str) {
+pub(crate) fn skip(test: &str, why: &str) {
     let _ = writeln!(
         std::io::stderr(),
-        "\n*** SKIP wireguard::{test}: {why} ***\n"
+        "\n*** SKIP {test}: {why} ***\n"
     );
 }
 
 /// Whether the tools the test needs are installed; a `SKIP` line if not.
-fn tools(test: &str) -> bool {
+pub(crate) fn tools(test: &str) -> bool {
     for (tool, arg, package) in [
         ("wireguard-go", "--version", "wireguard-go"),
         ("wg", "--version", "wireguard-tools"),
@@ -53,7 +53,7 @@ fn tools(test: &str) -> bool {
 
 /// A device name of this test run's own: UAPI sockets share one directory
 /// across namespaces, and tests run in parallel.
-fn device_name(prefix: &str) -> String {
+pub(crate) fn device_name(prefix: &str) -> String {
     format!(
         "{prefix}{}{}",
         std::process::id() % 100_000,
@@ -61,7 +61,7 @@ fn device_name(prefix: &str) -> String {
     )
 }
 
-fn socket(name: &str) -> String {
+pub(crate) fn socket(name: &str) -> String {
     format!("/var/run/wireguard/{name}.sock")
 }
 
@@ -81,7 +81,7 @@ fn serve(grant: &str) -> Server {
 }
 
 /// `ip netns exec <ns> <program> args...`, which must succeed; its stdout.
-fn exec(ns: &Netns, program: &str, args: &[&str]) -> String {
+pub(crate) fn exec(ns: &Netns, program: &str, args: &[&str]) -> String {
     let out = Command::new("ip")
         .args(["netns", "exec", &ns.name, program])
         .args(args)
@@ -98,7 +98,7 @@ fn exec(ns: &Netns, program: &str, args: &[&str]) -> String {
 
 /// `wg show <dev> dump` in `ns`: the interface line and one line per peer,
 /// split on tabs.
-fn wg_dump(ns: &Netns, dev: &str) -> (Vec<String>, Vec<Vec<String>>) {
+pub(crate) fn wg_dump(ns: &Netns, dev: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let text = exec(ns, "wg", &["show", dev, "dump"]);
     let mut lines = text
         .lines()
@@ -109,7 +109,7 @@ fn wg_dump(ns: &Netns, dev: &str) -> (Vec<String>, Vec<Vec<String>>) {
     (interface, lines.collect())
 }
 
-fn link_exists(ns: &Netns, name: &str) -> bool {
+pub(crate) fn link_exists(ns: &Netns, name: &str) -> bool {
     Command::new("ip")
         .args(["-n", &ns.name, "link", "show", "dev", name])
         .output()
@@ -128,14 +128,14 @@ fn expect_error(r: &crate::e2e::http::Response, status: u16, message: &str) {
 }
 
 /// The peer's side: its own `wireguard-go`, configured with `wg`, stopped on drop.
-struct PeerSide {
+pub(crate) struct PeerSide {
     name: String,
     child: Child,
-    keyfile: tempfile::NamedTempFile,
+    pub(crate) keyfile: tempfile::NamedTempFile,
 }
 
 impl PeerSide {
-    fn start(ns: &Netns, name: &str, private_key: &str) -> PeerSide {
+    pub(crate) fn start(ns: &Netns, name: &str, private_key: &str) -> PeerSide {
         let child = Command::new("ip")
             .args(["netns", "exec", &ns.name, "wireguard-go", "-f", name])
             .stdin(Stdio::null())
