@@ -619,6 +619,26 @@ impl Server {
         })
     }
 
+    /// `METHOD /plugins/<plugin>/admin<path>` on the admin listener with the
+    /// admin token; a null `body` sends none, anything else as JSON.
+    #[track_caller]
+    pub fn plugin_admin(&self, plugin: &str, method: &str, path: &str, body: &serde_json::Value) -> Response {
+        let auth = format!("Bearer {}", self.admin_token());
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        http::send(
+            self.admin_addr(),
+            method,
+            &format!("/plugins/{plugin}/admin{path}"),
+            &[("authorization", &auth), ("content-type", "application/json")],
+            &body,
+        )
+        .unwrap_or_else(|e| panic!("admin {method} {path}: {e}\n{}", self.logs()))
+    }
+
     /// Everything the server has written to stdout and stderr so far.
     pub fn logs(&self) -> String {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()

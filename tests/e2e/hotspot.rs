@@ -107,16 +107,7 @@ impl Hotspot {
 
 #[track_caller]
 fn admin(server: &Server, method: &str, path: &str, body: &Value) -> Response {
-    let auth = format!("Bearer {}", server.admin_token());
-    let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-    http::send(
-        server.admin_addr(),
-        method,
-        &format!("/plugins/hotspot/admin{path}"),
-        &[("authorization", &auth), ("content-type", "application/json")],
-        &body,
-    )
-    .unwrap_or_else(|e| panic!("admin {method} {path}: {e}\n{}", server.logs()))
+    server.plugin_admin("hotspot", method, path, body)
 }
 
 #[track_caller]

@@ -10,7 +10,7 @@ use ring::{digest, signature};
 use serde_json::{Value, json};
 
 use crate::e2e::harness::{Server, Setup, quote, wasm};
-use crate::e2e::http::{self, Response};
+use crate::e2e::http::Response;
 
 fn start() -> Server {
     let yaml = format!(
@@ -22,16 +22,7 @@ fn start() -> Server {
 
 #[track_caller]
 fn admin(server: &Server, method: &str, path: &str, body: &Value) -> Response {
-    let auth = format!("Bearer {}", server.admin_token());
-    let body = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
-    http::send(
-        server.admin_addr(),
-        method,
-        &format!("/plugins/license-portal/admin{path}"),
-        &[("authorization", &auth), ("content-type", "application/json")],
-        &body,
-    )
-    .unwrap_or_else(|e| panic!("admin {method} {path}: {e}\n{}", server.logs()))
+    server.plugin_admin("license-portal", method, path, body)
 }
 
 fn envelope(status: u16, code: &str, message: &str) -> Value {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::e2e::harness::{Server, Setup, eventually, now_secs, quote, wasm};
-use crate::e2e::http::{self, Response};
+use crate::e2e::http::Response;
 use crate::e2e::net::Netns;
 use crate::e2e::wireguard::{PeerSide, device_name, exec, link_exists, tools, wg_dump};
 
@@ -61,23 +61,7 @@ fn serve() -> Server {
 
 #[track_caller]
 fn admin(server: &Server, method: &str, path: &str, body: &Value) -> Response {
-    let auth = format!("Bearer {}", server.admin_token());
-    let body = if body.is_null() {
-        Vec::new()
-    } else {
-        body.to_string().into_bytes()
-    };
-    http::send(
-        server.admin_addr(),
-        method,
-        &format!("/plugins/wgdashboard/admin{path}"),
-        &[
-            ("authorization", &auth),
-            ("content-type", "application/json"),
-        ],
-        &body,
-    )
-    .unwrap_or_else(|e| panic!("admin {method} {path}: {e}\n{}", server.logs()))
+    server.plugin_admin("wgdashboard", method, path, body)
 }
 
 fn set_account(server: &Server) {

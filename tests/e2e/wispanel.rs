@@ -25,7 +25,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 
 use crate::e2e::harness::{Server, Setup, now_secs, quote, wasm};
-use crate::e2e::http::{self, Response};
+use crate::e2e::http::Response;
 
 const INSTANCE: &str = "panel-test-1";
 const SEED_KEY: &str = "WISP-AB2C-DE3F-SA6T";
@@ -169,20 +169,7 @@ impl Panel {
 
 #[track_caller]
 fn admin(server: &Server, plugin: &str, method: &str, path: &str, body: &Value) -> Response {
-    let auth = format!("Bearer {}", server.admin_token());
-    let body = if body.is_null() {
-        Vec::new()
-    } else {
-        body.to_string().into_bytes()
-    };
-    http::send(
-        server.admin_addr(),
-        method,
-        &format!("/plugins/{plugin}/admin{path}"),
-        &[("authorization", &auth), ("content-type", "application/json")],
-        &body,
-    )
-    .unwrap_or_else(|e| panic!("admin {method} {path}: {e}\n{}", server.logs()))
+    server.plugin_admin(plugin, method, path, body)
 }
 
 #[track_caller]
