@@ -819,11 +819,17 @@ fn openvpn_accepts(profile: &str) {
         let _ = writeln!(std::io::stderr(), "\n*** SKIP vpnpanel: openvpn not installed, profile not parsed by it ***\n");
         return;
     }
+    // The profile's remote is a documentation address: openvpn runs in a
+    // namespace of its own with no route anywhere, so nothing leaves the machine.
+    let Some(ns) = crate::e2e::net::Netns::new("vpnpanel_openvpn") else {
+        return;
+    };
     let dir = tempfile::tempdir().expect("temp dir");
     let (conf, creds, log) = (dir.path().join("p.ovpn"), dir.path().join("creds"), dir.path().join("log"));
     std::fs::write(&conf, profile).expect("write profile");
     std::fs::write(&creds, "u\np\n").expect("write creds");
-    let mut child = Command::new("openvpn")
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "openvpn"])
         .arg("--config").arg(&conf)
         .arg("--auth-user-pass").arg(&creds)
         .arg("--log").arg(&log)
