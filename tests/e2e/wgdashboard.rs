@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::e2e::harness::{Server, Setup, eventually, now_secs, quote, wasm};
 use crate::e2e::http::Response;
 use crate::e2e::net::Netns;
-use crate::e2e::wireguard::{PeerSide, device_name, exec, link_exists, tools, wg_dump};
+use crate::e2e::wireguard::{PeerSide, device_name, exec, link_exists, tools, underlay, wg_dump};
 
 const USER: &str = "admin";
 const PASSWORD: &str = "correct horse battery";
@@ -1187,28 +1187,7 @@ fn a_configuration_toggled_on_is_a_real_device_that_handshakes_counts_traffic_an
     let Some(peer_ns) = Netns::new(test) else {
         return;
     };
-    host_ns.ip(&[
-        "link",
-        "add",
-        "wgdv0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "wgdv1",
-        "netns",
-        &peer_ns.name,
-    ]);
-    host_ns.ip(&["addr", "add", "10.78.0.1/24", "dev", "wgdv0"]);
-    peer_ns.ip(&["addr", "add", "10.78.0.2/24", "dev", "wgdv1"]);
-    for (ns, link) in [
-        (&host_ns, "wgdv0"),
-        (&peer_ns, "wgdv1"),
-        (&host_ns, "lo"),
-        (&peer_ns, "lo"),
-    ] {
-        ns.ip(&["link", "set", link, "up"]);
-    }
+    underlay(&host_ns, &peer_ns, ("wgdv0", "wgdv1"), "10.78.0");
     let dev = device_name("wgd");
     let hook_file = format!("/tmp/wgdashboard-hook-{dev}");
     let _ = std::fs::remove_file(&hook_file);

@@ -109,6 +109,18 @@ pub(crate) fn wg_dump(ns: &Netns, dev: &str) -> (Vec<String>, Vec<Vec<String>>) 
     (interface, lines.collect())
 }
 
+/// A veth pair `links` between `host` and `peer`, `<net>.1/24` on the host's
+/// end and `<net>.2/24` on the peer's, both ends and both loopbacks up.
+pub(crate) fn underlay(host: &Netns, peer: &Netns, links: (&str, &str), net: &str) {
+    let (host_link, peer_link) = links;
+    host.ip(&["link", "add", host_link, "type", "veth", "peer", "name", peer_link, "netns", &peer.name]);
+    host.ip(&["addr", "add", &format!("{net}.1/24"), "dev", host_link]);
+    peer.ip(&["addr", "add", &format!("{net}.2/24"), "dev", peer_link]);
+    for (ns, link) in [(host, host_link), (peer, peer_link), (host, "lo"), (peer, "lo")] {
+        ns.ip(&["link", "set", link, "up"]);
+    }
+}
+
 pub(crate) fn link_exists(ns: &Netns, name: &str) -> bool {
     Command::new("ip")
         .args(["-n", &ns.name, "link", "show", "dev", name])
@@ -193,28 +205,7 @@ fn a_device_the_host_creates_completes_a_real_handshake_and_carries_traffic() {
         return;
     };
     // The underlay: a veth pair between the two namespaces.
-    host_ns.ip(&[
-        "link",
-        "add",
-        "wgv0",
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "wgv1",
-        "netns",
-        &peer_ns.name,
-    ]);
-    host_ns.ip(&["addr", "add", "10.77.0.1/24", "dev", "wgv0"]);
-    peer_ns.ip(&["addr", "add", "10.77.0.2/24", "dev", "wgv1"]);
-    for (ns, link) in [
-        (&host_ns, "wgv0"),
-        (&peer_ns, "wgv1"),
-        (&host_ns, "lo"),
-        (&peer_ns, "lo"),
-    ] {
-        ns.ip(&["link", "set", link, "up"]);
-    }
+    underlay(&host_ns, &peer_ns, ("wgv0", "wgv1"), "10.77.0");
 
     let dev = device_name("wga");
     let server = serve(&format!(
