@@ -312,7 +312,7 @@ async fn dispatch(host: Arc<Host>, kind: Kind, peer: SocketAddr, req: hyper::Req
     }
     host.shared
         .metrics
-        .request(plugin_name.as_deref().unwrap_or("-"), response.status().as_u16(), started.elapsed());
+        .request(plugin_name.unwrap_or("-"), response.status().as_u16(), started.elapsed());
     Ok(response)
 }
 
@@ -400,13 +400,13 @@ pub fn call_error_body(e: &CallError, id: &str) -> (StatusCode, serde_json::Valu
     }
 }
 
-async fn plugin_request(host: &Host, router: &Router, peer: SocketAddr, id: &str, req: hyper::Request<Incoming>) -> (Option<String>, HttpResponse) {
+async fn plugin_request<'h>(host: &'h Host, router: &Router, peer: SocketAddr, id: &str, req: hyper::Request<Incoming>) -> (Option<&'h str>, HttpResponse) {
     let path = req.uri().path().to_string();
     let Some(m) = router.route(&path) else {
         return (None, json_response(StatusCode::NOT_FOUND, json!({"error": "no route", "path": path})));
     };
     let plugin = &host.plugins[m.plugin];
-    let name = Some(plugin.shared.name.clone());
+    let name = Some(plugin.shared.name.as_str());
     plugin.stats.requests.fetch_add(1, Ordering::Relaxed);
     let (parts, body) = match read_body(req, plugin.shared.limits.max_body_bytes).await {
         Ok(x) => x,
@@ -416,12 +416,12 @@ async fn plugin_request(host: &Host, router: &Router, peer: SocketAddr, id: &str
     (name, plugin_response(plugin.handle(wit).await, id))
 }
 
-async fn native_request(host: &Host, req: hyper::Request<Incoming>) -> (Option<String>, HttpResponse) {
+async fn native_request<'h>(host: &'h Host, req: hyper::Request<Incoming>) -> (Option<&'h str>, HttpResponse) {
     let limit = host.plugins.first().map_or(ADMIN_BODY_BYTES, |p| p.shared.limits.max_body_bytes);
     if let Err(r) = read_body(req, limit).await {
-        return (Some("native".into()), r);
+        return (Some("native"), r);
     }
-    (Some("native".into()), json_response(StatusCode::OK, json!({"message": "hello"})))
+    (Some("native"), json_response(StatusCode::OK, json!({"message": "hello"})))
 }
 
 fn authorized(token: &str, req: &hyper::Request<Incoming>) -> bool {
@@ -434,7 +434,7 @@ fn authorized(token: &str, req: &hyper::Request<Incoming>) -> bool {
     crate::caps::crypto::constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
 }
 
-async fn admin_request(host: &Host, token: &str, peer: SocketAddr, id: &str, req: hyper::Request<Incoming>) -> (Option<String>, HttpResponse) {
+async fn admin_request<'h>(host: &'h Host, token: &str, peer: SocketAddr, id: &str, req: hyper::Request<Incoming>) -> (Option<&'h str>, HttpResponse) {
     let path = req.uri().path().to_string();
     if path == "/health" && req.method() == Method::GET {
         return (None, json_response(StatusCode::OK, json!({"status": "ok"})));
@@ -454,11 +454,11 @@ async fn admin_request(host: &Host, token: &str, peer: SocketAddr, id: &str, req
         };
         let (parts, body) = match read_body(req, plugin.shared.limits.max_body_bytes).await {
             Ok(x) => x,
-            Err(r) => return (Some(plugin.shared.name.clone()), r),
+            Err(r) => return (Some(plugin.shared.name.as_str()), r),
         };
         let prefix = format!("/plugins/{name}/admin");
         let wit = to_wit_request(&parts, body, peer, &prefix, id);
-        return (Some(plugin.shared.name.clone()), plugin_response(plugin.admin(wit).await, id));
+        return (Some(plugin.shared.name.as_str()), plugin_response(plugin.admin(wit).await, id));
     }
     if req.method() != Method::GET {
         return (None, json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"})));

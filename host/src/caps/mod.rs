@@ -38,13 +38,6 @@ pub struct Capability {
     pub add_to_linker: fn(&mut Linker<Ctx>) -> wasmtime::Result<()>,
 }
 
-impl Capability {
-    /// The fully qualified interface name as it appears in a component's imports.
-    pub fn interface(&self) -> String {
-        format!("wasmgate:plugin/{}@0.1.0", self.name)
-    }
-}
-
 /// Every capability the host offers.
 pub const ALL: &[Capability] = &[
     kv::CAP,
