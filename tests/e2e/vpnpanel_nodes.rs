@@ -31,7 +31,7 @@ const SETTLE: Duration = Duration::from_secs(40);
 fn yaml(hosts: &[String], settings: &str) -> String {
     let hosts: Vec<String> = hosts.iter().map(|h| quote(h)).collect();
     format!(
-        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: vpnpanel\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/v1/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, outbound: {{ hosts: [{hosts}], timeout_ms: 10000, max_response_bytes: 1048576 }} }}\n    limits: {{ memory_mb: 128, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: 4194304 }}\n    settings: {{ {settings} }}\n",
+        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: vpnpanel\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/v1/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, wireguard: {{ devices: [\"vpnwg*\"] }}, net: {{ links: [\"vpnwg*\"], write: true }}, outbound: {{ hosts: [{hosts}], timeout_ms: 10000, max_response_bytes: 1048576 }} }}\n    limits: {{ memory_mb: 128, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: 4194304 }}\n    settings: {{ {settings} }}\n",
         wasm = quote(&wasm("vpnpanel").to_string_lossy()),
         hosts = hosts.join(", "),
     )

@@ -10,8 +10,10 @@
 //!    (nodes report byte deltas; the periodic enforcement job), [`sub`]
 //!    (subscription page and `.ovpn` downloads), [`nodes`] and [`ports`]
 //!    (infrastructure), [`node_mode`];
-//! 4. [`store`]: records and kv layout; [`validate`]: pure checks;
-//! 5. [`admin`]: main-admin keys on the host's admin surface.
+//! 4. keeping servers in step: [`sync`] (after changes; periodic chains),
+//!    [`wg`] (WireGuard for `enable_wg1` users on the panel and on nodes);
+//! 5. [`store`]: records and kv layout; [`validate`]: pure checks;
+//! 6. [`admin`]: main-admin keys on the host's admin surface.
 
 mod admin;
 pub mod common;
@@ -22,9 +24,11 @@ mod settings;
 mod store;
 mod sub;
 mod sub_admins;
+mod sync;
 mod traffic;
 mod users;
 mod validate;
+mod wg;
 
 use wasmgate_sdk::{Error, Plugin, Request, Response, config};
 
@@ -48,7 +52,11 @@ impl Plugin for VpnPanel {
     }
 
     fn job(name: &str, payload: &[u8]) -> Result<(), String> {
+        if config::get("mode").as_deref() == Some("node") {
+            return node_mode::job(name, payload);
+        }
         match name {
+            sync::JOB_SYNC => sync::panel_job(),
             traffic::JOB_ENFORCE => traffic::enforce_job(payload),
             JOB_CERT => users::cert_job(payload),
             n if n.starts_with("node.") => nodes::job(n, payload),
@@ -91,17 +99,23 @@ fn route(req: &Request) -> Reply {
     if traffic::ensure_enforcer().is_err() {
         wasmgate_sdk::log::write(wasmgate_sdk::log::Level::Warn, "vpnpanel: cannot queue the enforcement job");
     }
-    match segs.as_slice() {
-        ["nodes", ..] => Ok(nodes::handle(req, &caller)),
+    let answer = match segs.as_slice() {
+        ["nodes", ..] => return Ok(nodes::handle(req, &caller)),
         ["public", "ports", ..] | ["public", "servers_for_ports"] | ["public", "all_selectable_servers"] => {
-            Ok(ports::handle(req, &caller))
+            return Ok(ports::handle(req, &caller));
         }
         ["users", rest @ ..] => users::route(req, &caller, rest),
         ["sub_admins", rest @ ..] => sub_admins::route(req, &caller, rest),
         ["server_settings"] if req.method() == "GET" => settings::server_settings(&caller),
         ["update_ipsec_psk"] if req.method() == "POST" => settings::update_ipsec_psk(req, &caller),
-        _ => Ok(common::not_found_route()),
+        _ => return Ok(common::not_found_route()),
+    };
+    // A change to users, sub-admins or the PSK: the servers follow (the
+    // panel's own WireGuard, the nodes).
+    if req.method() != "GET" && answer.as_ref().is_ok_and(|r| r.status < 300) {
+        sync::changed();
     }
+    answer
 }
 
 wasmgate_sdk::export_plugin!(VpnPanel);

@@ -7,24 +7,52 @@
 //!
 //! | method | path below the mount | answer |
 //! | --- | --- | --- |
-//! | GET | `/node/health` | `{success, message: "Node is online", provisioned, node_id, name, status, protocols, ports}` |
-//! | POST | `/node/provision` | stores the panel's config; `{success, message: "Node provisioned.", status: "active", protocols, ports}` |
-//! | DELETE | `/node/provision` | forgets it; `{success, message: "Node deprovisioned."}` |
+//! | GET | `/node/health` | `{success, message: "Node is online", provisioned, node_id, name, status, protocols, ports, wireguard, ipsec_psk_sha256, last_sync}` |
+//! | POST | `/node/provision` | stores the panel's config; `{success, message: "Node provisioned.", status: "active", protocols, ports, wireguard}` |
+//! | DELETE | `/node/provision` | forgets it and empties its WireGuard device; `{success, message: "Node deprovisioned."}` |
+//! | POST | `/node/sync` | queues a sync now; 202 `{success, message: "Sync queued."}` |
 //!
 //! `protocols` comes from the setting `protocols` (a list; default openvpn,
 //! l2tp, cisco, wireguard); `ports` is the default port from the config
-//! followed by the custom ports the panel assigned.
+//! followed by the custom ports the panel assigned; `wireguard` is
+//! `{public_key, port}` when the node runs WireGuard (setting `wg_device`,
+//! [`crate::wg`]), else null.
 //!
-//! kv: `infra/self` ([`NodeConfig`]) (a node's kv holds nothing else of
-//! this plugin).
+//! The sync, every `sync_interval_secs` (default 60) once provisioned and
+//! whenever the panel asks: the node reads its WireGuard counters and
+//! reports its users' traffic and connections to the panel
+//! (`POST <panel_url>/api/v1/traffic/report`, header `X-NODE-TOKEN`), then
+//! fetches the users it serves and the IPsec PSK
+//! (`GET <panel_url>/api/v1/traffic/users`) and sets its WireGuard peers to
+//! them. Counters are marked counted only after the panel took the report,
+//! so an unreachable panel loses no traffic. The node's `outbound` grant
+//! must list the panel's address. `ipsec_psk_sha256` in health is the
+//! SHA-256 of the PSK the node has (never the PSK itself).
+//!
+//! kv: `infra/self` ([`NodeConfig`]), `infra/ipsec_psk`, `infra/last_sync`,
+//! `infra/sync_next` and the WireGuard records of [`crate::wg`].
+
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use wasmgate_sdk::{Request, Response, config, kv, log};
+use wasmgate_sdk::outbound::{self, OutboundError};
+use wasmgate_sdk::{Request, Response, config, crypto, kv, log};
 
-use crate::common::{self, Reply, refuse};
+use crate::common::{self, Fail, Reply, refuse};
+use crate::sync::{self, Periodic};
+use crate::wg;
 
 const SELF_KEY: &str = "infra/self";
+const PSK_KEY: &str = "infra/ipsec_psk";
+const LAST_SYNC_KEY: &str = "infra/last_sync";
+/// The periodic sync.
+pub const JOB_PERIODIC: &str = "vpnpanel.node_sync";
+const PERIODIC: Periodic = Periodic { job: JOB_PERIODIC, next_key: "infra/sync_next" };
+/// How long one call to the panel may take.
+const PANEL_TIMEOUT_MS: u32 = 10_000;
+/// Most users in one traffic report (the panel's limit).
+const REPORT_CHUNK: usize = 10_000;
 const DEFAULT_PROTOCOLS: &[&str] = &["openvpn", "l2tp", "cisco", "wireguard"];
 
 /// What the panel told this node.
@@ -55,12 +83,128 @@ pub fn handle(req: &Request) -> Response {
 
 fn route(req: &Request) -> Reply {
     authenticate(req)?;
+    if kv::get(SELF_KEY)?.is_some() && PERIODIC.ensure(interval()).is_err() {
+        log::write(log::Level::Warn, "vpnpanel node: cannot queue the periodic sync");
+    }
     match (req.method(), req.path().trim_end_matches('/')) {
         ("GET", "/node/health") => health(),
         ("POST", "/node/provision") => provision(req),
         ("DELETE", "/node/provision") => deprovision(),
+        ("POST", "/node/sync") => {
+            sync::changed();
+            Ok(common::ok_with(202, json!({ "message": "Sync queued." })))
+        }
         _ => Ok(common::not_found_route()),
     }
+}
+
+fn interval() -> u64 {
+    config::get("sync_interval_secs")
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|s| *s > 0)
+        .unwrap_or(60)
+}
+
+/// A node's jobs: the sync the panel asked for, and the periodic one.
+pub fn job(name: &str, payload: &[u8]) -> Result<(), String> {
+    match name {
+        sync::JOB_SYNC => {
+            sync::started().map_err(|e| e.message)?;
+            run_sync()
+        }
+        JOB_PERIODIC => PERIODIC.run(payload, interval(), run_sync),
+        other => Err(format!("no job handler for {other:?} in node mode")),
+    }
+}
+
+/// One sync, recorded for health. A failure is logged and recorded, not
+/// retried: the next one starts from the same counters.
+fn run_sync() -> Result<(), String> {
+    let Some(c) = kv::get_json::<NodeConfig>(SELF_KEY).map_err(|e| e.message)? else {
+        return Ok(());
+    };
+    let outcome = match c.panel_url.as_deref().filter(|u| !u.trim().is_empty()) {
+        Some(panel) => wg::exclusive(|| sync_with(&c, panel.trim_end_matches('/'))).map_err(|_| "see the log".to_string()),
+        None => Err("the panel sent no panel_url (set its public_url setting)".to_string()),
+    };
+    if let Err(why) = &outcome {
+        log::write(log::Level::Warn, &format!("vpnpanel node: sync failed: {why}"));
+    }
+    kv::set_json(LAST_SYNC_KEY, &json!({ "at": common::now_secs(), "ok": outcome.is_ok() })).map_err(|e| e.message)?;
+    Ok(())
+}
+
+/// One call to the panel with the report token: the JSON answer of a 2xx
+/// with `success: true`.
+fn call_panel(c: &NodeConfig, url: &str, method: &str, body: Option<&Value>) -> Result<Value, Fail> {
+    let mut headers = vec![
+        ("accept".to_string(), "application/json".to_string()),
+        ("x-node-token".to_string(), c.report_token.clone()),
+    ];
+    if body.is_some() {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    let answer = outbound::send(&outbound::Request {
+        method: method.into(),
+        url: url.to_string(),
+        headers,
+        body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+        timeout_ms: Some(PANEL_TIMEOUT_MS),
+    })
+    .map_err(|e| {
+        let why = match e {
+            OutboundError::Denied(why) => format!("the panel's address is not in the outbound grant: {why}"),
+            OutboundError::Invalid(why) => format!("invalid panel URL: {why}"),
+            OutboundError::Timeout => "the panel did not answer in time".to_string(),
+            OutboundError::TooLarge(cap) => format!("the panel's answer is over {cap} bytes"),
+            OutboundError::Connect(why) => format!("cannot reach the panel: {why}"),
+        };
+        common::internal(format!("node sync: {method} {url}: {why}"))
+    })?;
+    let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
+    if (200..300).contains(&answer.status) && value.get("success").and_then(Value::as_bool) == Some(true) {
+        return Ok(value);
+    }
+    let said = value.get("message").and_then(Value::as_str).unwrap_or("no message");
+    Err(common::internal(format!("node sync: {method} {url}: the panel answered HTTP {}: {said}", answer.status)))
+}
+
+fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
+    let device = wg::device();
+    let reading = device.as_ref().map(wg::read).transpose()?;
+    if let Some(r) = &reading {
+        let users: Vec<Value> = r
+            .usage
+            .iter()
+            .map(|u| json!({ "username": u.username, "bytes": u.bytes, "connections": u32::from(u.connected) }))
+            .collect();
+        for chunk in users.chunks(REPORT_CHUNK) {
+            call_panel(c, &format!("{panel}/api/v1/traffic/report"), "POST", Some(&json!({ "users": chunk })))?;
+        }
+        wg::commit(r)?;
+    }
+    let served = call_panel(c, &format!("{panel}/api/v1/traffic/users"), "GET", None)?;
+    if let Some(psk) = served.get("ipsec_psk").and_then(Value::as_str) {
+        kv::set(PSK_KEY, psk.as_bytes())?;
+    }
+    if let (Some(d), Some(r)) = (&device, &reading) {
+        let wants: Vec<wg::Want> = served
+            .get("users")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|u| {
+                Some(wg::Want {
+                    username: u.get("username")?.as_str()?.to_string(),
+                    public_key: u.get("wg_public_key")?.as_str()?.to_string(),
+                    address: u.get("wg_address")?.as_str()?.to_string(),
+                })
+            })
+            .collect();
+        wg::apply(d, &r.device, &wants)?;
+    }
+    Ok(())
 }
 
 /// The panel's bearer token checked against the `node_token` setting.
@@ -109,6 +253,9 @@ fn health() -> Reply {
             "status": if current.is_some() { "active" } else { "unprovisioned" },
             "protocols": protocols(),
             "ports": current.as_ref().map(ports).unwrap_or_default(),
+            "wireguard": wg::server_info()?,
+            "ipsec_psk_sha256": kv::get(PSK_KEY)?.map(|p| crypto::hex(&crypto::sha256(&p))),
+            "last_sync": kv::get_json::<Value>(LAST_SYNC_KEY)?,
         }),
     ))
 }
@@ -144,14 +291,34 @@ fn provision(req: &Request) -> Reply {
     };
     kv::set_json(SELF_KEY, &c)?;
     log::write(log::Level::Info, &format!("vpnpanel node: provisioned as node {node_id} ({})", c.name));
+    PERIODIC.ensure(interval())?;
+    // The first sync follows the answer: it calls the panel back.
+    jobs_after_answer();
     Ok(common::ok_with(
         200,
-        json!({ "message": "Node provisioned.", "status": "active", "protocols": protocols(), "ports": ports(&c) }),
+        json!({
+            "message": "Node provisioned.", "status": "active", "protocols": protocols(), "ports": ports(&c),
+            "wireguard": wg::server_info()?,
+        }),
     ))
+}
+
+/// Queues a sync shortly after now, once the panel has stored this node as
+/// active (its reports are refused before).
+fn jobs_after_answer() {
+    if let Err(e) = wasmgate_sdk::jobs::enqueue(sync::JOB_SYNC, b"", Duration::from_secs(1)) {
+        log::write(log::Level::Warn, &format!("vpnpanel node: cannot queue a sync: {}", e.message));
+    }
 }
 
 fn deprovision() -> Reply {
     kv::delete(SELF_KEY)?;
+    // Nobody is served any more.
+    if let Some(d) = wg::device()
+        && let Ok(device) = wasmgate_sdk::wireguard::get_device(&d.name)
+    {
+        wg::apply(&d, &device, &[])?;
+    }
     log::write(log::Level::Info, "vpnpanel node: deprovisioned");
     Ok(common::ok("Node deprovisioned."))
 }

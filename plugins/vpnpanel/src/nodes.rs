@@ -89,6 +89,10 @@ pub struct Node {
     pub protocols: Vec<String>,
     /// `[{public_port, protocol, is_default}]` from the node's answer.
     pub ports: Vec<Value>,
+    /// `{public_key, port}` of the node's WireGuard, from its answer; null
+    /// when it runs none.
+    #[serde(default)]
+    pub wireguard: Value,
     /// Aggregated traffic the node reported, in bytes ([`add_traffic`]).
     pub total_traffic_bytes: u64,
     /// Unix seconds.
@@ -138,6 +142,7 @@ impl Node {
             "status_message": self.status_message,
             "protocols": self.protocols,
             "ports": self.ports,
+            "wireguard": self.wireguard,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         })
@@ -372,6 +377,7 @@ fn create(req: &Request, caller: &Caller) -> Reply {
             status_message: String::new(),
             protocols: Vec::new(),
             ports: Vec::new(),
+            wireguard: Value::Null,
             total_traffic_bytes: 0,
             created_at: now,
             updated_at: now,
@@ -557,7 +563,7 @@ fn provision_request(node: &Node) -> Result<Value, Error> {
 
 /// One call to the node: the parsed answer of a 2xx with `success: true`,
 /// or why not, in words for `status_message`.
-fn call_node(node: &Node, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+pub fn call_node(node: &Node, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
     let mut headers = vec![
         ("accept".to_string(), "application/json".to_string()),
         ("authorization".to_string(), format!("Bearer {}", node.node_token)),
@@ -614,6 +620,7 @@ fn provision(id: u64, generation: u64) -> Result<(), Error> {
                     .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
                     .unwrap_or_default();
                 n.ports = answer.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+                n.wireguard = answer.get("wireguard").cloned().unwrap_or(Value::Null);
             }
             Err(why) => {
                 n.status = STATUS_FAILED.into();

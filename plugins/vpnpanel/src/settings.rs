@@ -37,8 +37,8 @@ pub fn update_ipsec_psk(req: &Request, caller: &Caller) -> Reply {
         _ => return Err(refuse(400, "Invalid PSK. Cannot be empty or contain double quotes.")),
     };
     kv::set(PSK_KEY, new.as_bytes())?;
-    // Nodes fetch the PSK with their user list (traffic::node_users); count
-    // the active ones that will pick it up.
+    // Active nodes are told to sync now (crate::sync, after this answer):
+    // they fetch the PSK with their user list (traffic::node_users).
     let nodes = crate::store::servers()?.len() - 1;
     Ok(common::ok(&format!("IPsec PSK updated locally and on {nodes} nodes.")))
 }

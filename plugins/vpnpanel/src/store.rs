@@ -54,6 +54,11 @@ pub struct User {
     pub enable_cisco: bool,
     pub cisco_password: Option<String>,
     pub enable_wg1: bool,
+    /// WireGuard key pair and tunnel address, made when wg1 is first on
+    /// ([`crate::wg`]).
+    pub wg_private_key: Option<String>,
+    pub wg_public_key: Option<String>,
+    pub wg_address: Option<String>,
     /// Server identifiers (`main`, `node_<id>`); empty means every server.
     pub nodes: Vec<String>,
     pub notes: String,
@@ -186,8 +191,12 @@ pub fn put_user(txn: &kv::Txn, key: &str, u: &User) -> Result<(), wasmgate_sdk::
     txn.set_json(&summary_key(key), &summary(u))
 }
 
-/// Deletes user record `key`, its summary and its name in `txn`.
+/// Deletes user record `key`, its summary, its name and its WireGuard
+/// address in `txn`.
 pub fn drop_user(txn: &kv::Txn, key: &str, username: &str) -> Result<(), wasmgate_sdk::Error> {
+    if let Some(address) = txn.get_json::<User>(key)?.and_then(|u| u.wg_address) {
+        txn.delete(&crate::wg::addr_key(&address))?;
+    }
     txn.delete(key)?;
     txn.delete(&summary_key(key))?;
     txn.delete(&name_key(username))
@@ -233,6 +242,8 @@ pub struct Server {
     pub host: String,
     pub port: u16,
     pub protocol: String,
+    /// Its WireGuard public key and port, when it runs WireGuard.
+    pub wireguard: Option<(String, u16)>,
 }
 
 fn proto(s: Option<&str>) -> String {
@@ -252,6 +263,7 @@ pub fn servers() -> Result<Vec<Server>, Fail> {
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or(1194),
         protocol: proto(config::get("openvpn_protocol").as_deref()),
+        wireguard: wireguard_of(&crate::wg::server_info()?),
     }];
     for (_, node) in kv::list_json::<Value>("node/")? {
         if node.get("status").and_then(Value::as_str) != Some("active") {
@@ -273,9 +285,17 @@ pub fn servers() -> Result<Vec<Server>, Fail> {
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(1194),
             protocol: proto(node.get("protocol").and_then(Value::as_str)),
+            wireguard: node.get("wireguard").and_then(wireguard_of),
         });
     }
     Ok(out)
+}
+
+/// `{public_key, port}` as a server reports its WireGuard.
+fn wireguard_of(v: &Value) -> Option<(String, u16)> {
+    let key = v.get("public_key")?.as_str()?.to_string();
+    let port = u16::try_from(v.get("port")?.as_u64()?).ok()?;
+    Some((key, port))
 }
 
 /// The OpenVPN endpoints of `user`: the default port of every server it may

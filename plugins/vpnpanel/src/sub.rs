@@ -1,5 +1,6 @@
-//! The subscription page (`/sub/<user>?token=`) and OpenVPN profiles
-//! (`/download/<user>/<name>.ovpn?token=`), both behind the user's
+//! The subscription page (`/sub/<user>?token=`), OpenVPN profiles
+//! (`/download/<user>/<name>.ovpn?token=`) and WireGuard client configs
+//! (`/download/<user>/<server>.conf?token=`, [`crate::wg`]), all behind the user's
 //! subscription token. An unknown user and a wrong token get the same 403,
 //! so a link reveals nothing about which users exist.
 
@@ -63,6 +64,7 @@ pub fn subscription(req: &Request, rest: &[&str]) -> Reply {
             "l2tp": u.enable_l2tp.then(|| json!({ "servers": hosts, "username": u.username, "password": u.l2tp_password, "psk": psk })),
             "cisco": u.enable_cisco.then(|| json!({ "servers": hosts, "username": u.username, "password": u.cisco_password })),
             "wg1": u.enable_wg1,
+            "wireguard": crate::wg::subscription(&u, &base)?,
         }),
     ))
 }
@@ -75,6 +77,9 @@ pub fn download(req: &Request, rest: &[&str]) -> Reply {
         return Ok(common::not_found_route());
     }
     let u = user_with_token(req, name)?;
+    if let Some(server) = file.strip_suffix(".conf") {
+        return crate::wg::download(&u, server);
+    }
     let Some(profile) = file.strip_suffix(".ovpn") else {
         return Ok(common::not_found_route());
     };

@@ -11,16 +11,18 @@
 //! re-queues itself every `enforce_interval_secs` (default 60).
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use wasmgate_sdk::{Request, config, jobs, kv, log};
+use wasmgate_sdk::{Request, config, kv, log};
 
 use crate::common::{self, Caller, Fail, Reply, refuse};
 use crate::store::{self, SubAdmin, User};
 
 pub const JOB_ENFORCE: &str = "vpnpanel.enforce";
-const NEXT_KEY: &str = "meta/enforce_next";
+const ENFORCER: crate::sync::Periodic = crate::sync::Periodic {
+    job: JOB_ENFORCE,
+    next_key: "meta/enforce_next",
+};
 /// Most entries in one report.
 const MAX_ENTRIES: usize = 10_000;
 
@@ -87,6 +89,18 @@ fn report(req: &Request) -> Reply {
             slot.1 = conns;
         }
     }
+    let accepted = record(&server, &deltas)?;
+    Ok(common::ok_with(
+        200,
+        json!({ "message": "Traffic recorded.", "accepted": accepted }),
+    ))
+}
+
+/// Adds `deltas` (username -> bytes, active connections) that `server`
+/// measured: users and their sub-admins' counters in one transaction, limits
+/// applied at once. Unknown names are skipped; the count of known ones is
+/// returned.
+pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Result<usize, Fail> {
     // The kv key of every known user, read outside the transaction.
     let mut keys = Vec::new();
     for name in deltas.keys() {
@@ -98,14 +112,17 @@ fn report(req: &Request) -> Reply {
         }
     }
     let now = common::now_secs();
-    let over_quota = kv::transaction(|txn| {
+    let (over_quota, flipped) = kv::transaction(|txn| {
         let mut sas: BTreeMap<u64, Option<SubAdmin>> = BTreeMap::new();
+        let mut flipped = false;
         for (name, key) in &keys {
             let Some(mut u) = txn.get_json::<User>(key)? else {
                 continue;
             };
             let (bytes, conns) = deltas[name];
-            apply_report(&mut u, &server, bytes, conns, now);
+            let was_active = u.is_active();
+            apply_report(&mut u, server, bytes, conns, now);
+            flipped |= was_active != u.is_active();
             if let Some(id) = u.sub_admin_id {
                 if let std::collections::btree_map::Entry::Vacant(slot) = sas.entry(id) {
                     slot.insert(txn.get_json(&store::sa_key(id))?);
@@ -125,7 +142,7 @@ fn report(req: &Request) -> Reply {
                 }
             }
         }
-        Ok(over)
+        Ok((over, flipped))
     })?;
     if let Some(id) = server.strip_prefix("node_").and_then(|n| n.parse().ok()) {
         // Only the known users' bytes: a report cannot inflate a node's
@@ -133,14 +150,16 @@ fn report(req: &Request) -> Reply {
         let total: u64 = keys.iter().map(|(name, _)| deltas[name].0).fold(0, u64::saturating_add);
         crate::nodes::add_traffic(id, total)?;
     }
+    let suspended = !over_quota.is_empty();
     for id in over_quota {
         suspend_users_of(id)?;
     }
+    if flipped || suspended {
+        // Users that just ran out lose their WireGuard peers everywhere.
+        crate::sync::changed();
+    }
     let _ = ensure_enforcer();
-    Ok(common::ok_with(
-        200,
-        json!({ "message": "Traffic recorded.", "accepted": keys.len() }),
-    ))
+    Ok(keys.len())
 }
 
 /// One server's report for one user.
@@ -196,6 +215,8 @@ fn node_users(req: &Request) -> Reply {
                 "l2tp_password": u.enable_l2tp.then_some(u.l2tp_password.clone()).flatten(),
                 "cisco_password": u.enable_cisco.then_some(u.cisco_password.clone()).flatten(),
                 "wg1": u.enable_wg1,
+                "wg_public_key": u.enable_wg1.then_some(u.wg_public_key.clone()).flatten(),
+                "wg_address": u.enable_wg1.then_some(u.wg_address.clone()).flatten(),
             }));
         }
         Ok(())
@@ -213,81 +234,45 @@ fn interval() -> u64 {
         .unwrap_or(60)
 }
 
-/// Starts the enforcement chain when none is due: none queued yet, or the
-/// last one is more than two intervals late (its job was lost).
+/// Starts the enforcement chain when none is due.
 pub fn ensure_enforcer() -> Result<(), Fail> {
-    let now = common::now_secs();
-    let every = interval();
-    let due = kv::get_json::<u64>(NEXT_KEY)?;
-    if due.is_some_and(|d| d + 2 * every >= now) {
-        return Ok(());
-    }
-    let next = now + every;
-    let started = kv::transaction(|txn| {
-        if txn.get_json::<u64>(NEXT_KEY)? != due {
-            return Ok(false);
-        }
-        txn.set_json(NEXT_KEY, &next)?;
-        Ok(true)
-    })?;
-    if started {
-        jobs::enqueue(JOB_ENFORCE, next.to_string().as_bytes(), Duration::from_secs(every))?;
-    }
-    Ok(())
+    Ok(ENFORCER.ensure(interval())?)
 }
 
-/// One pass: expiry and limits of every user, then the next run. A job whose
-/// due time is not the current one belongs to a superseded chain and stops.
+/// One pass: expiry and limits of every user, then this server's
+/// WireGuard (its peers follow, its traffic is counted).
 pub fn enforce_job(payload: &[u8]) -> Result<(), String> {
-    let due: u64 = std::str::from_utf8(payload)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad payload")?;
-    let current = kv::get_json::<u64>(NEXT_KEY).map_err(|e| e.message)?;
-    if current != Some(due) {
-        return Ok(());
-    }
-    let now = common::now_secs();
-    let mut changed = Vec::new();
-    crate::users::for_each_user("u/", |key, mut u| {
-        if u.enforce(now) {
-            changed.push(key.to_string());
-        }
-        Ok(())
-    })
-    .map_err(|_| "listing users failed".to_string())?;
-    for key in &changed {
-        kv::transaction(|txn| {
-            if let Some(mut u) = txn.get_json::<User>(key)? {
-                u.enforce(now);
-                store::put_user(txn, key, &u)?;
+    ENFORCER.run(payload, interval(), || {
+        let now = common::now_secs();
+        let mut changed = Vec::new();
+        crate::users::for_each_user("u/", |key, mut u| {
+            if u.enforce(now) {
+                changed.push(key.to_string());
             }
             Ok(())
         })
-        .map_err(|e| e.message)?;
-    }
-    log::write(
-        log::Level::Info,
-        &format!("vpnpanel: enforce pass changed {} user(s)", changed.len()),
-    );
-    let next = now + interval();
-    let mine = kv::transaction(|txn| {
-        if txn.get_json::<u64>(NEXT_KEY)? != Some(due) {
-            return Ok(false);
+        .map_err(|_| "listing users failed".to_string())?;
+        for key in &changed {
+            kv::transaction(|txn| {
+                if let Some(mut u) = txn.get_json::<User>(key)? {
+                    u.enforce(now);
+                    store::put_user(txn, key, &u)?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.message)?;
         }
-        txn.set_json(NEXT_KEY, &next)?;
-        Ok(true)
+        log::write(
+            log::Level::Info,
+            &format!("vpnpanel: enforce pass changed {} user(s)", changed.len()),
+        );
+        if !changed.is_empty() {
+            crate::sync::changed();
+        } else if crate::wg::sync_main().is_err() {
+            log::write(log::Level::Warn, "vpnpanel: the WireGuard sync of this server failed");
+        }
+        Ok(())
     })
-    .map_err(|e| e.message)?;
-    if mine {
-        jobs::enqueue(
-            JOB_ENFORCE,
-            next.to_string().as_bytes(),
-            Duration::from_secs(interval()),
-        )
-        .map_err(|e| e.message)?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

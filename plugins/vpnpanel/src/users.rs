@@ -306,13 +306,16 @@ fn create(req: &Request, caller: &Caller) -> Reply {
             sa.allocated_bytes += template.data_limit_bytes.unwrap_or(0) * count as u64;
             txn.set_json(&store::sa_key(id), &sa)?;
         }
+        let mut pool = crate::wg::Pool::open(txn)?;
         for (name, token) in names.iter().zip(&tokens) {
             let mut user = template.clone();
             user.username = name.clone();
             user.token = crypto::hex(token);
+            pool.assign(txn, &mut user)?;
             store::put_user(txn, &store::user_key(&user.owner, name), &user)?;
             txn.set(&store::name_key(name), user.owner.as_bytes())?;
         }
+        pool.close(txn)?;
         Ok(names)
     })
     .map_err(|e| {
@@ -414,6 +417,7 @@ fn get(caller: &Caller, name: &str) -> Reply {
                 "cisco": u.enable_cisco,
                 "wg1": u.enable_wg1,
             },
+            "wireguard": crate::wg::user_view(&u),
             "openvpn_servers": openvpn,
             "openvpn_profiles": endpoints.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
             "l2tp": u.enable_l2tp.then(|| json!({
@@ -461,7 +465,11 @@ fn save_with_allocation(key: &str, old_limit: Option<u64>, user: &User) -> Resul
         if txn.get(key)?.is_none() {
             return Err(wasmgate_sdk::Error::not_found(MSG_USER_NOT_FOUND));
         }
-        store::put_user(txn, key, user)?;
+        let mut user = user.clone();
+        let mut pool = crate::wg::Pool::open(txn)?;
+        pool.assign(txn, &mut user)?;
+        pool.close(txn)?;
+        store::put_user(txn, key, &user)?;
         Ok(())
     })
     .map_err(|e| {
@@ -527,6 +535,10 @@ fn revoke(req: &Request, caller: &Caller, name: &str) -> Reply {
     let token = common::random_hex(32);
     let u = update(&key, |u| {
         u.token = token.clone();
+        // A new WireGuard key too: the old client config stops working.
+        if u.wg_public_key.is_some() {
+            crate::wg::rotate(u);
+        }
         u.cert_generation += 1;
         u.clone()
     })?;
