@@ -481,6 +481,14 @@ for c in "${VPN_CONNECTIONS[@]}"; do
 	vpn_wrk sub "$vpn_sub_key" "$c"
 	vpn_wrk main "$vpn_main" "$c"
 done
+# After list_all, so that its figures stay comparable: the same bulk with
+# enable_wg1, each user also getting an X25519 key pair and an address.
+log "vpnpanel: bulk creation of $VPN_BULK users with enable_wg1"
+vpn_bulk_wg_s=$(curl -fsS --max-time 120 -o "$tmp/vpn-bulk-wg.json" -w '%{time_total}' -H "X-API-KEY: $vpn_main" \
+	-H 'content-type: application/json' -d "{\"bulk_count\":$VPN_BULK,\"data_limit\":10,\"enable_wg1\":true}" "$vpn_api/users") ||
+	die "vpnpanel bulk creation with enable_wg1 failed"
+vpn_bulk_wg_made=$(grep -o '"user[0-9]*"' "$tmp/vpn-bulk-wg.json" | wc -l)
+[ "$vpn_bulk_wg_made" -eq "$VPN_BULK" ] || die "vpnpanel bulk with enable_wg1 created $vpn_bulk_wg_made users, expected $VPN_BULK"
 vpn_rss_kb=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$server_pid/status" 2>/dev/null || true)
 stop_server
 if [ "$server_status" != 0 ]; then
@@ -578,6 +586,7 @@ fi
 	echo "| request | users | time | users/s |"
 	echo "| --- | ---: | ---: | ---: |"
 	echo "| bulk creation (one transaction) | $VPN_BULK | $(awk -v s="$vpn_bulk_s" 'BEGIN { printf "%.0f ms", s * 1000 }') | $(awk -v s="$vpn_bulk_s" -v n="$VPN_BULK" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }') |"
+	echo "| bulk creation with enable_wg1 (plus a key pair and an address each; after list_all) | $VPN_BULK | $(awk -v s="$vpn_bulk_wg_s" 'BEGIN { printf "%.0f ms", s * 1000 }') | $(awk -v s="$vpn_bulk_wg_s" -v n="$VPN_BULK" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }') |"
 	echo
 	echo "| request | connections | req/s | p50 | p99 | requests | errors |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -648,7 +657,7 @@ for c in "${WGD_CONNECTIONS[@]}"; do
 	log "wgdashboard handshake c=$c: $(num "${wgd_rps[handshake/$c]}") req/s, p99 $(ms "${wgd_p99[handshake/$c]}"); getWireguardConfigurations: $(num "${wgd_rps[configurations/$c]}") req/s, p99 $(ms "${wgd_p99[configurations/$c]}")"
 done
 log "wgdashboard server VmRSS: $(kb_mib "$wgd_rss_kb")"
-log "vpnpanel bulk of $VPN_BULK users: ${vpn_bulk_s}s"
+log "vpnpanel bulk of $VPN_BULK users: ${vpn_bulk_s}s; with enable_wg1: ${vpn_bulk_wg_s}s"
 for c in "${VPN_CONNECTIONS[@]}"; do
 	log "vpnpanel list_all c=$c: sub-admin $(num "${vpn_rps[sub/$c]}") req/s, p99 $(ms "${vpn_p99[sub/$c]}"); main admin $(num "${vpn_rps[main/$c]}") req/s, p99 $(ms "${vpn_p99[main/$c]}")"
 done
