@@ -22,6 +22,7 @@ mod e2e {
     mod outbound;
     mod vpnpanel;
     mod vpnpanel_nodes;
+    mod vpnpanel_openvpn;
     mod vpnpanel_wg;
     mod license_portal;
     mod server;

@@ -21,19 +21,6 @@ use serde_json::{Value, json};
 use crate::e2e::harness::{Server, Setup, eventually, quote, wasm};
 use crate::e2e::http::{self, Response};
 
-/// A self-signed test CA (P-256, made with openssl for these tests).
-const TEST_CA: &str = "-----BEGIN CERTIFICATE-----
-MIIBjDCCATOgAwIBAgIUUz3uvnsa4xjp8CVYsnXgaXIZjH0wCgYIKoZIzj0EAwIw
-GzEZMBcGA1UEAwwQdnBucGFuZWwgdGVzdCBDQTAgFw0yNjExMjQxMjUwMDJaGA8y
-MTI2MTAzMTEyNTAwMlowGzEZMBcGA1UEAwwQdnBucGFuZWwgdGVzdCBDQTBZMBMG
-ByqGSM49AgEGCCqGSM49AwEHA0IABLBBpYVOsTsl4Y2ZmSBKfaThiCXbvG2KHwjW
-W9WfZ9xpR3ueWQeLGO6AfXMWd5kb3nrb/whu6xf9SgwaXfWt37mjUzBRMB0GA1Ud
-DgQWBBR6OAX2Hkz5iwa9RUwr6Mo7b6U6PzAfBgNVHSMEGDAWgBR6OAX2Hkz5iwa9
-RUwr6Mo7b6U6PzAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0cAMEQCICvR
-ksCMqHNYkOgABiNjGgwMlsy1GO6r5e9vH4x5QhQCAiAXd0/d1c9c1OPQ3cqMGmyh
-B9yGv0V7Y4TXWMEkBy3Eaw==
------END CERTIFICATE-----";
-
 const MISSING: &str = "API key is missing";
 const INVALID: &str = "Invalid or inactive API key";
 const MAIN_REQUIRED: &str = "Permission denied: Main admin API key required.";
@@ -46,9 +33,8 @@ fn panel_yaml(settings: &str) -> String {
 /// The panel's config with `outbound` allowed to `node` only.
 fn panel_yaml_to(node: &str, settings: &str) -> String {
     format!(
-        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: vpnpanel\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/v1/\n      - listen: \"127.0.0.1:0\"\n        prefix: /sub/\n      - listen: \"127.0.0.1:0\"\n        prefix: /download/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, wireguard: {{ devices: [\"vpnwg*\"] }}, net: {{ links: [\"vpnwg*\"], write: true }}, outbound: {{ hosts: [{node}], timeout_ms: 5000, max_response_bytes: 1048576 }} }}\n    limits: {{ memory_mb: 256, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: 33554432 }}\n    settings: {{ public_url: \"http://YOUR_PANEL_DOMAIN\", server_address: 203.0.113.7, openvpn_port: 1194, openvpn_protocol: udp, openvpn_ca: {ca}{settings} }}\n",
+        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: vpnpanel\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/v1/\n      - listen: \"127.0.0.1:0\"\n        prefix: /sub/\n      - listen: \"127.0.0.1:0\"\n        prefix: /download/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, wireguard: {{ devices: [\"vpnwg*\"] }}, net: {{ links: [\"vpnwg*\"], write: true }}, outbound: {{ hosts: [{node}], timeout_ms: 5000, max_response_bytes: 1048576 }} }}\n    limits: {{ memory_mb: 256, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: 33554432 }}\n    settings: {{ public_url: \"http://YOUR_PANEL_DOMAIN\", server_address: 203.0.113.7, openvpn_port: 1194, openvpn_protocol: udp{settings} }}\n",
         wasm = quote(&wasm("vpnpanel").to_string_lossy()),
-        ca = quote(TEST_CA),
         node = quote(node),
     )
 }
@@ -621,10 +607,14 @@ fn subscription_and_ovpn_profiles_check_the_token() {
     let r = p.server.send("GET", path, &[], b"");
     r.expect(200);
     let profile = r.text();
-    for line in ["client", "dev tun", "proto udp", "remote 203.0.113.7 1194", "auth-user-pass", "<ca>", "</ca>"] {
+    for line in ["client", "dev tun", "proto udp", "remote 203.0.113.7 1194", "remote-cert-tls server", "<ca>", "</ca>", "<cert>", "</cert>", "<key>", "</key>"] {
         assert!(profile.lines().any(|l| l == line), "{line:?} missing in\n{profile}");
     }
-    assert!(profile.contains(TEST_CA));
+    // The panel's own CA, the one the admin surface hands to servers.
+    let ca = p.server.plugin_admin("vpnpanel", "GET", "/openvpn/ca", &Value::Null);
+    ca.expect(200);
+    assert!(profile.contains(ca.text().trim()), "the profile carries the panel's CA");
+    assert!(!profile.contains("auth-user-pass"), "certificates, not passwords");
     openvpn_accepts(&profile);
     // Wrong, missing and other users' tokens; unknown users alike.
     for path in [
@@ -808,6 +798,23 @@ fn a_node_reports_traffic_with_its_token_and_its_endpoints_reach_profiles() {
     assert_eq!(served, ["nodeuser"]);
     assert_eq!(v["ipsec_psk"].as_str().map(str::len), Some(48));
     assert_fail(&p.server.send("GET", "/api/v1/traffic/users", &[], b""), 401, MISSING);
+    // The node's OpenVPN material: the panel's CA, a server certificate of
+    // its own (the same on every call) and the CRL.
+    let material = || {
+        let r = p.server.send("GET", "/api/v1/traffic/openvpn", &[("x-node-token", &report_token)], b"");
+        let v = r.json();
+        assert_eq!(r.status, 200, "{v}");
+        v
+    };
+    let (first, second) = (material(), material());
+    assert!(first["server"].as_str().is_some_and(|s| s.starts_with("node_")), "{first}");
+    assert!(first["cert"].as_str().is_some_and(|c| c.starts_with("-----BEGIN CERTIFICATE-----")), "{first}");
+    assert!(first["key"].as_str().is_some_and(|k| k.starts_with("-----BEGIN PRIVATE KEY-----")), "{first}");
+    assert!(first["crl"].as_str().is_some_and(|c| c.starts_with("-----BEGIN X509 CRL-----")), "{first}");
+    assert_eq!(first["cert"], second["cert"]);
+    let ca = p.server.plugin_admin("vpnpanel", "GET", "/openvpn/ca", &Value::Null);
+    assert_eq!(first["ca"].as_str(), Some(ca.text().as_str()));
+    assert_fail(&p.server.send("GET", "/api/v1/traffic/openvpn", &[("x-node-token", "wrong")], b""), 401, "Invalid node token");
 }
 
 /// When `openvpn` is installed: it reads the profile without an options
@@ -825,13 +832,11 @@ fn openvpn_accepts(profile: &str) {
         return;
     };
     let dir = tempfile::tempdir().expect("temp dir");
-    let (conf, creds, log) = (dir.path().join("p.ovpn"), dir.path().join("creds"), dir.path().join("log"));
+    let (conf, log) = (dir.path().join("p.ovpn"), dir.path().join("log"));
     std::fs::write(&conf, profile).expect("write profile");
-    std::fs::write(&creds, "u\np\n").expect("write creds");
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns.name, "openvpn"])
         .arg("--config").arg(&conf)
-        .arg("--auth-user-pass").arg(&creds)
         .arg("--log").arg(&log)
         .args(["--verb", "4", "--connect-retry-max", "1"])
         .stdout(Stdio::null())

@@ -1,10 +1,15 @@
 //! The admin surface (`/plugins/vpnpanel/admin/...`, behind the host's admin
-//! token): main-admin API keys.
+//! token): main-admin API keys and the main server's OpenVPN material.
 //!
 //! - `POST /keys` `{"label": "ops"}` → 201 `{"id", "label", "api_key"}` (the
 //!   secret, shown once)
 //! - `GET /keys` → every key (main-admin and sub-admin) without secrets
 //! - `DELETE /keys/<id>` → 200 or 404
+//! - `GET /openvpn/ca` → the CA certificate (PEM)
+//! - `GET /openvpn/crl` → the CRL as of now (PEM; [`crate::pki`])
+//! - `POST /openvpn/server-cert` `{"name": "main"}` → 201 `{"name", "serial",
+//!   "cert", "key", "ca"}`: a new server certificate and key for an OpenVPN
+//!   server (the key is in this answer only)
 
 use serde_json::{Value, json};
 use wasmgate_sdk::{Error, Request, Response, keys};
@@ -31,6 +36,23 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
                 .collect();
             Ok(Response::json(200, &json!({ "keys": list })))
         }
+        ("GET", ["openvpn", "ca"]) => Ok(pem(crate::pki::ca().map(|ca| ca.cert_pem))),
+        ("GET", ["openvpn", "crl"]) => Ok(pem(crate::pki::crl_pem())),
+        ("POST", ["openvpn", "server-cert"]) => {
+            let body: Value = if req.body().is_empty() { json!({}) } else { req.json()? };
+            let name = body.get("name").and_then(Value::as_str).unwrap_or("main");
+            if !crate::validate::is_valid_name(name) {
+                return Err(Error::bad_request("name: 3 to 32 letters, digits, '_', '.' or '-'"));
+            }
+            let made = crate::pki::issue(name, true).and_then(|leaf| Ok((leaf, crate::pki::ca()?)));
+            Ok(match made {
+                Ok((leaf, ca)) => Response::json(
+                    201,
+                    &json!({ "name": name, "serial": leaf.serial, "cert": leaf.cert_pem, "key": leaf.key_pem, "ca": ca.cert_pem }),
+                ),
+                Err(f) => f.0,
+            })
+        }
         ("DELETE", ["keys", id]) => {
             if keys::revoke(id)? {
                 Ok(Response::json(200, &json!({ "revoked": id })))
@@ -39,5 +61,13 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
             }
         }
         _ => Err(Error::not_found("not found")),
+    }
+}
+
+/// A PEM answer, or the failure's.
+fn pem(made: Result<String, crate::common::Fail>) -> Response {
+    match made {
+        Ok(text) => Response::bytes(200, "application/x-pem-file", text),
+        Err(f) => f.0,
     }
 }

@@ -19,6 +19,7 @@ mod admin;
 pub mod common;
 pub mod node_mode;
 pub mod nodes;
+mod pki;
 pub mod ports;
 mod settings;
 mod store;

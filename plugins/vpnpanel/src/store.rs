@@ -10,6 +10,8 @@
 //!   users updates it in the same transaction, so quotas hold under races.
 //! - `saname/<username>`: the id of that sub-admin.
 //! - `meta/next_sa_id`, `meta/ipsec_psk`, `meta/ca`: counters and settings.
+//! - `cert/<username>`, `crl/<serial>`, `srvcert/<server>`: the PKI
+//!   ([`crate::pki`]); `wgaddr/<ip>`, `wg/...`: WireGuard ([`crate::wg`]).
 //!
 //! Read-only here: `node/<id:010>` and `port/`, `assign/` records of the
 //! infrastructure part ([`Server`] list of a user).
@@ -192,11 +194,12 @@ pub fn put_user(txn: &kv::Txn, key: &str, u: &User) -> Result<(), wasmgate_sdk::
 }
 
 /// Deletes user record `key`, its summary, its name and its WireGuard
-/// address in `txn`.
+/// address, and puts its certificate on the CRL, in `txn`.
 pub fn drop_user(txn: &kv::Txn, key: &str, username: &str) -> Result<(), wasmgate_sdk::Error> {
     if let Some(address) = txn.get_json::<User>(key)?.and_then(|u| u.wg_address) {
         txn.delete(&crate::wg::addr_key(&address))?;
     }
+    crate::pki::revoke_in(txn, username)?;
     txn.delete(key)?;
     txn.delete(&summary_key(key))?;
     txn.delete(&name_key(username))

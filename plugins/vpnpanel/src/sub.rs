@@ -5,7 +5,7 @@
 //! so a link reveals nothing about which users exist.
 
 use serde_json::json;
-use wasmgate_sdk::{Request, Response, config};
+use wasmgate_sdk::{Request, Response};
 
 use crate::common::{self, Fail, Reply, refuse};
 use crate::store::{self, Endpoint, User};
@@ -91,20 +91,25 @@ pub fn download(req: &Request, rest: &[&str]) -> Reply {
     let Some(endpoint) = endpoint else {
         return Err(refuse(404, "Profile not found"));
     };
-    let ca = config::get("openvpn_ca").filter(|c| c.contains("-----BEGIN CERTIFICATE-----"));
-    let Some(ca) = ca else {
-        return Err(refuse(503, "OpenVPN CA is not configured (setting openvpn_ca)."));
-    };
-    let text = ovpn_profile(&u, &endpoint, &ca);
+    if u.cert_issued < u.cert_generation {
+        // Revoked: the old certificate is on the CRL, the new one is being made.
+        return Err(Fail(
+            common::fail(503, "Certificate generation is running; try again in a few seconds.")
+                .with_header("retry-after", "2"),
+        ));
+    }
+    let ca = crate::pki::ca()?;
+    let leaf = crate::pki::client_leaf(&u)?;
+    let text = ovpn_profile(&u, &endpoint, &ca.cert_pem, &leaf);
     Ok(Response::bytes(200, "application/x-openvpn-profile", text).with_header(
         "content-disposition",
         format!("attachment; filename=\"{}-{}.ovpn\"", u.username, endpoint.name),
     ))
 }
 
-/// A client profile: one remote, the CA inline, username and password
-/// asked by the client (`auth-user-pass`).
-pub fn ovpn_profile(u: &User, e: &Endpoint, ca: &str) -> String {
+/// A client profile: one remote, the panel's CA, the user's certificate
+/// and key inline; the server must present a server certificate of that CA.
+pub fn ovpn_profile(u: &User, e: &Endpoint, ca: &str, leaf: &crate::pki::Leaf) -> String {
     let proto = if e.protocol == "tcp" { "tcp-client" } else { "udp" };
     format!(
         "# {user} on {server} ({name})\n\
@@ -117,16 +122,18 @@ pub fn ovpn_profile(u: &User, e: &Endpoint, ca: &str) -> String {
          persist-key\n\
          persist-tun\n\
          remote-cert-tls server\n\
-         auth-user-pass\n\
-         auth-nocache\n\
          data-ciphers AES-256-GCM:AES-128-GCM:CHACHA20-POLY1305\n\
          verb 3\n\
-         <ca>\n{ca}\n</ca>\n",
+         <ca>\n{ca}\n</ca>\n\
+         <cert>\n{cert}\n</cert>\n\
+         <key>\n{key}\n</key>\n",
         user = u.username,
         server = e.server_name,
         name = e.name,
         host = e.host,
         port = e.port,
         ca = ca.trim(),
+        cert = leaf.cert_pem.trim(),
+        key = leaf.key_pem.trim(),
     )
 }

@@ -6,6 +6,8 @@
 //! The first traffic of a flexible_days user starts its days. Users and
 //! their sub-admins' counters change in one transaction; limits apply at
 //! once. `GET /api/v1/traffic/users`: what a node serves.
+//! `GET /api/v1/traffic/openvpn`: the calling server's OpenVPN material
+//! (CA, its server certificate and key, the CRL).
 //!
 //! The job `vpnpanel.enforce` marks users expired or limited by time and
 //! re-queues itself every `enforce_interval_secs` (default 60).
@@ -51,6 +53,7 @@ pub fn route(req: &Request, rest: &[&str]) -> Reply {
     match (req.method(), rest) {
         ("POST", ["report"]) => report(req),
         ("GET", ["users"]) => node_users(req),
+        ("GET", ["openvpn"]) => crate::pki::server_material(&reporter(req)?),
         _ => Ok(common::not_found_route()),
     }
 }

@@ -542,6 +542,8 @@ fn revoke(req: &Request, caller: &Caller, name: &str) -> Reply {
         u.cert_generation += 1;
         u.clone()
     })?;
+    // The old certificate is on the CRL from now on; the job makes the new one.
+    kv::transaction(|txn| crate::pki::revoke_in(txn, &u.username))?;
     let payload = json!({ "username": u.username, "generation": u.cert_generation }).to_string();
     jobs::enqueue(crate::JOB_CERT, payload.as_bytes(), Duration::ZERO)?;
     Ok(common::ok_with(
@@ -553,17 +555,21 @@ fn revoke(req: &Request, caller: &Caller, name: &str) -> Reply {
     ))
 }
 
-/// The background half of revoke: stamps the new certificate generation on
-/// the user (the profile's client identity derives from it), unless a later
-/// revoke superseded this one or the user is gone.
+/// The background half of revoke: makes the user's new client certificate
+/// and stamps its generation, unless a later revoke superseded this one or
+/// the user is gone.
 pub fn cert_job(payload: &[u8]) -> Result<(), String> {
     let p: Value = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
     let (Some(name), Some(generation)) = (p["username"].as_str(), p["generation"].as_u64()) else {
         return Err("bad certificate job payload".into());
     };
-    let Some((key, _)) = store::load_user(name).map_err(|_| "kv".to_string())? else {
+    let Some((key, u)) = store::load_user(name).map_err(|_| "kv".to_string())? else {
         return Ok(());
     };
+    if u.cert_generation != generation {
+        return Ok(());
+    }
+    crate::pki::reissue(name).map_err(|_| "certificate re-issue failed (see the log)".to_string())?;
     kv::transaction(|txn| {
         let Some(mut u) = txn.get_json::<User>(&key)? else {
             return Ok(());
