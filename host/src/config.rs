@@ -219,7 +219,8 @@ pub enum WireguardBackend {
     /// The kernel's where this host can drive it, else userspace.
     #[default]
     Auto,
-    /// The kernel's WireGuard over generic netlink.
+    /// The kernel's WireGuard over generic netlink; a clear error where the
+    /// kernel has none.
     Kernel,
     /// A userspace implementation (`userspace_binary`) and its UAPI socket.
     Userspace,

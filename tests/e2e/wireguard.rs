@@ -661,3 +661,95 @@ fn a_wireguard_grant_without_patterns_or_with_bad_values_is_a_config_error() {
         );
     }
 }
+
+/// Whether this kernel has WireGuard (the module is loaded or built in).
+fn kernel_has_wireguard() -> bool {
+    Path::new("/sys/module/wireguard").exists()
+}
+
+#[test]
+fn auto_uses_the_kernel_where_it_has_wireguard_else_wireguard_go_and_both_answer_alike() {
+    let test = "auto_uses_the_kernel_where_it_has_wireguard_else_wireguard_go_and_both_answer_alike";
+    if !tools(test) {
+        return;
+    }
+    let Some(ns) = Netns::new(test) else {
+        return;
+    };
+    let dev = device_name("wgk");
+    let server = serve(&format!("{{ devices: [\"wgk*\"], backend: auto, netns: {} }}", ns.name));
+    server.post(&format!("/fx/wg/devices/{dev}"), b"").expect(201);
+    // Which backend auto took: the link's kind says.
+    let kind = exec(&ns, "ip", &["-d", "-j", "link", "show", "dev", &dev]);
+    if kernel_has_wireguard() {
+        assert!(kind.contains("\"info_kind\":\"wireguard\""), "{kind}");
+        assert!(wireguard_go_pid(&dev).is_none());
+    } else {
+        assert!(kind.contains("\"info_kind\":\"tun\""), "{kind}");
+        assert!(wireguard_go_pid(&dev).is_some(), "auto started no wireguard-go on a kernel without WireGuard");
+    }
+
+    // The same calls and answers either way, checked with `wg show`.
+    let keys = server.get("/fx/wg/keypair").json();
+    let peer = server.get("/fx/wg/keypair").json();
+    let peer_public = peer["public_key"].as_str().unwrap();
+    server
+        .post_json(
+            &format!("/fx/wg/devices/{dev}/configure"),
+            &json!({ "private_key": keys["private_key"], "listen_port": HOST_PORT }),
+        )
+        .expect(204);
+    server
+        .post_json(
+            &format!("/fx/wg/devices/{dev}/peers"),
+            &json!({
+                "public_key": peer_public,
+                "preshared_key": keys["preshared_key"],
+                "endpoint": "192.0.2.7:51000",
+                "allowed_ips": ["10.99.0.2/32", "fd00:99::2/128"],
+                "persistent_keepalive": 15,
+            }),
+        )
+        .expect(204);
+    let (interface, peers) = wg_dump(&ns, &dev);
+    assert_eq!(interface[1], keys["public_key"].as_str().unwrap());
+    assert_eq!(interface[2], HOST_PORT.to_string());
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0][0], peer_public);
+    assert_eq!(peers[0][2], "192.0.2.7:51000");
+    assert_eq!(peers[0][3], "10.99.0.2/32,fd00:99::2/128");
+    assert_eq!(peers[0][7], "15");
+    let device = server.get(&format!("/fx/wg/devices/{dev}")).json();
+    assert_eq!(device["public_key"], keys["public_key"], "{device}");
+    assert_eq!(device["listen_port"], HOST_PORT, "{device}");
+    let p = &device["peers"][0];
+    assert_eq!(p["has_preshared_key"], true, "{p}");
+    assert_eq!(p["endpoint"], "192.0.2.7:51000", "{p}");
+    assert_eq!(p["allowed_ips"], json!(["10.99.0.2/32", "fd00:99::2/128"]), "{p}");
+    assert_eq!(p["latest_handshake"], Value::Null, "{p}");
+    assert!(!device.to_string().contains(keys["private_key"].as_str().unwrap()));
+
+    let remove = |key: &str| server.post_json(&format!("/fx/wg/devices/{dev}/peers/remove"), &json!({ "public_key": key }));
+    remove(peer_public).expect(204);
+    assert_eq!(wg_dump(&ns, &dev).1.len(), 0);
+    expect_error(&remove(peer_public), 404, "has no peer");
+    server.delete(&format!("/fx/wg/devices/{dev}")).expect(204);
+    assert!(!link_exists(&ns, &dev));
+}
+
+#[test]
+fn the_kernel_backend_on_a_kernel_without_wireguard_says_so() {
+    let test = "the_kernel_backend_on_a_kernel_without_wireguard_says_so";
+    if kernel_has_wireguard() {
+        // The auto test above drives the kernel's WireGuard on this machine.
+        skip(test, "this kernel has WireGuard, so its absence cannot be shown");
+        return;
+    }
+    let Some(ns) = Netns::new(test) else {
+        return;
+    };
+    let server = serve(&format!("{{ devices: [\"wgk*\"], backend: kernel, netns: {} }}", ns.name));
+    let dev = device_name("wgk");
+    expect_error(&server.post(&format!("/fx/wg/devices/{dev}"), b""), 500, "this kernel has no WireGuard");
+    assert!(!link_exists(&ns, &dev));
+}

@@ -27,6 +27,7 @@ pub mod net;
 pub mod outbound;
 pub mod ratelimit;
 pub mod wireguard;
+pub mod wireguard_kernel;
 
 /// How the runtime knows a capability.
 pub struct Capability {

@@ -1,0 +1,593 @@
+//! The kernel's WireGuard over generic netlink: the `wireguard` family's
+//! `WG_CMD_GET_DEVICE` (a dump, which the kernel may split over several
+//! messages, a peer's allowed IPs included) and `WG_CMD_SET_DEVICE` (split
+//! here the same way, so that no message outgrows the kernel's buffer), as
+//! wg(8) speaks them. Messages are the typed ones of
+//! `netlink-packet-wireguard`; the socket is a plain blocking generic
+//! netlink socket made inside the grant's namespace, with a receive
+//! timeout, used from a blocking task.
+//!
+//! Only checked values reach here ([`super::wireguard`] parses keys,
+//! endpoints and addresses first).
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::Duration;
+
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+};
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
+use netlink_packet_core::{Emitable, ParseableParametrized};
+use netlink_packet_wireguard::{
+    WireguardAddressFamily, WireguardAllowedIp, WireguardAllowedIpAttr, WireguardAttribute, WireguardCmd,
+    WireguardDeviceFlags, WireguardMessage, WireguardPeer, WireguardPeerAttribute, WireguardPeerFlags,
+};
+use netlink_sys::Socket;
+use netlink_sys::protocols::NETLINK_GENERIC;
+
+/// The attribute bytes of one set message at most: wg(8) keeps whole
+/// messages within a page.
+pub const MAX_ATTRIBUTES: usize = 3_600;
+/// How long one answer of the kernel may take.
+const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A device as the kernel reports it.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct KernelDevice {
+    pub public_key: Option<[u8; 32]>,
+    pub listen_port: Option<u16>,
+    pub peers: Vec<KernelPeer>,
+}
+
+#[derive(Debug, Default, PartialEq, Eq, Clone)]
+pub struct KernelPeer {
+    pub public_key: [u8; 32],
+    pub has_preshared_key: bool,
+    pub endpoint: Option<SocketAddr>,
+    pub allowed_ips: Vec<(IpAddr, u8)>,
+    /// Unix seconds; none before the first handshake.
+    pub latest_handshake: Option<u64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub persistent_keepalive: Option<u16>,
+}
+
+/// A change to a device, as one `WG_CMD_SET_DEVICE` (before splitting).
+#[derive(Debug, Default, Clone)]
+pub struct Change {
+    pub private_key: Option<[u8; 32]>,
+    pub listen_port: Option<u16>,
+    pub replace_peers: bool,
+    pub peers: Vec<PeerChange>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PeerChange {
+    pub public_key: [u8; 32],
+    pub remove: bool,
+    /// `Some(None)` clears the preshared key.
+    pub preshared_key: Option<Option<[u8; 32]>>,
+    pub endpoint: Option<SocketAddr>,
+    /// `Some(0)` turns it off.
+    pub persistent_keepalive: Option<u16>,
+    /// Replaces the peer's list when set.
+    pub allowed_ips: Option<Vec<(IpAddr, u8)>>,
+}
+
+/// A generic netlink socket with the `wireguard` family resolved.
+pub struct Kernel {
+    socket: Socket,
+    family: u16,
+    sequence: u32,
+}
+
+/// A generic netlink socket in `netns` (None: the host's namespace): made
+/// on a thread of its own that enters the namespace and ends.
+fn socket_in(netns: Option<&Path>) -> io::Result<Socket> {
+    let Some(path) = netns else {
+        return Socket::new(NETLINK_GENERIC);
+    };
+    let ns = std::fs::File::open(path)?;
+    std::thread::Builder::new()
+        .name("wasmgate-netns".into())
+        .spawn(move || {
+            // SAFETY: setns on a descriptor this thread owns; the thread ends
+            // right after making the socket.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Socket::new(NETLINK_GENERIC)
+        })?
+        .join()
+        .map_err(|_| io::Error::other("the namespace thread panicked"))?
+}
+
+fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a valid socket and a timeval of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+impl Kernel {
+    /// Generic netlink in `netns` with the `wireguard` family; `None` when
+    /// the kernel has no WireGuard (no such family).
+    pub fn open(netns: Option<&Path>) -> io::Result<Option<Kernel>> {
+        let mut socket = socket_in(netns)?;
+        socket.bind_auto()?;
+        socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
+        set_recv_timeout(&socket, RECV_TIMEOUT)?;
+        let mut k = Kernel { socket, family: 0, sequence: 0 };
+        let ask = GenlMessage::from_payload(GenlCtrl {
+            cmd: GenlCtrlCmd::GetFamily,
+            nlas: vec![GenlCtrlAttrs::FamilyName(WireguardMessage::family_name().to_string())],
+        });
+        match k.exchange(ask, false) {
+            Ok(answers) => {
+                let id = answers.iter().flat_map(|m| &m.payload.nlas).find_map(|a| match a {
+                    GenlCtrlAttrs::FamilyId(id) => Some(*id),
+                    _ => None,
+                });
+                Ok(id.map(|family| Kernel { family, ..k }))
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends one request and reads every answer up to the end of a dump or
+    /// the acknowledgement; a refusal is the kernel's errno.
+    fn exchange<F>(&mut self, mut payload: GenlMessage<F>, dump: bool) -> io::Result<Vec<GenlMessage<F>>>
+    where
+        F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + std::fmt::Debug,
+    {
+        payload.set_resolved_family_id(self.family);
+        self.sequence = self.sequence.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_ACK | if dump { NLM_F_DUMP } else { 0 };
+        header.sequence_number = self.sequence;
+        let mut message = NetlinkMessage::new(header, NetlinkPayload::from(payload));
+        message.finalize();
+        let mut out = vec![0; message.buffer_len()];
+        message.serialize(&mut out);
+        self.socket.send(&out, 0)?;
+
+        let mut answers = Vec::new();
+        loop {
+            let (bytes, _) = self.socket.recv_from_full()?;
+            let mut offset = 0;
+            while offset < bytes.len() {
+                let reply = NetlinkMessage::<GenlMessage<F>>::deserialize(&bytes[offset..])
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let length = reply.header.length as usize;
+                if length == 0 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "a netlink message of length 0"));
+                }
+                offset += (length + 3) & !3;
+                if reply.header.sequence_number != self.sequence {
+                    continue;
+                }
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(m) => answers.push(m),
+                    NetlinkPayload::Done(_) => return Ok(answers),
+                    NetlinkPayload::Error(e) => {
+                        return match e.code {
+                            None => Ok(answers),
+                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                        };
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The device `name`; ENODEV when there is none.
+    pub fn get(&mut self, name: &str) -> io::Result<KernelDevice> {
+        let ask = GenlMessage::from_payload(WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![WireguardAttribute::IfName(name.to_string())],
+        });
+        let answers = self.exchange(ask, true)?;
+        Ok(device_of(answers.into_iter().map(|m| m.payload)))
+    }
+
+    /// Applies `change` to device `name`, in as many messages as it takes.
+    pub fn set(&mut self, name: &str, change: &Change) -> io::Result<()> {
+        for message in set_messages(name, change) {
+            self.exchange(GenlMessage::from_payload(message), false)?;
+        }
+        Ok(())
+    }
+}
+
+/// The device the answers of a get describe: a peer that goes on in the
+/// next message (more allowed IPs) is merged into one.
+pub fn device_of(messages: impl IntoIterator<Item = WireguardMessage>) -> KernelDevice {
+    let mut device = KernelDevice::default();
+    for message in messages {
+        for attribute in message.attributes {
+            match attribute {
+                WireguardAttribute::PublicKey(k) if k != [0; 32] => device.public_key = Some(k),
+                WireguardAttribute::ListenPort(p) if p != 0 => device.listen_port = Some(p),
+                WireguardAttribute::Peers(peers) => {
+                    for WireguardPeer(attributes) in peers {
+                        let peer = peer_of(attributes);
+                        match device.peers.last_mut() {
+                            Some(last) if last.public_key == peer.public_key => {
+                                last.allowed_ips.extend(peer.allowed_ips);
+                            }
+                            _ => device.peers.push(peer),
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    device
+}
+
+fn peer_of(attributes: Vec<WireguardPeerAttribute>) -> KernelPeer {
+    let mut peer = KernelPeer::default();
+    for attribute in attributes {
+        match attribute {
+            WireguardPeerAttribute::PublicKey(k) => peer.public_key = k,
+            WireguardPeerAttribute::PresharedKey(k) => peer.has_preshared_key = k != [0; 32],
+            WireguardPeerAttribute::Endpoint(e) if e.port() != 0 || !e.ip().is_unspecified() => {
+                peer.endpoint = Some(e)
+            }
+            WireguardPeerAttribute::PersistentKeepalive(s) if s != 0 => peer.persistent_keepalive = Some(s),
+            WireguardPeerAttribute::LastHandshake(t) if t.seconds > 0 => {
+                peer.latest_handshake = Some(t.seconds as u64)
+            }
+            WireguardPeerAttribute::RxBytes(n) => peer.rx_bytes = n,
+            WireguardPeerAttribute::TxBytes(n) => peer.tx_bytes = n,
+            WireguardPeerAttribute::AllowedIps(ips) => {
+                for WireguardAllowedIp(parts) in ips {
+                    let mut ip = None;
+                    let mut cidr = None;
+                    for part in parts {
+                        match part {
+                            WireguardAllowedIpAttr::IpAddr(a) => ip = Some(a),
+                            WireguardAllowedIpAttr::Cidr(c) => cidr = Some(c),
+                            _ => {}
+                        }
+                    }
+                    if let (Some(ip), Some(cidr)) = (ip, cidr) {
+                        peer.allowed_ips.push((ip, cidr));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    peer
+}
+
+fn allowed_ip(ip: IpAddr, cidr: u8) -> WireguardAllowedIp {
+    let family = if ip.is_ipv4() {
+        WireguardAddressFamily::Ipv4
+    } else {
+        WireguardAddressFamily::Ipv6
+    };
+    WireguardAllowedIp(vec![
+        WireguardAllowedIpAttr::Family(family),
+        WireguardAllowedIpAttr::IpAddr(ip),
+        WireguardAllowedIpAttr::Cidr(cidr),
+    ])
+}
+
+/// Bytes `attributes` take in a message.
+fn size(attributes: &[WireguardAttribute]) -> usize {
+    attributes.buffer_len()
+}
+
+/// `change` as set messages of at most [`MAX_ATTRIBUTES`] attribute bytes
+/// each. Device settings and `replace_peers` go in the first only; a peer
+/// whose allowed IPs do not fit goes on in the next message with its key
+/// and the rest of its list (the kernel appends them).
+pub fn set_messages(name: &str, change: &Change) -> Vec<WireguardMessage> {
+    let head = vec![WireguardAttribute::IfName(name.to_string())];
+    let mut first = head.clone();
+    if let Some(k) = change.private_key {
+        first.push(WireguardAttribute::PrivateKey(k));
+    }
+    if let Some(p) = change.listen_port {
+        first.push(WireguardAttribute::ListenPort(p));
+    }
+    if change.replace_peers {
+        first.push(WireguardAttribute::Flags(WireguardDeviceFlags::ReplacePeers));
+    }
+    let mut messages: Vec<Vec<WireguardAttribute>> = vec![first];
+    let mut peers: Vec<WireguardPeer> = Vec::new();
+
+    // Closes the message being filled and starts the next.
+    fn flush(messages: &mut Vec<Vec<WireguardAttribute>>, peers: &mut Vec<WireguardPeer>, head: &[WireguardAttribute]) {
+        if !peers.is_empty() {
+            messages.last_mut().expect("a message").push(WireguardAttribute::Peers(std::mem::take(peers)));
+            messages.push(head.to_vec());
+        }
+    }
+    let room = |messages: &Vec<Vec<WireguardAttribute>>, peers: &Vec<WireguardPeer>, extra: &WireguardPeer| {
+        let mut trial = peers.clone();
+        trial.push(extra.clone());
+        let mut attributes = messages.last().expect("a message").clone();
+        attributes.push(WireguardAttribute::Peers(trial));
+        size(&attributes) <= MAX_ATTRIBUTES
+    };
+
+    for p in &change.peers {
+        let mut base = vec![WireguardPeerAttribute::PublicKey(p.public_key)];
+        let mut flags = WireguardPeerFlags::empty();
+        if p.remove {
+            flags |= WireguardPeerFlags::RemoveMe;
+        }
+        if p.allowed_ips.is_some() {
+            flags |= WireguardPeerFlags::ReplaceAllowedIps;
+        }
+        if !flags.is_empty() {
+            base.push(WireguardPeerAttribute::Flags(flags));
+        }
+        match p.preshared_key {
+            Some(Some(k)) => base.push(WireguardPeerAttribute::PresharedKey(k)),
+            Some(None) => base.push(WireguardPeerAttribute::PresharedKey([0; 32])),
+            None => {}
+        }
+        if let Some(e) = p.endpoint {
+            base.push(WireguardPeerAttribute::Endpoint(e));
+        }
+        if let Some(s) = p.persistent_keepalive {
+            base.push(WireguardPeerAttribute::PersistentKeepalive(s));
+        }
+        let ips: Vec<WireguardAllowedIp> = p
+            .allowed_ips
+            .iter()
+            .flatten()
+            .map(|(ip, cidr)| allowed_ip(*ip, *cidr))
+            .collect();
+        // The peer's settings with as many allowed IPs as fit; the rest of
+        // the list goes on under its key alone in the next messages. One
+        // entry with one address always fits in a message of its own.
+        let entry = |attributes: &[WireguardPeerAttribute], ips: &[WireguardAllowedIp]| {
+            let mut a = attributes.to_vec();
+            if !ips.is_empty() {
+                a.push(WireguardPeerAttribute::AllowedIps(ips.to_vec()));
+            }
+            WireguardPeer(a)
+        };
+        let mut rest = ips.as_slice();
+        let mut attributes = base;
+        loop {
+            let least = usize::from(!rest.is_empty());
+            if !room(&messages, &peers, &entry(&attributes, &rest[..least])) {
+                flush(&mut messages, &mut peers, &head);
+            }
+            let mut n = least;
+            while n < rest.len() && room(&messages, &peers, &entry(&attributes, &rest[..n + 1])) {
+                n += 1;
+            }
+            peers.push(entry(&attributes, &rest[..n]));
+            rest = &rest[n..];
+            if rest.is_empty() {
+                break;
+            }
+            flush(&mut messages, &mut peers, &head);
+            attributes = vec![WireguardPeerAttribute::PublicKey(p.public_key)];
+        }
+    }
+    if !peers.is_empty() {
+        messages.last_mut().expect("a message").push(WireguardAttribute::Peers(peers));
+    } else if messages.len() > 1 && messages.last().is_some_and(|m| m.len() == head.len()) {
+        messages.pop();
+    }
+    messages
+        .into_iter()
+        .map(|attributes| WireguardMessage { cmd: WireguardCmd::SetDevice, attributes })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netlink_packet_wireguard::WireguardTimeSpec;
+
+    fn key(n: u8) -> [u8; 32] {
+        [n; 32]
+    }
+
+    /// Serialised and parsed again, as the kernel would read it.
+    fn round_trip(m: &WireguardMessage) -> WireguardMessage {
+        let mut msg = GenlMessage::from_payload(m.clone());
+        msg.set_resolved_family_id(0x20);
+        let mut nl = NetlinkMessage::new(NetlinkHeader::default(), NetlinkPayload::from(msg));
+        nl.finalize();
+        let mut buf = vec![0; nl.buffer_len()];
+        nl.serialize(&mut buf);
+        let back = NetlinkMessage::<GenlMessage<WireguardMessage>>::deserialize(&buf).expect("parses");
+        match back.payload {
+            NetlinkPayload::InnerMessage(m) => m.payload,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_small_change_is_one_message_with_everything() {
+        let change = Change {
+            private_key: Some(key(1)),
+            listen_port: Some(51820),
+            replace_peers: true,
+            peers: vec![PeerChange {
+                public_key: key(2),
+                remove: false,
+                preshared_key: Some(Some(key(3))),
+                endpoint: Some("192.0.2.1:51821".parse().unwrap()),
+                persistent_keepalive: Some(25),
+                allowed_ips: Some(vec![("10.0.0.2".parse().unwrap(), 32), ("fd00::2".parse().unwrap(), 128)]),
+            }],
+        };
+        let messages = set_messages("wg0", &change);
+        assert_eq!(messages.len(), 1);
+        let back = round_trip(&messages[0]);
+        assert_eq!(back, messages[0]);
+        assert!(back.attributes.contains(&WireguardAttribute::IfName("wg0".into())));
+        assert!(back.attributes.contains(&WireguardAttribute::PrivateKey(key(1))));
+        assert!(back.attributes.contains(&WireguardAttribute::ListenPort(51820)));
+        assert!(back.attributes.contains(&WireguardAttribute::Flags(WireguardDeviceFlags::ReplacePeers)));
+        let WireguardAttribute::Peers(peers) = back.attributes.last().unwrap() else { panic!() };
+        let p = &peers[0].0;
+        assert!(p.contains(&WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps)));
+        assert!(p.contains(&WireguardPeerAttribute::PersistentKeepalive(25)));
+    }
+
+    #[test]
+    fn a_removal_sets_the_remove_flag_only() {
+        let change = Change {
+            peers: vec![PeerChange {
+                public_key: key(9),
+                remove: true,
+                preshared_key: None,
+                endpoint: None,
+                persistent_keepalive: None,
+                allowed_ips: None,
+            }],
+            ..Change::default()
+        };
+        let m = set_messages("wg0", &change);
+        assert_eq!(m.len(), 1);
+        let WireguardAttribute::Peers(peers) = m[0].attributes.last().unwrap() else { panic!() };
+        assert_eq!(
+            peers[0].0,
+            vec![WireguardPeerAttribute::PublicKey(key(9)), WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe)]
+        );
+    }
+
+    #[test]
+    fn large_changes_are_split_under_the_size_and_read_back_whole() {
+        // 300 peers, one of them with 500 allowed IPs.
+        let mut peers: Vec<PeerChange> = (0..300u32)
+            .map(|i| PeerChange {
+                public_key: { let mut k = [0u8; 32]; k[..4].copy_from_slice(&i.to_be_bytes()); k[31] = 1; k },
+                remove: false,
+                preshared_key: None,
+                endpoint: None,
+                persistent_keepalive: None,
+                allowed_ips: Some(vec![(IpAddr::from([10, 1, (i >> 8) as u8, i as u8]), 32)]),
+            })
+            .collect();
+        peers[7].allowed_ips = Some((0..500u32).map(|j| (IpAddr::from([10, 2, (j >> 8) as u8, j as u8]), 32)).collect());
+        let change = Change { replace_peers: true, peers, ..Change::default() };
+        let messages = set_messages("wg0", &change);
+        assert!(messages.len() > 3, "{} messages", messages.len());
+        for m in &messages {
+            assert!(size(&m.attributes) <= MAX_ATTRIBUTES, "{} bytes", size(&m.attributes));
+            assert_eq!(m.attributes[0], WireguardAttribute::IfName("wg0".into()));
+        }
+        let replace = WireguardAttribute::Flags(WireguardDeviceFlags::ReplacePeers);
+        assert!(messages[0].attributes.contains(&replace));
+        assert!(messages[1..].iter().all(|m| !m.attributes.contains(&replace)));
+        // What the kernel would end up with, read as a get answer would be.
+        let device = device_of(messages.iter().map(round_trip));
+        assert_eq!(device.peers.len(), 300);
+        assert_eq!(device.peers[7].allowed_ips.len(), 500);
+        assert_eq!(device.peers[8].allowed_ips, vec![(IpAddr::from([10, 1, 0, 8]), 32)]);
+        // Only the first part of the long peer replaces its list.
+        let replacing = messages
+            .iter()
+            .flat_map(|m| &m.attributes)
+            .filter_map(|a| match a {
+                WireguardAttribute::Peers(p) => Some(p),
+                _ => None,
+            })
+            .flatten()
+            .filter(|p| p.0.contains(&WireguardPeerAttribute::PublicKey(change.peers[7].public_key)))
+            .map(|p| p.0.iter().any(|a| matches!(a, WireguardPeerAttribute::Flags(f) if f.contains(WireguardPeerFlags::ReplaceAllowedIps))))
+            .collect::<Vec<_>>();
+        assert!(replacing.len() > 1);
+        assert_eq!(replacing.iter().filter(|r| **r).count(), 1);
+        assert!(replacing[0]);
+    }
+
+    #[test]
+    fn a_get_answer_reads_as_a_device() {
+        let answer = WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![
+                WireguardAttribute::IfName("wg0".into()),
+                WireguardAttribute::PrivateKey(key(1)),
+                WireguardAttribute::PublicKey(key(2)),
+                WireguardAttribute::ListenPort(51820),
+                WireguardAttribute::Peers(vec![
+                    WireguardPeer(vec![
+                        WireguardPeerAttribute::PublicKey(key(3)),
+                        WireguardPeerAttribute::PresharedKey([0; 32]),
+                        WireguardPeerAttribute::Endpoint("192.0.2.9:4000".parse().unwrap()),
+                        WireguardPeerAttribute::PersistentKeepalive(0),
+                        WireguardPeerAttribute::LastHandshake(WireguardTimeSpec { seconds: 1_800_000_000, nano_seconds: 5 }),
+                        WireguardPeerAttribute::RxBytes(1234),
+                        WireguardPeerAttribute::TxBytes(5678),
+                        WireguardPeerAttribute::AllowedIps(vec![allowed_ip("10.0.0.2".parse().unwrap(), 32)]),
+                    ]),
+                    WireguardPeer(vec![
+                        WireguardPeerAttribute::PublicKey(key(4)),
+                        WireguardPeerAttribute::PresharedKey(key(5)),
+                        WireguardPeerAttribute::LastHandshake(WireguardTimeSpec { seconds: 0, nano_seconds: 0 }),
+                        WireguardPeerAttribute::PersistentKeepalive(25),
+                    ]),
+                ]),
+            ],
+        };
+        // The second message of a dump goes on with peer 4's allowed IPs.
+        let more = WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![WireguardAttribute::Peers(vec![WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey(key(4)),
+                WireguardPeerAttribute::AllowedIps(vec![allowed_ip("fd00::4".parse().unwrap(), 128)]),
+            ])])],
+        };
+        let device = device_of([round_trip(&answer), round_trip(&more)]);
+        assert_eq!(device.public_key, Some(key(2)));
+        assert_eq!(device.listen_port, Some(51820));
+        assert_eq!(
+            device.peers,
+            vec![
+                KernelPeer {
+                    public_key: key(3),
+                    has_preshared_key: false,
+                    endpoint: Some("192.0.2.9:4000".parse().unwrap()),
+                    allowed_ips: vec![("10.0.0.2".parse().unwrap(), 32)],
+                    latest_handshake: Some(1_800_000_000),
+                    rx_bytes: 1234,
+                    tx_bytes: 5678,
+                    persistent_keepalive: None,
+                },
+                KernelPeer {
+                    public_key: key(4),
+                    has_preshared_key: true,
+                    endpoint: None,
+                    allowed_ips: vec![("fd00::4".parse().unwrap(), 128)],
+                    latest_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                    persistent_keepalive: Some(25),
+                },
+            ]
+        );
+    }
+}
