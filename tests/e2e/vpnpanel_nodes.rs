@@ -61,7 +61,7 @@ fn closed_port() -> SocketAddr {
 }
 
 #[track_caller]
-fn call(server: &Server, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Response {
+pub(crate) fn call(server: &Server, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Response {
     let mut headers: Vec<(&str, &str)> = Vec::new();
     if let Some(k) = key {
         headers.push(("x-api-key", k));

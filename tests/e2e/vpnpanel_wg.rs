@@ -17,7 +17,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::e2e::harness::{Server, Setup, eventually, quote, wasm};
-use crate::e2e::http::{self, Response};
+use crate::e2e::http;
+use crate::e2e::vpnpanel_nodes::call;
 use crate::e2e::net::Netns;
 use crate::e2e::wireguard::{PeerSide, device_name, exec, tools, underlay, wg_dump};
 
@@ -39,19 +40,6 @@ fn yaml(listen: &str, device: &str, netns: &str, hosts: &[String], settings: &st
         netns = quote(netns),
         hosts = hosts.join(", "),
     )
-}
-
-#[track_caller]
-fn call(server: &Server, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Response {
-    let mut headers: Vec<(&str, &str)> = Vec::new();
-    if let Some(k) = key {
-        headers.push(("x-api-key", k));
-    }
-    let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    if body.is_some() {
-        headers.push(("content-type", "application/json"));
-    }
-    server.send(method, path, &headers, &bytes)
 }
 
 #[track_caller]

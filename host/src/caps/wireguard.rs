@@ -185,62 +185,57 @@ fn parse_allowed_ip(text: &str) -> Result<(IpAddr, u8), Error> {
     Ok((ip, len))
 }
 
-/// The UAPI `set=1` lines of one peer, from checked values only.
-fn peer_lines(peer: &PeerConfig) -> Result<String, Error> {
-    let public = decode_key("public-key", &peer.public_key)?;
-    let preshared = match &peer.preshared_key {
-        // All zeroes is how UAPI says "no preshared key".
-        None => [0u8; 32],
-        Some(k) => decode_key("preshared-key", k)?,
-    };
-    let endpoint = peer.endpoint.as_deref().map(parse_endpoint).transpose()?;
+/// A peer's settings, checked and typed.
+struct CheckedPeer {
+    public_key: [u8; 32],
+    preshared_key: Option<[u8; 32]>,
+    endpoint: Option<SocketAddr>,
+    /// 0 is off.
+    keepalive: u16,
+    allowed_ips: Vec<(IpAddr, u8)>,
+}
+
+fn check_peer(peer: &PeerConfig) -> Result<CheckedPeer, Error> {
     if peer.allowed_ips.len() > MAX_ALLOWED_IPS {
         return Err(Error::Invalid(format!("more than {MAX_ALLOWED_IPS} allowed IPs")));
     }
-    let allowed = peer
-        .allowed_ips
-        .iter()
-        .map(|a| parse_allowed_ip(a))
-        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CheckedPeer {
+        public_key: decode_key("public-key", &peer.public_key)?,
+        preshared_key: peer.preshared_key.as_deref().map(|k| decode_key("preshared-key", k)).transpose()?,
+        endpoint: peer.endpoint.as_deref().map(parse_endpoint).transpose()?,
+        keepalive: peer.persistent_keepalive.unwrap_or(0),
+        allowed_ips: peer.allowed_ips.iter().map(|a| parse_allowed_ip(a)).collect::<Result<_, _>>()?,
+    })
+}
+
+/// The UAPI `set=1` lines of one peer, from checked values only.
+fn peer_lines(peer: &PeerConfig) -> Result<String, Error> {
+    let p = check_peer(peer)?;
     let mut out = String::new();
-    let _ = writeln!(out, "public_key={}", hex_key(&public));
-    let _ = writeln!(out, "preshared_key={}", hex_key(&preshared));
-    if let Some(endpoint) = endpoint {
+    let _ = writeln!(out, "public_key={}", hex_key(&p.public_key));
+    // All zeroes is how UAPI says "no preshared key".
+    let _ = writeln!(out, "preshared_key={}", hex_key(&p.preshared_key.unwrap_or([0u8; 32])));
+    if let Some(endpoint) = p.endpoint {
         let _ = writeln!(out, "endpoint={endpoint}");
     }
-    let _ = writeln!(
-        out,
-        "persistent_keepalive_interval={}",
-        peer.persistent_keepalive.unwrap_or(0)
-    );
+    let _ = writeln!(out, "persistent_keepalive_interval={}", p.keepalive);
     out.push_str("replace_allowed_ips=true\n");
-    for (ip, len) in allowed {
+    for (ip, len) in p.allowed_ips {
         let _ = writeln!(out, "allowed_ip={ip}/{len}");
     }
     Ok(out)
 }
 
-/// A peer as a kernel change, from checked values only (the same checks
-/// as [`peer_lines`]).
+/// A peer as a kernel change, from checked values only.
 fn peer_change(peer: &PeerConfig) -> Result<PeerChange, Error> {
-    let public_key = decode_key("public-key", &peer.public_key)?;
-    let preshared_key = Some(peer.preshared_key.as_deref().map(|k| decode_key("preshared-key", k)).transpose()?);
-    let endpoint = peer.endpoint.as_deref().map(parse_endpoint).transpose()?;
-    if peer.allowed_ips.len() > MAX_ALLOWED_IPS {
-        return Err(Error::Invalid(format!("more than {MAX_ALLOWED_IPS} allowed IPs")));
-    }
-    let allowed = peer
-        .allowed_ips
-        .iter()
-        .map(|a| parse_allowed_ip(a))
-        .collect::<Result<Vec<_>, _>>()?;
+    let p = check_peer(peer)?;
     Ok(PeerChange {
-        public_key,
+        public_key: p.public_key,
         remove: false,
-        preshared_key,
-        endpoint,
-        persistent_keepalive: Some(peer.persistent_keepalive.unwrap_or(0)),
-        allowed_ips: Some(allowed),
+        preshared_key: Some(p.preshared_key),
+        endpoint: p.endpoint,
+        persistent_keepalive: Some(p.keepalive),
+        allowed_ips: Some(p.allowed_ips),
     })
 }
 
@@ -1002,14 +997,7 @@ impl<'a> Wg<'a> {
                         return Ok(false);
                     }
                     let change = Change {
-                        peers: vec![PeerChange {
-                            public_key: key,
-                            remove: true,
-                            preshared_key: None,
-                            endpoint: None,
-                            persistent_keepalive: None,
-                            allowed_ips: None,
-                        }],
+                        peers: vec![PeerChange::removal(key)],
                         ..Change::default()
                     };
                     k.set(&owned, &change).map(|()| true)

@@ -79,6 +79,20 @@ pub struct PeerChange {
     pub allowed_ips: Option<Vec<(IpAddr, u8)>>,
 }
 
+impl PeerChange {
+    /// Removes the peer with `public_key`.
+    pub fn removal(public_key: [u8; 32]) -> PeerChange {
+        PeerChange {
+            public_key,
+            remove: true,
+            preshared_key: None,
+            endpoint: None,
+            persistent_keepalive: None,
+            allowed_ips: None,
+        }
+    }
+}
+
 /// A generic netlink socket with the `wireguard` family resolved.
 pub struct Kernel {
     socket: Socket,
@@ -459,14 +473,7 @@ mod tests {
     #[test]
     fn a_removal_sets_the_remove_flag_only() {
         let change = Change {
-            peers: vec![PeerChange {
-                public_key: key(9),
-                remove: true,
-                preshared_key: None,
-                endpoint: None,
-                persistent_keepalive: None,
-                allowed_ips: None,
-            }],
+            peers: vec![PeerChange::removal(key(9))],
             ..Change::default()
         };
         let m = set_messages("wg0", &change);
