@@ -44,7 +44,7 @@ impl Router {
             plugin,
             configured: prefix.to_string(),
         });
-        self.routes.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        self.routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         true
     }
 

@@ -416,7 +416,7 @@ async fn plugin_request<'h>(host: &'h Host, router: &Router, peer: SocketAddr, i
     (name, plugin_response(plugin.handle(wit).await, id))
 }
 
-async fn native_request<'h>(host: &'h Host, req: hyper::Request<Incoming>) -> (Option<&'h str>, HttpResponse) {
+async fn native_request(host: &Host, req: hyper::Request<Incoming>) -> (Option<&str>, HttpResponse) {
     let limit = host.plugins.first().map_or(ADMIN_BODY_BYTES, |p| p.shared.limits.max_body_bytes);
     if let Err(r) = read_body(req, limit).await {
         return (Some("native"), r);
