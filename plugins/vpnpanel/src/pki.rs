@@ -269,19 +269,47 @@ pub fn issue(cn: &str, server: bool) -> Result<Leaf, Fail> {
         .map_err(pki_error)
 }
 
-/// The user's current client certificate, made when it has none.
-pub fn client_leaf(u: &User) -> Result<Leaf, Fail> {
-    if let Some(leaf) = kv::get_json::<Leaf>(&cert_key(&u.username))? {
-        return Ok(leaf);
-    }
-    let fresh = issue(&u.username, false)?;
-    Ok(kv::transaction(|txn| match txn.get_json::<Leaf>(&cert_key(&u.username))? {
-        Some(leaf) => Ok(leaf),
-        None => {
-            txn.set_json(&cert_key(&u.username), &fresh)?;
-            Ok(fresh.clone())
+/// What a download finds in one consistent read of the user and its
+/// certificate.
+enum Found {
+    /// The user at that key was revoked or deleted since it was loaded.
+    Stale,
+    Missing,
+    Leaf(Leaf),
+}
+
+/// The user's current client certificate, made when it has none; None when
+/// the user's record at `key` no longer has `u`'s token or waits for a
+/// re-issue. The user and the certificate are read in one transaction, so a
+/// download that raced a revoke never hands out the certificate the revoke's
+/// job made for the holder of the new token.
+pub fn client_leaf(key: &str, u: &User) -> Result<Option<Leaf>, Fail> {
+    let cert = cert_key(&u.username);
+    let mut fresh: Option<Leaf> = None;
+    loop {
+        let found = kv::transaction(|txn| {
+            let current = txn
+                .get_json::<User>(key)?
+                .is_some_and(|now| now.token == u.token && now.cert_issued >= now.cert_generation);
+            if !current {
+                return Ok(Found::Stale);
+            }
+            match (txn.get_json::<Leaf>(&cert)?, &fresh) {
+                (Some(leaf), _) => Ok(Found::Leaf(leaf)),
+                (None, Some(made)) => {
+                    txn.set_json(&cert, made)?;
+                    Ok(Found::Leaf(made.clone()))
+                }
+                (None, None) => Ok(Found::Missing),
+            }
+        })?;
+        match found {
+            Found::Stale => return Ok(None),
+            Found::Leaf(leaf) => return Ok(Some(leaf)),
+            // Signing stays out of the transaction; the next round stores it.
+            Found::Missing => fresh = Some(issue(&u.username, false)?),
         }
-    })?)
+    }
 }
 
 /// Puts the user's current certificate on the CRL and forgets it, in
@@ -294,14 +322,25 @@ pub fn revoke_in(txn: &kv::Txn, username: &str) -> Result<(), wasmgate_sdk::Erro
     Ok(())
 }
 
-/// Makes the user's new certificate (the certificate job).
-pub fn reissue(username: &str) -> Result<(), Fail> {
+/// The certificate job: makes the new certificate of the user at `key` for
+/// revoke number `generation` and stamps `cert_issued`, in one transaction
+/// with the user's record, so a user deleted or revoked again meanwhile
+/// gets nothing (false).
+pub fn reissue(key: &str, username: &str, generation: u64) -> Result<bool, Fail> {
     let fresh = issue(username, false)?;
-    kv::transaction(|txn| {
+    Ok(kv::transaction(|txn| {
+        let Some(mut u) = txn.get_json::<User>(key)? else {
+            return Ok(false);
+        };
+        if u.cert_generation != generation || u.cert_issued >= generation {
+            return Ok(false);
+        }
         revoke_in(txn, username)?;
-        txn.set_json(&cert_key(username), &fresh)
-    })?;
-    Ok(())
+        txn.set_json(&cert_key(username), &fresh)?;
+        u.cert_issued = generation;
+        crate::store::put_user(txn, key, &u)?;
+        Ok(true)
+    })?)
 }
 
 /// The CRL as of now (see the module docs).

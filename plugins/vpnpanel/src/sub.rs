@@ -13,13 +13,14 @@ use crate::validate;
 
 const MSG_BAD_LINK: &str = "Invalid or revoked subscription link";
 
-fn user_with_token(req: &Request, name: &str) -> Result<User, Fail> {
+/// The user `name` and its kv key, when `token` is its subscription token.
+fn user_with_token(req: &Request, name: &str) -> Result<(String, User), Fail> {
     let token = req.query("token").unwrap_or_default();
     if token.is_empty() || !validate::is_valid_name(name) {
         return Err(refuse(403, MSG_BAD_LINK));
     }
     match store::load_user(name)? {
-        Some((_, u)) if common::secret_eq(&u.token, &token) => Ok(u),
+        Some((key, u)) if common::secret_eq(&u.token, &token) => Ok((key, u)),
         _ => Err(refuse(403, MSG_BAD_LINK)),
     }
 }
@@ -31,7 +32,7 @@ pub fn subscription(req: &Request, rest: &[&str]) -> Reply {
     if req.method() != "GET" {
         return Ok(common::not_found_route());
     }
-    let u = user_with_token(req, name)?;
+    let (_, u) = user_with_token(req, name)?;
     let now = common::now_secs();
     let base = common::public_base(req);
     let endpoints = if u.enable_openvpn {
@@ -76,7 +77,7 @@ pub fn download(req: &Request, rest: &[&str]) -> Reply {
     if req.method() != "GET" {
         return Ok(common::not_found_route());
     }
-    let u = user_with_token(req, name)?;
+    let (key, u) = user_with_token(req, name)?;
     if let Some(server) = file.strip_suffix(".conf") {
         return crate::wg::download(&u, server);
     }
@@ -99,7 +100,8 @@ pub fn download(req: &Request, rest: &[&str]) -> Reply {
         ));
     }
     let ca = crate::pki::ca()?;
-    let leaf = crate::pki::client_leaf(&u)?;
+    // None: revoked (or deleted) since the token was checked.
+    let leaf = crate::pki::client_leaf(&key, &u)?.ok_or_else(|| refuse(403, MSG_BAD_LINK))?;
     let text = ovpn_profile(&u, &endpoint, &ca.cert_pem, &leaf);
     Ok(Response::bytes(200, "application/x-openvpn-profile", text).with_header(
         "content-disposition",

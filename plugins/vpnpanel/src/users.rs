@@ -569,18 +569,10 @@ pub fn cert_job(payload: &[u8]) -> Result<(), String> {
     if u.cert_generation != generation {
         return Ok(());
     }
-    crate::pki::reissue(name).map_err(|_| "certificate re-issue failed (see the log)".to_string())?;
-    kv::transaction(|txn| {
-        let Some(mut u) = txn.get_json::<User>(&key)? else {
-            return Ok(());
-        };
-        if u.cert_generation == generation && u.cert_issued < generation {
-            u.cert_issued = generation;
-            store::put_user(txn, &key, &u)?;
-        }
-        Ok(())
-    })
-    .map_err(|e| e.message)
+    // The new certificate and the stamp in one transaction with the record.
+    crate::pki::reissue(&key, name, generation)
+        .map(|_| ())
+        .map_err(|_| "certificate re-issue failed (see the log)".to_string())
 }
 
 fn reset_traffic(caller: &Caller, name: &str) -> Reply {
