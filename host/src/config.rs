@@ -216,7 +216,8 @@ fn default_userspace_binary() -> String {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WireguardBackend {
-    /// The kernel's where this host can drive it, else userspace.
+    /// The kernel's where its generic netlink family `wireguard` resolves
+    /// (probed once per namespace while the host runs), else userspace.
     #[default]
     Auto,
     /// The kernel's WireGuard over generic netlink; a clear error where the

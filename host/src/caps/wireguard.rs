@@ -24,8 +24,9 @@
 //! when the host dies without shutting down. The kernel's WireGuard over
 //! generic netlink ([`super::wireguard_kernel`]) serves `backend: kernel`,
 //! and `auto` where the kernel has WireGuard (its generic netlink family
-//! `wireguard` resolves in the grant's namespace; checked at each
-//! `create-device`), else userspace. A device is read and configured the
+//! `wireguard` resolves in the grant's namespace; probed at the first
+//! `create-device` there and remembered while the host runs), else
+//! userspace. A device is read and configured the
 //! way its link says (a kernel `wireguard` link, or a TUN link with a UAPI
 //! socket), whichever backend made it. `backend: kernel` on a kernel
 //! without WireGuard answers an `os` error that says so. No `wg` or
@@ -367,6 +368,9 @@ fn parse_get(text: &str) -> Reading {
 #[derive(Default)]
 pub struct Devices {
     slots: Mutex<HashMap<String, Slot>>,
+    /// Whether the kernel has WireGuard, by namespace (`None`: the host's),
+    /// as first probed: `auto` keeps one backend for the host's lifetime.
+    kernel: Mutex<HashMap<Option<PathBuf>, bool>>,
 }
 
 enum Slot {
@@ -397,6 +401,19 @@ impl Devices {
         }
         slots.insert(name.to_string(), Slot::Starting);
         true
+    }
+
+    fn kernel_probes(&self) -> std::sync::MutexGuard<'_, HashMap<Option<PathBuf>, bool>> {
+        self.kernel.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the probe of `netns` found, if it has run.
+    fn kernel_known(&self, netns: Option<&Path>) -> Option<bool> {
+        self.kernel_probes().get(&netns.map(Path::to_path_buf)).copied()
+    }
+
+    fn remember_kernel(&self, netns: Option<&Path>, has: bool) {
+        self.kernel_probes().insert(netns.map(Path::to_path_buf), has);
     }
 
     /// Takes the running child of `name` if it runs in `netns`.
@@ -724,13 +741,34 @@ impl<'a> Wg<'a> {
         .map_err(|e| Error::Os(format!("kernel WireGuard: {e}")))?
     }
 
-    /// Whether the kernel has WireGuard in the grant's namespace.
+    /// Whether the kernel has WireGuard in the grant's namespace: its
+    /// generic netlink family `wireguard` resolves (ENOENT: it does not).
+    /// Probed once per namespace and remembered; a failed probe (no such
+    /// namespace) is not.
     async fn kernel_available(&self) -> Result<bool, Error> {
+        let devices = &self.plugin.host.wireguard;
+        if let Some(known) = devices.kernel_known(self.netns.as_deref()) {
+            return Ok(known);
+        }
         let netns = self.netns.clone();
-        tokio::task::spawn_blocking(move || Kernel::open(netns.as_deref()).map(|k| k.is_some()))
+        let has = tokio::task::spawn_blocking(move || Kernel::open(netns.as_deref()).map(|k| k.is_some()))
             .await
             .map_err(|e| Error::Os(format!("generic netlink: {e}")))?
-            .map_err(|e| Error::Os(format!("generic netlink: {e}")))
+            .map_err(|e| Error::Os(format!("generic netlink: {e}")))?;
+        devices.remember_kernel(self.netns.as_deref(), has);
+        Ok(has)
+    }
+
+    /// The backend a new device gets: `kernel` only where the kernel has
+    /// WireGuard, `auto` the kernel's where it has it, else userspace.
+    async fn backend(&self) -> Result<Kind, Error> {
+        match self.grant.backend {
+            WireguardBackend::Userspace => Ok(Kind::Userspace),
+            WireguardBackend::Kernel if self.kernel_available().await? => Ok(Kind::Kernel),
+            WireguardBackend::Kernel => Err(kernel_absent()),
+            WireguardBackend::Auto if self.kernel_available().await? => Ok(Kind::Kernel),
+            WireguardBackend::Auto => Ok(Kind::Userspace),
+        }
     }
 
     async fn list_devices(&self) -> Result<Vec<String>, Error> {
@@ -777,17 +815,7 @@ impl<'a> Wg<'a> {
                 shown(name)
             )));
         }
-        let kernel = match self.grant.backend {
-            WireguardBackend::Kernel => {
-                if !self.kernel_available().await? {
-                    return Err(kernel_absent());
-                }
-                true
-            }
-            WireguardBackend::Auto => self.kernel_available().await?,
-            WireguardBackend::Userspace => false,
-        };
-        if kernel {
+        if self.backend().await? == Kind::Kernel {
             return self.create_kernel_device(name).await;
         }
         let program = resolve_binary(&self.grant.userspace_binary)?;
@@ -1039,7 +1067,7 @@ fn from_net(e: crate::bindings::net::Error) -> Error {
 
 fn kernel_absent() -> Error {
     Error::Os(
-        "this kernel has no WireGuard (no generic netlink family `wireguard`; the module is not loaded or not built); use `backend: userspace` (or `auto`) with wireguard-go"
+        "this kernel has no WireGuard module (no generic netlink family `wireguard`: the module is not built, or was not loaded when the host first looked); use `backend: userspace` (or `auto`) with wireguard-go"
             .into(),
     )
 }
@@ -1389,6 +1417,157 @@ mod tests {
             Err(Error::Invalid(m)) => assert!(m.contains("cannot be a device name"), "{m}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn auto_takes_userspace_where_the_probe_finds_no_wireguard_and_the_probe_is_remembered() {
+        let host = test_shared();
+        let ctx = test_ctx(&host, "a", grant(&["wg*"], WireguardBackend::Auto, None));
+        let wg = Wg::open(&ctx.plugin).unwrap();
+        assert_eq!(host.wireguard.kernel_known(None), None);
+        let has = wg.kernel_available().await.unwrap();
+        // The family resolves exactly where the module is there (asking for
+        // it loads it where it can be loaded).
+        assert_eq!(has, Path::new("/sys/module/wireguard").exists());
+        assert_eq!(host.wireguard.kernel_known(None), Some(has));
+        let chosen = wg.backend().await.unwrap();
+        if has {
+            assert_eq!(chosen, Kind::Kernel);
+        } else {
+            eprintln!("this kernel has no WireGuard: auto takes wireguard-go");
+            assert_eq!(chosen, Kind::Userspace);
+        }
+
+        // A remembered answer is used as it is: these namespaces do not
+        // exist, so a probe there would fail.
+        host.wireguard.remember_kernel(Some(Path::new("/nonexistent/with")), true);
+        host.wireguard.remember_kernel(Some(Path::new("/nonexistent/without")), false);
+        for (netns, backend, expected) in [
+            ("/nonexistent/with", WireguardBackend::Auto, Ok(Kind::Kernel)),
+            ("/nonexistent/with", WireguardBackend::Kernel, Ok(Kind::Kernel)),
+            ("/nonexistent/without", WireguardBackend::Auto, Ok(Kind::Userspace)),
+            ("/nonexistent/without", WireguardBackend::Userspace, Ok(Kind::Userspace)),
+            ("/nonexistent/without", WireguardBackend::Kernel, Err("no WireGuard module")),
+            ("/nonexistent/unprobed", WireguardBackend::Userspace, Ok(Kind::Userspace)),
+            ("/nonexistent/unprobed", WireguardBackend::Auto, Err("/nonexistent/unprobed")),
+        ] {
+            let ctx = test_ctx(&host, "a", grant(&["wg*"], backend, Some(netns)));
+            let got = Wg::open(&ctx.plugin).unwrap().backend().await;
+            match (got, expected) {
+                (Ok(kind), Ok(want)) => assert_eq!(kind, want, "{netns}"),
+                (Err(Error::Os(m)), Err(needle)) => assert!(m.contains(needle), "{netns}: {m}"),
+                (got, want) => panic!("{netns}: {got:?}, wanted {want:?}"),
+            }
+        }
+        // A probe that failed is not remembered.
+        assert_eq!(host.wireguard.kernel_known(Some(Path::new("/nonexistent/unprobed"))), None);
+    }
+
+    #[test]
+    fn a_kernel_dump_split_over_messages_reads_as_one_device_record() {
+        use super::super::wireguard_kernel::{device_of, read_answers, wire::*};
+        use netlink_packet_generic::GenlMessage;
+        use netlink_packet_wireguard::WireguardMessage;
+
+        const FAMILY: u16 = 0x1d;
+        const SEQ: u32 = 42;
+        let private = [0x11u8; 32];
+        let v6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let fd00: std::net::Ipv6Addr = "fd00:1::".parse().unwrap();
+        // As the kernel writes it: the device's attributes in the first
+        // message only; the second peer's allowed IPs go on in the next
+        // message under its public key alone.
+        let first = wireguard(
+            FAMILY,
+            NLM_F_MULTI,
+            SEQ,
+            WG_CMD_GET_DEVICE,
+            &[
+                nla(6, &51820u16.to_ne_bytes()),
+                nla(7, &0u32.to_ne_bytes()),
+                nla(1, &7u32.to_ne_bytes()),
+                nla(2, b"wg0\0"),
+                nla(3, &private),
+                nla(4, &public_of(&private)),
+                nest(8, &[
+                    nest(0, &[
+                        nla(1, &[0x22; 32]),
+                        nla(2, &[0x33; 32]),
+                        nla(6, &timespec(1_700_000_123, 456_000_000)),
+                        nla(5, &25u16.to_ne_bytes()),
+                        nla(7, &180u64.to_ne_bytes()),
+                        nla(8, &(5u64 << 32).to_ne_bytes()),
+                        nla(10, &1u32.to_ne_bytes()),
+                        nla(4, &sockaddr_in([192, 0, 2, 9], 51820)),
+                        nest(9, &[allowed_ip(2, &[10, 0, 0, 2], 32), allowed_ip(10, &fd00.octets(), 64)]),
+                    ]),
+                    nest(0, &[
+                        nla(1, &[0x44; 32]),
+                        nla(2, &[0; 32]),
+                        nla(6, &timespec(0, 0)),
+                        nla(5, &0u16.to_ne_bytes()),
+                        nla(7, &0u64.to_ne_bytes()),
+                        nla(8, &0u64.to_ne_bytes()),
+                        nla(10, &1u32.to_ne_bytes()),
+                        nla(4, &sockaddr_in6(v6.octets(), 51821)),
+                        nest(9, &[allowed_ip(2, &[10, 0, 1, 0], 24)]),
+                    ]),
+                ]),
+            ],
+        );
+        let second = wireguard(
+            FAMILY,
+            NLM_F_MULTI,
+            SEQ,
+            WG_CMD_GET_DEVICE,
+            &[nest(8, &[nest(0, &[
+                nla(1, &[0x44; 32]),
+                nest(9, &[allowed_ip(2, &[10, 0, 2, 0], 24)]),
+            ])])],
+        );
+        let mut answers: Vec<GenlMessage<WireguardMessage>> = Vec::new();
+        assert!(!read_answers(&first, SEQ, &mut answers).unwrap());
+        assert!(read_answers(&[second, done(SEQ)].concat(), SEQ, &mut answers).unwrap());
+        let device = device_from_kernel("wg0", true, device_of(answers.into_iter().map(|m| m.payload)));
+        let expected = Device {
+                name: "wg0".into(),
+                public_key: Some(encode_key(&public_of(&private))),
+                listen_port: Some(51820),
+                up: true,
+                peers: vec![
+                    Peer {
+                        public_key: encode_key(&[0x22; 32]),
+                        has_preshared_key: true,
+                        endpoint: Some("192.0.2.9:51820".into()),
+                        allowed_ips: vec!["10.0.0.2/32".into(), "fd00:1::/64".into()],
+                        latest_handshake: Some(1_700_000_123),
+                        rx_bytes: 180,
+                        tx_bytes: 5 << 32,
+                        persistent_keepalive: Some(25),
+                    },
+                    Peer {
+                        public_key: encode_key(&[0x44; 32]),
+                        has_preshared_key: false,
+                        endpoint: Some("[2001:db8::1]:51821".into()),
+                        allowed_ips: vec!["10.0.1.0/24".into(), "10.0.2.0/24".into()],
+                        latest_handshake: None,
+                        rx_bytes: 0,
+                        tx_bytes: 0,
+                        persistent_keepalive: None,
+                    },
+                ],
+            };
+        // The binding's records have no PartialEq; Debug shows every field.
+        assert_eq!(format!("{device:?}"), format!("{expected:?}"));
+        // Never a private key, and an unconfigured device has no public key
+        // or port (the kernel reports zeroes).
+        let text = format!("{device:?}");
+        assert!(!text.contains(&encode_key(&private)), "{text}");
+        let bare = wireguard(FAMILY, NLM_F_MULTI, SEQ, WG_CMD_GET_DEVICE, &[nla(6, &0u16.to_ne_bytes()), nla(4, &[0; 32])]);
+        let mut answers: Vec<GenlMessage<WireguardMessage>> = Vec::new();
+        assert!(read_answers(&[bare, done(SEQ)].concat(), SEQ, &mut answers).unwrap());
+        let device = device_from_kernel("wg1", false, device_of(answers.into_iter().map(|m| m.payload)));
+        assert_eq!((device.public_key, device.listen_port, device.peers.len()), (None, None, 0));
     }
 
     #[tokio::test]

@@ -106,7 +106,8 @@ fn socket_in(netns: Option<&Path>) -> io::Result<Socket> {
     let Some(path) = netns else {
         return Socket::new(NETLINK_GENERIC);
     };
-    let ns = std::fs::File::open(path)?;
+    let ns = std::fs::File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("network namespace {}: {e}", path.display())))?;
     std::thread::Builder::new()
         .name("wasmgate-netns".into())
         .spawn(move || {
@@ -173,41 +174,13 @@ impl Kernel {
     {
         payload.set_resolved_family_id(self.family);
         self.sequence = self.sequence.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | NLM_F_ACK | if dump { NLM_F_DUMP } else { 0 };
-        header.sequence_number = self.sequence;
-        let mut message = NetlinkMessage::new(header, NetlinkPayload::from(payload));
-        message.finalize();
-        let mut out = vec![0; message.buffer_len()];
-        message.serialize(&mut out);
-        self.socket.send(&out, 0)?;
+        self.socket.send(&request_bytes(payload, self.sequence, dump), 0)?;
 
         let mut answers = Vec::new();
         loop {
             let (bytes, _) = self.socket.recv_from_full()?;
-            let mut offset = 0;
-            while offset < bytes.len() {
-                let reply = NetlinkMessage::<GenlMessage<F>>::deserialize(&bytes[offset..])
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let length = reply.header.length as usize;
-                if length == 0 {
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, "a netlink message of length 0"));
-                }
-                offset += (length + 3) & !3;
-                if reply.header.sequence_number != self.sequence {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(m) => answers.push(m),
-                    NetlinkPayload::Done(_) => return Ok(answers),
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            None => Ok(answers),
-                            Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
-                        };
-                    }
-                    _ => {}
-                }
+            if read_answers(&bytes, self.sequence, &mut answers)? {
+                return Ok(answers);
             }
         }
     }
@@ -229,6 +202,56 @@ impl Kernel {
         }
         Ok(())
     }
+}
+
+/// A request as it goes on the socket: acknowledged, a dump if `dump`.
+pub fn request_bytes<F>(payload: GenlMessage<F>, sequence: u32, dump: bool) -> Vec<u8>
+where
+    F: GenlFamily + Emitable + std::fmt::Debug,
+{
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_ACK | if dump { NLM_F_DUMP } else { 0 };
+    header.sequence_number = sequence;
+    let mut message = NetlinkMessage::new(header, NetlinkPayload::from(payload));
+    message.finalize();
+    let mut out = vec![0; message.buffer_len()];
+    message.serialize(&mut out);
+    out
+}
+
+/// Reads one receive buffer (one or more netlink messages) into `answers`,
+/// keeping only those to request `sequence`: true once the exchange is over
+/// (the end of a dump, or the acknowledgement), false when more is to come.
+/// A refusal is the kernel's errno.
+pub fn read_answers<F>(bytes: &[u8], sequence: u32, answers: &mut Vec<GenlMessage<F>>) -> io::Result<bool>
+where
+    F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + std::fmt::Debug,
+{
+    let mut offset = 0;
+    while offset < bytes.len() {
+        let reply = NetlinkMessage::<GenlMessage<F>>::deserialize(&bytes[offset..])
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+        let length = reply.header.length as usize;
+        if length == 0 {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "a netlink message of length 0"));
+        }
+        offset += (length + 3) & !3;
+        if reply.header.sequence_number != sequence {
+            continue;
+        }
+        match reply.payload {
+            NetlinkPayload::InnerMessage(m) => answers.push(m),
+            NetlinkPayload::Done(_) => return Ok(true),
+            NetlinkPayload::Error(e) => {
+                return match e.code {
+                    None => Ok(true),
+                    Some(code) => Err(io::Error::from_raw_os_error(-code.get())),
+                };
+            }
+            _ => {}
+        }
+    }
+    Ok(false)
 }
 
 /// The device the answers of a get describe: a peer that goes on in the
@@ -417,6 +440,101 @@ pub fn set_messages(name: &str, change: &Change) -> Vec<WireguardMessage> {
         .collect()
 }
 
+/// Netlink bytes written by hand from the kernel's ABI (netlink(7) and
+/// `include/uapi/linux/wireguard.h`), so that tests check the messages
+/// against what the kernel reads and writes rather than against the crate
+/// that makes and parses them.
+#[cfg(test)]
+pub(crate) mod wire {
+    pub const NLM_F_REQUEST: u16 = 0x1;
+    pub const NLM_F_MULTI: u16 = 0x2;
+    pub const NLM_F_ACK: u16 = 0x4;
+    pub const NLMSG_ERROR: u16 = 2;
+    pub const NLMSG_DONE: u16 = 3;
+    pub const WG_CMD_GET_DEVICE: u8 = 0;
+    pub const WG_CMD_SET_DEVICE: u8 = 1;
+    const NLA_F_NESTED: u16 = 0x8000;
+
+    /// One attribute: length, type, value, padded to 4 bytes.
+    pub fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let length = 4 + value.len();
+        let mut out = Vec::with_capacity(length.next_multiple_of(4));
+        out.extend_from_slice(&u16::try_from(length).expect("a short attribute").to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(value);
+        out.resize(length.next_multiple_of(4), 0);
+        out
+    }
+
+    /// A nested attribute of `parts`.
+    pub fn nest(kind: u16, parts: &[Vec<u8>]) -> Vec<u8> {
+        nla(kind | NLA_F_NESTED, &parts.concat())
+    }
+
+    /// `nlmsghdr` (port id 0, the kernel's) and `body`.
+    pub fn netlink(kind: u16, flags: u16, sequence: u32, body: &[u8]) -> Vec<u8> {
+        let length = u32::try_from(16 + body.len()).expect("a short message");
+        let mut out = Vec::new();
+        out.extend_from_slice(&length.to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(&flags.to_ne_bytes());
+        out.extend_from_slice(&sequence.to_ne_bytes());
+        out.extend_from_slice(&0u32.to_ne_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A `wireguard` generic netlink message (`WG_GENL_VERSION` 1).
+    pub fn wireguard(family: u16, flags: u16, sequence: u32, cmd: u8, attributes: &[Vec<u8>]) -> Vec<u8> {
+        let mut body = vec![cmd, 1, 0, 0];
+        body.extend(attributes.concat());
+        netlink(family, flags, sequence, &body)
+    }
+
+    /// The end of a dump.
+    pub fn done(sequence: u32) -> Vec<u8> {
+        netlink(NLMSG_DONE, NLM_F_MULTI, sequence, &0i32.to_ne_bytes())
+    }
+
+    /// An acknowledgement (`errno` 0) or a refusal, quoting a request header.
+    pub fn error(sequence: u32, errno: i32) -> Vec<u8> {
+        let mut body = (-errno).to_ne_bytes().to_vec();
+        body.extend(netlink(0x1d, NLM_F_REQUEST, sequence, &[]));
+        netlink(NLMSG_ERROR, 0, sequence, &body)
+    }
+
+    /// `struct sockaddr_in`.
+    pub fn sockaddr_in(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut out = 2u16.to_ne_bytes().to_vec();
+        out.extend_from_slice(&port.to_be_bytes());
+        out.extend_from_slice(&ip);
+        out.extend_from_slice(&[0; 8]);
+        out
+    }
+
+    /// `struct sockaddr_in6`, no flow label or scope.
+    pub fn sockaddr_in6(ip: [u8; 16], port: u16) -> Vec<u8> {
+        let mut out = 10u16.to_ne_bytes().to_vec();
+        out.extend_from_slice(&port.to_be_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&ip);
+        out.extend_from_slice(&[0; 4]);
+        out
+    }
+
+    /// `struct __kernel_timespec`.
+    pub fn timespec(seconds: i64, nanoseconds: i64) -> Vec<u8> {
+        let mut out = seconds.to_ne_bytes().to_vec();
+        out.extend_from_slice(&nanoseconds.to_ne_bytes());
+        out
+    }
+
+    /// One `WGALLOWEDIP_A_*` entry of a list.
+    pub fn allowed_ip(family: u16, address: &[u8], cidr: u8) -> Vec<u8> {
+        nest(0, &[nla(1, &family.to_ne_bytes()), nla(2, address), nla(3, &[cidr])])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -595,6 +713,72 @@ mod tests {
                     persistent_keepalive: Some(25),
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn a_set_message_is_byte_for_byte_what_the_kernel_reads() {
+        use wire::*;
+        let change = Change {
+            private_key: Some(key(1)),
+            listen_port: Some(51820),
+            replace_peers: true,
+            peers: vec![PeerChange {
+                public_key: key(2),
+                remove: false,
+                preshared_key: Some(Some(key(3))),
+                endpoint: Some("192.0.2.1:51821".parse().unwrap()),
+                persistent_keepalive: Some(25),
+                allowed_ips: Some(vec![("10.0.0.2".parse().unwrap(), 32), ("fd00:1::".parse().unwrap(), 64)]),
+            }],
+        };
+        let messages = set_messages("wg0", &change);
+        assert_eq!(messages.len(), 1);
+        let mut request = GenlMessage::from_payload(messages[0].clone());
+        request.set_resolved_family_id(0x1d);
+        let fd00: std::net::Ipv6Addr = "fd00:1::".parse().unwrap();
+        let expected = wireguard(
+            0x1d,
+            NLM_F_REQUEST | NLM_F_ACK,
+            7,
+            WG_CMD_SET_DEVICE,
+            &[
+                nla(2, b"wg0\0"),
+                nla(3, &key(1)),
+                nla(6, &51820u16.to_ne_bytes()),
+                // WGDEVICE_F_REPLACE_PEERS
+                nla(5, &1u32.to_ne_bytes()),
+                nest(8, &[nest(0, &[
+                    nla(1, &key(2)),
+                    // WGPEER_F_REPLACE_ALLOWEDIPS
+                    nla(3, &2u32.to_ne_bytes()),
+                    nla(2, &key(3)),
+                    nla(4, &sockaddr_in([192, 0, 2, 1], 51821)),
+                    nla(5, &25u16.to_ne_bytes()),
+                    nest(9, &[allowed_ip(2, &[10, 0, 0, 2], 32), allowed_ip(10, &fd00.octets(), 64)]),
+                ])]),
+            ],
+        );
+        assert_eq!(request_bytes(request, 7, false), expected);
+    }
+
+    #[test]
+    fn answers_of_other_requests_are_skipped_and_a_refusal_is_the_kernels_errno() {
+        use wire::*;
+        let mut answers: Vec<GenlMessage<WireguardMessage>> = Vec::new();
+        let stale = wireguard(0x1d, NLM_F_MULTI, 3, WG_CMD_GET_DEVICE, &[nla(2, b"wg9\0")]);
+        let ours = wireguard(0x1d, NLM_F_MULTI, 4, WG_CMD_GET_DEVICE, &[nla(2, b"wg0\0")]);
+        assert!(!read_answers(&[stale.clone(), ours.clone()].concat(), 4, &mut answers).unwrap());
+        assert!(read_answers(&[done(3), done(4)].concat(), 4, &mut answers).unwrap());
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].payload.attributes, vec![WireguardAttribute::IfName("wg0".into())]);
+        assert!(read_answers(&error(4, 0), 4, &mut answers).unwrap());
+        let refused = read_answers(&[error(3, 0), error(4, libc::ENODEV)].concat(), 4, &mut answers).unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::ENODEV));
+        let truncated = &ours[..ours.len() - 2];
+        assert_eq!(
+            read_answers(truncated, 4, &mut answers).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
         );
     }
 }
