@@ -210,8 +210,13 @@ fn check_peer(peer: &PeerConfig) -> Result<CheckedPeer, Error> {
 }
 
 /// The UAPI `set=1` lines of one peer, from checked values only.
+#[cfg(test)]
 fn peer_lines(peer: &PeerConfig) -> Result<String, Error> {
-    let p = check_peer(peer)?;
+    check_peer(peer).map(|p| uapi_lines(&p))
+}
+
+/// The UAPI `set=1` lines of a checked peer.
+fn uapi_lines(p: &CheckedPeer) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "public_key={}", hex_key(&p.public_key));
     // All zeroes is how UAPI says "no preshared key".
@@ -221,23 +226,22 @@ fn peer_lines(peer: &PeerConfig) -> Result<String, Error> {
     }
     let _ = writeln!(out, "persistent_keepalive_interval={}", p.keepalive);
     out.push_str("replace_allowed_ips=true\n");
-    for (ip, len) in p.allowed_ips {
+    for (ip, len) in &p.allowed_ips {
         let _ = writeln!(out, "allowed_ip={ip}/{len}");
     }
-    Ok(out)
+    out
 }
 
-/// A peer as a kernel change, from checked values only.
-fn peer_change(peer: &PeerConfig) -> Result<PeerChange, Error> {
-    let p = check_peer(peer)?;
-    Ok(PeerChange {
+/// A checked peer as a kernel change.
+fn peer_change(p: CheckedPeer) -> PeerChange {
+    PeerChange {
         public_key: p.public_key,
         remove: false,
         preshared_key: Some(p.preshared_key),
         endpoint: p.endpoint,
         persistent_keepalive: Some(p.keepalive),
         allowed_ips: Some(p.allowed_ips),
-    })
+    }
 }
 
 /// A kernel device as the capability shows it.
@@ -368,9 +372,11 @@ fn parse_get(text: &str) -> Reading {
 #[derive(Default)]
 pub struct Devices {
     slots: Mutex<HashMap<String, Slot>>,
-    /// Whether the kernel has WireGuard, by namespace (`None`: the host's),
-    /// as first probed: `auto` keeps one backend for the host's lifetime.
-    kernel: Mutex<HashMap<Option<PathBuf>, bool>>,
+    /// The kernel's `wireguard` generic netlink family id by namespace
+    /// (`None`: the host's), `None` where it has no WireGuard, as first
+    /// probed: `auto` keeps one backend for the host's lifetime, and kernel
+    /// calls reuse the id instead of resolving it again.
+    kernel: Mutex<HashMap<Option<PathBuf>, Option<u16>>>,
 }
 
 enum Slot {
@@ -403,17 +409,17 @@ impl Devices {
         true
     }
 
-    fn kernel_probes(&self) -> std::sync::MutexGuard<'_, HashMap<Option<PathBuf>, bool>> {
+    fn kernel_probes(&self) -> std::sync::MutexGuard<'_, HashMap<Option<PathBuf>, Option<u16>>> {
         self.kernel.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What the probe of `netns` found, if it has run.
-    fn kernel_known(&self, netns: Option<&Path>) -> Option<bool> {
+    /// What the probe of `netns` found (the family id, or none), if it has run.
+    fn kernel_known(&self, netns: Option<&Path>) -> Option<Option<u16>> {
         self.kernel_probes().get(&netns.map(Path::to_path_buf)).copied()
     }
 
-    fn remember_kernel(&self, netns: Option<&Path>, has: bool) {
-        self.kernel_probes().insert(netns.map(Path::to_path_buf), has);
+    fn remember_kernel(&self, netns: Option<&Path>, family: Option<u16>) {
+        self.kernel_probes().insert(netns.map(Path::to_path_buf), family);
     }
 
     /// Takes the running child of `name` if it runs in `netns`.
@@ -730,33 +736,37 @@ impl<'a> Wg<'a> {
         &self,
         f: impl FnOnce(&mut Kernel) -> std::io::Result<T> + Send + 'static,
     ) -> Result<T, Error> {
+        let family = self.kernel_family().await?.ok_or_else(kernel_absent)?;
         let netns = self.netns.clone();
         tokio::task::spawn_blocking(move || {
-            let mut k = Kernel::open(netns.as_deref())
-                .map_err(|e| Error::Os(format!("generic netlink: {e}")))?
-                .ok_or_else(kernel_absent)?;
+            let mut k = Kernel::connect(netns.as_deref(), family)
+                .map_err(|e| Error::Os(format!("generic netlink: {e}")))?;
             f(&mut k).map_err(|e| Error::Os(format!("kernel WireGuard: {e}")))
         })
         .await
         .map_err(|e| Error::Os(format!("kernel WireGuard: {e}")))?
     }
 
-    /// Whether the kernel has WireGuard in the grant's namespace: its
-    /// generic netlink family `wireguard` resolves (ENOENT: it does not).
-    /// Probed once per namespace and remembered; a failed probe (no such
-    /// namespace) is not.
-    async fn kernel_available(&self) -> Result<bool, Error> {
+    /// The kernel's `wireguard` generic netlink family id in the grant's
+    /// namespace, none where it has no WireGuard (ENOENT). Probed once per
+    /// namespace and remembered; a failed probe (no such namespace) is not.
+    async fn kernel_family(&self) -> Result<Option<u16>, Error> {
         let devices = &self.plugin.host.wireguard;
         if let Some(known) = devices.kernel_known(self.netns.as_deref()) {
             return Ok(known);
         }
         let netns = self.netns.clone();
-        let has = tokio::task::spawn_blocking(move || Kernel::open(netns.as_deref()).map(|k| k.is_some()))
+        let family = tokio::task::spawn_blocking(move || Kernel::open(netns.as_deref()).map(|k| k.map(|k| k.family())))
             .await
             .map_err(|e| Error::Os(format!("generic netlink: {e}")))?
             .map_err(|e| Error::Os(format!("generic netlink: {e}")))?;
-        devices.remember_kernel(self.netns.as_deref(), has);
-        Ok(has)
+        devices.remember_kernel(self.netns.as_deref(), family);
+        Ok(family)
+    }
+
+    /// Whether the kernel has WireGuard in the grant's namespace.
+    async fn kernel_available(&self) -> Result<bool, Error> {
+        Ok(self.kernel_family().await?.is_some())
     }
 
     /// The backend a new device gets: `kernel` only where the kernel has
@@ -999,16 +1009,17 @@ impl<'a> Wg<'a> {
 
     async fn set_peer(&self, name: &str, peer: &PeerConfig) -> Result<(), Error> {
         self.check(name)?;
-        let body = peer_lines(peer)?;
+        // Arguments first: a bad one is refused whatever the device.
+        let checked = check_peer(peer)?;
         if self.kind(name).await? == Kind::Kernel {
             let change = Change {
-                peers: vec![peer_change(peer)?],
+                peers: vec![peer_change(checked)],
                 ..Change::default()
             };
             let owned = name.to_string();
             return self.kernel(move |k| k.set(&owned, &change)).await;
         }
-        uapi_set(name, &body).await
+        uapi_set(name, &uapi_lines(&checked)).await
     }
 
     async fn remove_peer(&self, name: &str, public_key: &str) -> Result<(), Error> {
@@ -1429,7 +1440,7 @@ mod tests {
         // The family resolves exactly where the module is there (asking for
         // it loads it where it can be loaded).
         assert_eq!(has, Path::new("/sys/module/wireguard").exists());
-        assert_eq!(host.wireguard.kernel_known(None), Some(has));
+        assert_eq!(host.wireguard.kernel_known(None).map(|f| f.is_some()), Some(has));
         let chosen = wg.backend().await.unwrap();
         if has {
             assert_eq!(chosen, Kind::Kernel);
@@ -1440,8 +1451,8 @@ mod tests {
 
         // A remembered answer is used as it is: these namespaces do not
         // exist, so a probe there would fail.
-        host.wireguard.remember_kernel(Some(Path::new("/nonexistent/with")), true);
-        host.wireguard.remember_kernel(Some(Path::new("/nonexistent/without")), false);
+        host.wireguard.remember_kernel(Some(Path::new("/nonexistent/with")), Some(0x1d));
+        host.wireguard.remember_kernel(Some(Path::new("/nonexistent/without")), None);
         for (netns, backend, expected) in [
             ("/nonexistent/with", WireguardBackend::Auto, Ok(Kind::Kernel)),
             ("/nonexistent/with", WireguardBackend::Kernel, Ok(Kind::Kernel)),

@@ -79,6 +79,13 @@ pub struct PeerChange {
     pub allowed_ips: Option<Vec<(IpAddr, u8)>>,
 }
 
+impl Kernel {
+    /// The family id this socket speaks to.
+    pub fn family(&self) -> u16 {
+        self.family
+    }
+}
+
 impl PeerChange {
     /// Removes the peer with `public_key`.
     pub fn removal(public_key: [u8; 32]) -> PeerChange {
@@ -141,14 +148,21 @@ fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
 }
 
 impl Kernel {
-    /// Generic netlink in `netns` with the `wireguard` family; `None` when
-    /// the kernel has no WireGuard (no such family).
-    pub fn open(netns: Option<&Path>) -> io::Result<Option<Kernel>> {
+    /// Generic netlink in `netns` for the family id `family` (from
+    /// [`Kernel::open`], which a caller keeps: the id does not change while
+    /// the module stays loaded).
+    pub fn connect(netns: Option<&Path>, family: u16) -> io::Result<Kernel> {
         let mut socket = socket_in(netns)?;
         socket.bind_auto()?;
         socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
         set_recv_timeout(&socket, RECV_TIMEOUT)?;
-        let mut k = Kernel { socket, family: 0, sequence: 0 };
+        Ok(Kernel { socket, family, sequence: 0 })
+    }
+
+    /// Generic netlink in `netns` with the `wireguard` family resolved;
+    /// `None` when the kernel has no WireGuard (no such family).
+    pub fn open(netns: Option<&Path>) -> io::Result<Option<Kernel>> {
+        let mut k = Kernel::connect(netns, 0)?;
         let ask = GenlMessage::from_payload(GenlCtrl {
             cmd: GenlCtrlCmd::GetFamily,
             nlas: vec![GenlCtrlAttrs::FamilyName(WireguardMessage::family_name().to_string())],
@@ -544,6 +558,24 @@ mod tests {
         [n; 32]
     }
 
+    /// Private key, port, replace-peers and one peer with every setting: a
+    /// preshared key, an IPv4 endpoint, keepalive 25, 10.0.0.2/32 and `v6`.
+    fn one_peer_change(v6: (IpAddr, u8)) -> Change {
+        Change {
+            private_key: Some(key(1)),
+            listen_port: Some(51820),
+            replace_peers: true,
+            peers: vec![PeerChange {
+                public_key: key(2),
+                remove: false,
+                preshared_key: Some(Some(key(3))),
+                endpoint: Some("192.0.2.1:51821".parse().unwrap()),
+                persistent_keepalive: Some(25),
+                allowed_ips: Some(vec![("10.0.0.2".parse().unwrap(), 32), v6]),
+            }],
+        }
+    }
+
     /// Serialised and parsed again, as the kernel would read it.
     fn round_trip(m: &WireguardMessage) -> WireguardMessage {
         let mut msg = GenlMessage::from_payload(m.clone());
@@ -561,19 +593,7 @@ mod tests {
 
     #[test]
     fn a_small_change_is_one_message_with_everything() {
-        let change = Change {
-            private_key: Some(key(1)),
-            listen_port: Some(51820),
-            replace_peers: true,
-            peers: vec![PeerChange {
-                public_key: key(2),
-                remove: false,
-                preshared_key: Some(Some(key(3))),
-                endpoint: Some("192.0.2.1:51821".parse().unwrap()),
-                persistent_keepalive: Some(25),
-                allowed_ips: Some(vec![("10.0.0.2".parse().unwrap(), 32), ("fd00::2".parse().unwrap(), 128)]),
-            }],
-        };
+        let change = one_peer_change(("fd00::2".parse().unwrap(), 128));
         let messages = set_messages("wg0", &change);
         assert_eq!(messages.len(), 1);
         let back = round_trip(&messages[0]);
@@ -719,19 +739,7 @@ mod tests {
     #[test]
     fn a_set_message_is_byte_for_byte_what_the_kernel_reads() {
         use wire::*;
-        let change = Change {
-            private_key: Some(key(1)),
-            listen_port: Some(51820),
-            replace_peers: true,
-            peers: vec![PeerChange {
-                public_key: key(2),
-                remove: false,
-                preshared_key: Some(Some(key(3))),
-                endpoint: Some("192.0.2.1:51821".parse().unwrap()),
-                persistent_keepalive: Some(25),
-                allowed_ips: Some(vec![("10.0.0.2".parse().unwrap(), 32), ("fd00:1::".parse().unwrap(), 64)]),
-            }],
-        };
+        let change = one_peer_change(("fd00:1::".parse().unwrap(), 64));
         let messages = set_messages("wg0", &change);
         assert_eq!(messages.len(), 1);
         let mut request = GenlMessage::from_payload(messages[0].clone());
