@@ -32,11 +32,8 @@
 //! kv: `infra/self` ([`NodeConfig`]), `infra/ipsec_psk`, `infra/last_sync`,
 //! `infra/sync_next` and the WireGuard records of [`crate::wg`].
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use wasmgate_sdk::outbound::{self, OutboundError};
 use wasmgate_sdk::{Request, Response, config, crypto, kv, log};
 
 use crate::common::{self, Fail, Reply, refuse};
@@ -137,36 +134,8 @@ fn run_sync() -> Result<(), String> {
 /// One call to the panel with the report token: the JSON answer of a 2xx
 /// with `success: true`.
 fn call_panel(c: &NodeConfig, url: &str, method: &str, body: Option<&Value>) -> Result<Value, Fail> {
-    let mut headers = vec![
-        ("accept".to_string(), "application/json".to_string()),
-        ("x-node-token".to_string(), c.report_token.clone()),
-    ];
-    if body.is_some() {
-        headers.push(("content-type".into(), "application/json".into()));
-    }
-    let answer = outbound::send(&outbound::Request {
-        method: method.into(),
-        url: url.to_string(),
-        headers,
-        body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
-        timeout_ms: Some(PANEL_TIMEOUT_MS),
-    })
-    .map_err(|e| {
-        let why = match e {
-            OutboundError::Denied(why) => format!("the panel's address is not in the outbound grant: {why}"),
-            OutboundError::Invalid(why) => format!("invalid panel URL: {why}"),
-            OutboundError::Timeout => "the panel did not answer in time".to_string(),
-            OutboundError::TooLarge(cap) => format!("the panel's answer is over {cap} bytes"),
-            OutboundError::Connect(why) => format!("cannot reach the panel: {why}"),
-        };
-        common::internal(format!("node sync: {method} {url}: {why}"))
-    })?;
-    let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    if (200..300).contains(&answer.status) && value.get("success").and_then(Value::as_bool) == Some(true) {
-        return Ok(value);
-    }
-    let said = value.get("message").and_then(Value::as_str).unwrap_or("no message");
-    Err(common::internal(format!("node sync: {method} {url}: the panel answered HTTP {}: {said}", answer.status)))
+    common::call_peer("panel", method, url, ("x-node-token", &c.report_token), body, PANEL_TIMEOUT_MS)
+        .map_err(|why| common::internal(format!("node sync: {method} {url}: {why}")))
 }
 
 fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
@@ -292,8 +261,8 @@ fn provision(req: &Request) -> Reply {
     kv::set_json(SELF_KEY, &c)?;
     log::write(log::Level::Info, &format!("vpnpanel node: provisioned as node {node_id} ({})", c.name));
     PERIODIC.ensure(interval())?;
-    // The first sync follows the answer: it calls the panel back.
-    jobs_after_answer();
+    // The first sync now: the panel knows this node's report token already.
+    sync::changed();
     Ok(common::ok_with(
         200,
         json!({
@@ -301,14 +270,6 @@ fn provision(req: &Request) -> Reply {
             "wireguard": wg::server_info()?,
         }),
     ))
-}
-
-/// Queues a sync shortly after now, once the panel has stored this node as
-/// active (its reports are refused before).
-fn jobs_after_answer() {
-    if let Err(e) = wasmgate_sdk::jobs::enqueue(sync::JOB_SYNC, b"", Duration::from_secs(1)) {
-        log::write(log::Level::Warn, &format!("vpnpanel node: cannot queue a sync: {}", e.message));
-    }
 }
 
 fn deprovision() -> Reply {

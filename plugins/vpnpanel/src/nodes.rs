@@ -34,7 +34,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use wasmgate_sdk::outbound::{self, OutboundError};
 use wasmgate_sdk::{Error, Request, Response, jobs, kv, log};
 
 use crate::common::{self, Caller, Fail, Reply, refuse};
@@ -564,38 +563,9 @@ fn provision_request(node: &Node) -> Result<Value, Error> {
 /// One call to the node: the parsed answer of a 2xx with `success: true`,
 /// or why not, in words for `status_message`.
 pub fn call_node(node: &Node, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
-    let mut headers = vec![
-        ("accept".to_string(), "application/json".to_string()),
-        ("authorization".to_string(), format!("Bearer {}", node.node_token)),
-    ];
-    let bytes = match body {
-        Some(v) => {
-            headers.push(("content-type".into(), "application/json".into()));
-            v.to_string().into_bytes()
-        }
-        None => Vec::new(),
-    };
-    let answer = outbound::send(&outbound::Request {
-        method: method.into(),
-        url: format!("{}{path}", node.api_base()),
-        headers,
-        body: bytes,
-        timeout_ms: Some(NODE_CALL_TIMEOUT_MS),
-    })
-    .map_err(|e| match e {
-        OutboundError::Denied(why) => format!("The node's address is not allowed by the outbound grant: {why}"),
-        OutboundError::Invalid(why) => format!("Invalid node address: {why}"),
-        OutboundError::Timeout => "The node did not answer in time.".to_string(),
-        OutboundError::TooLarge(cap) => format!("The node's answer is over {cap} bytes."),
-        OutboundError::Connect(why) => format!("Cannot reach the node: {why}"),
-    })?;
-    let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    let success = value.get("success").and_then(Value::as_bool) == Some(true);
-    if (200..300).contains(&answer.status) && success {
-        return Ok(value);
-    }
-    let said = value.get("message").and_then(Value::as_str).unwrap_or("no message");
-    Err(format!("The node answered HTTP {}: {said}", answer.status))
+    let token = format!("Bearer {}", node.node_token);
+    let url = format!("{}{path}", node.api_base());
+    common::call_peer("node", method, &url, ("authorization", &token), body, NODE_CALL_TIMEOUT_MS)
 }
 
 fn provision(id: u64, generation: u64) -> Result<(), Error> {

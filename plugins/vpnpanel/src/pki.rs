@@ -122,10 +122,6 @@ fn serial(bytes: &[u8]) -> SerialNumber {
     SerialNumber::from_slice(&b)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    crypto::hex(bytes)
-}
-
 fn unhex(s: &str) -> Option<Vec<u8>> {
     s.len().is_multiple_of(2)
         .then(|| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect())
@@ -160,7 +156,7 @@ fn ca_params(key: &Key, serial_hex: &str, not_before: u64, not_after: u64) -> Ce
 impl Ca {
     /// A new CA with `key`, valid from `now`.
     pub fn make(key: &Key, serial_bytes: &[u8], now: u64) -> Result<Ca, rcgen::Error> {
-        let serial_hex = hex(&serial(serial_bytes).to_bytes());
+        let serial_hex = crypto::hex(&serial(serial_bytes).to_bytes());
         let not_before = now.saturating_sub(3_600);
         let not_after = now + (CA_YEARS * 365 * DAY) as u64;
         let cert = ca_params(key, &serial_hex, not_before, not_after).self_signed(key)?;
@@ -194,7 +190,7 @@ impl Ca {
         p.use_authority_key_identifier_extension = true;
         p.key_identifier_method = KeyIdMethod::PreSpecified(key.id());
         let cert = p.signed_by(key, &issuer)?;
-        Ok(Leaf { serial: hex(&sn.to_bytes()), cert_pem: cert.pem(), key_pem: key.pem() })
+        Ok(Leaf { serial: crypto::hex(&sn.to_bytes()), cert_pem: cert.pem(), key_pem: key.pem() })
     }
 
     /// The CRL: `revoked` for good, `held` on hold, as of `now`.
@@ -459,7 +455,7 @@ mod tests {
         let ca_der = der(&ca.cert_pem);
         let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap();
         crl.verify_signature(ca_cert.public_key()).expect("signed by the CA");
-        let serials: Vec<String> = crl.iter_revoked_certificates().map(|r| hex(r.raw_serial())).collect();
+        let serials: Vec<String> = crl.iter_revoked_certificates().map(|r| crypto::hex(r.raw_serial())).collect();
         assert_eq!(serials, vec![a.serial, b.serial]);
         assert!(crl.next_update().is_some());
     }
@@ -468,7 +464,7 @@ mod tests {
     fn serials_are_positive_and_hex_round_trips() {
         let s = serial(&[0xff; 16]).to_bytes();
         assert!(s[0] < 0x80 && s[0] > 0);
-        assert_eq!(unhex(&hex(&s)), Some(s));
+        assert_eq!(unhex(&crypto::hex(&s)), Some(s));
         assert_eq!(unhex("0"), None);
         assert_eq!(unhex("zz"), None);
     }

@@ -22,9 +22,15 @@ use crate::common;
 pub const JOB_SYNC: &str = "vpnpanel.sync";
 const QUEUED_KEY: &str = "meta/sync_queued";
 
-/// Queues one [`JOB_SYNC`] unless one is queued already. A failure is
-/// logged: the change itself stands, and the periodic passes catch up.
+/// Queues one [`JOB_SYNC`] unless one is queued already, or a panel has
+/// nothing to keep in step (no WireGuard device of its own, no node). A
+/// failure is logged: the change itself stands, and the periodic passes
+/// catch up.
 pub fn changed() {
+    let node = wasmgate_sdk::config::get("mode").as_deref() == Some("node");
+    if !node && crate::wg::device().is_none() && kv::count("node/").is_ok_and(|n| n == 0) {
+        return;
+    }
     let queued = kv::transaction(|txn| {
         if txn.get(QUEUED_KEY)?.is_some() {
             return Ok(false);

@@ -359,22 +359,23 @@ pub struct Reading {
     after: Seen,
 }
 
-/// Creates, configures and brings up the device as needed; true when it
-/// was created.
-fn ensure_device(d: &Device) -> Result<bool, Error> {
+/// Creates, configures and brings up the device as needed: whether it was
+/// created, and its peers as they are now (read once when nothing changed).
+fn ensure_device(d: &Device) -> Result<(bool, wireguard::Device), Error> {
     let key = server_key()?;
-    let created = match wireguard::get_device(&d.name) {
-        Ok(dev) => {
-            if dev.public_key.as_deref() != Some(key.public_key.as_str()) || dev.listen_port != Some(d.port) {
-                wireguard::configure_device(&d.name, Some(&key.private_key), Some(d.port), false)?;
-            }
-            false
+    let (created, unchanged) = match wireguard::get_device(&d.name) {
+        Ok(dev) if dev.public_key.as_deref() == Some(key.public_key.as_str()) && dev.listen_port == Some(d.port) => {
+            (false, Some(dev))
+        }
+        Ok(_) => {
+            wireguard::configure_device(&d.name, Some(&key.private_key), Some(d.port), false)?;
+            (false, None)
         }
         Err(e) if e.status == 404 => {
             wireguard::create_device(&d.name)?;
             wireguard::configure_device(&d.name, Some(&key.private_key), Some(d.port), true)?;
             log::write(log::Level::Info, &format!("vpnpanel: created WireGuard device {} on port {}", d.name, d.port));
-            true
+            (true, None)
         }
         Err(e) => return Err(e),
     };
@@ -387,7 +388,11 @@ fn ensure_device(d: &Device) -> Result<bool, Error> {
     if !link.admin_up {
         wireguard::set_up(&d.name, true)?;
     }
-    Ok(created)
+    let device = match unchanged {
+        Some(dev) => dev,
+        None => wireguard::get_device(&d.name)?,
+    };
+    Ok((created, device))
 }
 
 /// Pure part of [`read`]: usage from the device's peers against `seen`.
@@ -409,8 +414,7 @@ fn count(peers: &[wireguard::Peer], seen: &Seen, now: u64) -> (Vec<Usage>, Seen)
 
 /// Makes sure the device is there and reads its counters.
 pub fn read(d: &Device) -> Result<Reading, Error> {
-    let created = ensure_device(d)?;
-    let device = wireguard::get_device(&d.name)?;
+    let (created, device) = ensure_device(d)?;
     let stored = kv::get_json::<Seen>(SEEN_KEY)?.unwrap_or_default();
     let mut before = stored.clone();
     if created {
@@ -436,7 +440,7 @@ pub fn commit(r: &Reading) -> Result<bool, Error> {
 }
 
 /// Sets the device's peers to exactly `wants`.
-pub fn apply(d: &Device, device: &wireguard::Device, wants: &[Want]) -> Result<(usize, usize), Error> {
+pub fn apply(d: &Device, device: &wireguard::Device, wants: &[Want]) -> Result<(), Error> {
     let by_key: BTreeMap<&str, &Want> = wants.iter().map(|w| (w.public_key.as_str(), w)).collect();
     let mut removed = 0;
     for p in &device.peers {
@@ -473,7 +477,7 @@ pub fn apply(d: &Device, device: &wireguard::Device, wants: &[Want]) -> Result<(
             &format!("vpnpanel: WireGuard device {}: {added} peer(s) set, {removed} removed", d.name),
         );
     }
-    Ok((added, removed))
+    Ok(())
 }
 
 /// Runs `f` unless another sync holds this server's lock; then that one
