@@ -181,6 +181,57 @@ impl Drop for PeerSide {
     }
 }
 
+/// The peer's end of a tunnel to the host's device: [`PeerSide`] with the
+/// peer's key on port [`PEER_PORT`], the host's key and preshared key at
+/// `endpoint`, 10.99.0.2/24 on its side and 10.99.0.1 through the tunnel.
+pub(crate) struct PeerTunnel {
+    _side: PeerSide,
+    _psk: tempfile::NamedTempFile,
+}
+
+impl PeerTunnel {
+    fn start(ns: &Netns, private_key: &str, host_public: &str, preshared_key: &str, endpoint: &str) -> PeerTunnel {
+        let dev = device_name("wgp");
+        let side = PeerSide::start(ns, &dev, private_key);
+        let mut psk = tempfile::NamedTempFile::new().unwrap();
+        writeln!(psk, "{preshared_key}").unwrap();
+        exec(
+            ns,
+            "wg",
+            &[
+                "set",
+                &dev,
+                "private-key",
+                &side.keyfile.path().to_string_lossy(),
+                "listen-port",
+                &PEER_PORT.to_string(),
+                "peer",
+                host_public,
+                "preshared-key",
+                &psk.path().to_string_lossy(),
+                "endpoint",
+                endpoint,
+                "allowed-ips",
+                "10.99.0.1/32",
+            ],
+        );
+        ns.ip(&["addr", "add", "10.99.0.2/24", "dev", &dev]);
+        ns.ip(&["link", "set", &dev, "up"]);
+        PeerTunnel { _side: side, _psk: psk }
+    }
+}
+
+/// Whether `ip` answers pings from `ns` within 20 s.
+fn pings(ns: &Netns, ip: &str) -> Option<()> {
+    eventually(Duration::from_secs(20), || {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "ping", "-c", "2", "-W", "1", ip])
+            .output()
+            .ok()?;
+        out.status.success().then_some(())
+    })
+}
+
 /// The pid of the `wireguard-go -f <name>` process, if one runs.
 fn wireguard_go_pid(name: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -316,56 +367,15 @@ fn a_device_the_host_creates_completes_a_real_handshake_and_carries_traffic() {
     assert!(host_ns.is_up(&dev));
     host_ns.ip(&["addr", "add", "10.99.0.1/24", "dev", &dev]);
 
-    // The peer's side, configured with wg.
-    let peer_dev = device_name("wgp");
-    let peer = PeerSide::start(
+    // The peer's side, configured with wg; traffic through the tunnel, both ways.
+    let peer = PeerTunnel::start(
         &peer_ns,
-        &peer_dev,
         peer_keys["private_key"].as_str().unwrap(),
+        &host_public,
+        host_keys["preshared_key"].as_str().unwrap(),
+        &format!("10.77.0.1:{HOST_PORT}"),
     );
-    let mut psk = tempfile::NamedTempFile::new().unwrap();
-    writeln!(psk, "{}", host_keys["preshared_key"].as_str().unwrap()).unwrap();
-    exec(
-        &peer_ns,
-        "wg",
-        &[
-            "set",
-            &peer_dev,
-            "private-key",
-            &peer.keyfile.path().to_string_lossy(),
-            "listen-port",
-            &PEER_PORT.to_string(),
-            "peer",
-            &host_public,
-            "preshared-key",
-            &psk.path().to_string_lossy(),
-            "endpoint",
-            &format!("10.77.0.1:{HOST_PORT}"),
-            "allowed-ips",
-            "10.99.0.1/32",
-        ],
-    );
-    peer_ns.ip(&["addr", "add", "10.99.0.2/24", "dev", &peer_dev]);
-    peer_ns.ip(&["link", "set", &peer_dev, "up"]);
-
-    // Traffic through the tunnel, both ways.
-    let pinged = eventually(Duration::from_secs(20), || {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &peer_ns.name,
-                "ping",
-                "-c",
-                "2",
-                "-W",
-                "1",
-                "10.99.0.1",
-            ])
-            .output()
-            .ok()?;
-        out.status.success().then_some(())
-    });
+    let pinged = pings(&peer_ns, "10.99.0.1");
     assert!(
         pinged.is_some(),
         "no ping through the tunnel\n{}",
@@ -824,39 +834,14 @@ fn the_kernel_backend_completes_a_handshake_and_carries_peer_sets_larger_than_on
     server.post(&format!("/fx/wg/devices/{dev}/up?up=true"), b"").expect(204);
     assert!(host_ns.is_up(&dev));
     host_ns.ip(&["addr", "add", "10.99.0.1/24", "dev", &dev]);
-    let peer_dev = device_name("wgp");
-    let peer = PeerSide::start(&peer_ns, &peer_dev, peer_keys["private_key"].as_str().unwrap());
-    let mut psk = tempfile::NamedTempFile::new().unwrap();
-    writeln!(psk, "{}", host_keys["preshared_key"].as_str().unwrap()).unwrap();
-    exec(
+    let peer = PeerTunnel::start(
         &peer_ns,
-        "wg",
-        &[
-            "set",
-            &peer_dev,
-            "private-key",
-            &peer.keyfile.path().to_string_lossy(),
-            "listen-port",
-            &PEER_PORT.to_string(),
-            "peer",
-            &host_public,
-            "preshared-key",
-            &psk.path().to_string_lossy(),
-            "endpoint",
-            &format!("10.78.0.1:{HOST_PORT}"),
-            "allowed-ips",
-            "10.99.0.1/32",
-        ],
+        peer_keys["private_key"].as_str().unwrap(),
+        &host_public,
+        host_keys["preshared_key"].as_str().unwrap(),
+        &format!("10.78.0.1:{HOST_PORT}"),
     );
-    peer_ns.ip(&["addr", "add", "10.99.0.2/24", "dev", &peer_dev]);
-    peer_ns.ip(&["link", "set", &peer_dev, "up"]);
-    let pinged = eventually(Duration::from_secs(20), || {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &peer_ns.name, "ping", "-c", "2", "-W", "1", "10.99.0.1"])
-            .output()
-            .ok()?;
-        out.status.success().then_some(())
-    });
+    let pinged = pings(&peer_ns, "10.99.0.1");
     assert!(pinged.is_some(), "no ping through the kernel's tunnel\n{}", server.logs());
     let r = server.get(&format!("/fx/wg/devices/{dev}"));
     r.expect(200);
