@@ -18,6 +18,7 @@ mod e2e {
     mod hotspot;
     mod isolation;
     mod jobs;
+    mod limits;
     mod net;
     mod outbound;
     mod vpnpanel;
@@ -27,6 +28,7 @@ mod e2e {
     mod license_portal;
     mod server;
     mod shutdown;
+    mod storage;
     mod wgdashboard;
     mod wireguard;
     mod wispanel;

@@ -15,6 +15,9 @@ wasmtime::component::bindgen!({
         "wasmgate:plugin/wireguard": async | trappable,
         // HTTP to another host: awaited on the fibre like netlink.
         "wasmgate:plugin/outbound": async | trappable,
+        // Password hashing runs for a quarter second: off the executor, on
+        // the bounded blocking pool, while the fibre waits.
+        "wasmgate:plugin/crypto": async | trappable,
         default: trappable,
     },
     with: {
@@ -24,4 +27,6 @@ wasmtime::component::bindgen!({
 
 pub use self::exports::wasmgate::plugin::{admin, handler, job_handler};
 pub use self::wasmgate::plugin::types::{Request, Response};
-pub use self::wasmgate::plugin::{config, crypto, jobs, keys, kv, log, net, outbound, ratelimit, wireguard};
+pub use self::wasmgate::plugin::{
+    config, crypto, jobs, keys, kv, log, net, outbound, ratelimit, wireguard,
+};

@@ -50,6 +50,9 @@ pub struct Config {
     /// Engine-wide settings.
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// Timeouts and connection caps of every listener.
+    #[serde(default)]
+    pub http: HttpConfig,
     /// The plugins to load, in order.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
@@ -93,6 +96,15 @@ pub struct RuntimeConfig {
     /// allocation when the reservation fails; `on_demand` never pools.
     #[serde(default)]
     pub allocator: AllocatorKind,
+    /// Request bodies held in memory at once across the host, in bytes. A
+    /// request whose body does not fit waits (up to its plugin's
+    /// `queue_timeout_ms`) and is then answered 503.
+    #[serde(default = "default_max_buffered_body_bytes")]
+    pub max_buffered_body_bytes: u64,
+    /// Threads for expensive host calls (password hashing); 0: one per CPU.
+    /// A plugin may use at most half of them at once (at least one).
+    #[serde(default)]
+    pub blocking_threads: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -100,12 +112,83 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             max_instances: default_max_instances(),
             allocator: AllocatorKind::default(),
+            max_buffered_body_bytes: default_max_buffered_body_bytes(),
+            blocking_threads: 0,
         }
     }
 }
 
 fn default_max_instances() -> u32 {
     256
+}
+fn default_max_buffered_body_bytes() -> u64 {
+    64 << 20
+}
+
+impl RuntimeConfig {
+    /// `blocking_threads`, with 0 resolved to the number of CPUs.
+    pub fn blocking_threads(&self) -> usize {
+        match self.blocking_threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n as usize,
+        }
+    }
+}
+
+/// Timeouts and connection caps, the same for every listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct HttpConfig {
+    /// A request's head (request line and headers) must be complete this
+    /// long after its first byte; else the connection is closed.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// A connection with no request in progress and no bytes moving for
+    /// this long is closed (keep-alive idle, and a client that stops reading
+    /// a response).
+    #[serde(default = "default_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// A request's whole body must arrive within this; else 408 and the
+    /// connection is closed.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: u64,
+    /// Open connections per plugin listener; a connection beyond it is
+    /// answered 503 and closed. Lowered at start to fit the process's open
+    /// file limit.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// Open connections per client IP address on one listener; beyond it, 503
+    /// and closed.
+    #[serde(default = "default_max_connections_per_client")]
+    pub max_connections_per_client: u32,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_ms: default_header_timeout_ms(),
+            idle_timeout_ms: default_idle_timeout_ms(),
+            body_timeout_ms: default_body_timeout_ms(),
+            max_connections: default_max_connections(),
+            max_connections_per_client: default_max_connections_per_client(),
+        }
+    }
+}
+
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_idle_timeout_ms() -> u64 {
+    60_000
+}
+fn default_body_timeout_ms() -> u64 {
+    30_000
+}
+fn default_max_connections() -> u32 {
+    1024
+}
+fn default_max_connections_per_client() -> u32 {
+    64
 }
 
 /// See [`RuntimeConfig::allocator`].
@@ -276,14 +359,21 @@ fn netns_file(ns: &str) -> PathBuf {
 
 /// Name patterns of a grant (`key` is `links` or `devices`): at least one,
 /// each of the characters a link name may have and the two wildcards.
-fn validate_patterns(key: &str, patterns: &[String], example: &str) -> Result<(), (String, String)> {
+fn validate_patterns(
+    key: &str,
+    patterns: &[String],
+    example: &str,
+) -> Result<(), (String, String)> {
     if patterns.is_empty() {
-        return Err((key.into(), format!("needs at least one pattern, e.g. [\"{example}\"]")));
+        return Err((
+            key.into(),
+            format!("needs at least one pattern, e.g. [\"{example}\"]"),
+        ));
     }
     for (j, pattern) in patterns.iter().enumerate() {
-        let bad = pattern
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '*' | '?' | '-' | '_' | '.' | '@' | '+')));
+        let bad = pattern.chars().find(|c| {
+            !(c.is_ascii_alphanumeric() || matches!(c, '*' | '?' | '-' | '_' | '.' | '@' | '+'))
+        });
         let message = if pattern.is_empty() {
             Some("is empty".to_string())
         } else if pattern.len() > MAX_LINK_PATTERN {
@@ -304,12 +394,18 @@ fn validate_netns(netns: Option<&str>) -> Result<(), (String, String)> {
         let ok = if ns.starts_with('/') {
             !ns.contains('\0')
         } else {
-            !ns.is_empty() && ns != "." && !ns.contains('/') && !ns.contains("..") && !ns.contains('\0')
+            !ns.is_empty()
+                && ns != "."
+                && !ns.contains('/')
+                && !ns.contains("..")
+                && !ns.contains('\0')
         };
         if !ok {
             return Err((
                 "netns".into(),
-                format!("`{ns}` is neither a namespace name (no `/`, no `..`) nor an absolute path"),
+                format!(
+                    "`{ns}` is neither a namespace name (no `/`, no `..`) nor an absolute path"
+                ),
             ));
         }
     }
@@ -351,7 +447,10 @@ impl Grants {
             ("wireguard", self.wireguard.is_some()),
             ("outbound", self.outbound.is_some()),
         ];
-        all.into_iter().filter(|(_, on)| *on).map(|(n, _)| n).collect()
+        all.into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| n)
+            .collect()
     }
 }
 
@@ -371,6 +470,17 @@ pub struct Limits {
     /// A larger response from the plugin is replaced by a 500.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// Instances of this plugin alive at once (requests and jobs). Absent:
+    /// as many as its fair share of `runtime.max_instances` allows.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Requests that may wait for an instance; one more is answered 503.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u32,
+    /// How long a request waits for an instance (or for room for its body)
+    /// before it is answered 503 with `Retry-After`.
+    #[serde(default = "default_queue_timeout_ms")]
+    pub queue_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -380,8 +490,18 @@ impl Default for Limits {
             timeout_ms: default_timeout_ms(),
             max_body_bytes: default_max_body_bytes(),
             max_response_bytes: default_max_response_bytes(),
+            max_concurrency: None,
+            max_queue: default_max_queue(),
+            queue_timeout_ms: default_queue_timeout_ms(),
         }
     }
+}
+
+fn default_max_queue() -> u32 {
+    256
+}
+fn default_queue_timeout_ms() -> u64 {
+    5_000
 }
 
 fn default_memory_mb() -> u32 {
@@ -419,11 +539,10 @@ impl Config {
 
     /// Parses `text` (named `path` in errors), resolving paths against `base`.
     pub fn parse(text: &str, path: &Path, base: &Path) -> Result<Config, ConfigError> {
-        let mut config: Config =
-            serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
+        let mut config: Config = serde_norway::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         config.data_dir = base.join(&config.data_dir);
         for plugin in &mut config.plugins {
             plugin.wasm = base.join(&plugin.wasm);
@@ -439,12 +558,43 @@ impl Config {
             key,
             message,
         };
-        parse_listen(&self.admin.listen)
-            .map_err(|m| invalid(None, "admin.listen".into(), m))?;
+        parse_listen(&self.admin.listen).map_err(|m| invalid(None, "admin.listen".into(), m))?;
         if self.runtime.max_instances == 0 {
             return Err(invalid(
                 None,
                 "runtime.max_instances".into(),
+                "must be at least 1".into(),
+            ));
+        }
+        let h = &self.http;
+        for (key, ms) in [
+            ("http.header_timeout_ms", h.header_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+            ("http.body_timeout_ms", h.body_timeout_ms),
+        ] {
+            if ms == 0 || ms > MAX_TIMEOUT_MS {
+                return Err(invalid(
+                    None,
+                    key.into(),
+                    format!("{ms} is out of range 1..={MAX_TIMEOUT_MS}"),
+                ));
+            }
+        }
+        for (key, n) in [
+            ("http.max_connections", h.max_connections),
+            (
+                "http.max_connections_per_client",
+                h.max_connections_per_client,
+            ),
+        ] {
+            if n == 0 {
+                return Err(invalid(None, key.into(), "must be at least 1".into()));
+            }
+        }
+        if self.runtime.max_buffered_body_bytes == 0 {
+            return Err(invalid(
+                None,
+                "runtime.max_buffered_body_bytes".into(),
                 "must be at least 1".into(),
             ));
         }
@@ -457,7 +607,10 @@ impl Config {
                 return Err(invalid(
                     name,
                     at("name"),
-                    format!("`{}` is not a valid name: use 1 to 32 of a-z, 0-9, _ and -", p.name),
+                    format!(
+                        "`{}` is not a valid name: use 1 to 32 of a-z, 0-9, _ and -",
+                        p.name
+                    ),
                 ));
             }
             if let Some(first) = names.insert(p.name.clone(), i) {
@@ -469,7 +622,8 @@ impl Config {
             }
             for (j, m) in p.mounts.iter().enumerate() {
                 let key = at(&format!("mounts[{j}]"));
-                parse_listen(&m.listen).map_err(|msg| invalid(name, format!("{key}.listen"), msg))?;
+                parse_listen(&m.listen)
+                    .map_err(|msg| invalid(name, format!("{key}.listen"), msg))?;
                 if !m.prefix.starts_with('/') {
                     return Err(invalid(
                         name,
@@ -512,20 +666,53 @@ impl Config {
                 ));
             }
             if l.max_response_bytes == 0 {
-                return Err(invalid(name, at("limits.max_response_bytes"), "must be at least 1".into()));
+                return Err(invalid(
+                    name,
+                    at("limits.max_response_bytes"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if l.max_body_bytes as u64 > self.runtime.max_buffered_body_bytes {
+                return Err(invalid(
+                    name,
+                    at("limits.max_body_bytes"),
+                    format!(
+                        "{} is over runtime.max_buffered_body_bytes ({}): such a body could never be read",
+                        l.max_body_bytes, self.runtime.max_buffered_body_bytes
+                    ),
+                ));
+            }
+            if l.max_concurrency == Some(0) {
+                return Err(invalid(
+                    name,
+                    at("limits.max_concurrency"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if l.queue_timeout_ms == 0 || l.queue_timeout_ms > MAX_TIMEOUT_MS {
+                return Err(invalid(
+                    name,
+                    at("limits.queue_timeout_ms"),
+                    format!(
+                        "{} is out of range 1..={MAX_TIMEOUT_MS}",
+                        l.queue_timeout_ms
+                    ),
+                ));
             }
             if let Some(net) = &p.grants.net {
-                net.validate()
-                    .map_err(|(key, message)| invalid(name, at(&format!("grants.net.{key}")), message))?;
+                net.validate().map_err(|(key, message)| {
+                    invalid(name, at(&format!("grants.net.{key}")), message)
+                })?;
             }
             if let Some(outbound) = &p.grants.outbound {
-                outbound
-                    .validate()
-                    .map_err(|(key, message)| invalid(name, at(&format!("grants.outbound.{key}")), message))?;
+                outbound.validate().map_err(|(key, message)| {
+                    invalid(name, at(&format!("grants.outbound.{key}")), message)
+                })?;
             }
             if let Some(wg) = &p.grants.wireguard {
-                wg.validate()
-                    .map_err(|(key, message)| invalid(name, at(&format!("grants.wireguard.{key}")), message))?;
+                wg.validate().map_err(|(key, message)| {
+                    invalid(name, at(&format!("grants.wireguard.{key}")), message)
+                })?;
             }
         }
         Ok(())
@@ -533,7 +720,12 @@ impl Config {
 
     /// The largest memory cap of any plugin, in bytes.
     pub fn max_memory_bytes(&self) -> usize {
-        let mb = self.plugins.iter().map(|p| p.limits.memory_mb).max().unwrap_or(1);
+        let mb = self
+            .plugins
+            .iter()
+            .map(|p| p.limits.memory_mb)
+            .max()
+            .unwrap_or(1);
         (mb as usize) << 20
     }
 }
@@ -559,13 +751,14 @@ fn parse_listen(listen: &str) -> Result<SocketAddr, String> {
 
 /// The 1-based line on which the plugin named `name` is declared.
 fn line_of_plugin(text: &str, name: &str) -> Option<usize> {
-    text.lines().position(|line| {
-        let t = line.trim_start().trim_start_matches("- ").trim_start();
-        t.strip_prefix("name:")
-            .map(|v| v.trim().trim_matches(['"', '\'']) == name)
-            .unwrap_or(false)
-    })
-    .map(|i| i + 1)
+    text.lines()
+        .position(|line| {
+            let t = line.trim_start().trim_start_matches("- ").trim_start();
+            t.strip_prefix("name:")
+                .map(|v| v.trim().trim_matches(['"', '\'']) == name)
+                .unwrap_or(false)
+        })
+        .map(|i| i + 1)
 }
 
 #[cfg(test)]
@@ -596,16 +789,20 @@ plugins:
 
     #[test]
     fn an_unknown_key_is_named_with_its_line() {
-        let err = parse(&format!("{ONE}    colour: blue\n")).unwrap_err().to_string();
+        let err = parse(&format!("{ONE}    colour: blue\n"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `colour`"), "{err}");
         assert!(err.contains("line 8"), "{err}");
     }
 
     #[test]
     fn an_unknown_grant_is_refused() {
-        let err = parse(&format!("{ONE}    grants: {{ kv: true, teleport: true }}\n"))
-            .unwrap_err()
-            .to_string();
+        let err = parse(&format!(
+            "{ONE}    grants: {{ kv: true, teleport: true }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("unknown field `teleport`"), "{err}");
     }
 
@@ -624,11 +821,26 @@ plugins:
     #[test]
     fn bad_names_prefixes_and_limits_are_refused() {
         for (bad, needle) in [
-            (ONE.replace("name: hello", "name: Hello"), "not a valid name"),
-            (ONE.replace("prefix: /hello/", "prefix: hello"), "must start with `/`"),
-            (ONE.replace("127.0.0.1:8081", "localhost"), "not a socket address"),
-            (format!("{ONE}    limits: {{ memory_mb: 0 }}\n"), "memory_mb"),
-            (format!("{ONE}    limits: {{ timeout_ms: 0 }}\n"), "timeout_ms"),
+            (
+                ONE.replace("name: hello", "name: Hello"),
+                "not a valid name",
+            ),
+            (
+                ONE.replace("prefix: /hello/", "prefix: hello"),
+                "must start with `/`",
+            ),
+            (
+                ONE.replace("127.0.0.1:8081", "localhost"),
+                "not a socket address",
+            ),
+            (
+                format!("{ONE}    limits: {{ memory_mb: 0 }}\n"),
+                "memory_mb",
+            ),
+            (
+                format!("{ONE}    limits: {{ timeout_ms: 0 }}\n"),
+                "timeout_ms",
+            ),
         ] {
             let err = parse(&bad).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle}: {err}");
@@ -637,54 +849,125 @@ plugins:
 
     #[test]
     fn a_net_grant_parses_with_its_defaults() {
-        let c = parse(&format!("{ONE}    grants: {{ net: {{ links: [\"guest*\", \"wg?\"] }} }}\n")).unwrap();
+        let c = parse(&format!(
+            "{ONE}    grants: {{ net: {{ links: [\"guest*\", \"wg?\"] }} }}\n"
+        ))
+        .unwrap();
         let net = c.plugins[0].grants.net.clone().expect("net granted");
         assert_eq!(net.links, ["guest*", "wg?"]);
         assert!(!net.write, "read-only by default");
         assert_eq!(net.netns_path(), None, "the host's namespace by default");
         assert!(c.plugins[0].grants.names().contains(&"net"));
 
-        let c = parse(&format!("{ONE}    grants: {{ net: {{ links: [br0], write: true, netns: guests }} }}\n")).unwrap();
+        let c = parse(&format!(
+            "{ONE}    grants: {{ net: {{ links: [br0], write: true, netns: guests }} }}\n"
+        ))
+        .unwrap();
         let net = c.plugins[0].grants.net.clone().unwrap();
         assert!(net.write);
-        assert_eq!(net.netns_path(), Some(PathBuf::from("/var/run/netns/guests")));
-        let c = parse(&format!("{ONE}    grants: {{ net: {{ links: [br0], netns: /proc/1/ns/net }} }}\n")).unwrap();
-        assert_eq!(c.plugins[0].grants.net.clone().unwrap().netns_path(), Some(PathBuf::from("/proc/1/ns/net")));
-        assert!(!parse(ONE).unwrap().plugins[0].grants.names().contains(&"net"), "withheld unless given");
+        assert_eq!(
+            net.netns_path(),
+            Some(PathBuf::from("/var/run/netns/guests"))
+        );
+        let c = parse(&format!(
+            "{ONE}    grants: {{ net: {{ links: [br0], netns: /proc/1/ns/net }} }}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.plugins[0].grants.net.clone().unwrap().netns_path(),
+            Some(PathBuf::from("/proc/1/ns/net"))
+        );
+        assert!(
+            !parse(ONE).unwrap().plugins[0]
+                .grants
+                .names()
+                .contains(&"net"),
+            "withheld unless given"
+        );
     }
 
     #[test]
     fn a_net_grant_without_patterns_or_with_bad_ones_is_refused() {
         for (net, key, needle) in [
-            ("{ links: [] }", "plugins[0].grants.net.links", "at least one pattern"),
-            ("{ links: [guest0, \"eth/0\"] }", "plugins[0].grants.net.links[1]", "`eth/0`"),
-            ("{ links: [\"br 0\"] }", "plugins[0].grants.net.links[0]", "wildcards"),
-            ("{ links: [\"\"] }", "plugins[0].grants.net.links[0]", "empty"),
-            ("{ links: [\"[a-z]*\"] }", "plugins[0].grants.net.links[0]", "wildcards"),
-            ("{ links: [a], netns: \"../etc\" }", "plugins[0].grants.net.netns", "`../etc`"),
-            ("{ links: [a], netns: \"a/b\" }", "plugins[0].grants.net.netns", "absolute path"),
-            ("{ links: [a], netns: \"..\" }", "plugins[0].grants.net.netns", "namespace name"),
-            ("{ links: [a], netns: \"\" }", "plugins[0].grants.net.netns", "namespace name"),
+            (
+                "{ links: [] }",
+                "plugins[0].grants.net.links",
+                "at least one pattern",
+            ),
+            (
+                "{ links: [guest0, \"eth/0\"] }",
+                "plugins[0].grants.net.links[1]",
+                "`eth/0`",
+            ),
+            (
+                "{ links: [\"br 0\"] }",
+                "plugins[0].grants.net.links[0]",
+                "wildcards",
+            ),
+            (
+                "{ links: [\"\"] }",
+                "plugins[0].grants.net.links[0]",
+                "empty",
+            ),
+            (
+                "{ links: [\"[a-z]*\"] }",
+                "plugins[0].grants.net.links[0]",
+                "wildcards",
+            ),
+            (
+                "{ links: [a], netns: \"../etc\" }",
+                "plugins[0].grants.net.netns",
+                "`../etc`",
+            ),
+            (
+                "{ links: [a], netns: \"a/b\" }",
+                "plugins[0].grants.net.netns",
+                "absolute path",
+            ),
+            (
+                "{ links: [a], netns: \"..\" }",
+                "plugins[0].grants.net.netns",
+                "namespace name",
+            ),
+            (
+                "{ links: [a], netns: \"\" }",
+                "plugins[0].grants.net.netns",
+                "namespace name",
+            ),
         ] {
-            let err = parse(&format!("{ONE}    grants: {{ net: {net} }}\n")).unwrap_err().to_string();
+            let err = parse(&format!("{ONE}    grants: {{ net: {net} }}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{net}: {err}");
             assert!(err.contains(needle), "{net}: {err}");
-            assert!(err.contains("config.yaml:3:"), "{net}: the plugin's line: {err}");
+            assert!(
+                err.contains("config.yaml:3:"),
+                "{net}: the plugin's line: {err}"
+            );
         }
         for (net, needle) in [
             ("{ write: true }", "missing field `links`"),
             ("{ links: [a], colour: blue }", "unknown field `colour`"),
             ("true", "invalid type"),
         ] {
-            let err = parse(&format!("{ONE}    grants: {{ net: {net} }}\n")).unwrap_err().to_string();
+            let err = parse(&format!("{ONE}    grants: {{ net: {net} }}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{net}: {err}");
         }
     }
 
     #[test]
     fn a_wireguard_grant_parses_with_its_defaults() {
-        let c = parse(&format!("{ONE}    grants: {{ wireguard: {{ devices: [\"wg*\"] }} }}\n")).unwrap();
-        let wg = c.plugins[0].grants.wireguard.clone().expect("wireguard granted");
+        let c = parse(&format!(
+            "{ONE}    grants: {{ wireguard: {{ devices: [\"wg*\"] }} }}\n"
+        ))
+        .unwrap();
+        let wg = c.plugins[0]
+            .grants
+            .wireguard
+            .clone()
+            .expect("wireguard granted");
         assert_eq!(wg.devices, ["wg*"]);
         assert_eq!(wg.backend, WireguardBackend::Auto);
         assert_eq!(wg.userspace_binary, "wireguard-go");
@@ -698,36 +981,72 @@ plugins:
         assert_eq!(wg.backend, WireguardBackend::Userspace);
         assert_eq!(wg.userspace_binary, "/opt/wg/wireguard-go");
         assert_eq!(wg.netns_path(), Some(PathBuf::from("/var/run/netns/vpn")));
-        assert!(!parse(ONE).unwrap().plugins[0].grants.names().contains(&"wireguard"), "withheld unless given");
+        assert!(
+            !parse(ONE).unwrap().plugins[0]
+                .grants
+                .names()
+                .contains(&"wireguard"),
+            "withheld unless given"
+        );
     }
 
     #[test]
     fn a_wireguard_grant_without_patterns_or_with_bad_values_is_refused() {
         for (wg, key, needle) in [
-            ("{ devices: [] }", "plugins[0].grants.wireguard.devices", "at least one pattern"),
-            ("{ devices: [wg0, \"wg 1\"] }", "plugins[0].grants.wireguard.devices[1]", "wildcards"),
-            ("{ devices: [wg0], userspace_binary: \"\" }", "plugins[0].grants.wireguard.userspace_binary", "program name"),
-            ("{ devices: [wg0], userspace_binary: \"./wg\" }", "plugins[0].grants.wireguard.userspace_binary", "absolute path"),
-            ("{ devices: [wg0], netns: \"a/b\" }", "plugins[0].grants.wireguard.netns", "absolute path"),
+            (
+                "{ devices: [] }",
+                "plugins[0].grants.wireguard.devices",
+                "at least one pattern",
+            ),
+            (
+                "{ devices: [wg0, \"wg 1\"] }",
+                "plugins[0].grants.wireguard.devices[1]",
+                "wildcards",
+            ),
+            (
+                "{ devices: [wg0], userspace_binary: \"\" }",
+                "plugins[0].grants.wireguard.userspace_binary",
+                "program name",
+            ),
+            (
+                "{ devices: [wg0], userspace_binary: \"./wg\" }",
+                "plugins[0].grants.wireguard.userspace_binary",
+                "absolute path",
+            ),
+            (
+                "{ devices: [wg0], netns: \"a/b\" }",
+                "plugins[0].grants.wireguard.netns",
+                "absolute path",
+            ),
         ] {
-            let err = parse(&format!("{ONE}    grants: {{ wireguard: {wg} }}\n")).unwrap_err().to_string();
+            let err = parse(&format!("{ONE}    grants: {{ wireguard: {wg} }}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(key), "{wg}: {err}");
             assert!(err.contains(needle), "{wg}: {err}");
-            assert!(err.contains("config.yaml:3:"), "{wg}: the plugin's line: {err}");
+            assert!(
+                err.contains("config.yaml:3:"),
+                "{wg}: the plugin's line: {err}"
+            );
         }
         for (wg, needle) in [
             ("{ backend: kernel }", "missing field `devices`"),
             ("{ devices: [a], backend: wasm }", "unknown variant `wasm`"),
             ("{ devices: [a], colour: blue }", "unknown field `colour`"),
         ] {
-            let err = parse(&format!("{ONE}    grants: {{ wireguard: {wg} }}\n")).unwrap_err().to_string();
+            let err = parse(&format!("{ONE}    grants: {{ wireguard: {wg} }}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{wg}: {err}");
         }
     }
 
     #[test]
     fn settings_keep_their_types() {
-        let c = parse(&format!("{ONE}    settings: {{ greeting: hi, max: 3, list: [1, 2] }}\n")).unwrap();
+        let c = parse(&format!(
+            "{ONE}    settings: {{ greeting: hi, max: 3, list: [1, 2] }}\n"
+        ))
+        .unwrap();
         let s = &c.plugins[0].settings;
         assert_eq!(s["greeting"], serde_json::json!("hi"));
         assert_eq!(s["max"], serde_json::json!(3));
@@ -759,7 +1078,10 @@ plugins:
         let mut all = Vec::new();
         keys(&serde_json::to_value(&config).unwrap(), &mut all);
         for key in all {
-            assert!(block.contains(&format!("{key}:")), "README's config reference does not show `{key}`");
+            assert!(
+                block.contains(&format!("{key}:")),
+                "README's config reference does not show `{key}`"
+            );
         }
     }
 }

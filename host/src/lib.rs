@@ -9,8 +9,11 @@
 pub mod bindings;
 pub mod caps;
 pub mod config;
+pub mod datadir;
 pub mod db;
+pub mod listener;
 pub mod metrics;
 pub mod router;
 pub mod runtime;
 pub mod server;
+pub mod slots;

@@ -10,7 +10,11 @@ use wasmgate::config::Config;
 use wasmgate::server::{self, Host};
 
 #[derive(Parser)]
-#[command(name = "wasmgate", version, about = "An HTTP API server whose business logic runs in sandboxed WebAssembly component plugins")]
+#[command(
+    name = "wasmgate",
+    version,
+    about = "An HTTP API server whose business logic runs in sandboxed WebAssembly component plugins"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,9 +29,18 @@ enum Command {
         /// Overrides the config's `data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Start a new database in place of an empty (0-byte) database file,
+        /// which is otherwise refused as damaged.
+        #[arg(long)]
+        accept_empty_database: bool,
         /// Benchmarks only: an extra listener answering natively.
         #[arg(long, hide = true)]
         bench_native: Option<String>,
+    },
+    /// Check or back up the database (the server must be stopped).
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
     },
     /// Validate the config, load and link every plugin, print a table.
     Check {
@@ -76,6 +89,7 @@ enum Command {
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
+    wasmgate::datadir::restrict_umask();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -104,8 +118,32 @@ fn load_config(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Config>
     Ok(config)
 }
 
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Check every page and row of the database; exits non-zero if it is damaged.
+    Check {
+        #[arg(long, default_value = "config.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Copy the database into a new file, consistently (a running server
+    /// does the same on `POST /backup` of its admin listener).
+    Backup {
+        /// The new file; an existing one is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "config.yaml")]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
 fn tokio() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -113,13 +151,41 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve {
             config,
             data_dir,
+            accept_empty_database,
             bench_native,
         } => {
             let config = load_config(&config, data_dir)?;
             tokio()?.block_on(async {
-                let host = Host::load(config, None)?;
+                let host = Host::load(config, None, accept_empty_database)?;
                 host.bind(bench_native.as_deref()).await?.serve().await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Db {
+            command: DbCommand::Check { config, data_dir },
+        } => {
+            let config = load_config(&config, data_dir)?;
+            let path = config.data_dir.join(wasmgate::db::FILE);
+            if wasmgate::db::check_file(&path)? {
+                println!("{}: ok", path.display());
+            } else {
+                println!("{}: was inconsistent and has been repaired", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Db {
+            command:
+                DbCommand::Backup {
+                    out,
+                    config,
+                    data_dir,
+                },
+        } => {
+            let config = load_config(&config, data_dir)?;
+            let db = wasmgate::db::Db::open(&config.data_dir, false)?;
+            db.backup(&out)
+                .with_context(|| format!("cannot back up into {}", out.display()))?;
+            println!("{}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
@@ -129,7 +195,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for row in rows.iter().filter(|r| r[4].starts_with("error: ")) {
                 eprintln!("{}", row[4]);
             }
-            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Call {
             plugin,
@@ -145,7 +215,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let body = match body {
                 None => Vec::new(),
                 Some(b) => match b.strip_prefix('@') {
-                    Some(file) => std::fs::read(file).with_context(|| format!("cannot read {file}"))?,
+                    Some(file) => {
+                        std::fs::read(file).with_context(|| format!("cannot read {file}"))?
+                    }
                     None => b.into_bytes(),
                 },
             };
@@ -160,7 +232,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 header_pairs.push(("content-type".into(), "application/json".into()));
             }
             tokio()?.block_on(async {
-                let host = Host::load(config, Some(&plugin))?;
+                let host = Host::load(config, Some(&plugin), false)?;
                 let p = host.plugin(&plugin).context("plugin not loaded")?;
                 let prefix = if admin {
                     format!("/plugins/{plugin}/admin")
@@ -169,12 +241,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 };
                 let req = server::local_request(&method, &path, header_pairs, body, prefix);
                 let id = req.request_id.clone();
-                let result = if admin { p.admin(req).await } else { p.handle(req).await };
+                let result = if admin {
+                    p.admin(req).await
+                } else {
+                    p.handle(req).await
+                };
                 let (status, headers, body) = match result {
                     Ok(r) => (r.status, r.headers, r.body),
                     Err(e) => {
                         let (status, body) = server::call_error_body(&e, &id);
-                        let headers = vec![("content-type".to_string(), "application/json".to_string())];
+                        let headers =
+                            vec![("content-type".to_string(), "application/json".to_string())];
                         (status.as_u16(), headers, body.to_string().into_bytes())
                     }
                 };
@@ -197,10 +274,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let mut config = load_config(&config, data_dir)?;
             if config.data_dir.join("wasmgate.redb").exists() {
-                config.data_dir = std::env::temp_dir().join(format!("wasmgate-bench-{}", std::process::id()));
+                config.data_dir =
+                    std::env::temp_dir().join(format!("wasmgate-bench-{}", std::process::id()));
             }
             tokio()?.block_on(async {
-                let host = Host::load(config.clone(), Some(&plugin))?;
+                let host = Host::load(config.clone(), Some(&plugin), false)?;
                 let p = host.plugin(&plugin).context("plugin not loaded")?;
                 let prefix = server::prefix_for(p, &path);
                 let mut inst = Duration::ZERO;
@@ -209,7 +287,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let started = Instant::now();
                 for i in 0..warmup + iterations {
                     let req = server::local_request("GET", &path, vec![], vec![], prefix.clone());
-                    let (a, b) = p.bench_once(req).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let (a, b) = p
+                        .bench_once(req)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                     if i >= warmup {
                         inst += a;
                         call += b;

@@ -36,23 +36,64 @@ pub struct Metrics {
     instantiate: Family<PluginLabel, Histogram, Buckets>,
     traps: Family<PluginLabel, Counter>,
     deadlines: Family<PluginLabel, Counter>,
+    host_panics: Family<PluginLabel, Counter>,
+    storage_up: prometheus_client::metrics::gauge::Gauge,
+    storage_failures: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         let requests = Family::<StatusLabels, Counter>::default();
         // 50 µs .. ~3 s.
-        let latency = Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(0.00005, 2.0, 17))));
+        let latency = Family::new_with_constructor(Buckets(|| {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 17))
+        }));
         // 1 µs .. ~65 ms.
-        let instantiate = Family::new_with_constructor(Buckets(|| Histogram::new(exponential_buckets(0.000001, 2.0, 17))));
+        let instantiate = Family::new_with_constructor(Buckets(|| {
+            Histogram::new(exponential_buckets(0.000001, 2.0, 17))
+        }));
         let traps = Family::<PluginLabel, Counter>::default();
         let deadlines = Family::<PluginLabel, Counter>::default();
+        let host_panics = Family::<PluginLabel, Counter>::default();
+        let storage_up = prometheus_client::metrics::gauge::Gauge::default();
+        let storage_failures = prometheus_client::metrics::gauge::Gauge::default();
         let mut registry = Registry::with_prefix("wasmgate");
-        registry.register("requests", "HTTP requests answered, by plugin and status", requests.clone());
-        registry.register("request_duration_seconds", "Time from the request's arrival to its response", latency.clone());
-        registry.register("instantiate_seconds", "Time to instantiate a fresh plugin instance", instantiate.clone());
+        registry.register(
+            "requests",
+            "HTTP requests answered, by plugin and status",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from the request's arrival to its response",
+            latency.clone(),
+        );
+        registry.register(
+            "instantiate_seconds",
+            "Time to instantiate a fresh plugin instance",
+            instantiate.clone(),
+        );
         registry.register("traps", "Calls that ended in a plugin trap", traps.clone());
-        registry.register("deadline_hits", "Calls stopped at their deadline", deadlines.clone());
+        registry.register(
+            "deadline_hits",
+            "Calls stopped at their deadline",
+            deadlines.clone(),
+        );
+        registry.register(
+            "host_panics",
+            "Calls that failed because a host function panicked (a damaged database, say)",
+            host_panics.clone(),
+        );
+        registry.register(
+            "storage_up",
+            "1 while the database works, 0 while it is unavailable and being reopened",
+            storage_up.clone(),
+        );
+        registry.register(
+            "storage_failures",
+            "I/O failures of the database since start (a full disk, say)",
+            storage_failures.clone(),
+        );
         Metrics {
             registry,
             requests,
@@ -60,6 +101,9 @@ impl Default for Metrics {
             instantiate,
             traps,
             deadlines,
+            host_panics,
+            storage_up,
+            storage_failures,
         }
     }
 }
@@ -79,15 +123,29 @@ impl Metrics {
                 status,
             })
             .inc();
-        self.latency.get_or_create(&label(plugin)).observe(elapsed.as_secs_f64());
+        self.latency
+            .get_or_create(&label(plugin))
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn instantiated(&self, plugin: &str, elapsed: Duration) {
-        self.instantiate.get_or_create(&label(plugin)).observe(elapsed.as_secs_f64());
+        self.instantiate
+            .get_or_create(&label(plugin))
+            .observe(elapsed.as_secs_f64());
     }
 
     pub fn trap(&self, plugin: &str) {
         self.traps.get_or_create(&label(plugin)).inc();
+    }
+
+    pub fn host_panic(&self, plugin: &str) {
+        self.host_panics.get_or_create(&label(plugin)).inc();
+    }
+
+    /// The database's state, set just before rendering.
+    pub fn storage(&self, up: bool, failures: u64) {
+        self.storage_up.set(i64::from(up));
+        self.storage_failures.set(failures as i64);
     }
 
     pub fn deadline(&self, plugin: &str) {

@@ -44,7 +44,8 @@ impl Router {
             plugin,
             configured: prefix.to_string(),
         });
-        self.routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        self.routes
+            .sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         true
     }
 
@@ -52,9 +53,7 @@ impl Router {
     pub fn route(&self, path: &str) -> Option<Match<'_>> {
         self.routes
             .iter()
-            .find(|r| {
-                path.starts_with(&r.prefix) || r.prefix.strip_suffix('/') == Some(path)
-            })
+            .find(|r| path.starts_with(&r.prefix) || r.prefix.strip_suffix('/') == Some(path))
             .map(|r| Match {
                 plugin: r.plugin,
                 prefix: &r.configured,
@@ -66,7 +65,10 @@ impl Router {
         let mut tables: BTreeMap<String, Router> = BTreeMap::new();
         for (i, plugin) in config.plugins.iter().enumerate() {
             for mount in &plugin.mounts {
-                let added = tables.entry(mount.listen.clone()).or_default().add(&mount.prefix, i);
+                let added = tables
+                    .entry(mount.listen.clone())
+                    .or_default()
+                    .add(&mount.prefix, i);
                 debug_assert!(added, "config validation lets no duplicate route through");
             }
         }

@@ -23,7 +23,10 @@ use anyhow::Context as _;
 use ring::{digest, hmac};
 use tokio::sync::{Notify, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, types::ComponentItem};
-use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
+    StoreLimitsBuilder, UpdateDeadline,
+};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{Request, Response, admin, handler, job_handler};
@@ -32,6 +35,7 @@ use crate::caps::ratelimit::RateLimiter;
 use crate::config::{AllocatorKind, Grants, Limits, PluginConfig, RuntimeConfig};
 use crate::db::Db;
 use crate::metrics::Metrics;
+use crate::slots::{SlotError, Slots};
 
 /// How often the epoch advances; the granularity of deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -45,15 +49,37 @@ const MAX_RESPONSE_HEADERS: usize = 100;
 /// State shared by every plugin and request.
 pub struct Shared {
     pub db: Db,
-    pub ratelimiter: RateLimiter,
     pub jobs_wake: Arc<Notify>,
     pub metrics: Metrics,
     /// Netlink connections for the `net` capability, one per namespace.
     pub net: crate::caps::net::Connections,
     /// The `wireguard-go` children of the `wireguard` capability.
     pub wireguard: crate::caps::wireguard::Devices,
-    /// Instance slots: a request waits here rather than fail when all are in use.
-    pub slots: Semaphore,
+    /// Instance slots, shared fairly between plugins (see [`crate::slots`]).
+    pub slots: Arc<Slots>,
+    /// Bytes of request bodies that may be held in memory at once.
+    pub body_budget: Arc<Semaphore>,
+    /// Threads for expensive host calls (password hashing), across plugins.
+    pub blocking: Arc<Semaphore>,
+}
+
+impl Shared {
+    /// Shared state for `config`, over `db`.
+    pub fn new(config: &crate::config::Config, db: Db) -> Shared {
+        let rt = &config.runtime;
+        Shared {
+            db,
+            jobs_wake: Arc::new(Notify::new()),
+            metrics: Metrics::default(),
+            net: Default::default(),
+            wireguard: Default::default(),
+            slots: Slots::new(rt.max_instances as usize),
+            body_budget: Arc::new(Semaphore::new(
+                rt.max_buffered_body_bytes.min(u32::MAX as u64) as usize,
+            )),
+            blocking: Arc::new(Semaphore::new(rt.blocking_threads())),
+        }
+    }
 }
 
 /// What a capability needs to know about the plugin it serves.
@@ -66,6 +92,12 @@ pub struct PluginShared {
     pub settings_json: String,
     pub host: Arc<Shared>,
     pub log_budget: LogBudget,
+    /// Its index in [`Shared::slots`].
+    pub slot: usize,
+    /// Its share of [`Shared::blocking`]: at most half the threads.
+    pub blocking: Semaphore,
+    /// Its `ratelimit` counters.
+    pub ratelimit: RateLimiter,
 }
 
 /// The data of one `Store`: one request or one job.
@@ -87,6 +119,30 @@ impl WasiView for Ctx {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+/// A panic inside a host function, caught at the call.
+#[derive(Debug, thiserror::Error)]
+#[error("a host call panicked: {0}")]
+pub struct HostPanic(pub String);
+
+/// Awaits a call, turning a panic that escaped a host function into an
+/// error of that call instead of the end of the connection's task.
+async fn catch_host_panic<T>(
+    call: impl std::future::Future<Output = wasmtime::Result<T>>,
+) -> wasmtime::Result<T> {
+    use futures_util::FutureExt as _;
+    match std::panic::AssertUnwindSafe(call).catch_unwind().await {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic".to_string());
+            Err(wasmtime::Error::new(HostPanic(what)))
         }
     }
 }
@@ -114,6 +170,13 @@ pub enum CallError {
     /// The plugin does not export the interface.
     #[error("the plugin does not export `{0}`")]
     NoExport(&'static str),
+    /// A host function panicked (a damaged database, say): the request
+    /// fails, the connection and the host live on.
+    #[error("a host call panicked: {0}")]
+    HostPanic(String),
+    /// No instance slot came free in time, or the plugin's queue is full.
+    #[error("busy: {0}")]
+    Busy(#[from] SlotError),
 }
 
 /// Counters kept per plugin for `/plugins`.
@@ -223,7 +286,12 @@ impl Runtime {
     }
 
     /// Compiles (or loads from `cache`) and links one plugin.
-    pub fn load(&self, config: &PluginConfig, host: Arc<Shared>, cache: &Cache) -> anyhow::Result<Plugin> {
+    pub fn load(
+        &self,
+        config: &PluginConfig,
+        host: Arc<Shared>,
+        cache: &Cache,
+    ) -> anyhow::Result<Plugin> {
         let name = &config.name;
         let (component, from_cache) = cache
             .component(&self.engine, &config.wasm)
@@ -254,6 +322,10 @@ impl Runtime {
         if config.grants.jobs && jobs.is_none() {
             tracing::warn!(plugin = %name, "granted `jobs` but exports no `job-handler`: its jobs will fail");
         }
+        let slot = host
+            .slots
+            .register(config.limits.max_concurrency, config.limits.max_queue);
+        let blocking = Semaphore::new((host.blocking.available_permits() / 2).max(1));
         let shared = Arc::new(PluginShared {
             name: name.clone(),
             grants: config.grants.clone(),
@@ -262,6 +334,9 @@ impl Runtime {
             settings: config.settings.clone(),
             host,
             log_budget: LogBudget::default(),
+            slot,
+            blocking,
+            ratelimit: RateLimiter::default(),
         });
         Ok(Plugin {
             shared,
@@ -280,7 +355,11 @@ impl Runtime {
 /// Refuses a component that imports a `wasmgate:plugin` interface its grants
 /// withhold, naming the plugin and the grant (the linker's own message would
 /// only say that an import is missing).
-fn check_imports(engine: &Engine, component: &Component, config: &PluginConfig) -> anyhow::Result<()> {
+fn check_imports(
+    engine: &Engine,
+    component: &Component,
+    config: &PluginConfig,
+) -> anyhow::Result<()> {
     for (import, item) in component.component_type().imports(engine) {
         let Some(rest) = import.strip_prefix("wasmgate:plugin/") else {
             continue;
@@ -296,7 +375,10 @@ fn check_imports(engine: &Engine, component: &Component, config: &PluginConfig) 
                 config.name
             ),
             None if iface == "types" => {}
-            None => anyhow::bail!("plugin `{}` imports `{import}`, which this host does not offer", config.name),
+            None => anyhow::bail!(
+                "plugin `{}` imports `{import}`, which this host does not offer",
+                config.name
+            ),
         }
     }
     Ok(())
@@ -319,7 +401,10 @@ impl Plugin {
         let limits = &self.shared.limits;
         let stdout = Output::default();
         let stderr = Output::default();
-        let wasi = WasiCtx::builder().stdout(stdout.clone()).stderr(stderr.clone()).build();
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
         let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
         let ctx = Ctx {
             plugin: self.shared.clone(),
@@ -364,19 +449,31 @@ impl Plugin {
         if admin && self.admin.is_none() {
             return Err(CallError::NoExport("admin"));
         }
-        let _slot = self.shared.host.slots.acquire().await.map_err(|_| CallError::Trap("shutting down".into()))?;
+        let _slot = self.slot().await?;
         let mut store = self.new_store(&req.request_id);
         let name = &self.shared.name;
         let result = async {
             let started = Instant::now();
             let instance = self.pre.instantiate_async(&mut store).await?;
-            self.shared.host.metrics.instantiated(name, started.elapsed());
+            self.shared
+                .host
+                .metrics
+                .instantiated(name, started.elapsed());
             match (&self.admin, admin) {
-                (Some(a), true) => a.load(&mut store, &instance)?.call_handle(&mut store, &req).await,
-                _ => self.handler.load(&mut store, &instance)?.call_handle(&mut store, &req).await,
+                (Some(a), true) => {
+                    a.load(&mut store, &instance)?
+                        .call_handle(&mut store, &req)
+                        .await
+                }
+                _ => {
+                    self.handler
+                        .load(&mut store, &instance)?
+                        .call_handle(&mut store, &req)
+                        .await
+                }
             }
-        }
-        .await;
+        };
+        let result = catch_host_panic(result).await;
         store.data().flush_output();
         let response = result.map_err(|e| self.classify(e, &req.request_id))?;
         self.check_response(response)
@@ -390,7 +487,10 @@ impl Plugin {
         let result = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
             let instantiated = started.elapsed();
-            self.handler.load(&mut store, &instance)?.call_handle(&mut store, &req).await?;
+            self.handler
+                .load(&mut store, &instance)?
+                .call_handle(&mut store, &req)
+                .await?;
             wasmtime::Result::Ok(instantiated)
         }
         .await;
@@ -404,14 +504,16 @@ impl Plugin {
         let Some(jobs) = &self.jobs else {
             anyhow::bail!(CallError::NoExport("job-handler"));
         };
-        let _slot = self.shared.host.slots.acquire().await?;
+        let _slot = self.slot().await?;
         let request_id = format!("job-{}", crate::server::request_id());
         let mut store = self.new_store(&request_id);
         let result = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
-            jobs.load(&mut store, &instance)?.call_run(&mut store, name, payload).await
-        }
-        .await;
+            jobs.load(&mut store, &instance)?
+                .call_run(&mut store, name, payload)
+                .await
+        };
+        let result = catch_host_panic(result).await;
         store.data().flush_output();
         match result {
             Ok(Ok(())) => Ok(()),
@@ -420,8 +522,27 @@ impl Plugin {
         }
     }
 
+    /// Waits for an instance slot, at most the plugin's `queue_timeout_ms`.
+    async fn slot(&self) -> Result<crate::slots::Slot, CallError> {
+        let wait = Duration::from_millis(self.shared.limits.queue_timeout_ms);
+        self.shared
+            .host
+            .slots
+            .acquire(self.shared.slot, wait)
+            .await
+            .map_err(|e| {
+                tracing::warn!(plugin = %self.shared.name, error = %e, "no instance slot");
+                CallError::Busy(e)
+            })
+    }
+
     fn classify(&self, e: wasmtime::Error, request_id: &str) -> CallError {
         let name = &self.shared.name;
+        if let Some(HostPanic(what)) = e.downcast_ref::<HostPanic>() {
+            self.shared.host.metrics.host_panic(name);
+            tracing::error!(plugin = %name, request_id, panic = %what, "a host call panicked; the request failed");
+            return CallError::HostPanic(what.clone());
+        }
         if e.downcast_ref::<DeadlineExceeded>().is_some()
             || e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
         {
@@ -444,16 +565,23 @@ impl Plugin {
             Err(e)
         };
         if r.body.len() > cap {
-            return fail(CallError::ResponseTooLarge { size: r.body.len(), cap });
+            return fail(CallError::ResponseTooLarge {
+                size: r.body.len(),
+                cap,
+            });
         }
         if !(100..=999).contains(&r.status) {
             return fail(CallError::InvalidResponse(format!("status {}", r.status)));
         }
         if r.headers.len() > MAX_RESPONSE_HEADERS {
-            return fail(CallError::InvalidResponse(format!("more than {MAX_RESPONSE_HEADERS} headers")));
+            return fail(CallError::InvalidResponse(format!(
+                "more than {MAX_RESPONSE_HEADERS} headers"
+            )));
         }
         for (k, v) in &r.headers {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+                || http::HeaderValue::from_str(v).is_err()
+            {
                 return fail(CallError::InvalidResponse(format!("header `{k}`")));
             }
         }
@@ -470,7 +598,15 @@ fn trap_summary(e: &wasmtime::Error) -> String {
     let mut out: Vec<&str> = lines.by_ref().take(FRAMES + 1).collect();
     let rest = lines.count();
     if let Some(cause) = e.downcast_ref::<wasmtime::Trap>() {
-        return format!("{cause}; {}{}", out.join(" | "), if rest > 0 { format!(" | ... {rest} more lines") } else { String::new() });
+        return format!(
+            "{cause}; {}{}",
+            out.join(" | "),
+            if rest > 0 {
+                format!(" | ... {rest} more lines")
+            } else {
+                String::new()
+            }
+        );
     }
     if rest > 0 {
         out.push("...");
@@ -492,7 +628,9 @@ const TAG_LEN: usize = 32;
 impl Cache {
     pub fn open(data_dir: &Path) -> anyhow::Result<Cache> {
         let dir = data_dir.join("cache");
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
         let key_path = data_dir.join("cache.key");
         let key = match std::fs::read(&key_path) {
             Ok(k) if k.len() == 32 => k,
@@ -531,16 +669,32 @@ impl Cache {
         }
         let artefact = engine.precompile_component(&bytes)?;
         let tag = hmac::sign(&self.key, &artefact);
-        let tmp = path.with_extension("tmp");
         let mut sealed = Vec::with_capacity(TAG_LEN + artefact.len());
         sealed.extend_from_slice(tag.as_ref());
         sealed.extend_from_slice(&artefact);
-        crate::server::write_private(&tmp, &sealed)?;
-        std::fs::rename(&tmp, &path)?;
+        if let Err(e) = store_artefact(&path, &sealed) {
+            tracing::warn!(path = %path.display(), error = %e, "cannot cache the compiled component; it will be compiled again at the next start");
+        }
         // SAFETY: produced just above by this engine.
         let component = unsafe { Component::deserialize(engine, &artefact)? };
         Ok((component, false))
     }
+}
+
+/// Writes a sealed artefact to `path` through a temporary file of this
+/// process's own; whatever is in the way at `path` (a directory, say) is
+/// removed first.
+fn store_artefact(path: &Path, sealed: &[u8]) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path)?,
+        Ok(m) if !m.is_file() => std::fs::remove_file(path)?,
+        _ => {}
+    }
+    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+    crate::server::write_private(&tmp, sealed)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
 struct Sha256Hasher(digest::Context);
@@ -565,6 +719,9 @@ pub(crate) fn test_ctx(host: &Arc<Shared>, name: &str, grants: Grants) -> Ctx {
         settings_json: "{}".into(),
         host: host.clone(),
         log_budget: LogBudget::default(),
+        slot: host.slots.register(None, 8),
+        blocking: Semaphore::new(1),
+        ratelimit: RateLimiter::default(),
     });
     Ctx {
         plugin: shared,
@@ -581,13 +738,10 @@ pub(crate) fn test_ctx(host: &Arc<Shared>, name: &str, grants: Grants) -> Ctx {
 /// Shared state over an in-memory database, for capability unit tests.
 #[cfg(test)]
 pub(crate) fn test_shared() -> Arc<Shared> {
-    Arc::new(Shared {
-        db: Db::in_memory().expect("in-memory redb"),
-        ratelimiter: RateLimiter::default(),
-        jobs_wake: Arc::new(Notify::new()),
-        metrics: Metrics::default(),
-        net: Default::default(),
-        wireguard: Default::default(),
-        slots: Semaphore::new(4),
-    })
+    let config = crate::config::Config::parse("{}", Path::new("test.yaml"), Path::new("."))
+        .expect("empty config");
+    Arc::new(Shared::new(
+        &config,
+        Db::in_memory().expect("in-memory redb"),
+    ))
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -25,14 +25,13 @@ use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::bindings::Request;
 use crate::caps::jobs::Scheduler;
-use crate::caps::ratelimit::RateLimiter;
 use crate::config::Config;
 use crate::db::Db;
-use crate::metrics::Metrics;
+use crate::listener::{Activity, ConnCaps, Watched, watchdog};
 use crate::router::Router;
 use crate::runtime::{Cache, CallError, Plugin, Runtime, Shared};
 
@@ -41,10 +40,14 @@ type HttpResponse = hyper::Response<Body>;
 
 /// Admin requests that are not for a plugin may carry at most this much body.
 const ADMIN_BODY_BYTES: usize = 1 << 20;
+/// How long an admin request that is not for a plugin waits for body budget.
+const ADMIN_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight requests beyond the longest plugin timeout.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Writes `bytes` to `path`, readable and writable by the owner only.
+/// A file that could not be written whole (a full disk) is removed, so that
+/// nothing half-written is read at the next start.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -53,8 +56,12 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .truncate(true)
         .mode(0o600)
         .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if written.is_err() {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+    }
+    written
 }
 
 /// A process-unique request id: a random prefix and a counter.
@@ -68,7 +75,10 @@ pub fn request_id() -> String {
             .map(u32::from_le_bytes)
             .unwrap_or(0)
     });
-    format!("{prefix:08x}{:08x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix:08x}{:08x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Everything `serve`, `call` and `check` share: the engine and the loaded plugins.
@@ -82,16 +92,12 @@ pub struct Host {
 impl Host {
     /// Opens `config.data_dir` (creating it) and loads the plugins named by
     /// `only`, or all of them.
-    pub fn load(config: Config, only: Option<&str>) -> anyhow::Result<Host> {
+    /// `accept_empty_db` lets a 0-byte database file be started afresh.
+    pub fn load(config: Config, only: Option<&str>, accept_empty_db: bool) -> anyhow::Result<Host> {
         let dir = &config.data_dir;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-        let db = Db::open(dir).map_err(|e| match e {
-            redb::Error::DatabaseAlreadyOpen => anyhow::anyhow!(
-                "the database in {} is in use by another wasmgate process; stop it or pass another --data-dir",
-                dir.display()
-            ),
-            e => anyhow::anyhow!("cannot open the database in {}: {e}", dir.display()),
-        })?;
+        crate::datadir::prepare(dir)
+            .with_context(|| format!("cannot prepare the data directory {}", dir.display()))?;
+        let db = Db::open(dir, accept_empty_db)?;
         Host::with_db(config, db, only)
     }
 
@@ -116,15 +122,7 @@ impl Host {
 
     /// The engine and shared state sized for `config`, with no plugin loaded.
     pub fn empty(config: Config, db: Db) -> anyhow::Result<Host> {
-        let shared = Arc::new(Shared {
-            db,
-            ratelimiter: RateLimiter::default(),
-            jobs_wake: Arc::new(Notify::new()),
-            metrics: Metrics::default(),
-            net: Default::default(),
-            wireguard: Default::default(),
-            slots: Semaphore::new(config.runtime.max_instances as usize),
-        });
+        let shared = Arc::new(Shared::new(&config, db));
         let runtime = Runtime::new(&config.runtime, config.max_memory_bytes())?;
         Ok(Host {
             config,
@@ -144,21 +142,34 @@ impl Host {
     pub async fn bind(self, bench_native: Option<&str>) -> anyhow::Result<Bound> {
         let host = Arc::new(self);
         let token = admin_token(&host.config.data_dir)?;
+        let routers = Router::from_config(&host.config);
+        let http = &host.config.http;
+        let (per_listener, per_client) = connection_caps(http, routers.len());
         let mut listeners = Vec::new();
-        for (listen, router) in Router::from_config(&host.config) {
-            let l = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+        for (listen, router) in routers {
+            let l = crate::listener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
             println!("listening plugins {} {listen}", l.local_addr()?);
-            listeners.push((l, Kind::Plugins(Arc::new(router))));
+            let caps = ConnCaps::new(per_listener, per_client);
+            listeners.push((l, Kind::Plugins(Arc::new(router)), caps));
         }
-        let l = TcpListener::bind(&host.config.admin.listen)
+        let l = crate::listener::bind(&host.config.admin.listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", host.config.admin.listen))?;
         println!("listening admin {}", l.local_addr()?);
-        listeners.push((l, Kind::Admin(Arc::new(token))));
+        listeners.push((
+            l,
+            Kind::Admin(Arc::new(token)),
+            ConnCaps::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS_PER_CLIENT),
+        ));
         if let Some(addr) = bench_native {
-            let l = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+            let l = crate::listener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
             println!("listening native {}", l.local_addr()?);
-            listeners.push((l, Kind::Native));
+            let caps = ConnCaps::new(per_listener, per_client);
+            listeners.push((l, Kind::Native, caps));
         }
         let signals = ShutdownSignals::register().context("cannot handle SIGINT and SIGTERM")?;
         println!("ready");
@@ -169,6 +180,43 @@ impl Host {
             signals,
         })
     }
+}
+
+/// Connections the admin listener takes, in all and per client address: an
+/// operator's surface, kept apart so that it answers while plugin listeners
+/// are saturated.
+const ADMIN_CONNECTIONS: usize = 64;
+const ADMIN_CONNECTIONS_PER_CLIENT: usize = 16;
+/// File descriptors kept out of the connection budget: the database, the
+/// cache, the admin listener's connections, `outbound` and netlink sockets.
+const FD_RESERVE: usize = 128 + ADMIN_CONNECTIONS;
+
+/// The caps of each plugin listener, in all and per client address: the
+/// configured ones, lowered so that all `listeners` together stay within the
+/// open file limit (raised to its hard limit first) less [`FD_RESERVE`]; so
+/// the process never runs out of descriptors because of clients, and the
+/// admin listener keeps answering. Where the limit lowers them, one client
+/// address may hold at most a quarter of a listener's connections.
+fn connection_caps(http: &crate::config::HttpConfig, listeners: usize) -> (usize, usize) {
+    let (configured, per_client) = (
+        http.max_connections as usize,
+        http.max_connections_per_client as usize,
+    );
+    let limit = crate::listener::raise_fd_limit() as usize;
+    let budget = limit.saturating_sub(FD_RESERVE).max(16);
+    let fit = (budget / listeners.max(1)).max(4);
+    if fit >= configured {
+        return (configured, per_client);
+    }
+    let per_client = per_client.min((fit / 4).max(1));
+    tracing::warn!(
+        open_file_limit = limit,
+        configured,
+        per_listener = fit,
+        per_client,
+        "the open file limit is too low for http.max_connections on every listener; lowered"
+    );
+    (fit, per_client)
 }
 
 /// Reads `<data_dir>/admin.token`, creating it (mode 0600) on first start.
@@ -196,7 +244,7 @@ enum Kind {
 /// Bound listeners, ready to serve.
 pub struct Bound {
     host: Arc<Host>,
-    listeners: Vec<(TcpListener, Kind)>,
+    listeners: Vec<(TcpListener, Kind, Arc<ConnCaps>)>,
     signals: ShutdownSignals,
 }
 
@@ -210,34 +258,52 @@ impl Bound {
         let scheduler = Scheduler::new(self.host.shared.clone(), &self.host.plugins);
         let scheduler = tokio::spawn(scheduler.run(stop.clone()));
         let mut accept_loops = Vec::new();
-        for (listener, kind) in self.listeners {
+        let http = &self.host.config.http;
+        let header_timeout = Duration::from_millis(http.header_timeout_ms);
+        let idle_timeout = Duration::from_millis(http.idle_timeout_ms);
+        for (listener, kind, caps) in self.listeners {
             let host = self.host.clone();
             let mut stop = stop.clone();
             let graceful = graceful.clone();
             accept_loops.push(tokio::spawn(async move {
                 loop {
                     let (stream, peer) = tokio::select! {
-                        r = listener.accept() => match r {
-                            Ok(x) => x,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "accept failed");
-                                tokio::time::sleep(Duration::from_millis(50)).await;
-                                continue;
-                            }
-                        },
+                        x = crate::listener::accept(&listener) => x,
                         _ = stopped(&mut stop) => return,
                     };
+                    let Some(admitted) = caps.admit(peer.ip()) else {
+                        tracing::debug!(%peer, open = caps.open(), "connection refused: over a connection cap");
+                        crate::listener::refuse(stream);
+                        continue;
+                    };
                     let _ = stream.set_nodelay(true);
-                    let (host, kind) = (host.clone(), kind.clone());
-                    let service = service_fn(move |req| dispatch(host.clone(), kind.clone(), peer, req));
+                    let activity = Activity::new();
+                    let (host, kind, act) = (host.clone(), kind.clone(), activity.clone());
+                    let service = service_fn(move |req| {
+                        let in_service = act.enter();
+                        let (host, kind) = (host.clone(), kind.clone());
+                        async move {
+                            let r = dispatch(host, kind, peer, req).await;
+                            drop(in_service);
+                            r
+                        }
+                    });
                     let conn = http1::Builder::new()
                         .keep_alive(true)
-                        .serve_connection(TokioIo::new(stream), service);
+                        // The watchdog below times heads and idle connections.
+                        .header_read_timeout(None)
+                        .serve_connection(TokioIo::new(Watched::new(stream, activity.clone())), service);
                     let conn = graceful.watch(conn);
                     tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        tokio::select! {
+                            r = conn => if let Err(e) = r {
+                                tracing::debug!(error = %e, %peer, "connection ended with an error");
+                            },
+                            why = watchdog(&activity, header_timeout, idle_timeout) => {
+                                tracing::debug!(%peer, ?why, "connection closed by a timeout");
+                            }
                         }
+                        drop(admitted);
                     });
                 }
             }));
@@ -249,10 +315,21 @@ impl Bound {
         for l in accept_loops {
             let _ = l.await;
         }
-        let longest = self.host.config.plugins.iter().map(|p| p.limits.timeout_ms).max().unwrap_or(0);
+        let longest = self
+            .host
+            .config
+            .plugins
+            .iter()
+            .map(|p| p.limits.timeout_ms)
+            .max()
+            .unwrap_or(0);
         let grace = Duration::from_millis(longest) + SHUTDOWN_GRACE;
-        let graceful = Arc::try_unwrap(graceful).map_err(|_| anyhow::anyhow!("listener tasks still hold the shutdown handle"))?;
-        if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        let graceful = Arc::try_unwrap(graceful)
+            .map_err(|_| anyhow::anyhow!("listener tasks still hold the shutdown handle"))?;
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
             tracing::warn!("connections still open after the grace period; closing them");
         }
         let _ = scheduler.await;
@@ -294,35 +371,135 @@ impl ShutdownSignals {
 fn json_response(status: StatusCode, value: serde_json::Value) -> HttpResponse {
     let mut r = hyper::Response::new(Full::new(Bytes::from(value.to_string())));
     *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }
 
-async fn dispatch(host: Arc<Host>, kind: Kind, peer: SocketAddr, req: hyper::Request<Incoming>) -> Result<HttpResponse, Infallible> {
+async fn dispatch(
+    host: Arc<Host>,
+    kind: Kind,
+    peer: SocketAddr,
+    req: hyper::Request<Incoming>,
+) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
     let id = request_id();
-    let (plugin_name, mut response) = match kind {
-        Kind::Plugins(router) => plugin_request(&host, &router, peer, &id, req).await,
-        Kind::Admin(token) => admin_request(&host, &token, peer, &id, req).await,
-        Kind::Native => native_request(&host, req).await,
+    let (plugin_name, mut response) = match protocol_error(&req) {
+        Some(r) => (None, r),
+        None => match kind {
+            Kind::Plugins(router) => plugin_request(&host, &router, peer, &id, req).await,
+            Kind::Admin(token) => admin_request(&host, &token, peer, &id, req).await,
+            Kind::Native => native_request(&host, req).await,
+        },
     };
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
-    host.shared
-        .metrics
-        .request(plugin_name.unwrap_or("-"), response.status().as_u16(), started.elapsed());
+    host.shared.metrics.request(
+        plugin_name.unwrap_or("-"),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     Ok(response)
 }
 
-/// Reads the body up to `limit` bytes; `Err` is the response to send.
-async fn read_body(req: hyper::Request<Incoming>, limit: usize) -> Result<(http::request::Parts, Bytes), HttpResponse> {
+/// A response after which the connection is closed: what follows a request
+/// the host could not read to its end cannot be trusted to be a request.
+fn closing(mut r: HttpResponse) -> HttpResponse {
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
+}
+
+/// Requests refused before routing because their framing is ambiguous: an
+/// HTTP/1.1 request without `Host`, and a `Transfer-Encoding` other than
+/// plain `chunked`, which proxies in front of the host might read
+/// differently (request smuggling). (hyper itself refuses one that does not
+/// end in `chunked`, and reads one that also has a `Content-Length` by its
+/// `Transfer-Encoding` alone, closing the connection after the answer.)
+fn protocol_error(req: &hyper::Request<Incoming>) -> Option<HttpResponse> {
+    let h = req.headers();
+    if req.version() == http::Version::HTTP_11 && !h.contains_key(header::HOST) {
+        return Some(closing(json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "an HTTP/1.1 request needs a Host header"}),
+        )));
+    }
+    let te = h.get_all(header::TRANSFER_ENCODING);
+    // No Transfer-Encoding: nothing more to check.
+    te.iter().next()?;
+    let codings: Vec<String> = te
+        .iter()
+        .flat_map(|v| v.to_str().unwrap_or("\u{0}").split(','))
+        .map(|c| c.trim().to_ascii_lowercase())
+        .collect();
+    let error = if codings.last().map(String::as_str) != Some("chunked") {
+        Some((
+            StatusCode::BAD_REQUEST,
+            "Transfer-Encoding must end with chunked",
+        ))
+    } else if codings.len() != 1 {
+        Some((
+            StatusCode::NOT_IMPLEMENTED,
+            "only the chunked transfer coding is supported",
+        ))
+    } else if h.contains_key(header::CONTENT_LENGTH) {
+        Some((
+            StatusCode::BAD_REQUEST,
+            "a request may not have both Transfer-Encoding and Content-Length",
+        ))
+    } else {
+        None
+    };
+    error.map(|(status, message)| closing(json_response(status, json!({"error": message}))))
+}
+
+/// A request body in memory, holding its share of the host's body budget
+/// until it is dropped.
+struct ReadBody {
+    parts: http::request::Parts,
+    bytes: Bytes,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Takes `n` bytes of the body budget, waiting until `until`.
+async fn take_budget(
+    budget: &Arc<Semaphore>,
+    n: usize,
+    until: tokio::time::Instant,
+) -> Result<OwnedSemaphorePermit, HttpResponse> {
+    let n = u32::try_from(n).unwrap_or(u32::MAX);
+    match tokio::time::timeout_at(until, budget.clone().acquire_many_owned(n)).await {
+        Ok(Ok(p)) => Ok(p),
+        _ => Err(unavailable(
+            "too many request bodies in memory; retry later",
+        )),
+    }
+}
+
+fn unavailable(message: &str) -> HttpResponse {
+    let mut r = json_response(StatusCode::SERVICE_UNAVAILABLE, json!({"error": message}));
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+/// Reads the body up to `limit` bytes within `http.body_timeout_ms`, holding
+/// as many bytes of the host's body budget (waiting up to `queue_timeout`
+/// for them); `Err` is the response to send.
+async fn read_body(
+    host: &Host,
+    req: hyper::Request<Incoming>,
+    limit: usize,
+    queue_timeout: Duration,
+) -> Result<ReadBody, HttpResponse> {
     let too_large = || {
-        json_response(
+        closing(json_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             json!({"error": "request body too large", "limit": limit}),
-        )
+        ))
     };
     let declared = req
         .headers()
@@ -332,22 +509,70 @@ async fn read_body(req: hyper::Request<Incoming>, limit: usize) -> Result<(http:
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let (parts, body) = req.into_parts();
-    match Limited::new(body, limit).collect().await {
-        Ok(b) => Ok((parts, b.to_bytes())),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(json_response(
-            StatusCode::BAD_REQUEST,
-            json!({"error": format!("cannot read the request body: {e}")}),
-        )),
+    let budget = &host.shared.body_budget;
+    let queue_until = tokio::time::Instant::now() + queue_timeout;
+    let mut permit = match declared {
+        Some(n) if n > 0 => Some(take_budget(budget, n as usize, queue_until).await?),
+        _ => None,
+    };
+    let (parts, mut body) = req.into_parts();
+    let body_timeout = Duration::from_millis(host.config.http.body_timeout_ms);
+    let read = async {
+        let mut buf = Vec::with_capacity(declared.unwrap_or(0) as usize);
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                closing(json_response(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": format!("cannot read the request body: {e}")}),
+                ))
+            })?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if buf.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            if declared.is_none() && !data.is_empty() {
+                let more = take_budget(budget, data.len(), queue_until).await?;
+                match &mut permit {
+                    Some(p) => p.merge(more),
+                    None => permit = Some(more),
+                }
+            }
+            buf.extend_from_slice(&data);
+        }
+        Ok(buf)
+    };
+    match tokio::time::timeout(body_timeout, read).await {
+        Ok(Ok(buf)) => Ok(ReadBody {
+            parts,
+            bytes: Bytes::from(buf),
+            budget: permit,
+        }),
+        Ok(Err(r)) => Err(r),
+        Err(_) => Err(closing(json_response(
+            StatusCode::REQUEST_TIMEOUT,
+            json!({"error": "the request body did not arrive in time", "timeout_ms": body_timeout.as_millis() as u64}),
+        ))),
     }
 }
 
-fn to_wit_request(parts: &http::request::Parts, body: Bytes, peer: SocketAddr, prefix: &str, id: &str) -> Request {
+fn to_wit_request(
+    parts: &http::request::Parts,
+    body: Bytes,
+    peer: SocketAddr,
+    prefix: &str,
+    id: &str,
+) -> Request {
     let headers = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     Request {
         method: parts.method.as_str().to_string(),
@@ -367,9 +592,13 @@ fn plugin_response(result: Result<crate::bindings::Response, CallError>, id: &st
         Ok(r) => {
             let mut out = hyper::Response::new(Full::new(Bytes::from(r.body)));
             // `check_response` already validated status and headers.
-            *out.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            *out.status_mut() =
+                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             for (k, v) in r.headers {
-                if let (Ok(k), Ok(v)) = (http::HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(&v)) {
+                if let (Ok(k), Ok(v)) = (
+                    http::HeaderName::from_bytes(k.as_bytes()),
+                    HeaderValue::from_str(&v),
+                ) {
                     out.headers_mut().append(k, v);
                 }
             }
@@ -377,7 +606,12 @@ fn plugin_response(result: Result<crate::bindings::Response, CallError>, id: &st
         }
         Err(e) => {
             let (status, body) = call_error_body(&e, id);
-            json_response(status, body)
+            let mut r = json_response(status, body);
+            if matches!(e, CallError::Busy(_)) {
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            r
         }
     }
 }
@@ -393,6 +627,14 @@ pub fn call_error_body(e: &CallError, id: &str) -> (StatusCode, serde_json::Valu
             StatusCode::NOT_FOUND,
             json!({"error": format!("the plugin has no `{what}` export"), "request_id": id}),
         ),
+        CallError::HostPanic(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"error": "internal error", "request_id": id}),
+        ),
+        CallError::Busy(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("busy: {why}; retry later"), "request_id": id}),
+        ),
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"error": "plugin failed", "request_id": id}),
@@ -400,28 +642,107 @@ pub fn call_error_body(e: &CallError, id: &str) -> (StatusCode, serde_json::Valu
     }
 }
 
-async fn plugin_request<'h>(host: &'h Host, router: &Router, peer: SocketAddr, id: &str, req: hyper::Request<Incoming>) -> (Option<&'h str>, HttpResponse) {
+/// Whether `plugin` may touch the database (so cannot work while it is down).
+fn uses_storage(plugin: &Plugin) -> bool {
+    let g = &plugin.shared.grants;
+    g.kv || g.keys || g.jobs
+}
+
+/// 503 while the database is down, the same for every plugin.
+fn storage_unavailable(why: &str, id: &str) -> HttpResponse {
+    let mut r = json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": format!("storage unavailable: {why}; retry later"), "request_id": id}),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// Reads the body and calls the plugin's `handler` (or `admin`). While the
+/// database is down, a plugin that uses it is not called: 503. One whose
+/// call failed (5xx) because the database went down meanwhile gets the same
+/// 503 rather than its own error text; a success is never replaced.
+async fn call_plugin(
+    host: &Host,
+    plugin: &Plugin,
+    req: hyper::Request<Incoming>,
+    peer: SocketAddr,
+    prefix: &str,
+    id: &str,
+    admin: bool,
+) -> HttpResponse {
+    let storage = uses_storage(plugin);
+    if storage && let Some(why) = host.shared.db.down_reason() {
+        return storage_unavailable(&why, id);
+    }
+    let limits = &plugin.shared.limits;
+    let queue_timeout = Duration::from_millis(limits.queue_timeout_ms);
+    let ReadBody {
+        parts,
+        bytes,
+        budget,
+    } = match read_body(host, req, limits.max_body_bytes, queue_timeout).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let wit = to_wit_request(&parts, bytes, peer, prefix, id);
+    let result = if admin {
+        plugin.admin(wit).await
+    } else {
+        plugin.handle(wit).await
+    };
+    // The body lived in the call's memory until now.
+    drop(budget);
+    let response = plugin_response(result, id);
+    if storage
+        && response.status().is_server_error()
+        && let Some(why) = host.shared.db.down_reason()
+    {
+        return storage_unavailable(&why, id);
+    }
+    response
+}
+
+async fn plugin_request<'h>(
+    host: &'h Host,
+    router: &Router,
+    peer: SocketAddr,
+    id: &str,
+    req: hyper::Request<Incoming>,
+) -> (Option<&'h str>, HttpResponse) {
     let path = req.uri().path().to_string();
     let Some(m) = router.route(&path) else {
-        return (None, json_response(StatusCode::NOT_FOUND, json!({"error": "no route", "path": path})));
+        return (
+            None,
+            json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "no route", "path": path}),
+            ),
+        );
     };
     let plugin = &host.plugins[m.plugin];
     let name = Some(plugin.shared.name.as_str());
     plugin.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let (parts, body) = match read_body(req, plugin.shared.limits.max_body_bytes).await {
-        Ok(x) => x,
-        Err(r) => return (name, r),
-    };
-    let wit = to_wit_request(&parts, body, peer, m.prefix, id);
-    (name, plugin_response(plugin.handle(wit).await, id))
+    let response = call_plugin(host, plugin, req, peer, m.prefix, id, false).await;
+    (name, response)
 }
 
-async fn native_request(host: &Host, req: hyper::Request<Incoming>) -> (Option<&str>, HttpResponse) {
-    let limit = host.plugins.first().map_or(ADMIN_BODY_BYTES, |p| p.shared.limits.max_body_bytes);
-    if let Err(r) = read_body(req, limit).await {
+async fn native_request(
+    host: &Host,
+    req: hyper::Request<Incoming>,
+) -> (Option<&str>, HttpResponse) {
+    let limit = host
+        .plugins
+        .first()
+        .map_or(ADMIN_BODY_BYTES, |p| p.shared.limits.max_body_bytes);
+    if let Err(r) = read_body(host, req, limit, ADMIN_QUEUE_TIMEOUT).await {
         return (Some("native"), r);
     }
-    (Some("native"), json_response(StatusCode::OK, json!({"message": "hello"})))
+    (
+        Some("native"),
+        json_response(StatusCode::OK, json!({"message": "hello"})),
+    )
 }
 
 fn authorized(token: &str, req: &hyper::Request<Incoming>) -> bool {
@@ -434,10 +755,25 @@ fn authorized(token: &str, req: &hyper::Request<Incoming>) -> bool {
     crate::caps::crypto::constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
 }
 
-async fn admin_request<'h>(host: &'h Host, token: &str, peer: SocketAddr, id: &str, req: hyper::Request<Incoming>) -> (Option<&'h str>, HttpResponse) {
+async fn admin_request<'h>(
+    host: &'h Host,
+    token: &str,
+    peer: SocketAddr,
+    id: &str,
+    req: hyper::Request<Incoming>,
+) -> (Option<&'h str>, HttpResponse) {
     let path = req.uri().path().to_string();
     if path == "/health" && req.method() == Method::GET {
-        return (None, json_response(StatusCode::OK, json!({"status": "ok"})));
+        return (
+            None,
+            match host.shared.db.down_reason() {
+                None => json_response(StatusCode::OK, json!({"status": "ok"})),
+                Some(why) => json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({"status": "degraded", "storage": format!("unavailable: {why}")}),
+                ),
+            },
+        );
     }
     if !authorized(token, &req) {
         let mut r = json_response(StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}));
@@ -450,23 +786,40 @@ async fn admin_request<'h>(host: &'h Host, token: &str, peer: SocketAddr, id: &s
         && (tail == "admin" || tail.starts_with("admin/"))
     {
         let Some(plugin) = host.plugin(name) else {
-            return (None, json_response(StatusCode::NOT_FOUND, json!({"error": "no such plugin", "plugin": name})));
-        };
-        let (parts, body) = match read_body(req, plugin.shared.limits.max_body_bytes).await {
-            Ok(x) => x,
-            Err(r) => return (Some(plugin.shared.name.as_str()), r),
+            return (
+                None,
+                json_response(
+                    StatusCode::NOT_FOUND,
+                    json!({"error": "no such plugin", "plugin": name}),
+                ),
+            );
         };
         let prefix = format!("/plugins/{name}/admin");
-        let wit = to_wit_request(&parts, body, peer, &prefix, id);
-        return (Some(plugin.shared.name.as_str()), plugin_response(plugin.admin(wit).await, id));
+        let response = call_plugin(host, plugin, req, peer, &prefix, id, true).await;
+        return (Some(plugin.shared.name.as_str()), response);
+    }
+    if path == "/backup" && req.method() == Method::POST {
+        return (None, backup(host));
     }
     if req.method() != Method::GET {
-        return (None, json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "method not allowed"})));
+        return (
+            None,
+            json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method not allowed"}),
+            ),
+        );
     }
-    let _ = read_body(req, ADMIN_BODY_BYTES).await;
+    if let Err(r) = read_body(host, req, ADMIN_BODY_BYTES, ADMIN_QUEUE_TIMEOUT).await {
+        return (None, r);
+    }
     match path.as_str() {
         "/plugins" => (None, json_response(StatusCode::OK, plugins_json(host))),
         "/metrics" => {
+            let db = &host.shared.db;
+            host.shared
+                .metrics
+                .storage(db.down_reason().is_none(), db.failures());
             let mut r = hyper::Response::new(Full::new(Bytes::from(host.shared.metrics.render())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -474,7 +827,42 @@ async fn admin_request<'h>(host: &'h Host, token: &str, peer: SocketAddr, id: &s
             );
             (None, r)
         }
-        _ => (None, json_response(StatusCode::NOT_FOUND, json!({"error": "no route", "path": path}))),
+        _ => (
+            None,
+            json_response(
+                StatusCode::NOT_FOUND,
+                json!({"error": "no route", "path": path}),
+            ),
+        ),
+    }
+}
+
+/// `POST /backup`: a consistent copy of the database, taken while serving,
+/// into `<data_dir>/backups/wasmgate-<unix ms>.redb`.
+fn backup(host: &Host) -> HttpResponse {
+    let dir = host.config.data_dir.join("backups");
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let path = dir.join(format!("wasmgate-{ms}.redb"));
+    let made =
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| host.shared.db.backup(&path).map_err(|e| e.to_string()));
+    match made {
+        Ok(()) => {
+            let bytes = std::fs::metadata(&path).map_or(0, |m| m.len());
+            tracing::info!(path = %path.display(), bytes, "database backed up");
+            json_response(StatusCode::OK, json!({"path": path, "bytes": bytes}))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "backup failed");
+            json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"error": format!("backup failed: {e}")}),
+            )
+        }
     }
 }
 
@@ -524,8 +912,16 @@ pub fn prefix_for(plugin: &Plugin, path: &str) -> String {
 }
 
 /// A request for `wasmgate call` and `bench-instantiate`.
-pub fn local_request(method: &str, path_and_query: &str, headers: Vec<(String, String)>, body: Vec<u8>, prefix: String) -> Request {
-    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+pub fn local_request(
+    method: &str,
+    path_and_query: &str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    prefix: String,
+) -> Request {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
     Request {
         method: method.to_ascii_uppercase(),
         path: path.to_string(),
@@ -544,18 +940,56 @@ pub fn check_rows(config: &Config) -> (Vec<[String; 5]>, bool) {
     let mut ok = true;
     let db = match Db::in_memory() {
         Ok(db) => db,
-        Err(e) => return (vec![["-".into(), "-".into(), "-".into(), "-".into(), format!("error: {e}")]], false),
+        Err(e) => {
+            return (
+                vec![[
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("error: {e}"),
+                ]],
+                false,
+            );
+        }
     };
     let host = match Host::empty(config.clone(), db) {
         Ok(h) => h,
-        Err(e) => return (vec![["-".into(), "-".into(), "-".into(), "-".into(), format!("error: {e:#}")]], false),
+        Err(e) => {
+            return (
+                vec![[
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("error: {e:#}"),
+                ]],
+                false,
+            );
+        }
     };
     let cache = match Cache::open(&config.data_dir) {
         Ok(c) => c,
-        Err(e) => return (vec![["-".into(), "-".into(), "-".into(), "-".into(), format!("error: {e:#}")]], false),
+        Err(e) => {
+            return (
+                vec![[
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("error: {e:#}"),
+                ]],
+                false,
+            );
+        }
     };
     for p in &config.plugins {
-        let mounts = p.mounts.iter().map(|m| format!("{}{}", m.listen, m.prefix)).collect::<Vec<_>>().join(" ");
+        let mounts = p
+            .mounts
+            .iter()
+            .map(|m| format!("{}{}", m.listen, m.prefix))
+            .collect::<Vec<_>>()
+            .join(" ");
         let grants = match p.grants.names() {
             names if names.is_empty() => "-".to_string(),
             names => names.join(","),
@@ -563,7 +997,11 @@ pub fn check_rows(config: &Config) -> (Vec<[String; 5]>, bool) {
         let status = match host.runtime.load(p, host.shared.clone(), &cache) {
             Ok(loaded) => format!(
                 "ok ({}; exports {})",
-                if loaded.from_cache { "cached" } else { "compiled" },
+                if loaded.from_cache {
+                    "cached"
+                } else {
+                    "compiled"
+                },
                 loaded.exports().join(", ")
             ),
             Err(e) => {
@@ -571,7 +1009,13 @@ pub fn check_rows(config: &Config) -> (Vec<[String; 5]>, bool) {
                 format!("error: {e:#}")
             }
         };
-        rows.push([p.name.clone(), p.wasm.display().to_string(), mounts, grants, status]);
+        rows.push([
+            p.name.clone(),
+            p.wasm.display().to_string(),
+            mounts,
+            grants,
+            status,
+        ]);
     }
     (rows, ok)
 }

@@ -63,6 +63,8 @@ pub struct Limits {
     pub timeout_ms: u64,
     pub max_body_bytes: u64,
     pub max_response_bytes: u64,
+    /// More `limits:` keys, as YAML flow-mapping entries after a comma.
+    pub extra: String,
 }
 
 impl Default for Limits {
@@ -72,6 +74,7 @@ impl Default for Limits {
             timeout_ms: 2000,
             max_body_bytes: 1_048_576,
             max_response_bytes: 4_194_304,
+            extra: String::new(),
         }
     }
 }
@@ -155,6 +158,12 @@ impl Plugin {
         self
     }
 
+    /// Adds `limits:` entries, e.g. `max_concurrency: 1, max_queue: 2`.
+    pub fn limits_extra(mut self, entries: &str) -> Plugin {
+        self.limits.extra = format!("{}, {entries}", self.limits.extra);
+        self
+    }
+
     /// This entry as YAML, indented for the `plugins:` list.
     pub fn yaml(&self) -> String {
         let Limits {
@@ -162,9 +171,10 @@ impl Plugin {
             timeout_ms,
             max_body_bytes,
             max_response_bytes,
+            extra,
         } = &self.limits;
         let mut y = format!(
-            "  - name: {name}\n    wasm: {wasm}\n    mounts:\n      - listen: {listen}\n        prefix: {prefix}\n    grants: {grants}\n    limits: {{ memory_mb: {memory_mb}, timeout_ms: {timeout_ms}, max_body_bytes: {max_body_bytes}, max_response_bytes: {max_response_bytes} }}\n",
+            "  - name: {name}\n    wasm: {wasm}\n    mounts:\n      - listen: {listen}\n        prefix: {prefix}\n    grants: {grants}\n    limits: {{ memory_mb: {memory_mb}, timeout_ms: {timeout_ms}, max_body_bytes: {max_body_bytes}, max_response_bytes: {max_response_bytes}{extra} }}\n",
             name = self.name,
             wasm = quote(&self.wasm.to_string_lossy()),
             listen = quote(&self.listen),
@@ -185,7 +195,13 @@ pub fn quote(s: &str) -> String {
 
 /// A whole config.yaml serving `plugins`, every listener on port 0.
 pub fn config_yaml(plugins: &[Plugin]) -> String {
-    let mut y = String::from("data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n");
+    config_yaml_with("", plugins)
+}
+
+/// Like [`config_yaml`], with more top-level sections (`runtime:`, `http:`)
+/// given as YAML text.
+pub fn config_yaml_with(sections: &str, plugins: &[Plugin]) -> String {
+    let mut y = format!("data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\n{sections}plugins:\n");
     for p in plugins {
         y.push_str(&p.yaml());
     }
@@ -197,8 +213,11 @@ pub struct Setup {
     dir: tempfile::TempDir,
     pub config: PathBuf,
     pub data_dir: PathBuf,
-    /// `ulimit -v` for the binary, in KiB: a small address space like a router's.
-    address_space_kib: Option<u64>,
+    /// `ulimit` options for the binary, e.g. `-v 4194304` (a small address
+    /// space like a router's) or `-n 256` (few file descriptors).
+    ulimits: Vec<String>,
+    /// More arguments for `serve`.
+    serve_extra: Vec<String>,
 }
 
 impl Setup {
@@ -219,13 +238,26 @@ impl Setup {
             dir,
             config,
             data_dir,
-            address_space_kib: None,
+            ulimits: Vec::new(),
+            serve_extra: Vec::new(),
         }
     }
 
-    /// Runs the binary under `ulimit -v kib`.
+    /// Runs the binary under `ulimit -v kib`: a small address space like a router's.
     pub fn limit_address_space(mut self, kib: u64) -> Setup {
-        self.address_space_kib = Some(kib);
+        self.ulimits.push(format!("-v {kib}"));
+        self
+    }
+
+    /// Adds an argument to `serve`.
+    pub fn serve_arg(mut self, arg: &str) -> Setup {
+        self.serve_extra.push(arg.to_string());
+        self
+    }
+
+    /// Runs the binary under `ulimit -n n` (soft and hard).
+    pub fn limit_open_files(mut self, n: u64) -> Setup {
+        self.ulimits.push(format!("-n {n}"));
         self
     }
 
@@ -235,15 +267,15 @@ impl Setup {
 
     /// The binary with `args`, run from the temp dir with a predictable log filter.
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
-        let mut cmd = match self.address_space_kib {
-            None => Command::new(BIN),
-            Some(kib) => {
-                let mut sh = Command::new("sh");
-                sh.arg("-c")
-                    .arg(format!("ulimit -v {kib} && exec \"$0\" \"$@\""))
-                    .arg(BIN);
-                sh
-            }
+        let mut cmd = if self.ulimits.is_empty() {
+            Command::new(BIN)
+        } else {
+            let limits: Vec<String> = self.ulimits.iter().map(|l| format!("ulimit {l} && ")).collect();
+            let mut sh = Command::new("sh");
+            sh.arg("-c")
+                .arg(format!("{}exec \"$0\" \"$@\"", limits.concat()))
+                .arg(BIN);
+            sh
         };
         cmd.args(args)
             .current_dir(self.dir.path())
@@ -288,14 +320,16 @@ impl Setup {
         self.run(&self.serve_args())
     }
 
-    fn serve_args(&self) -> [&OsStr; 5] {
-        [
+    fn serve_args(&self) -> Vec<&OsStr> {
+        let mut args = vec![
             OsStr::new("serve"),
             OsStr::new("--config"),
             self.config.as_os_str(),
             OsStr::new("--data-dir"),
             self.data_dir.as_os_str(),
-        ]
+        ];
+        args.extend(self.serve_extra.iter().map(OsStr::new));
+        args
     }
 
     pub fn serve(self) -> Server {

@@ -136,6 +136,11 @@ impl Conn {
         stream.flush()
     }
 
+    /// The socket, for tests that watch how the server closes it.
+    pub fn into_stream(self) -> TcpStream {
+        self.reader.into_inner()
+    }
+
     pub fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.reader.get_mut().write_all(bytes)
     }
@@ -247,4 +252,13 @@ pub fn send(
     let mut all: Vec<(&str, &str)> = headers.to_vec();
     all.push(("connection", "close"));
     conn.send(method, path, &all, body)
+}
+
+/// A TCP connection to `addr` bound to `source` first (another loopback
+/// address, 127.0.0.2 say), so that one test can be several clients.
+pub fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(10))?;
+    Ok(socket.into())
 }

@@ -9,7 +9,9 @@ use crate::runtime::Ctx;
 pub const CAP: Capability = Capability {
     name: "config",
     granted: |g| g.config,
-    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::config::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+    add_to_linker: |l: &mut Linker<Ctx>| {
+        crate::bindings::config::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
+    },
 };
 
 /// A setting as the guest sees it: strings bare, everything else as JSON.

@@ -2,6 +2,7 @@
 //! run natively with ring.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
@@ -11,12 +12,14 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::Capability;
 use crate::bindings::crypto::{HmacAlgorithm, Host};
-use crate::runtime::Ctx;
+use crate::runtime::{Ctx, DeadlineExceeded, PluginShared};
 
 pub const CAP: Capability = Capability {
     name: "crypto",
     granted: |g| g.crypto,
-    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::crypto::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+    add_to_linker: |l: &mut Linker<Ctx>| {
+        crate::bindings::crypto::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
+    },
 };
 
 /// The most random bytes one call returns.
@@ -46,16 +49,31 @@ pub fn password_hash(password: &str) -> wasmtime::Result<String> {
     let salt = random(16)?;
     let mut out = [0u8; 32];
     let iterations = NonZeroU32::new(PBKDF2_ITERATIONS).expect("non-zero constant");
-    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, password.as_bytes(), &mut out);
-    Ok(format!("$pbkdf2-sha256$i={PBKDF2_ITERATIONS}${}${}", B64.encode(&salt), B64.encode(out)))
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        &salt,
+        password.as_bytes(),
+        &mut out,
+    );
+    Ok(format!(
+        "$pbkdf2-sha256$i={PBKDF2_ITERATIONS}${}${}",
+        B64.encode(&salt),
+        B64.encode(out)
+    ))
 }
 
 /// See `password-verify` in wit/caps.wit.
 pub fn password_verify(password: &str, hash: &str) -> bool {
     let mut parts = hash.split('$');
-    let (Some(""), Some("pbkdf2-sha256"), Some(i), Some(salt), Some(expected), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    let (Some(""), Some("pbkdf2-sha256"), Some(i), Some(salt), Some(expected), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
         return false;
     };
     let Some(iterations) = i
@@ -69,7 +87,14 @@ pub fn password_verify(password: &str, hash: &str) -> bool {
     let (Ok(salt), Ok(expected)) = (B64.decode(salt), B64.decode(expected)) else {
         return false;
     };
-    pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, password.as_bytes(), &expected).is_ok()
+    pbkdf2::verify(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        &salt,
+        password.as_bytes(),
+        &expected,
+    )
+    .is_ok()
 }
 
 /// Equality whose time does not depend on where the inputs differ.
@@ -85,7 +110,7 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Host for Ctx {
-    fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
+    async fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
         self.crypto_granted()?;
         if len > MAX_RANDOM_BYTES {
             wasmtime::bail!("crypto.random-bytes: {len} is over the limit of {MAX_RANDOM_BYTES}");
@@ -93,37 +118,55 @@ impl Host for Ctx {
         random(len as usize)
     }
 
-    fn sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+    async fn sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
         self.crypto_granted()?;
         Ok(digest::digest(&digest::SHA256, &data).as_ref().to_vec())
     }
 
-    fn hmac(&mut self, algorithm: HmacAlgorithm, key: Vec<u8>, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
+    async fn hmac(
+        &mut self,
+        algorithm: HmacAlgorithm,
+        key: Vec<u8>,
+        data: Vec<u8>,
+    ) -> wasmtime::Result<Vec<u8>> {
         self.crypto_granted()?;
         let alg = match algorithm {
             HmacAlgorithm::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
             HmacAlgorithm::Sha256 => hmac::HMAC_SHA256,
         };
-        Ok(hmac::sign(&hmac::Key::new(alg, &key), &data).as_ref().to_vec())
+        Ok(hmac::sign(&hmac::Key::new(alg, &key), &data)
+            .as_ref()
+            .to_vec())
     }
 
-    fn password_hash(&mut self, password: String) -> wasmtime::Result<String> {
+    async fn password_hash(&mut self, password: String) -> wasmtime::Result<String> {
         self.crypto_granted()?;
-        password_hash(&password)
+        off_the_executor(self.plugin.clone(), self.deadline, move || {
+            password_hash(&password)
+        })
+        .await?
     }
 
-    fn password_verify(&mut self, password: String, hash: String) -> wasmtime::Result<bool> {
+    async fn password_verify(&mut self, password: String, hash: String) -> wasmtime::Result<bool> {
         self.crypto_granted()?;
-        Ok(password_verify(&password, &hash))
+        off_the_executor(self.plugin.clone(), self.deadline, move || {
+            password_verify(&password, &hash)
+        })
+        .await
     }
 
-    fn ed25519_verify(&mut self, public_key: Vec<u8>, message: Vec<u8>, sig: Vec<u8>) -> wasmtime::Result<bool> {
+    async fn ed25519_verify(
+        &mut self,
+        public_key: Vec<u8>,
+        message: Vec<u8>,
+        sig: Vec<u8>,
+    ) -> wasmtime::Result<bool> {
         self.crypto_granted()?;
         let key = signature::UnparsedPublicKey::new(&signature::ED25519, &public_key);
         Ok(key.verify(&message, &sig).is_ok())
     }
 
-    fn constant_time_eq(&mut self, a: Vec<u8>, b: Vec<u8>) -> wasmtime::Result<bool> {
+    async fn constant_time_eq(&mut self, a: Vec<u8>, b: Vec<u8>) -> wasmtime::Result<bool> {
         self.crypto_granted()?;
         Ok(constant_time_eq(&a, &b))
     }
@@ -139,6 +182,31 @@ impl Ctx {
     }
 }
 
+/// Runs `f` on tokio's blocking threads, holding a thread of the host's
+/// pool (`runtime.blocking_threads`) and of this plugin's share of it,
+/// so that a burst of password checks neither stalls the executor that
+/// serves every other request nor takes every thread from other plugins.
+/// Waiting for a thread is bounded by the call's deadline.
+async fn off_the_executor<T: Send + 'static>(
+    plugin: Arc<PluginShared>,
+    deadline: std::time::Instant,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> wasmtime::Result<T> {
+    let deadline = tokio::time::Instant::from_std(deadline);
+    let permits = async {
+        let own = plugin.blocking.acquire().await?;
+        let host = plugin.host.blocking.acquire().await?;
+        Ok::<_, tokio::sync::AcquireError>((own, host))
+    };
+    let permits = match tokio::time::timeout_at(deadline, permits).await {
+        Ok(p) => p.map_err(|_| wasmtime::format_err!("the host is shutting down"))?,
+        Err(_) => return Err(wasmtime::Error::new(DeadlineExceeded)),
+    };
+    let out = tokio::task::spawn_blocking(f).await;
+    drop(permits);
+    out.map_err(|e| wasmtime::format_err!("a blocking host call failed: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,7 +218,10 @@ mod tests {
         assert!(password_verify("correct horse", &h));
         assert!(!password_verify("correct horsE", &h));
         assert!(!password_verify("correct horse", "garbage"));
-        assert!(!password_verify("correct horse", &h.replace("i=600000", "i=4000000000")));
+        assert!(!password_verify(
+            "correct horse",
+            &h.replace("i=600000", "i=4000000000")
+        ));
     }
 
     #[test]

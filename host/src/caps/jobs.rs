@@ -21,7 +21,9 @@ use crate::runtime::{Ctx, Plugin};
 pub const CAP: Capability = Capability {
     name: "jobs",
     granted: |g| g.jobs,
-    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::jobs::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+    add_to_linker: |l: &mut Linker<Ctx>| {
+        crate::bindings::jobs::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
+    },
 };
 
 pub const MAX_NAME_BYTES: u32 = 128;
@@ -46,16 +48,27 @@ type JobKey = (u64, u64);
 
 /// Puts a job in the table, due at `due_ms`.
 fn store(db: &crate::db::Db, due_ms: u64, job: &JobRecord) -> Result<(), DbError> {
-    let seq = u64::from_le_bytes(random(8).map_err(|e| std::io::Error::other(e.to_string()))?.try_into().unwrap_or([0; 8]));
+    let seq = u64::from_le_bytes(
+        random(8)
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .try_into()
+            .unwrap_or([0; 8]),
+    );
     let json = serde_json::to_vec(job).map_err(std::io::Error::other)?;
     db.write(|tx| -> Result<(), DbError> {
-        tx.open_table(JOBS)?.insert((due_ms, seq), json.as_slice())?;
+        tx.open_table(JOBS)?
+            .insert((due_ms, seq), json.as_slice())?;
         Ok(())
     })
 }
 
 impl Host for Ctx {
-    fn enqueue(&mut self, name: String, payload: Vec<u8>, delay_ms: u64) -> wasmtime::Result<Result<String, Error>> {
+    fn enqueue(
+        &mut self,
+        name: String,
+        payload: Vec<u8>,
+        delay_ms: u64,
+    ) -> wasmtime::Result<Result<String, Error>> {
         if !self.plugin.grants.jobs {
             return Ok(Err(Error::Denied));
         }
@@ -93,7 +106,10 @@ impl Scheduler {
     pub fn new(host: Arc<crate::runtime::Shared>, plugins: &[Arc<Plugin>]) -> Scheduler {
         Scheduler {
             host,
-            plugins: plugins.iter().map(|p| (p.shared.name.clone(), p.clone())).collect(),
+            plugins: plugins
+                .iter()
+                .map(|p| (p.shared.name.clone(), p.clone()))
+                .collect(),
             running: Default::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENCY)),
         }
@@ -104,14 +120,26 @@ impl Scheduler {
     pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let wake = self.host.jobs_wake.clone();
         loop {
-            let next = match self.start_due() {
-                Ok(next) => next,
-                Err(e) => {
+            // A damaged table must not end the scheduler's task.
+            let started =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.start_due()));
+            let next = match started {
+                Ok(Ok(next)) => next,
+                // The database says so on /health; no need to repeat it each second.
+                Ok(Err(_)) if self.host.db.down_reason().is_some() => Some(unix_now_ms() + 1000),
+                Ok(Err(e)) => {
                     tracing::error!(error = %e, "job scheduler cannot read the jobs table");
                     Some(unix_now_ms() + 1000)
                 }
+                Err(_) => {
+                    tracing::error!(
+                        "job scheduler panicked reading the jobs table; the database may be damaged"
+                    );
+                    Some(unix_now_ms() + 1000)
+                }
             };
-            let sleep_ms = next.map_or(1000, |due| due.saturating_sub(unix_now_ms()).clamp(1, 1000));
+            let sleep_ms =
+                next.map_or(1000, |due| due.saturating_sub(unix_now_ms()).clamp(1, 1000));
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => {}
                 _ = wake.notified() => {}
@@ -139,18 +167,29 @@ impl Scheduler {
             let Some(plugin) = self.plugins.get(&job.plugin).cloned() else {
                 continue; // its plugin is not loaded now; it stays queued
             };
-            if !self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(key) {
+            if !self
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key)
+            {
                 continue;
             }
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                self.running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
                 return Ok(Some(now + 10));
             };
             let host = self.host.clone();
             let running = self.running.clone();
             tokio::spawn(async move {
                 run_one(&host, &plugin, key, job).await;
-                running.lock().unwrap_or_else(|p| p.into_inner()).remove(&key);
+                running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&key);
                 drop(permit);
                 host.jobs_wake.notify_one();
             });
@@ -165,6 +204,16 @@ async fn run_one(host: &crate::runtime::Shared, plugin: &Plugin, key: JobKey, mu
         Ok(()) => {
             tracing::debug!(plugin = %job.plugin, job = %job.name, id = %job.id, "job done");
             None
+        }
+        Err(e)
+            if matches!(
+                e.downcast_ref::<crate::runtime::CallError>(),
+                Some(crate::runtime::CallError::Busy(_))
+            ) =>
+        {
+            // The plugin is saturated: try again soon, without counting an attempt.
+            tracing::debug!(plugin = %job.plugin, job = %job.name, id = %job.id, "no instance slot for a job; later");
+            Some(unix_now_ms() + 1000)
         }
         Err(e) => {
             job.attempts += 1;

@@ -21,7 +21,9 @@ use crate::runtime::Ctx;
 pub const CAP: Capability = Capability {
     name: "keys",
     granted: |g| g.keys,
-    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::keys::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+    add_to_linker: |l: &mut Linker<Ctx>| {
+        crate::bindings::keys::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
+    },
 };
 
 const MAX_ROLE_BYTES: usize = 64;
@@ -69,7 +71,9 @@ fn check_text(what: &str, value: &str, max: usize) -> Result<(), Error> {
         return Err(Error::Invalid(format!("{what} is longer than {max} bytes")));
     }
     if value.chars().any(char::is_control) {
-        return Err(Error::Invalid(format!("{what} contains control characters")));
+        return Err(Error::Invalid(format!(
+            "{what} contains control characters"
+        )));
     }
     Ok(())
 }
@@ -79,13 +83,22 @@ impl Ctx {
         (!self.plugin.grants.keys).then_some(Error::Denied)
     }
 
-    fn keys_issue(&self, role: String, label: String, expires_at: Option<u64>) -> wasmtime::Result<Result<Issued, Error>> {
-        if let Err(e) = check_text("role", &role, MAX_ROLE_BYTES).and_then(|()| check_text("label", &label, MAX_LABEL_BYTES)) {
+    fn keys_issue(
+        &self,
+        role: String,
+        label: String,
+        expires_at: Option<u64>,
+    ) -> wasmtime::Result<Result<Issued, Error>> {
+        if let Err(e) = check_text("role", &role, MAX_ROLE_BYTES)
+            .and_then(|()| check_text("label", &label, MAX_LABEL_BYTES))
+        {
             return Ok(Err(e));
         }
         let now = unix_now();
         if expires_at.is_some_and(|t| t <= now) {
-            return Ok(Err(Error::Invalid("expires-at is not in the future".into())));
+            return Ok(Err(Error::Invalid(
+                "expires-at is not in the future".into(),
+            )));
         }
         let secret = URL_SAFE_NO_PAD.encode(random(32)?);
         // Time first, so ids sort in issue order.
@@ -100,25 +113,34 @@ impl Ctx {
         };
         let json = serde_json::to_vec(&record)?;
         let plugin = self.plugin.name.as_str();
-        let r = self.plugin.host.db.write(|tx| -> Result<(), KeysWriteError> {
-            let mut keys = tx.open_table(KEYS).map_err(DbError::from)?;
-            let existing = keys
-                .range((plugin, "")..)
-                .map_err(DbError::from)?
-                .take_while(|r| r.as_ref().map(|(k, _)| k.value().0 == plugin).unwrap_or(false))
-                .count();
-            if existing >= MAX_KEYS_PER_PLUGIN {
-                return Err(KeysWriteError(Error::Invalid(format!(
-                    "a plugin holds at most {MAX_KEYS_PER_PLUGIN} keys"
-                ))));
-            }
-            keys.insert((plugin, id.as_str()), json.as_slice()).map_err(DbError::from)?;
-            let mut digests = tx.open_table(KEY_DIGESTS).map_err(DbError::from)?;
-            digests
-                .insert(digest_bytes.as_ref(), (plugin, id.as_str()))
-                .map_err(DbError::from)?;
-            Ok(())
-        });
+        let r = self
+            .plugin
+            .host
+            .db
+            .write(|tx| -> Result<(), KeysWriteError> {
+                let mut keys = tx.open_table(KEYS).map_err(DbError::from)?;
+                let existing = keys
+                    .range((plugin, "")..)
+                    .map_err(DbError::from)?
+                    .take_while(|r| {
+                        r.as_ref()
+                            .map(|(k, _)| k.value().0 == plugin)
+                            .unwrap_or(false)
+                    })
+                    .count();
+                if existing >= MAX_KEYS_PER_PLUGIN {
+                    return Err(KeysWriteError(Error::Invalid(format!(
+                        "a plugin holds at most {MAX_KEYS_PER_PLUGIN} keys"
+                    ))));
+                }
+                keys.insert((plugin, id.as_str()), json.as_slice())
+                    .map_err(DbError::from)?;
+                let mut digests = tx.open_table(KEY_DIGESTS).map_err(DbError::from)?;
+                digests
+                    .insert(digest_bytes.as_ref(), (plugin, id.as_str()))
+                    .map_err(DbError::from)?;
+                Ok(())
+            });
         Ok(r.map_err(|e| e.0).map(|()| Issued {
             info: record.info(&id),
             secret,
@@ -140,7 +162,8 @@ impl Ctx {
         let Some(raw) = keys.get((plugin, id)).map_err(storage)? else {
             return Ok(None);
         };
-        let record: KeyRecord = serde_json::from_slice(raw.value()).map_err(|e| Error::Storage(e.to_string()))?;
+        let record: KeyRecord =
+            serde_json::from_slice(raw.value()).map_err(|e| Error::Storage(e.to_string()))?;
         if !constant_time_eq(record.digest.as_bytes(), hex(presented.as_ref()).as_bytes()) {
             return Ok(None);
         }
@@ -152,7 +175,12 @@ impl Ctx {
 }
 
 impl Host for Ctx {
-    fn issue(&mut self, role: String, label: String, expires_at: Option<u64>) -> wasmtime::Result<Result<Issued, Error>> {
+    fn issue(
+        &mut self,
+        role: String,
+        label: String,
+        expires_at: Option<u64>,
+    ) -> wasmtime::Result<Result<Issued, Error>> {
         if let Some(e) = self.keys_denied() {
             return Ok(Err(e));
         }
@@ -171,26 +199,34 @@ impl Host for Ctx {
             return Ok(Err(e));
         }
         let plugin = self.plugin.name.as_str();
-        let r = self.plugin.host.db.write(|tx| -> Result<bool, KeysWriteError> {
-            let mut keys = tx.open_table(KEYS).map_err(DbError::from)?;
-            let Some(raw) = keys.remove((plugin, id.as_str())).map_err(DbError::from)? else {
-                return Ok(false);
-            };
-            let record: Result<KeyRecord, _> = serde_json::from_slice(raw.value());
-            drop(raw);
-            if let Ok(record) = record {
-                let digest_bytes: Vec<u8> = (0..record.digest.len() / 2)
-                    .filter_map(|i| u8::from_str_radix(&record.digest[2 * i..2 * i + 2], 16).ok())
-                    .collect();
-                let mut digests = tx.open_table(KEY_DIGESTS).map_err(DbError::from)?;
-                digests.remove(digest_bytes.as_slice()).map_err(DbError::from)?;
-            }
-            Ok(true)
-        });
+        let r = self
+            .plugin
+            .host
+            .db
+            .write(|tx| -> Result<bool, KeysWriteError> {
+                let mut keys = tx.open_table(KEYS).map_err(DbError::from)?;
+                let Some(raw) = keys.remove((plugin, id.as_str())).map_err(DbError::from)? else {
+                    return Ok(false);
+                };
+                let record: Result<KeyRecord, _> = serde_json::from_slice(raw.value());
+                drop(raw);
+                if let Ok(record) = record {
+                    let digest_bytes: Vec<u8> = (0..record.digest.len() / 2)
+                        .filter_map(|i| {
+                            u8::from_str_radix(&record.digest[2 * i..2 * i + 2], 16).ok()
+                        })
+                        .collect();
+                    let mut digests = tx.open_table(KEY_DIGESTS).map_err(DbError::from)?;
+                    digests
+                        .remove(digest_bytes.as_slice())
+                        .map_err(DbError::from)?;
+                }
+                Ok(true)
+            });
         Ok(r.map_err(|e| e.0))
     }
 
-    fn list(&mut self, ) -> wasmtime::Result<Result<Vec<KeyInfo>, Error>> {
+    fn list(&mut self) -> wasmtime::Result<Result<Vec<KeyInfo>, Error>> {
         if let Some(e) = self.keys_denied() {
             return Ok(Err(e));
         }
@@ -205,7 +241,8 @@ impl Host for Ctx {
                 if p != plugin {
                     break;
                 }
-                let record: KeyRecord = serde_json::from_slice(v.value()).map_err(|e| Error::Storage(e.to_string()))?;
+                let record: KeyRecord =
+                    serde_json::from_slice(v.value()).map_err(|e| Error::Storage(e.to_string()))?;
                 out.push(record.info(id));
             }
             out.sort_by(|a, b| a.id.cmp(&b.id));
@@ -222,18 +259,31 @@ mod tests {
     use crate::runtime::{test_ctx, test_shared};
 
     fn keys_only() -> Grants {
-        Grants { keys: true, ..Grants::default() }
+        Grants {
+            keys: true,
+            ..Grants::default()
+        }
     }
 
     #[test]
     fn an_issued_secret_verifies_until_revoked_and_is_stored_only_as_a_digest() {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", keys_only());
-        let issued = Host::issue(&mut a, "admin".into(), "ci".into(), None).unwrap().unwrap();
+        let issued = Host::issue(&mut a, "admin".into(), "ci".into(), None)
+            .unwrap()
+            .unwrap();
         assert!(issued.secret.len() >= 43, "at least 256 bits");
-        let info = Host::verify(&mut a, issued.secret.clone()).unwrap().unwrap().unwrap();
+        let info = Host::verify(&mut a, issued.secret.clone())
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!((info.role.as_str(), info.label.as_str()), ("admin", "ci"));
-        assert!(Host::verify(&mut a, "wrong".into()).unwrap().unwrap().is_none());
+        assert!(
+            Host::verify(&mut a, "wrong".into())
+                .unwrap()
+                .unwrap()
+                .is_none()
+        );
 
         let tx = host.db.read().unwrap();
         let keys = tx.open_table(KEYS).unwrap();
@@ -247,7 +297,12 @@ mod tests {
         let listed = Host::list(&mut a).unwrap().unwrap();
         assert_eq!(listed.len(), 1);
         assert!(Host::revoke(&mut a, info.id.clone()).unwrap().unwrap());
-        assert!(Host::verify(&mut a, issued.secret).unwrap().unwrap().is_none());
+        assert!(
+            Host::verify(&mut a, issued.secret)
+                .unwrap()
+                .unwrap()
+                .is_none()
+        );
         assert!(!Host::revoke(&mut a, info.id).unwrap().unwrap());
     }
 
@@ -256,11 +311,27 @@ mod tests {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", keys_only());
         let mut b = test_ctx(&host, "b", keys_only());
-        let issued = Host::issue(&mut a, "r".into(), "l".into(), None).unwrap().unwrap();
-        assert!(Host::verify(&mut b, issued.secret.clone()).unwrap().unwrap().is_none());
-        assert!(!Host::revoke(&mut b, issued.info.id.clone()).unwrap().unwrap());
+        let issued = Host::issue(&mut a, "r".into(), "l".into(), None)
+            .unwrap()
+            .unwrap();
+        assert!(
+            Host::verify(&mut b, issued.secret.clone())
+                .unwrap()
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            !Host::revoke(&mut b, issued.info.id.clone())
+                .unwrap()
+                .unwrap()
+        );
         assert!(Host::list(&mut b).unwrap().unwrap().is_empty());
-        assert!(Host::verify(&mut a, issued.secret).unwrap().unwrap().is_some());
+        assert!(
+            Host::verify(&mut a, issued.secret)
+                .unwrap()
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -268,18 +339,39 @@ mod tests {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", keys_only());
         let past = unix_now() - 1;
-        assert!(matches!(Host::issue(&mut a, "r".into(), "l".into(), Some(past)).unwrap(), Err(Error::Invalid(_))));
-        let issued = Host::issue(&mut a, "r".into(), "l".into(), Some(unix_now() + 1)).unwrap().unwrap();
-        assert!(Host::verify(&mut a, issued.secret.clone()).unwrap().unwrap().is_some());
+        assert!(matches!(
+            Host::issue(&mut a, "r".into(), "l".into(), Some(past)).unwrap(),
+            Err(Error::Invalid(_))
+        ));
+        let issued = Host::issue(&mut a, "r".into(), "l".into(), Some(unix_now() + 1))
+            .unwrap()
+            .unwrap();
+        assert!(
+            Host::verify(&mut a, issued.secret.clone())
+                .unwrap()
+                .unwrap()
+                .is_some()
+        );
         std::thread::sleep(std::time::Duration::from_millis(2100));
-        assert!(Host::verify(&mut a, issued.secret).unwrap().unwrap().is_none());
+        assert!(
+            Host::verify(&mut a, issued.secret)
+                .unwrap()
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
     fn roles_and_labels_with_control_characters_are_refused() {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", keys_only());
-        assert!(matches!(Host::issue(&mut a, "a\nb".into(), "l".into(), None).unwrap(), Err(Error::Invalid(_))));
-        assert!(matches!(Host::issue(&mut a, "r".into(), "x".repeat(300), None).unwrap(), Err(Error::Invalid(_))));
+        assert!(matches!(
+            Host::issue(&mut a, "a\nb".into(), "l".into(), None).unwrap(),
+            Err(Error::Invalid(_))
+        ));
+        assert!(matches!(
+            Host::issue(&mut a, "r".into(), "x".repeat(300), None).unwrap(),
+            Err(Error::Invalid(_))
+        ));
     }
 }

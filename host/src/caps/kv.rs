@@ -22,7 +22,9 @@ use crate::runtime::Ctx;
 pub const CAP: Capability = Capability {
     name: "kv",
     granted: |g| g.kv,
-    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::kv::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+    add_to_linker: |l: &mut Linker<Ctx>| {
+        crate::bindings::kv::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
+    },
 };
 
 /// The longest key, in bytes.
@@ -82,11 +84,16 @@ impl Ctx {
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
         let tx = self.plugin.host.db.read().map_err(storage)?;
         let table = tx.open_table(KV).map_err(storage)?;
-        let value = table.get((self.plugin.name.as_str(), key)).map_err(storage)?;
+        let value = table
+            .get((self.plugin.name.as_str(), key))
+            .map_err(storage)?;
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    fn kv_write(&self, f: impl FnOnce(&WriteTransaction, &str) -> Result<bool, Error>) -> Result<bool, Error> {
+    fn kv_write(
+        &self,
+        f: impl FnOnce(&WriteTransaction, &str) -> Result<bool, Error>,
+    ) -> Result<bool, Error> {
         self.plugin
             .host
             .db
@@ -148,7 +155,12 @@ impl Host for Ctx {
         }))
     }
 
-    fn list(&mut self, prefix: String, cursor: Option<String>, limit: u32) -> wasmtime::Result<Result<Page, Error>> {
+    fn list(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> wasmtime::Result<Result<Page, Error>> {
         if let Some(e) = self.kv_denied() {
             return Ok(Err(e));
         }
@@ -190,7 +202,10 @@ impl Ctx {
         };
         let mut entries = Vec::new();
         let mut next = None;
-        for item in t.range::<(&str, &str)>((start, Bound::Unbounded)).map_err(storage)? {
+        for item in t
+            .range::<(&str, &str)>((start, Bound::Unbounded))
+            .map_err(storage)?
+        {
             let (k, v) = item.map_err(storage)?;
             let (p, key) = k.value();
             if p != plugin || !key.starts_with(prefix) {
@@ -211,7 +226,11 @@ impl HostTxn for Ctx {
         Ok(self.table.push(Txn::default())?)
     }
 
-    fn get(&mut self, txn: Resource<Txn>, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+    fn get(
+        &mut self,
+        txn: Resource<Txn>,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
         if let Some(e) = self.kv_denied() {
             return Ok(Err(e));
         }
@@ -230,11 +249,18 @@ impl HostTxn for Ctx {
             Err(e) => return Ok(Err(e)),
         };
         let t = self.table.get_mut(&txn)?;
-        t.reads.entry(key).or_insert_with(|| value.as_deref().map(value_digest));
+        t.reads
+            .entry(key)
+            .or_insert_with(|| value.as_deref().map(value_digest));
         Ok(Ok(value))
     }
 
-    fn set(&mut self, txn: Resource<Txn>, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+    fn set(
+        &mut self,
+        txn: Resource<Txn>,
+        key: String,
+        value: Vec<u8>,
+    ) -> wasmtime::Result<Result<(), Error>> {
         if let Some(e) = self.kv_denied() {
             return Ok(Err(e));
         }
@@ -271,7 +297,9 @@ impl HostTxn for Ctx {
         let r = self.plugin.host.db.write(|tx| -> Result<(), KvWriteError> {
             let mut table = tx.open_table(KV).map_err(DbError::from)?;
             for (key, seen) in &reads {
-                let now = table.get((plugin.as_str(), key.as_str())).map_err(DbError::from)?;
+                let now = table
+                    .get((plugin.as_str(), key.as_str()))
+                    .map_err(DbError::from)?;
                 if now.map(|v| value_digest(v.value())) != *seen {
                     return Err(KvWriteError(Error::Conflict));
                 }
@@ -305,10 +333,14 @@ impl Txn {
         }
         let added = key.len() + value.as_ref().map_or(0, Vec::len);
         if !self.writes.contains_key(&key) && self.writes.len() >= MAX_TXN_WRITES {
-            return Err(Error::Storage(format!("a transaction writes at most {MAX_TXN_WRITES} keys")));
+            return Err(Error::Storage(format!(
+                "a transaction writes at most {MAX_TXN_WRITES} keys"
+            )));
         }
         if self.bytes + added > MAX_TXN_BYTES {
-            return Err(Error::Storage(format!("a transaction buffers at most {MAX_TXN_BYTES} bytes")));
+            return Err(Error::Storage(format!(
+                "a transaction buffers at most {MAX_TXN_BYTES} bytes"
+            )));
         }
         self.bytes += added;
         self.writes.insert(key, value);
@@ -323,7 +355,10 @@ mod tests {
     use crate::runtime::{test_ctx, test_shared};
 
     fn kv_only() -> Grants {
-        Grants { kv: true, ..Grants::default() }
+        Grants {
+            kv: true,
+            ..Grants::default()
+        }
     }
 
     #[test]
@@ -331,12 +366,23 @@ mod tests {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", kv_only());
         let mut b = test_ctx(&host, "b", kv_only());
-        Host::set(&mut a, "secret".into(), b"a's".to_vec()).unwrap().unwrap();
+        Host::set(&mut a, "secret".into(), b"a's".to_vec())
+            .unwrap()
+            .unwrap();
         assert_eq!(Host::get(&mut b, "secret".into()).unwrap().unwrap(), None);
-        assert!(Host::list(&mut b, "".into(), None, 100).unwrap().unwrap().entries.is_empty());
+        assert!(
+            Host::list(&mut b, "".into(), None, 100)
+                .unwrap()
+                .unwrap()
+                .entries
+                .is_empty()
+        );
         assert_eq!(Host::count(&mut b, "".into()).unwrap().unwrap(), 0);
         assert!(!Host::delete(&mut b, "secret".into()).unwrap().unwrap());
-        assert_eq!(Host::get(&mut a, "secret".into()).unwrap().unwrap(), Some(b"a's".to_vec()));
+        assert_eq!(
+            Host::get(&mut a, "secret".into()).unwrap().unwrap(),
+            Some(b"a's".to_vec())
+        );
     }
 
     #[test]
@@ -344,20 +390,27 @@ mod tests {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", kv_only());
         for i in 0..25 {
-            Host::set(&mut a, format!("n/{i:03}"), vec![i]).unwrap().unwrap();
+            Host::set(&mut a, format!("n/{i:03}"), vec![i])
+                .unwrap()
+                .unwrap();
         }
         Host::set(&mut a, "o/x".into(), vec![]).unwrap().unwrap();
         let mut seen = Vec::new();
         let mut cursor = None;
         loop {
-            let page = Host::list(&mut a, "n/".into(), cursor, 10).unwrap().unwrap();
+            let page = Host::list(&mut a, "n/".into(), cursor, 10)
+                .unwrap()
+                .unwrap();
             seen.extend(page.entries.into_iter().map(|(k, _)| k));
             cursor = page.next;
             if cursor.is_none() {
                 break;
             }
         }
-        assert_eq!(seen, (0..25).map(|i| format!("n/{i:03}")).collect::<Vec<_>>());
+        assert_eq!(
+            seen,
+            (0..25).map(|i| format!("n/{i:03}")).collect::<Vec<_>>()
+        );
         assert_eq!(Host::count(&mut a, "n/".into()).unwrap().unwrap(), 25);
     }
 
@@ -366,18 +419,33 @@ mod tests {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", kv_only());
         let long_key = "k".repeat(MAX_KEY_BYTES as usize + 1);
-        assert!(matches!(Host::set(&mut a, long_key, vec![]).unwrap(), Err(Error::KeyTooLarge(MAX_KEY_BYTES))));
+        assert!(matches!(
+            Host::set(&mut a, long_key, vec![]).unwrap(),
+            Err(Error::KeyTooLarge(MAX_KEY_BYTES))
+        ));
         let big = vec![0; MAX_VALUE_BYTES as usize + 1];
-        assert!(matches!(Host::set(&mut a, "k".into(), big).unwrap(), Err(Error::ValueTooLarge(_))));
-        assert!(matches!(Host::get(&mut a, "".into()).unwrap(), Err(Error::EmptyKey)));
+        assert!(matches!(
+            Host::set(&mut a, "k".into(), big).unwrap(),
+            Err(Error::ValueTooLarge(_))
+        ));
+        assert!(matches!(
+            Host::get(&mut a, "".into()).unwrap(),
+            Err(Error::EmptyKey)
+        ));
     }
 
     #[test]
     fn without_the_grant_every_call_is_denied() {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", Grants::default());
-        assert!(matches!(Host::get(&mut a, "k".into()).unwrap(), Err(Error::Denied)));
-        assert!(matches!(Host::set(&mut a, "k".into(), vec![]).unwrap(), Err(Error::Denied)));
+        assert!(matches!(
+            Host::get(&mut a, "k".into()).unwrap(),
+            Err(Error::Denied)
+        ));
+        assert!(matches!(
+            Host::set(&mut a, "k".into(), vec![]).unwrap(),
+            Err(Error::Denied)
+        ));
     }
 
     #[test]
@@ -385,19 +453,61 @@ mod tests {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", kv_only());
         let t = HostTxn::new(&mut a).unwrap();
-        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "x".into(), b"1".to_vec()).unwrap().unwrap();
-        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "y".into(), b"2".to_vec()).unwrap().unwrap();
-        assert_eq!(HostTxn::get(&mut a, Resource::new_borrow(t.rep()), "x".into()).unwrap().unwrap(), Some(b"1".to_vec()));
-        assert_eq!(Host::get(&mut a, "x".into()).unwrap().unwrap(), None, "nothing is visible before commit");
-        HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap().unwrap();
-        assert!(matches!(HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap(), Err(Error::Closed)));
+        HostTxn::set(
+            &mut a,
+            Resource::new_borrow(t.rep()),
+            "x".into(),
+            b"1".to_vec(),
+        )
+        .unwrap()
+        .unwrap();
+        HostTxn::set(
+            &mut a,
+            Resource::new_borrow(t.rep()),
+            "y".into(),
+            b"2".to_vec(),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            HostTxn::get(&mut a, Resource::new_borrow(t.rep()), "x".into())
+                .unwrap()
+                .unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            Host::get(&mut a, "x".into()).unwrap().unwrap(),
+            None,
+            "nothing is visible before commit"
+        );
+        HostTxn::commit(&mut a, Resource::new_borrow(t.rep()))
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap(),
+            Err(Error::Closed)
+        ));
         HostTxn::drop(&mut a, t).unwrap();
-        assert_eq!(Host::get(&mut a, "y".into()).unwrap().unwrap(), Some(b"2".to_vec()));
+        assert_eq!(
+            Host::get(&mut a, "y".into()).unwrap().unwrap(),
+            Some(b"2".to_vec())
+        );
 
         let t = HostTxn::new(&mut a).unwrap();
-        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "z".into(), b"3".to_vec()).unwrap().unwrap();
+        HostTxn::set(
+            &mut a,
+            Resource::new_borrow(t.rep()),
+            "z".into(),
+            b"3".to_vec(),
+        )
+        .unwrap()
+        .unwrap();
         HostTxn::drop(&mut a, t).unwrap();
-        assert_eq!(Host::get(&mut a, "z".into()).unwrap().unwrap(), None, "a dropped transaction writes nothing");
+        assert_eq!(
+            Host::get(&mut a, "z".into()).unwrap().unwrap(),
+            None,
+            "a dropped transaction writes nothing"
+        );
     }
 
     #[test]
@@ -405,16 +515,46 @@ mod tests {
         let host = test_shared();
         let mut a = test_ctx(&host, "a", kv_only());
         let mut a2 = test_ctx(&host, "a", kv_only());
-        Host::set(&mut a, "quota".into(), b"1".to_vec()).unwrap().unwrap();
+        Host::set(&mut a, "quota".into(), b"1".to_vec())
+            .unwrap()
+            .unwrap();
         let t = HostTxn::new(&mut a).unwrap();
-        let read = HostTxn::get(&mut a, Resource::new_borrow(t.rep()), "quota".into()).unwrap().unwrap();
+        let read = HostTxn::get(&mut a, Resource::new_borrow(t.rep()), "quota".into())
+            .unwrap()
+            .unwrap();
         assert_eq!(read, Some(b"1".to_vec()));
         // Another request changes the key between the read and the commit.
-        Host::set(&mut a2, "quota".into(), b"2".to_vec()).unwrap().unwrap();
-        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "quota".into(), b"0".to_vec()).unwrap().unwrap();
-        HostTxn::set(&mut a, Resource::new_borrow(t.rep()), "other".into(), b"x".to_vec()).unwrap().unwrap();
-        assert!(matches!(HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap(), Err(Error::Conflict)));
-        assert_eq!(Host::get(&mut a, "quota".into()).unwrap().unwrap(), Some(b"2".to_vec()));
-        assert_eq!(Host::get(&mut a, "other".into()).unwrap().unwrap(), None, "a conflicted commit writes nothing");
+        Host::set(&mut a2, "quota".into(), b"2".to_vec())
+            .unwrap()
+            .unwrap();
+        HostTxn::set(
+            &mut a,
+            Resource::new_borrow(t.rep()),
+            "quota".into(),
+            b"0".to_vec(),
+        )
+        .unwrap()
+        .unwrap();
+        HostTxn::set(
+            &mut a,
+            Resource::new_borrow(t.rep()),
+            "other".into(),
+            b"x".to_vec(),
+        )
+        .unwrap()
+        .unwrap();
+        assert!(matches!(
+            HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap(),
+            Err(Error::Conflict)
+        ));
+        assert_eq!(
+            Host::get(&mut a, "quota".into()).unwrap().unwrap(),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(
+            Host::get(&mut a, "other".into()).unwrap().unwrap(),
+            None,
+            "a conflicted commit writes nothing"
+        );
     }
 }

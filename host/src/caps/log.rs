@@ -17,7 +17,9 @@ use crate::runtime::Ctx;
 pub const CAP: Capability = Capability {
     name: "log",
     granted: |g| g.log,
-    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::log::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+    add_to_linker: |l: &mut Linker<Ctx>| {
+        crate::bindings::log::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
+    },
 };
 
 /// The longest line kept, in bytes.
@@ -44,7 +46,11 @@ impl LogBudget {
             self.used.store(0, Ordering::Relaxed);
             let dropped = self.dropped.swap(0, Ordering::Relaxed);
             if dropped > 0 {
-                tracing::warn!(plugin, dropped, "plugin log lines dropped by the rate limit");
+                tracing::warn!(
+                    plugin,
+                    dropped,
+                    "plugin log lines dropped by the rate limit"
+                );
             }
         }
         if self.used.fetch_add(1, Ordering::Relaxed) < LINES_PER_SECOND {
@@ -107,7 +113,11 @@ impl Ctx {
                 self.emit(Level::Info, name, line);
             }
             if dropped > 0 {
-                self.emit(Level::Warn, name, &format!("{dropped} more bytes of {name} were discarded"));
+                self.emit(
+                    Level::Warn,
+                    name,
+                    &format!("{dropped} more bytes of {name} were discarded"),
+                );
             }
         }
     }
@@ -159,7 +169,11 @@ impl StdoutStream for Output {
 }
 
 impl tokio::io::AsyncWrite for Output {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         self.push(buf);
         Poll::Ready(Ok(buf.len()))
     }

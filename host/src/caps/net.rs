@@ -51,7 +51,9 @@ use crate::runtime::{Ctx, DeadlineExceeded, PluginShared};
 pub const CAP: Capability = Capability {
     name: "net",
     granted: |g| g.net.is_some(),
-    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::net::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+    add_to_linker: |l: &mut Linker<Ctx>| {
+        crate::bindings::net::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
+    },
 };
 
 /// The longest a netlink call may take: the kernel answers in microseconds,
@@ -95,7 +97,9 @@ pub(crate) fn valid_link_name(name: &str) -> bool {
     (1..=MAX_LINK_NAME).contains(&name.len())
         && name != "."
         && name != ".."
-        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// The netlink connection of each namespace in use, opened on first use.
@@ -133,15 +137,15 @@ impl Connections {
         }
         let handle = match netns {
             None => {
-                let (connection, handle, _) =
-                    rtnetlink::new_connection().map_err(|e| Error::Os(format!("netlink: {}", e)))?;
+                let (connection, handle, _) = rtnetlink::new_connection()
+                    .map_err(|e| Error::Os(format!("netlink: {}", e)))?;
                 tokio::spawn(connection);
                 handle
             }
             Some(path) => {
-                let socket = socket_in(path)
-                    .await
-                    .map_err(|e| Error::Os(format!("network namespace {}: {}", path.display(), e)))?;
+                let socket = socket_in(path).await.map_err(|e| {
+                    Error::Os(format!("network namespace {}: {}", path.display(), e))
+                })?;
                 // SAFETY: the descriptor is a netlink socket this function
                 // owns and hands over whole.
                 let socket = unsafe { TokioSocket::from_raw_fd(socket.into_raw_fd()) };
@@ -265,7 +269,10 @@ impl<'a> Net<'a> {
         if self.allowed(name) {
             Ok(())
         } else {
-            Err(Error::Denied(format!("link `{}` is outside the grant", shown(name))))
+            Err(Error::Denied(format!(
+                "link `{}` is outside the grant",
+                shown(name)
+            )))
         }
     }
 
@@ -334,7 +341,11 @@ impl<'a> Net<'a> {
         self.check_link(name)?;
         let link = self.link_by_name(name).await?;
         let mut addresses = self.addresses(Some(link.header.index)).await?;
-        link_record(&link, addresses.remove(&link.header.index).unwrap_or_default()).ok_or_else(|| no_link(name))
+        link_record(
+            &link,
+            addresses.remove(&link.header.index).unwrap_or_default(),
+        )
+        .ok_or_else(|| no_link(name))
     }
 
     async fn list_neighbours(&self, link: Option<&str>) -> Result<Vec<Neighbour>, Error> {
@@ -363,9 +374,15 @@ impl<'a> Net<'a> {
             let mut mac = None;
             for attr in &msg.attributes {
                 match attr {
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => address = Some(ip.to_string()),
-                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => address = Some(ip.to_string()),
-                    NeighbourAttribute::LinkLayerAddress(bytes) if !bytes.is_empty() => mac = Some(hex_mac(bytes)),
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                        address = Some(ip.to_string())
+                    }
+                    NeighbourAttribute::Destination(NeighbourAddress::Inet6(ip)) => {
+                        address = Some(ip.to_string())
+                    }
+                    NeighbourAttribute::LinkLayerAddress(bytes) if !bytes.is_empty() => {
+                        mac = Some(hex_mac(bytes))
+                    }
                     _ => {}
                 }
             }
@@ -397,7 +414,13 @@ impl<'a> Net<'a> {
         self.check_link(name)?;
         let ip = parse_address(address)?;
         let index = self.link_by_name(name).await?.header.index;
-        match self.handle.address().add(index, ip, address.prefix_len).execute().await {
+        match self
+            .handle
+            .address()
+            .add(index, ip, address.prefix_len)
+            .execute()
+            .await
+        {
             Ok(()) => Ok(()),
             Err(e) if errno(&e) == Some(libc::EEXIST) => Err(Error::Os(format!(
                 "{ip}/{} is already on link `{}`",
@@ -443,7 +466,10 @@ impl<'a> Net<'a> {
 /// The link whose own name is `name`, if there is one. The kernel also finds
 /// a link by an alternative name (`ip link property add ... altname`), which
 /// a grant's patterns did not see: only the link's own name counts.
-pub(crate) async fn find_link(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+pub(crate) async fn find_link(
+    handle: &Handle,
+    name: &str,
+) -> Result<Option<LinkMessage>, rtnetlink::Error> {
     let mut links = handle.link().get().match_name(name).execute();
     match links.try_next().await {
         Ok(Some(link)) if link_name(&link) == Some(name) => Ok(Some(link)),
@@ -454,7 +480,11 @@ pub(crate) async fn find_link(handle: &Handle, name: &str) -> Result<Option<Link
 }
 
 /// Sets the link with this index administratively up or down.
-pub(crate) async fn set_up_by_index(handle: &Handle, index: u32, up: bool) -> Result<(), rtnetlink::Error> {
+pub(crate) async fn set_up_by_index(
+    handle: &Handle,
+    index: u32,
+    up: bool,
+) -> Result<(), rtnetlink::Error> {
     let builder = LinkUnspec::new_with_index(index);
     let message = if up { builder.up() } else { builder.down() }.build();
     handle.link().set(message).execute().await
@@ -462,13 +492,18 @@ pub(crate) async fn set_up_by_index(handle: &Handle, index: u32, up: bool) -> Re
 
 /// An address a plugin asks to add or remove, checked.
 fn parse_address(a: &Address) -> Result<IpAddr, Error> {
-    let ip: IpAddr = a
-        .address
-        .parse()
-        .map_err(|_| Error::Invalid(format!("`{}` is not an IPv4 or IPv6 address", shown(&a.address))))?;
+    let ip: IpAddr = a.address.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "`{}` is not an IPv4 or IPv6 address",
+            shown(&a.address)
+        ))
+    })?;
     let max = if ip.is_ipv4() { 32 } else { 128 };
     if a.prefix_len > max {
-        return Err(Error::Invalid(format!("prefix length {} is over {max}", a.prefix_len)));
+        return Err(Error::Invalid(format!(
+            "prefix length {} is over {max}",
+            a.prefix_len
+        )));
     }
     if ip.is_multicast() || ip.is_unspecified() {
         return Err(Error::Invalid(format!("{ip} cannot be assigned to a link")));
@@ -486,7 +521,10 @@ pub(crate) fn link_name(link: &LinkMessage) -> Option<&str> {
 /// The local address of an address message: `IFA_LOCAL` where present (on a
 /// point-to-point link `IFA_ADDRESS` is the peer), else `IFA_ADDRESS`.
 fn address_of(msg: &AddressMessage) -> Option<IpAddr> {
-    if !matches!(msg.header.family, AddressFamily::Inet | AddressFamily::Inet6) {
+    if !matches!(
+        msg.header.family,
+        AddressFamily::Inet | AddressFamily::Inet6
+    ) {
         return None;
     }
     let local = msg.attributes.iter().find_map(|a| match a {
@@ -527,7 +565,11 @@ fn link_record(link: &LinkMessage, addresses: Vec<Address>) -> Option<Link> {
 }
 
 fn hex_mac(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn oper(s: State) -> OperState {
@@ -584,54 +626,85 @@ where
             Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
         };
     }
-    Ok(tokio::time::timeout(NET_TIMEOUT, work).await.unwrap_or_else(|_| {
-        Err(Error::Os(format!(
-            "netlink did not answer within {} s",
-            NET_TIMEOUT.as_secs()
-        )))
-    }))
+    Ok(tokio::time::timeout(NET_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Os(format!(
+                "netlink did not answer within {} s",
+                NET_TIMEOUT.as_secs()
+            )))
+        }))
 }
 
 impl Host for Ctx {
     async fn list_links(&mut self) -> wasmtime::Result<Result<Vec<Link>, Error>> {
-        call(&self.plugin, self.deadline, Access::Read, |net| async move {
-            net.list_links().await
-        })
+        call(
+            &self.plugin,
+            self.deadline,
+            Access::Read,
+            |net| async move { net.list_links().await },
+        )
         .await
     }
 
     async fn get_link(&mut self, name: String) -> wasmtime::Result<Result<Link, Error>> {
-        call(&self.plugin, self.deadline, Access::Read, |net| async move {
-            net.get_link(&name).await
-        })
+        call(
+            &self.plugin,
+            self.deadline,
+            Access::Read,
+            |net| async move { net.get_link(&name).await },
+        )
         .await
     }
 
-    async fn list_neighbours(&mut self, link: Option<String>) -> wasmtime::Result<Result<Vec<Neighbour>, Error>> {
-        call(&self.plugin, self.deadline, Access::Read, |net| async move {
-            net.list_neighbours(link.as_deref()).await
-        })
+    async fn list_neighbours(
+        &mut self,
+        link: Option<String>,
+    ) -> wasmtime::Result<Result<Vec<Neighbour>, Error>> {
+        call(
+            &self.plugin,
+            self.deadline,
+            Access::Read,
+            |net| async move { net.list_neighbours(link.as_deref()).await },
+        )
         .await
     }
 
     async fn set_link_up(&mut self, name: String, up: bool) -> wasmtime::Result<Result<(), Error>> {
-        call(&self.plugin, self.deadline, Access::Write, |net| async move {
-            net.set_link_up(&name, up).await
-        })
+        call(
+            &self.plugin,
+            self.deadline,
+            Access::Write,
+            |net| async move { net.set_link_up(&name, up).await },
+        )
         .await
     }
 
-    async fn add_address(&mut self, link: String, address: Address) -> wasmtime::Result<Result<(), Error>> {
-        call(&self.plugin, self.deadline, Access::Write, |net| async move {
-            net.add_address(&link, &address).await
-        })
+    async fn add_address(
+        &mut self,
+        link: String,
+        address: Address,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        call(
+            &self.plugin,
+            self.deadline,
+            Access::Write,
+            |net| async move { net.add_address(&link, &address).await },
+        )
         .await
     }
 
-    async fn remove_address(&mut self, link: String, address: Address) -> wasmtime::Result<Result<(), Error>> {
-        call(&self.plugin, self.deadline, Access::Write, |net| async move {
-            net.remove_address(&link, &address).await
-        })
+    async fn remove_address(
+        &mut self,
+        link: String,
+        address: Address,
+    ) -> wasmtime::Result<Result<(), Error>> {
+        call(
+            &self.plugin,
+            self.deadline,
+            Access::Write,
+            |net| async move { net.remove_address(&link, &address).await },
+        )
         .await
     }
 }
@@ -667,7 +740,11 @@ mod tests {
             ("br-*-?", "br-lan-12", false),
             ("a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
         ] {
-            assert_eq!(glob_match(pattern, name), expected, "{pattern:?} vs {name:?}");
+            assert_eq!(
+                glob_match(pattern, name),
+                expected,
+                "{pattern:?} vs {name:?}"
+            );
         }
     }
 
@@ -686,7 +763,10 @@ mod tests {
             address: address.into(),
             prefix_len,
         };
-        assert_eq!(parse_address(&a("10.9.0.1", 24)).unwrap().to_string(), "10.9.0.1");
+        assert_eq!(
+            parse_address(&a("10.9.0.1", 24)).unwrap().to_string(),
+            "10.9.0.1"
+        );
         assert_eq!(
             parse_address(&a("2001:db8::1", 128)).unwrap().to_string(),
             "2001:db8::1"
@@ -723,7 +803,9 @@ mod tests {
             Err(Error::Denied(_))
         ));
         assert!(matches!(
-            Host::set_link_up(&mut ctx, "lo".into(), true).await.unwrap(),
+            Host::set_link_up(&mut ctx, "lo".into(), true)
+                .await
+                .unwrap(),
             Err(Error::Denied(_))
         ));
     }
@@ -746,9 +828,15 @@ mod tests {
             prefix_len: 24,
         };
         for r in [
-            Host::set_link_up(&mut ctx, "lo".into(), false).await.unwrap(),
-            Host::add_address(&mut ctx, "lo".into(), addr.clone()).await.unwrap(),
-            Host::remove_address(&mut ctx, "lo".into(), addr).await.unwrap(),
+            Host::set_link_up(&mut ctx, "lo".into(), false)
+                .await
+                .unwrap(),
+            Host::add_address(&mut ctx, "lo".into(), addr.clone())
+                .await
+                .unwrap(),
+            Host::remove_address(&mut ctx, "lo".into(), addr)
+                .await
+                .unwrap(),
         ] {
             match r {
                 Err(Error::Denied(m)) => assert!(m.contains("net.write"), "{m}"),
@@ -775,8 +863,13 @@ mod tests {
         };
         let mut ctx = test_ctx(&host, "a", grants);
         ctx.deadline = Instant::now();
-        let trap = Host::list_links(&mut ctx).await.expect_err("a trap, not an answer");
-        assert!(trap.downcast_ref::<DeadlineExceeded>().is_some(), "{trap:?}");
+        let trap = Host::list_links(&mut ctx)
+            .await
+            .expect_err("a trap, not an answer");
+        assert!(
+            trap.downcast_ref::<DeadlineExceeded>().is_some(),
+            "{trap:?}"
+        );
     }
 
     #[tokio::test]
@@ -802,7 +895,11 @@ mod tests {
             "{lo:?}"
         );
         assert_eq!(
-            Host::get_link(&mut ctx, "lo".into()).await.unwrap().unwrap().index,
+            Host::get_link(&mut ctx, "lo".into())
+                .await
+                .unwrap()
+                .unwrap()
+                .index,
             lo.index
         );
         match Host::get_link(&mut ctx, "lx".into()).await.unwrap() {
@@ -815,7 +912,10 @@ mod tests {
             Err(Error::Denied(m)) => assert_eq!(m, "link `lo` is outside the grant"),
             r => panic!("{r:?}"),
         }
-        match Host::list_neighbours(&mut other, Some("lo".into())).await.unwrap() {
+        match Host::list_neighbours(&mut other, Some("lo".into()))
+            .await
+            .unwrap()
+        {
             Err(Error::Denied(m)) => assert_eq!(m, "link `lo` is outside the grant"),
             r => panic!("{r:?}"),
         }

@@ -42,7 +42,9 @@ use crate::runtime::{Ctx, DeadlineExceeded, PluginShared};
 pub const CAP: Capability = Capability {
     name: "outbound",
     granted: |g| g.outbound.is_some(),
-    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::outbound::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+    add_to_linker: |l: &mut Linker<Ctx>| {
+        crate::bindings::outbound::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
+    },
 };
 
 /// The longest `timeout_ms` a grant may set.
@@ -109,7 +111,9 @@ fn parse_entry(entry: &str) -> Result<Allowed, String> {
         return Err("is empty".into());
     }
     if entry.contains('*') {
-        return Err(format!("`{entry}`: wildcards are not supported, list each host"));
+        return Err(format!(
+            "`{entry}`: wildcards are not supported, list each host"
+        ));
     }
     if entry.contains("://") || entry.contains('/') {
         return Err(format!("`{entry}`: give `host` or `host:port`, not a URL"));
@@ -125,7 +129,10 @@ fn parse_entry(entry: &str) -> Result<Allowed, String> {
             "" => (v6.to_string(), None),
             p => (
                 v6.to_string(),
-                Some(p.strip_prefix(':').ok_or_else(|| format!("`{entry}`: expected `:port` after `]`"))?),
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| format!("`{entry}`: expected `:port` after `]`"))?,
+                ),
             ),
         }
     } else {
@@ -135,7 +142,11 @@ fn parse_entry(entry: &str) -> Result<Allowed, String> {
                 let (h, p) = entry.split_once(':').unwrap_or((entry, ""));
                 (h.to_string(), Some(p))
             }
-            _ => return Err(format!("`{entry}`: write an IPv6 address in brackets, e.g. `[::1]:8080`")),
+            _ => {
+                return Err(format!(
+                    "`{entry}`: write an IPv6 address in brackets, e.g. `[::1]:8080`"
+                ));
+            }
         }
     };
     let port = match port {
@@ -152,9 +163,13 @@ fn parse_entry(entry: &str) -> Result<Allowed, String> {
             || host.starts_with('.')
             || host.ends_with('.')
             || host.contains("..")
-            || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
     {
-        return Err(format!("`{entry}`: `{host}` is not a host name or IP address"));
+        return Err(format!(
+            "`{entry}`: `{host}` is not a host name or IP address"
+        ));
     }
     Ok(Allowed {
         host: host.to_ascii_lowercase(),
@@ -166,18 +181,27 @@ impl OutboundGrant {
     /// What serde cannot check: `(key under grants.outbound, message)` on failure.
     pub fn validate(&self) -> Result<(), (String, String)> {
         if self.hosts.is_empty() {
-            return Err(("hosts".into(), "needs at least one entry, e.g. [\"api.example.com:443\"]".into()));
+            return Err((
+                "hosts".into(),
+                "needs at least one entry, e.g. [\"api.example.com:443\"]".into(),
+            ));
         }
         for (j, entry) in self.hosts.iter().enumerate() {
             parse_entry(entry).map_err(|m| (format!("hosts[{j}]"), m))?;
         }
         if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
-            return Err(("timeout_ms".into(), format!("{} is out of range 1..={MAX_TIMEOUT_MS}", self.timeout_ms)));
+            return Err((
+                "timeout_ms".into(),
+                format!("{} is out of range 1..={MAX_TIMEOUT_MS}", self.timeout_ms),
+            ));
         }
         if self.max_response_bytes == 0 || self.max_response_bytes > MAX_RESPONSE_CAP {
             return Err((
                 "max_response_bytes".into(),
-                format!("{} is out of range 1..={MAX_RESPONSE_CAP}", self.max_response_bytes),
+                format!(
+                    "{} is out of range 1..={MAX_RESPONSE_CAP}",
+                    self.max_response_bytes
+                ),
             ));
         }
         Ok(())
@@ -186,13 +210,16 @@ impl OutboundGrant {
     /// Whether `host` (lower case, IPv6 without brackets) on `port` is
     /// allowed, `default_port` being the URL scheme's.
     fn allows(&self, host: &str, port: u16, default_port: u16) -> bool {
-        self.hosts.iter().filter_map(|e| parse_entry(e).ok()).any(|a| {
-            a.host == host
-                && match a.port {
-                    Some(p) => p == port,
-                    None => port == default_port,
-                }
-        })
+        self.hosts
+            .iter()
+            .filter_map(|e| parse_entry(e).ok())
+            .any(|a| {
+                a.host == host
+                    && match a.port {
+                        Some(p) => p == port,
+                        None => port == default_port,
+                    }
+            })
     }
 }
 
@@ -221,8 +248,17 @@ fn check(grant: &OutboundGrant, req: OutgoingRequest) -> Result<Checked, Error> 
     let default_port = match uri.scheme_str() {
         Some("http") => 80,
         Some("https") => 443,
-        Some(other) => return Err(Error::Denied(format!("the scheme `{}` is not allowed", shown(other)))),
-        None => return Err(Error::Invalid("the URL must be absolute (http:// or https://)".into())),
+        Some(other) => {
+            return Err(Error::Denied(format!(
+                "the scheme `{}` is not allowed",
+                shown(other)
+            )));
+        }
+        None => {
+            return Err(Error::Invalid(
+                "the URL must be absolute (http:// or https://)".into(),
+            ));
+        }
     };
     let authority = uri
         .authority()
@@ -230,7 +266,11 @@ fn check(grant: &OutboundGrant, req: OutgoingRequest) -> Result<Checked, Error> 
     if authority.as_str().contains('@') {
         return Err(Error::Invalid("user info in the URL is not allowed".into()));
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
     let port = uri.port_u16().unwrap_or(default_port);
     if host.is_empty() {
         return Err(Error::Invalid("the URL has no host".into()));
@@ -245,22 +285,29 @@ fn check(grant: &OutboundGrant, req: OutgoingRequest) -> Result<Checked, Error> 
         return Err(Error::Invalid(format!("more than {MAX_HEADERS} headers")));
     }
     if req.body.len() > MAX_REQUEST_BODY {
-        return Err(Error::Invalid(format!("the body is over {MAX_REQUEST_BODY} bytes")));
+        return Err(Error::Invalid(format!(
+            "the body is over {MAX_REQUEST_BODY} bytes"
+        )));
     }
     // Also the headers the plugin's own `connection` header names.
     let named: Vec<String> = req
         .headers
         .iter()
         .filter(|(k, _)| k.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|(_, v)| {
+            v.split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .collect();
     let mut builder = http::Request::builder().method(method).uri(uri);
     for (name, value) in &req.headers {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| Error::Invalid(format!("`{}` is not a header name", shown(name))))?;
         // The value is never repeated: it may be a credential.
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| Error::Invalid(format!("the value of `{name}` is not a valid header value")))?;
+        let value = HeaderValue::from_str(value).map_err(|_| {
+            Error::Invalid(format!("the value of `{name}` is not a valid header value"))
+        })?;
         if is_hop_by_hop(&name)
             || name == http::header::HOST
             || name == http::header::CONTENT_LENGTH
@@ -273,7 +320,11 @@ fn check(grant: &OutboundGrant, req: OutgoingRequest) -> Result<Checked, Error> 
     let request = builder
         .body(Full::new(Bytes::from(req.body)))
         .map_err(|e| Error::Invalid(format!("the request is malformed: {e}")))?;
-    Ok(Checked { request, host, port })
+    Ok(Checked {
+        request,
+        host,
+        port,
+    })
 }
 
 fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -307,10 +358,12 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
             let roots = rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
-                .map_err(|e| e.to_string())
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .map(|b| Arc::new(b.with_root_certificates(roots).with_no_client_auth()))
+            .map_err(|e| e.to_string())
         })
         .clone()
         .map_err(|e| Error::Connect(format!("TLS is unavailable: {e}")))
@@ -318,13 +371,20 @@ fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
 
 /// Steps 3 to 5, without the timeout.
 async fn exchange(checked: Checked, cap: u64) -> Result<IncomingResponse, Error> {
-    let Checked { request, host, port } = checked;
+    let Checked {
+        request,
+        host,
+        port,
+    } = checked;
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|e| Error::Connect(format!("cannot resolve `{}`: {e}", shown(&host))))?
         .collect();
     if addrs.is_empty() {
-        return Err(Error::Connect(format!("`{}` resolves to no address", shown(&host))));
+        return Err(Error::Connect(format!(
+            "`{}` resolves to no address",
+            shown(&host)
+        )));
     }
     let mut http = HttpConnector::new_with_resolver(Pinned(Arc::new(addrs)));
     http.enforce_http(false);
@@ -373,13 +433,22 @@ async fn exchange(checked: Checked, cap: u64) -> Result<IncomingResponse, Error>
         .get_all(http::header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+        .flat_map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_ascii_lowercase())
+                .collect::<Vec<_>>()
+        })
         .collect();
     let headers = parts
         .headers
         .iter()
         .filter(|(name, _)| !is_hop_by_hop(name) && !named.iter().any(|n| n == name.as_str()))
-        .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     Ok(IncomingResponse {
         status: parts.status.as_u16(),
@@ -395,7 +464,9 @@ async fn send(
     req: OutgoingRequest,
 ) -> wasmtime::Result<Result<IncomingResponse, Error>> {
     let Some(grant) = plugin.grants.outbound.as_ref() else {
-        return Ok(Err(Error::Denied("`outbound` is not granted to this plugin".into())));
+        return Ok(Err(Error::Denied(
+            "`outbound` is not granted to this plugin".into(),
+        )));
     };
     let method = req.method.clone();
     let asked = req.timeout_ms.map(u64::from).unwrap_or(grant.timeout_ms);
@@ -425,14 +496,21 @@ async fn send(
     };
     let ms = started.elapsed().as_millis() as u64;
     match &result {
-        Ok(r) => tracing::debug!(plugin = %plugin.name, %method, host = %shown(&host), port, status = r.status, bytes = r.body.len(), ms, "outbound"),
-        Err(e) => tracing::info!(plugin = %plugin.name, %method, host = %shown(&host), port, error = ?e, ms, "outbound failed"),
+        Ok(r) => {
+            tracing::debug!(plugin = %plugin.name, %method, host = %shown(&host), port, status = r.status, bytes = r.body.len(), ms, "outbound")
+        }
+        Err(e) => {
+            tracing::info!(plugin = %plugin.name, %method, host = %shown(&host), port, error = ?e, ms, "outbound failed")
+        }
     }
     Ok(result)
 }
 
 impl Host for Ctx {
-    async fn send(&mut self, request: OutgoingRequest) -> wasmtime::Result<Result<IncomingResponse, Error>> {
+    async fn send(
+        &mut self,
+        request: OutgoingRequest,
+    ) -> wasmtime::Result<Result<IncomingResponse, Error>> {
         send(&self.plugin, self.deadline, request).await
     }
 }
@@ -464,10 +542,34 @@ mod tests {
 
     #[test]
     fn grant_entries_parse_or_say_why_not() {
-        assert_eq!(parse_entry("Example.com").unwrap(), Allowed { host: "example.com".into(), port: None });
-        assert_eq!(parse_entry("127.0.0.1:2084").unwrap(), Allowed { host: "127.0.0.1".into(), port: Some(2084) });
-        assert_eq!(parse_entry("[::1]:8080").unwrap(), Allowed { host: "::1".into(), port: Some(8080) });
-        assert_eq!(parse_entry("[::1]").unwrap(), Allowed { host: "::1".into(), port: None });
+        assert_eq!(
+            parse_entry("Example.com").unwrap(),
+            Allowed {
+                host: "example.com".into(),
+                port: None
+            }
+        );
+        assert_eq!(
+            parse_entry("127.0.0.1:2084").unwrap(),
+            Allowed {
+                host: "127.0.0.1".into(),
+                port: Some(2084)
+            }
+        );
+        assert_eq!(
+            parse_entry("[::1]:8080").unwrap(),
+            Allowed {
+                host: "::1".into(),
+                port: Some(8080)
+            }
+        );
+        assert_eq!(
+            parse_entry("[::1]").unwrap(),
+            Allowed {
+                host: "::1".into(),
+                port: None
+            }
+        );
         for (bad, needle) in [
             ("", "empty"),
             ("*.example.com", "wildcards"),
@@ -584,11 +686,24 @@ mod tests {
         )
         .await;
         let mut ctx = ctx_with(grant(&[&format!("127.0.0.1:{port}")]));
-        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/"))).await.unwrap().unwrap();
+        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(r.status, 302, "redirects are not followed");
         assert_eq!(r.body, b"hi");
-        assert!(r.headers.iter().any(|(k, v)| k == "location" && v == "http://elsewhere/"));
-        assert!(!r.headers.iter().any(|(k, _)| k == "connection" || k == "x-private"), "{:?}", r.headers);
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "location" && v == "http://elsewhere/")
+        );
+        assert!(
+            !r.headers
+                .iter()
+                .any(|(k, _)| k == "connection" || k == "x-private"),
+            "{:?}",
+            r.headers
+        );
     }
 
     #[tokio::test]
@@ -604,19 +719,31 @@ mod tests {
         let mut g = grant(&[&format!("127.0.0.1:{port}")]);
         g.max_response_bytes = 4096;
         let mut ctx = ctx_with(g.clone());
-        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/"))).await.unwrap();
+        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap();
         assert!(matches!(r, Err(Error::TooLarge(4096))), "{r:?}");
 
-        let port = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n".to_vec(), Duration::ZERO).await;
+        let port = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 999999999\r\n\r\n".to_vec(),
+            Duration::ZERO,
+        )
+        .await;
         g.hosts = vec![format!("127.0.0.1:{port}")];
         let mut ctx = ctx_with(g);
-        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/"))).await.unwrap();
+        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap();
         assert!(matches!(r, Err(Error::TooLarge(4096))), "{r:?}");
     }
 
     #[tokio::test]
     async fn a_slow_server_times_out_at_the_least_timeout() {
-        let port = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(), Duration::from_secs(5)).await;
+        let port = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            Duration::from_secs(5),
+        )
+        .await;
         let mut ctx = ctx_with(grant(&[&format!("127.0.0.1:{port}")]));
         let mut req = get(&format!("http://127.0.0.1:{port}/"));
         req.timeout_ms = Some(200);
@@ -628,18 +755,29 @@ mod tests {
 
     #[tokio::test]
     async fn the_request_deadline_bounds_the_wait_and_traps() {
-        let port = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(), Duration::from_secs(5)).await;
+        let port = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            Duration::from_secs(5),
+        )
+        .await;
         let mut ctx = ctx_with(grant(&[&format!("127.0.0.1:{port}")]));
         ctx.deadline = Instant::now() + Duration::from_millis(200);
-        let trap = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/"))).await.unwrap_err();
-        assert!(trap.downcast_ref::<DeadlineExceeded>().is_some(), "{trap:?}");
+        let trap = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap_err();
+        assert!(
+            trap.downcast_ref::<DeadlineExceeded>().is_some(),
+            "{trap:?}"
+        );
     }
 
     #[tokio::test]
     async fn without_the_grant_a_call_is_denied() {
         let host = test_shared();
         let mut ctx = test_ctx(&host, "a", Grants::default());
-        let r = Host::send(&mut ctx, get("http://127.0.0.1:1/")).await.unwrap();
+        let r = Host::send(&mut ctx, get("http://127.0.0.1:1/"))
+            .await
+            .unwrap();
         assert!(matches!(r, Err(Error::Denied(_))));
     }
 
@@ -647,9 +785,15 @@ mod tests {
     async fn https_speaks_tls_and_a_server_that_does_not_is_a_connect_error() {
         // A plain-HTTP server on an https:// URL: rustls's handshake fails,
         // which shows https is attempted (not refused) and not downgraded.
-        let port = serve_once(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(), Duration::ZERO).await;
+        let port = serve_once(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            Duration::ZERO,
+        )
+        .await;
         let mut ctx = ctx_with(grant(&[&format!("127.0.0.1:{port}")]));
-        let r = Host::send(&mut ctx, get(&format!("https://127.0.0.1:{port}/"))).await.unwrap();
+        let r = Host::send(&mut ctx, get(&format!("https://127.0.0.1:{port}/")))
+            .await
+            .unwrap();
         assert!(matches!(r, Err(Error::Connect(_))), "{r:?}");
     }
 
@@ -659,7 +803,9 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let mut ctx = ctx_with(grant(&[&format!("127.0.0.1:{port}")]));
-        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/"))).await.unwrap();
+        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+            .await
+            .unwrap();
         assert!(matches!(r, Err(Error::Connect(_))), "{r:?}");
     }
 }

@@ -50,14 +50,14 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures_util::TryStreamExt;
-use rtnetlink::{Handle, LinkWireguard};
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use rtnetlink::{Handle, LinkWireguard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use wasmtime::component::{HasSelf, Linker};
 
 use super::Capability;
-use super::wireguard_kernel::{Change, Kernel, KernelDevice, PeerChange};
 use super::net::{errno, find_link, glob_match, link_name, set_up_by_index, valid_link_name};
+use super::wireguard_kernel::{Change, Kernel, KernelDevice, PeerChange};
 use crate::bindings::wireguard::{Device, Error, Host, Keypair, Peer, PeerConfig};
 use crate::config::{WireguardBackend, WireguardGrant};
 use crate::runtime::{Ctx, DeadlineExceeded, PluginShared};
@@ -65,7 +65,9 @@ use crate::runtime::{Ctx, DeadlineExceeded, PluginShared};
 pub const CAP: Capability = Capability {
     name: "wireguard",
     granted: |g| g.wireguard.is_some(),
-    add_to_linker: |l: &mut Linker<Ctx>| crate::bindings::wireguard::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c),
+    add_to_linker: |l: &mut Linker<Ctx>| {
+        crate::bindings::wireguard::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
+    },
 };
 
 /// The longest one call may take when the request's deadline is further:
@@ -152,18 +154,28 @@ fn no_device(name: &str) -> Error {
 
 /// `ip:port` or `[ip6]:port`, no host names (the host never resolves them).
 fn parse_endpoint(text: &str) -> Result<SocketAddr, Error> {
-    let addr: SocketAddr = text
-        .parse()
-        .map_err(|_| Error::Invalid(format!("endpoint `{}` is not ip:port or [ip6]:port", shown(text))))?;
+    let addr: SocketAddr = text.parse().map_err(|_| {
+        Error::Invalid(format!(
+            "endpoint `{}` is not ip:port or [ip6]:port",
+            shown(text)
+        ))
+    })?;
     if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
-        return Err(Error::Invalid(format!("endpoint `{addr}` cannot be reached")));
+        return Err(Error::Invalid(format!(
+            "endpoint `{addr}` cannot be reached"
+        )));
     }
     Ok(addr)
 }
 
 /// A CIDR such as `10.0.0.2/32`; a bare address means its host route.
 fn parse_allowed_ip(text: &str) -> Result<(IpAddr, u8), Error> {
-    let bad = || Error::Invalid(format!("allowed IP `{}` is not a CIDR like 10.0.0.2/32", shown(text)));
+    let bad = || {
+        Error::Invalid(format!(
+            "allowed IP `{}` is not a CIDR like 10.0.0.2/32",
+            shown(text)
+        ))
+    };
     let (ip, len) = match text.split_once('/') {
         Some((ip, len)) => (ip, Some(len)),
         None => (text, None),
@@ -198,14 +210,24 @@ struct CheckedPeer {
 
 fn check_peer(peer: &PeerConfig) -> Result<CheckedPeer, Error> {
     if peer.allowed_ips.len() > MAX_ALLOWED_IPS {
-        return Err(Error::Invalid(format!("more than {MAX_ALLOWED_IPS} allowed IPs")));
+        return Err(Error::Invalid(format!(
+            "more than {MAX_ALLOWED_IPS} allowed IPs"
+        )));
     }
     Ok(CheckedPeer {
         public_key: decode_key("public-key", &peer.public_key)?,
-        preshared_key: peer.preshared_key.as_deref().map(|k| decode_key("preshared-key", k)).transpose()?,
+        preshared_key: peer
+            .preshared_key
+            .as_deref()
+            .map(|k| decode_key("preshared-key", k))
+            .transpose()?,
         endpoint: peer.endpoint.as_deref().map(parse_endpoint).transpose()?,
         keepalive: peer.persistent_keepalive.unwrap_or(0),
-        allowed_ips: peer.allowed_ips.iter().map(|a| parse_allowed_ip(a)).collect::<Result<_, _>>()?,
+        allowed_ips: peer
+            .allowed_ips
+            .iter()
+            .map(|a| parse_allowed_ip(a))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -220,7 +242,11 @@ fn uapi_lines(p: &CheckedPeer) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "public_key={}", hex_key(&p.public_key));
     // All zeroes is how UAPI says "no preshared key".
-    let _ = writeln!(out, "preshared_key={}", hex_key(&p.preshared_key.unwrap_or([0u8; 32])));
+    let _ = writeln!(
+        out,
+        "preshared_key={}",
+        hex_key(&p.preshared_key.unwrap_or([0u8; 32]))
+    );
     if let Some(endpoint) = p.endpoint {
         let _ = writeln!(out, "endpoint={endpoint}");
     }
@@ -258,7 +284,11 @@ fn device_from_kernel(name: &str, up: bool, d: KernelDevice) -> Device {
                 public_key: encode_key(&p.public_key),
                 has_preshared_key: p.has_preshared_key,
                 endpoint: p.endpoint.map(|e| e.to_string()),
-                allowed_ips: p.allowed_ips.iter().map(|(ip, len)| format!("{ip}/{len}")).collect(),
+                allowed_ips: p
+                    .allowed_ips
+                    .iter()
+                    .map(|(ip, len)| format!("{ip}/{len}"))
+                    .collect(),
                 latest_handshake: p.latest_handshake,
                 rx_bytes: p.rx_bytes,
                 tx_bytes: p.tx_bytes,
@@ -294,7 +324,8 @@ async fn uapi(name: &str, request: &str) -> Result<String, Error> {
             )));
         }
     }
-    let text = String::from_utf8(reply).map_err(|_| Error::Os(format!("the UAPI answer of `{name}` is not UTF-8")))?;
+    let text = String::from_utf8(reply)
+        .map_err(|_| Error::Os(format!("the UAPI answer of `{name}` is not UTF-8")))?;
     let errno = text
         .lines()
         .rev()
@@ -348,7 +379,9 @@ fn parse_get(text: &str) -> Reading {
                     .map(|k| encode_key(&public_of(&k)));
             }
             (None, "listen_port") => r.listen_port = value.parse().ok().filter(|p| *p != 0),
-            (Some(p), "preshared_key") => p.has_preshared_key = unhex_key(value).is_some_and(|k| k != [0u8; 32]),
+            (Some(p), "preshared_key") => {
+                p.has_preshared_key = unhex_key(value).is_some_and(|k| k != [0u8; 32])
+            }
             (Some(p), "endpoint") => p.endpoint = Some(value.to_string()),
             (Some(p), "allowed_ip") => p.allowed_ips.push(value.to_string()),
             (Some(p), "last_handshake_time_sec") => {
@@ -415,11 +448,14 @@ impl Devices {
 
     /// What the probe of `netns` found (the family id, or none), if it has run.
     fn kernel_known(&self, netns: Option<&Path>) -> Option<Option<u16>> {
-        self.kernel_probes().get(&netns.map(Path::to_path_buf)).copied()
+        self.kernel_probes()
+            .get(&netns.map(Path::to_path_buf))
+            .copied()
     }
 
     fn remember_kernel(&self, netns: Option<&Path>, family: Option<u16>) {
-        self.kernel_probes().insert(netns.map(Path::to_path_buf), family);
+        self.kernel_probes()
+            .insert(netns.map(Path::to_path_buf), family);
     }
 
     /// Takes the running child of `name` if it runs in `netns`.
@@ -536,7 +572,11 @@ fn send_spawn(request: SpawnRequest) -> io::Result<()> {
 
 /// `program -f name`, with an empty environment, its output on a pipe,
 /// inside `netns`, ending with its parent.
-fn spawn_child(program: &Path, name: &str, netns: Option<&std::fs::File>) -> io::Result<(Child, io::PipeReader)> {
+fn spawn_child(
+    program: &Path,
+    name: &str,
+    netns: Option<&std::fs::File>,
+) -> io::Result<(Child, io::PipeReader)> {
     let (reader, writer) = io::pipe()?;
     let mut cmd = Command::new(program);
     cmd.arg("-f")
@@ -553,7 +593,14 @@ fn spawn_child(program: &Path, name: &str, netns: Option<&std::fs::File>) -> io:
     // allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGTERM as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
                 return Err(io::Error::last_os_error());
             }
             // The parent died before the line above: nothing would stop us.
@@ -630,7 +677,9 @@ struct Starting<'a> {
 impl Starting<'_> {
     fn commit(mut self) {
         if let Some(u) = self.running.take() {
-            self.devices.lock().insert(self.name.clone(), Slot::Running(u));
+            self.devices
+                .lock()
+                .insert(self.name.clone(), Slot::Running(u));
         }
     }
 }
@@ -687,7 +736,10 @@ impl<'a> Wg<'a> {
         if self.grant.devices.iter().any(|p| glob_match(p, name)) {
             Ok(())
         } else {
-            Err(Error::Denied(format!("device `{}` is outside the grant", shown(name))))
+            Err(Error::Denied(format!(
+                "device `{}` is outside the grant",
+                shown(name)
+            )))
         }
     }
 
@@ -712,13 +764,18 @@ impl<'a> Wg<'a> {
         if !valid_link_name(name) {
             return Ok(None);
         }
-        find_link(handle, name).await.map_err(|e| self.netlink_failed(e))
+        find_link(handle, name)
+            .await
+            .map_err(|e| self.netlink_failed(e))
     }
 
     /// The device `name`: its link and its kind; `not-found` when the link
     /// is missing or is not WireGuard.
     async fn device(&self, handle: &Handle, name: &str) -> Result<(LinkMessage, Kind), Error> {
-        let link = self.link(handle, name).await?.ok_or_else(|| no_device(name))?;
+        let link = self
+            .link(handle, name)
+            .await?
+            .ok_or_else(|| no_device(name))?;
         let kind = kind_of(&link, name).ok_or_else(|| no_device(name))?;
         Ok((link, kind))
     }
@@ -756,10 +813,12 @@ impl<'a> Wg<'a> {
             return Ok(known);
         }
         let netns = self.netns.clone();
-        let family = tokio::task::spawn_blocking(move || Kernel::open(netns.as_deref()).map(|k| k.map(|k| k.family())))
-            .await
-            .map_err(|e| Error::Os(format!("generic netlink: {e}")))?
-            .map_err(|e| Error::Os(format!("generic netlink: {e}")))?;
+        let family = tokio::task::spawn_blocking(move || {
+            Kernel::open(netns.as_deref()).map(|k| k.map(|k| k.family()))
+        })
+        .await
+        .map_err(|e| Error::Os(format!("generic netlink: {e}")))?
+        .map_err(|e| Error::Os(format!("generic netlink: {e}")))?;
         devices.remember_kernel(self.netns.as_deref(), family);
         Ok(family)
     }
@@ -925,16 +984,25 @@ impl<'a> Wg<'a> {
     async fn create_kernel_device(&self, name: &str) -> Result<(), Error> {
         let handle = self.handle().await?;
         if self.link(&handle, name).await?.is_some() || socket_path(name).exists() {
-            return Err(Error::Exists(format!("device `{}` already exists", shown(name))));
+            return Err(Error::Exists(format!(
+                "device `{}` already exists",
+                shown(name)
+            )));
         }
-        match handle.link().add(LinkWireguard::new(name).build()).execute().await {
+        match handle
+            .link()
+            .add(LinkWireguard::new(name).build())
+            .execute()
+            .await
+        {
             Ok(()) => {
                 tracing::info!(plugin = %self.plugin.name, device = %name, "created a kernel WireGuard device");
                 Ok(())
             }
-            Err(e) if errno(&e) == Some(libc::EEXIST) => {
-                Err(Error::Exists(format!("device `{}` already exists", shown(name))))
-            }
+            Err(e) if errno(&e) == Some(libc::EEXIST) => Err(Error::Exists(format!(
+                "device `{}` already exists",
+                shown(name)
+            ))),
             Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => Err(kernel_absent()),
             Err(e) => Err(self.netlink_failed(e)),
         }
@@ -983,7 +1051,9 @@ impl<'a> Wg<'a> {
         replace_peers: bool,
     ) -> Result<(), Error> {
         self.check(name)?;
-        let key = private_key.map(|k| decode_key("private-key", k)).transpose()?;
+        let key = private_key
+            .map(|k| decode_key("private-key", k))
+            .transpose()?;
         if self.kind(name).await? == Kind::Kernel {
             let change = Change {
                 private_key: key,
@@ -1053,7 +1123,11 @@ impl<'a> Wg<'a> {
                 shown(name)
             )));
         }
-        uapi_set(name, &format!("public_key={}\nremove=true\n", hex_key(&key))).await
+        uapi_set(
+            name,
+            &format!("public_key={}\nremove=true\n", hex_key(&key)),
+        )
+        .await
     }
 
     async fn set_up(&self, name: &str, up: bool) -> Result<(), Error> {
@@ -1104,7 +1178,11 @@ fn kind_of(link: &LinkMessage, name: &str) -> Option<Kind> {
 /// whole call by [`WG_TIMEOUT`] and by the request's own deadline, which
 /// the epoch callback cannot check while the fibre waits here: running past
 /// it traps the call as a deadline, like wasm code running past it.
-async fn call<'a, T, F, Fut>(plugin: &'a PluginShared, deadline: Instant, f: F) -> wasmtime::Result<Result<T, Error>>
+async fn call<'a, T, F, Fut>(
+    plugin: &'a PluginShared,
+    deadline: Instant,
+    f: F,
+) -> wasmtime::Result<Result<T, Error>>
 where
     F: FnOnce(Wg<'a>) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -1123,12 +1201,14 @@ where
             Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
         };
     }
-    Ok(tokio::time::timeout(WG_TIMEOUT, f(wg)).await.unwrap_or_else(|_| {
-        Err(Error::Os(format!(
-            "WireGuard did not answer within {} s",
-            WG_TIMEOUT.as_secs()
-        )))
-    }))
+    Ok(tokio::time::timeout(WG_TIMEOUT, f(wg))
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Os(format!(
+                "WireGuard did not answer within {} s",
+                WG_TIMEOUT.as_secs()
+            )))
+        }))
 }
 
 impl Host for Ctx {
@@ -1151,15 +1231,16 @@ impl Host for Ctx {
     }
 
     async fn list_devices(&mut self) -> wasmtime::Result<Result<Vec<String>, Error>> {
-        call(&self.plugin, self.deadline, |wg| async move { wg.list_devices().await }).await
+        call(&self.plugin, self.deadline, |wg| async move {
+            wg.list_devices().await
+        })
+        .await
     }
 
     async fn get_device(&mut self, name: String) -> wasmtime::Result<Result<Device, Error>> {
-        call(
-            &self.plugin,
-            self.deadline,
-            |wg| async move { wg.get_device(&name).await },
-        )
+        call(&self.plugin, self.deadline, |wg| async move {
+            wg.get_device(&name).await
+        })
         .await
     }
 
@@ -1191,14 +1272,22 @@ impl Host for Ctx {
         .await
     }
 
-    async fn set_peer(&mut self, name: String, peer: PeerConfig) -> wasmtime::Result<Result<(), Error>> {
+    async fn set_peer(
+        &mut self,
+        name: String,
+        peer: PeerConfig,
+    ) -> wasmtime::Result<Result<(), Error>> {
         call(&self.plugin, self.deadline, |wg| async move {
             wg.set_peer(&name, &peer).await
         })
         .await
     }
 
-    async fn remove_peer(&mut self, name: String, public_key: String) -> wasmtime::Result<Result<(), Error>> {
+    async fn remove_peer(
+        &mut self,
+        name: String,
+        public_key: String,
+    ) -> wasmtime::Result<Result<(), Error>> {
         call(&self.plugin, self.deadline, |wg| async move {
             wg.remove_peer(&name, &public_key).await
         })
@@ -1206,11 +1295,9 @@ impl Host for Ctx {
     }
 
     async fn set_up(&mut self, name: String, up: bool) -> wasmtime::Result<Result<(), Error>> {
-        call(
-            &self.plugin,
-            self.deadline,
-            |wg| async move { wg.set_up(&name, up).await },
-        )
+        call(&self.plugin, self.deadline, |wg| async move {
+            wg.set_up(&name, up).await
+        })
         .await
     }
 }
@@ -1236,7 +1323,8 @@ mod tests {
     #[test]
     fn generated_keys_are_clamped_x25519_pairs_matching_the_rfc_vector() {
         // RFC 7748 section 6.1, Alice.
-        let private: [u8; 32] = unhex_key("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").unwrap();
+        let private: [u8; 32] =
+            unhex_key("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a").unwrap();
         assert_eq!(
             hex_key(&public_of(&private)),
             "8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a"
@@ -1282,7 +1370,11 @@ mod tests {
             public_key: key.clone(),
             preshared_key: None,
             endpoint: Some("[2001:db8::1]:51820".into()),
-            allowed_ips: vec!["10.0.0.2/32".into(), "10.1.0.0/16".into(), "2001:db8::5".into()],
+            allowed_ips: vec![
+                "10.0.0.2/32".into(),
+                "10.1.0.0/16".into(),
+                "2001:db8::5".into(),
+            ],
             persistent_keepalive: Some(25),
         };
         assert_eq!(
@@ -1341,14 +1433,23 @@ mod tests {
         assert_eq!(a.endpoint.as_deref(), Some("10.0.0.9:51820"));
         assert_eq!(a.allowed_ips, ["10.0.0.2/32", "10.0.1.0/24"]);
         assert_eq!(a.latest_handshake, Some(1_700_000_000));
-        assert_eq!((a.rx_bytes, a.tx_bytes, a.persistent_keepalive), (180, 92, Some(25)));
+        assert_eq!(
+            (a.rx_bytes, a.tx_bytes, a.persistent_keepalive),
+            (180, 92, Some(25))
+        );
         assert!(!b.has_preshared_key);
         assert_eq!(
-            (b.latest_handshake, b.persistent_keepalive, b.endpoint.clone()),
+            (
+                b.latest_handshake,
+                b.persistent_keepalive,
+                b.endpoint.clone()
+            ),
             (None, None, None)
         );
         let empty = parse_get("errno=0\n\n");
-        assert!(empty.public_key.is_none() && empty.listen_port.is_none() && empty.peers.is_empty());
+        assert!(
+            empty.public_key.is_none() && empty.listen_port.is_none() && empty.peers.is_empty()
+        );
     }
 
     #[tokio::test]
@@ -1367,7 +1468,11 @@ mod tests {
         let mut ctx = test_ctx(
             &host,
             "a",
-            grant(&["wg?"], WireguardBackend::Auto, Some("/nonexistent/wasmgate-wg")),
+            grant(
+                &["wg?"],
+                WireguardBackend::Auto,
+                Some("/nonexistent/wasmgate-wg"),
+            ),
         );
         let peer = PeerConfig {
             public_key: encode_key(&[1; 32]),
@@ -1377,7 +1482,10 @@ mod tests {
             persistent_keepalive: None,
         };
         for r in [
-            Host::get_device(&mut ctx, "eth0".into()).await.unwrap().map(drop),
+            Host::get_device(&mut ctx, "eth0".into())
+                .await
+                .unwrap()
+                .map(drop),
             Host::create_device(&mut ctx, "wg10".into()).await.unwrap(),
             Host::delete_device(&mut ctx, "lo".into()).await.unwrap(),
             Host::configure_device(&mut ctx, "wgx0".into(), None, Some(1), false)
@@ -1416,7 +1524,10 @@ mod tests {
         } else {
             match Host::create_device(&mut ctx, "wg0".into()).await.unwrap() {
                 Err(Error::Os(m)) => {
-                    assert!(m.contains("no WireGuard") && m.contains("backend: userspace"), "{m}")
+                    assert!(
+                        m.contains("no WireGuard") && m.contains("backend: userspace"),
+                        "{m}"
+                    )
                 }
                 other => panic!("{other:?}"),
             }
@@ -1440,7 +1551,10 @@ mod tests {
         // The family resolves exactly where the module is there (asking for
         // it loads it where it can be loaded).
         assert_eq!(has, Path::new("/sys/module/wireguard").exists());
-        assert_eq!(host.wireguard.kernel_known(None).map(|f| f.is_some()), Some(has));
+        assert_eq!(
+            host.wireguard.kernel_known(None).map(|f| f.is_some()),
+            Some(has)
+        );
         let chosen = wg.backend().await.unwrap();
         if has {
             assert_eq!(chosen, Kind::Kernel);
@@ -1451,16 +1565,46 @@ mod tests {
 
         // A remembered answer is used as it is: these namespaces do not
         // exist, so a probe there would fail.
-        host.wireguard.remember_kernel(Some(Path::new("/nonexistent/with")), Some(0x1d));
-        host.wireguard.remember_kernel(Some(Path::new("/nonexistent/without")), None);
+        host.wireguard
+            .remember_kernel(Some(Path::new("/nonexistent/with")), Some(0x1d));
+        host.wireguard
+            .remember_kernel(Some(Path::new("/nonexistent/without")), None);
         for (netns, backend, expected) in [
-            ("/nonexistent/with", WireguardBackend::Auto, Ok(Kind::Kernel)),
-            ("/nonexistent/with", WireguardBackend::Kernel, Ok(Kind::Kernel)),
-            ("/nonexistent/without", WireguardBackend::Auto, Ok(Kind::Userspace)),
-            ("/nonexistent/without", WireguardBackend::Userspace, Ok(Kind::Userspace)),
-            ("/nonexistent/without", WireguardBackend::Kernel, Err("no WireGuard module")),
-            ("/nonexistent/unprobed", WireguardBackend::Userspace, Ok(Kind::Userspace)),
-            ("/nonexistent/unprobed", WireguardBackend::Auto, Err("/nonexistent/unprobed")),
+            (
+                "/nonexistent/with",
+                WireguardBackend::Auto,
+                Ok(Kind::Kernel),
+            ),
+            (
+                "/nonexistent/with",
+                WireguardBackend::Kernel,
+                Ok(Kind::Kernel),
+            ),
+            (
+                "/nonexistent/without",
+                WireguardBackend::Auto,
+                Ok(Kind::Userspace),
+            ),
+            (
+                "/nonexistent/without",
+                WireguardBackend::Userspace,
+                Ok(Kind::Userspace),
+            ),
+            (
+                "/nonexistent/without",
+                WireguardBackend::Kernel,
+                Err("no WireGuard module"),
+            ),
+            (
+                "/nonexistent/unprobed",
+                WireguardBackend::Userspace,
+                Ok(Kind::Userspace),
+            ),
+            (
+                "/nonexistent/unprobed",
+                WireguardBackend::Auto,
+                Err("/nonexistent/unprobed"),
+            ),
         ] {
             let ctx = test_ctx(&host, "a", grant(&["wg*"], backend, Some(netns)));
             let got = Wg::open(&ctx.plugin).unwrap().backend().await;
@@ -1471,7 +1615,11 @@ mod tests {
             }
         }
         // A probe that failed is not remembered.
-        assert_eq!(host.wireguard.kernel_known(Some(Path::new("/nonexistent/unprobed"))), None);
+        assert_eq!(
+            host.wireguard
+                .kernel_known(Some(Path::new("/nonexistent/unprobed"))),
+            None
+        );
     }
 
     #[test]
@@ -1500,30 +1648,45 @@ mod tests {
                 nla(2, b"wg0\0"),
                 nla(3, &private),
                 nla(4, &public_of(&private)),
-                nest(8, &[
-                    nest(0, &[
-                        nla(1, &[0x22; 32]),
-                        nla(2, &[0x33; 32]),
-                        nla(6, &timespec(1_700_000_123, 456_000_000)),
-                        nla(5, &25u16.to_ne_bytes()),
-                        nla(7, &180u64.to_ne_bytes()),
-                        nla(8, &(5u64 << 32).to_ne_bytes()),
-                        nla(10, &1u32.to_ne_bytes()),
-                        nla(4, &sockaddr_in([192, 0, 2, 9], 51820)),
-                        nest(9, &[allowed_ip(2, &[10, 0, 0, 2], 32), allowed_ip(10, &fd00.octets(), 64)]),
-                    ]),
-                    nest(0, &[
-                        nla(1, &[0x44; 32]),
-                        nla(2, &[0; 32]),
-                        nla(6, &timespec(0, 0)),
-                        nla(5, &0u16.to_ne_bytes()),
-                        nla(7, &0u64.to_ne_bytes()),
-                        nla(8, &0u64.to_ne_bytes()),
-                        nla(10, &1u32.to_ne_bytes()),
-                        nla(4, &sockaddr_in6(v6.octets(), 51821)),
-                        nest(9, &[allowed_ip(2, &[10, 0, 1, 0], 24)]),
-                    ]),
-                ]),
+                nest(
+                    8,
+                    &[
+                        nest(
+                            0,
+                            &[
+                                nla(1, &[0x22; 32]),
+                                nla(2, &[0x33; 32]),
+                                nla(6, &timespec(1_700_000_123, 456_000_000)),
+                                nla(5, &25u16.to_ne_bytes()),
+                                nla(7, &180u64.to_ne_bytes()),
+                                nla(8, &(5u64 << 32).to_ne_bytes()),
+                                nla(10, &1u32.to_ne_bytes()),
+                                nla(4, &sockaddr_in([192, 0, 2, 9], 51820)),
+                                nest(
+                                    9,
+                                    &[
+                                        allowed_ip(2, &[10, 0, 0, 2], 32),
+                                        allowed_ip(10, &fd00.octets(), 64),
+                                    ],
+                                ),
+                            ],
+                        ),
+                        nest(
+                            0,
+                            &[
+                                nla(1, &[0x44; 32]),
+                                nla(2, &[0; 32]),
+                                nla(6, &timespec(0, 0)),
+                                nla(5, &0u16.to_ne_bytes()),
+                                nla(7, &0u64.to_ne_bytes()),
+                                nla(8, &0u64.to_ne_bytes()),
+                                nla(10, &1u32.to_ne_bytes()),
+                                nla(4, &sockaddr_in6(v6.octets(), 51821)),
+                                nest(9, &[allowed_ip(2, &[10, 0, 1, 0], 24)]),
+                            ],
+                        ),
+                    ],
+                ),
             ],
         );
         let second = wireguard(
@@ -1531,54 +1694,77 @@ mod tests {
             NLM_F_MULTI,
             SEQ,
             WG_CMD_GET_DEVICE,
-            &[nest(8, &[nest(0, &[
-                nla(1, &[0x44; 32]),
-                nest(9, &[allowed_ip(2, &[10, 0, 2, 0], 24)]),
-            ])])],
+            &[nest(
+                8,
+                &[nest(
+                    0,
+                    &[
+                        nla(1, &[0x44; 32]),
+                        nest(9, &[allowed_ip(2, &[10, 0, 2, 0], 24)]),
+                    ],
+                )],
+            )],
         );
         let mut answers: Vec<GenlMessage<WireguardMessage>> = Vec::new();
         assert!(!read_answers(&first, SEQ, &mut answers).unwrap());
         assert!(read_answers(&[second, done(SEQ)].concat(), SEQ, &mut answers).unwrap());
-        let device = device_from_kernel("wg0", true, device_of(answers.into_iter().map(|m| m.payload)));
+        let device = device_from_kernel(
+            "wg0",
+            true,
+            device_of(answers.into_iter().map(|m| m.payload)),
+        );
         let expected = Device {
-                name: "wg0".into(),
-                public_key: Some(encode_key(&public_of(&private))),
-                listen_port: Some(51820),
-                up: true,
-                peers: vec![
-                    Peer {
-                        public_key: encode_key(&[0x22; 32]),
-                        has_preshared_key: true,
-                        endpoint: Some("192.0.2.9:51820".into()),
-                        allowed_ips: vec!["10.0.0.2/32".into(), "fd00:1::/64".into()],
-                        latest_handshake: Some(1_700_000_123),
-                        rx_bytes: 180,
-                        tx_bytes: 5 << 32,
-                        persistent_keepalive: Some(25),
-                    },
-                    Peer {
-                        public_key: encode_key(&[0x44; 32]),
-                        has_preshared_key: false,
-                        endpoint: Some("[2001:db8::1]:51821".into()),
-                        allowed_ips: vec!["10.0.1.0/24".into(), "10.0.2.0/24".into()],
-                        latest_handshake: None,
-                        rx_bytes: 0,
-                        tx_bytes: 0,
-                        persistent_keepalive: None,
-                    },
-                ],
-            };
+            name: "wg0".into(),
+            public_key: Some(encode_key(&public_of(&private))),
+            listen_port: Some(51820),
+            up: true,
+            peers: vec![
+                Peer {
+                    public_key: encode_key(&[0x22; 32]),
+                    has_preshared_key: true,
+                    endpoint: Some("192.0.2.9:51820".into()),
+                    allowed_ips: vec!["10.0.0.2/32".into(), "fd00:1::/64".into()],
+                    latest_handshake: Some(1_700_000_123),
+                    rx_bytes: 180,
+                    tx_bytes: 5 << 32,
+                    persistent_keepalive: Some(25),
+                },
+                Peer {
+                    public_key: encode_key(&[0x44; 32]),
+                    has_preshared_key: false,
+                    endpoint: Some("[2001:db8::1]:51821".into()),
+                    allowed_ips: vec!["10.0.1.0/24".into(), "10.0.2.0/24".into()],
+                    latest_handshake: None,
+                    rx_bytes: 0,
+                    tx_bytes: 0,
+                    persistent_keepalive: None,
+                },
+            ],
+        };
         // The binding's records have no PartialEq; Debug shows every field.
         assert_eq!(format!("{device:?}"), format!("{expected:?}"));
         // Never a private key, and an unconfigured device has no public key
         // or port (the kernel reports zeroes).
         let text = format!("{device:?}");
         assert!(!text.contains(&encode_key(&private)), "{text}");
-        let bare = wireguard(FAMILY, NLM_F_MULTI, SEQ, WG_CMD_GET_DEVICE, &[nla(6, &0u16.to_ne_bytes()), nla(4, &[0; 32])]);
+        let bare = wireguard(
+            FAMILY,
+            NLM_F_MULTI,
+            SEQ,
+            WG_CMD_GET_DEVICE,
+            &[nla(6, &0u16.to_ne_bytes()), nla(4, &[0; 32])],
+        );
         let mut answers: Vec<GenlMessage<WireguardMessage>> = Vec::new();
         assert!(read_answers(&[bare, done(SEQ)].concat(), SEQ, &mut answers).unwrap());
-        let device = device_from_kernel("wg1", false, device_of(answers.into_iter().map(|m| m.payload)));
-        assert_eq!((device.public_key, device.listen_port, device.peers.len()), (None, None, 0));
+        let device = device_from_kernel(
+            "wg1",
+            false,
+            device_of(answers.into_iter().map(|m| m.payload)),
+        );
+        assert_eq!(
+            (device.public_key, device.listen_port, device.peers.len()),
+            (None, None, 0)
+        );
     }
 
     #[tokio::test]
@@ -1586,14 +1772,22 @@ mod tests {
         let host = test_shared();
         let mut ctx = test_ctx(&host, "a", grant(&["wg*"], WireguardBackend::Auto, None));
         ctx.deadline = Instant::now();
-        let trap = Host::list_devices(&mut ctx).await.expect_err("a trap, not an answer");
-        assert!(trap.downcast_ref::<DeadlineExceeded>().is_some(), "{trap:?}");
+        let trap = Host::list_devices(&mut ctx)
+            .await
+            .expect_err("a trap, not an answer");
+        assert!(
+            trap.downcast_ref::<DeadlineExceeded>().is_some(),
+            "{trap:?}"
+        );
     }
 
     #[test]
     fn a_missing_userspace_binary_is_named() {
         match resolve_binary("wasmgate-no-such-wireguard") {
-            Err(Error::Os(m)) => assert!(m.contains("`wasmgate-no-such-wireguard` is not in PATH"), "{m}"),
+            Err(Error::Os(m)) => assert!(
+                m.contains("`wasmgate-no-such-wireguard` is not in PATH"),
+                "{m}"
+            ),
             other => panic!("{other:?}"),
         }
         assert_eq!(resolve_binary("/opt/wg").unwrap(), PathBuf::from("/opt/wg"));

@@ -16,16 +16,17 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::time::Duration;
 
+use netlink_packet_core::{Emitable, ParseableParametrized};
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
-use netlink_packet_core::{Emitable, ParseableParametrized};
 use netlink_packet_wireguard::{
-    WireguardAddressFamily, WireguardAllowedIp, WireguardAllowedIpAttr, WireguardAttribute, WireguardCmd,
-    WireguardDeviceFlags, WireguardMessage, WireguardPeer, WireguardPeerAttribute, WireguardPeerFlags,
+    WireguardAddressFamily, WireguardAllowedIp, WireguardAllowedIpAttr, WireguardAttribute,
+    WireguardCmd, WireguardDeviceFlags, WireguardMessage, WireguardPeer, WireguardPeerAttribute,
+    WireguardPeerFlags,
 };
 use netlink_sys::Socket;
 use netlink_sys::protocols::NETLINK_GENERIC;
@@ -113,8 +114,12 @@ fn socket_in(netns: Option<&Path>) -> io::Result<Socket> {
     let Some(path) = netns else {
         return Socket::new(NETLINK_GENERIC);
     };
-    let ns = std::fs::File::open(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("network namespace {}: {e}", path.display())))?;
+    let ns = std::fs::File::open(path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("network namespace {}: {e}", path.display()),
+        )
+    })?;
     std::thread::Builder::new()
         .name("wasmgate-netns".into())
         .spawn(move || {
@@ -144,7 +149,11 @@ fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
-    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 impl Kernel {
@@ -156,7 +165,11 @@ impl Kernel {
         socket.bind_auto()?;
         socket.connect(&netlink_sys::SocketAddr::new(0, 0))?;
         set_recv_timeout(&socket, RECV_TIMEOUT)?;
-        Ok(Kernel { socket, family, sequence: 0 })
+        Ok(Kernel {
+            socket,
+            family,
+            sequence: 0,
+        })
     }
 
     /// Generic netlink in `netns` with the `wireguard` family resolved;
@@ -165,14 +178,19 @@ impl Kernel {
         let mut k = Kernel::connect(netns, 0)?;
         let ask = GenlMessage::from_payload(GenlCtrl {
             cmd: GenlCtrlCmd::GetFamily,
-            nlas: vec![GenlCtrlAttrs::FamilyName(WireguardMessage::family_name().to_string())],
+            nlas: vec![GenlCtrlAttrs::FamilyName(
+                WireguardMessage::family_name().to_string(),
+            )],
         });
         match k.exchange(ask, false) {
             Ok(answers) => {
-                let id = answers.iter().flat_map(|m| &m.payload.nlas).find_map(|a| match a {
-                    GenlCtrlAttrs::FamilyId(id) => Some(*id),
-                    _ => None,
-                });
+                let id = answers
+                    .iter()
+                    .flat_map(|m| &m.payload.nlas)
+                    .find_map(|a| match a {
+                        GenlCtrlAttrs::FamilyId(id) => Some(*id),
+                        _ => None,
+                    });
                 Ok(id.map(|family| Kernel { family, ..k }))
             }
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
@@ -182,13 +200,18 @@ impl Kernel {
 
     /// Sends one request and reads every answer up to the end of a dump or
     /// the acknowledgement; a refusal is the kernel's errno.
-    fn exchange<F>(&mut self, mut payload: GenlMessage<F>, dump: bool) -> io::Result<Vec<GenlMessage<F>>>
+    fn exchange<F>(
+        &mut self,
+        mut payload: GenlMessage<F>,
+        dump: bool,
+    ) -> io::Result<Vec<GenlMessage<F>>>
     where
         F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + std::fmt::Debug,
     {
         payload.set_resolved_family_id(self.family);
         self.sequence = self.sequence.wrapping_add(1);
-        self.socket.send(&request_bytes(payload, self.sequence, dump), 0)?;
+        self.socket
+            .send(&request_bytes(payload, self.sequence, dump), 0)?;
 
         let mut answers = Vec::new();
         loop {
@@ -237,7 +260,11 @@ where
 /// keeping only those to request `sequence`: true once the exchange is over
 /// (the end of a dump, or the acknowledgement), false when more is to come.
 /// A refusal is the kernel's errno.
-pub fn read_answers<F>(bytes: &[u8], sequence: u32, answers: &mut Vec<GenlMessage<F>>) -> io::Result<bool>
+pub fn read_answers<F>(
+    bytes: &[u8],
+    sequence: u32,
+    answers: &mut Vec<GenlMessage<F>>,
+) -> io::Result<bool>
 where
     F: GenlFamily + Emitable + ParseableParametrized<[u8], GenlHeader> + std::fmt::Debug,
 {
@@ -247,7 +274,10 @@ where
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
         let length = reply.header.length as usize;
         if length == 0 {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "a netlink message of length 0"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a netlink message of length 0",
+            ));
         }
         offset += (length + 3) & !3;
         if reply.header.sequence_number != sequence {
@@ -304,7 +334,9 @@ fn peer_of(attributes: Vec<WireguardPeerAttribute>) -> KernelPeer {
             WireguardPeerAttribute::Endpoint(e) if e.port() != 0 || !e.ip().is_unspecified() => {
                 peer.endpoint = Some(e)
             }
-            WireguardPeerAttribute::PersistentKeepalive(s) if s != 0 => peer.persistent_keepalive = Some(s),
+            WireguardPeerAttribute::PersistentKeepalive(s) if s != 0 => {
+                peer.persistent_keepalive = Some(s)
+            }
             WireguardPeerAttribute::LastHandshake(t) if t.seconds > 0 => {
                 peer.latest_handshake = Some(t.seconds as u64)
             }
@@ -364,19 +396,30 @@ pub fn set_messages(name: &str, change: &Change) -> Vec<WireguardMessage> {
         first.push(WireguardAttribute::ListenPort(p));
     }
     if change.replace_peers {
-        first.push(WireguardAttribute::Flags(WireguardDeviceFlags::ReplacePeers));
+        first.push(WireguardAttribute::Flags(
+            WireguardDeviceFlags::ReplacePeers,
+        ));
     }
     let mut messages: Vec<Vec<WireguardAttribute>> = vec![first];
     let mut peers: Vec<WireguardPeer> = Vec::new();
 
     // Closes the message being filled and starts the next.
-    fn flush(messages: &mut Vec<Vec<WireguardAttribute>>, peers: &mut Vec<WireguardPeer>, head: &[WireguardAttribute]) {
+    fn flush(
+        messages: &mut Vec<Vec<WireguardAttribute>>,
+        peers: &mut Vec<WireguardPeer>,
+        head: &[WireguardAttribute],
+    ) {
         if !peers.is_empty() {
-            messages.last_mut().expect("a message").push(WireguardAttribute::Peers(std::mem::take(peers)));
+            messages
+                .last_mut()
+                .expect("a message")
+                .push(WireguardAttribute::Peers(std::mem::take(peers)));
             messages.push(head.to_vec());
         }
     }
-    let room = |messages: &Vec<Vec<WireguardAttribute>>, peers: &Vec<WireguardPeer>, extra: &WireguardPeer| {
+    let room = |messages: &Vec<Vec<WireguardAttribute>>,
+                peers: &Vec<WireguardPeer>,
+                extra: &WireguardPeer| {
         let mut trial = peers.clone();
         trial.push(extra.clone());
         let mut attributes = messages.last().expect("a message").clone();
@@ -444,13 +487,19 @@ pub fn set_messages(name: &str, change: &Change) -> Vec<WireguardMessage> {
         }
     }
     if !peers.is_empty() {
-        messages.last_mut().expect("a message").push(WireguardAttribute::Peers(peers));
+        messages
+            .last_mut()
+            .expect("a message")
+            .push(WireguardAttribute::Peers(peers));
     } else if messages.len() > 1 && messages.last().is_some_and(|m| m.len() == head.len()) {
         messages.pop();
     }
     messages
         .into_iter()
-        .map(|attributes| WireguardMessage { cmd: WireguardCmd::SetDevice, attributes })
+        .map(|attributes| WireguardMessage {
+            cmd: WireguardCmd::SetDevice,
+            attributes,
+        })
         .collect()
 }
 
@@ -473,7 +522,11 @@ pub(crate) mod wire {
     pub fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
         let length = 4 + value.len();
         let mut out = Vec::with_capacity(length.next_multiple_of(4));
-        out.extend_from_slice(&u16::try_from(length).expect("a short attribute").to_ne_bytes());
+        out.extend_from_slice(
+            &u16::try_from(length)
+                .expect("a short attribute")
+                .to_ne_bytes(),
+        );
         out.extend_from_slice(&kind.to_ne_bytes());
         out.extend_from_slice(value);
         out.resize(length.next_multiple_of(4), 0);
@@ -499,7 +552,13 @@ pub(crate) mod wire {
     }
 
     /// A `wireguard` generic netlink message (`WG_GENL_VERSION` 1).
-    pub fn wireguard(family: u16, flags: u16, sequence: u32, cmd: u8, attributes: &[Vec<u8>]) -> Vec<u8> {
+    pub fn wireguard(
+        family: u16,
+        flags: u16,
+        sequence: u32,
+        cmd: u8,
+        attributes: &[Vec<u8>],
+    ) -> Vec<u8> {
         let mut body = vec![cmd, 1, 0, 0];
         body.extend(attributes.concat());
         netlink(family, flags, sequence, &body)
@@ -545,7 +604,14 @@ pub(crate) mod wire {
 
     /// One `WGALLOWEDIP_A_*` entry of a list.
     pub fn allowed_ip(family: u16, address: &[u8], cidr: u8) -> Vec<u8> {
-        nest(0, &[nla(1, &family.to_ne_bytes()), nla(2, address), nla(3, &[cidr])])
+        nest(
+            0,
+            &[
+                nla(1, &family.to_ne_bytes()),
+                nla(2, address),
+                nla(3, &[cidr]),
+            ],
+        )
     }
 }
 
@@ -584,7 +650,8 @@ mod tests {
         nl.finalize();
         let mut buf = vec![0; nl.buffer_len()];
         nl.serialize(&mut buf);
-        let back = NetlinkMessage::<GenlMessage<WireguardMessage>>::deserialize(&buf).expect("parses");
+        let back =
+            NetlinkMessage::<GenlMessage<WireguardMessage>>::deserialize(&buf).expect("parses");
         match back.payload {
             NetlinkPayload::InnerMessage(m) => m.payload,
             other => panic!("{other:?}"),
@@ -598,13 +665,28 @@ mod tests {
         assert_eq!(messages.len(), 1);
         let back = round_trip(&messages[0]);
         assert_eq!(back, messages[0]);
-        assert!(back.attributes.contains(&WireguardAttribute::IfName("wg0".into())));
-        assert!(back.attributes.contains(&WireguardAttribute::PrivateKey(key(1))));
-        assert!(back.attributes.contains(&WireguardAttribute::ListenPort(51820)));
-        assert!(back.attributes.contains(&WireguardAttribute::Flags(WireguardDeviceFlags::ReplacePeers)));
-        let WireguardAttribute::Peers(peers) = back.attributes.last().unwrap() else { panic!() };
+        assert!(
+            back.attributes
+                .contains(&WireguardAttribute::IfName("wg0".into()))
+        );
+        assert!(
+            back.attributes
+                .contains(&WireguardAttribute::PrivateKey(key(1)))
+        );
+        assert!(
+            back.attributes
+                .contains(&WireguardAttribute::ListenPort(51820))
+        );
+        assert!(back.attributes.contains(&WireguardAttribute::Flags(
+            WireguardDeviceFlags::ReplacePeers
+        )));
+        let WireguardAttribute::Peers(peers) = back.attributes.last().unwrap() else {
+            panic!()
+        };
         let p = &peers[0].0;
-        assert!(p.contains(&WireguardPeerAttribute::Flags(WireguardPeerFlags::ReplaceAllowedIps)));
+        assert!(p.contains(&WireguardPeerAttribute::Flags(
+            WireguardPeerFlags::ReplaceAllowedIps
+        )));
         assert!(p.contains(&WireguardPeerAttribute::PersistentKeepalive(25)));
     }
 
@@ -616,10 +698,15 @@ mod tests {
         };
         let m = set_messages("wg0", &change);
         assert_eq!(m.len(), 1);
-        let WireguardAttribute::Peers(peers) = m[0].attributes.last().unwrap() else { panic!() };
+        let WireguardAttribute::Peers(peers) = m[0].attributes.last().unwrap() else {
+            panic!()
+        };
         assert_eq!(
             peers[0].0,
-            vec![WireguardPeerAttribute::PublicKey(key(9)), WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe)]
+            vec![
+                WireguardPeerAttribute::PublicKey(key(9)),
+                WireguardPeerAttribute::Flags(WireguardPeerFlags::RemoveMe)
+            ]
         );
     }
 
@@ -628,7 +715,12 @@ mod tests {
         // 300 peers, one of them with 500 allowed IPs.
         let mut peers: Vec<PeerChange> = (0..300u32)
             .map(|i| PeerChange {
-                public_key: { let mut k = [0u8; 32]; k[..4].copy_from_slice(&i.to_be_bytes()); k[31] = 1; k },
+                public_key: {
+                    let mut k = [0u8; 32];
+                    k[..4].copy_from_slice(&i.to_be_bytes());
+                    k[31] = 1;
+                    k
+                },
                 remove: false,
                 preshared_key: None,
                 endpoint: None,
@@ -636,22 +728,41 @@ mod tests {
                 allowed_ips: Some(vec![(IpAddr::from([10, 1, (i >> 8) as u8, i as u8]), 32)]),
             })
             .collect();
-        peers[7].allowed_ips = Some((0..500u32).map(|j| (IpAddr::from([10, 2, (j >> 8) as u8, j as u8]), 32)).collect());
-        let change = Change { replace_peers: true, peers, ..Change::default() };
+        peers[7].allowed_ips = Some(
+            (0..500u32)
+                .map(|j| (IpAddr::from([10, 2, (j >> 8) as u8, j as u8]), 32))
+                .collect(),
+        );
+        let change = Change {
+            replace_peers: true,
+            peers,
+            ..Change::default()
+        };
         let messages = set_messages("wg0", &change);
         assert!(messages.len() > 3, "{} messages", messages.len());
         for m in &messages {
-            assert!(size(&m.attributes) <= MAX_ATTRIBUTES, "{} bytes", size(&m.attributes));
+            assert!(
+                size(&m.attributes) <= MAX_ATTRIBUTES,
+                "{} bytes",
+                size(&m.attributes)
+            );
             assert_eq!(m.attributes[0], WireguardAttribute::IfName("wg0".into()));
         }
         let replace = WireguardAttribute::Flags(WireguardDeviceFlags::ReplacePeers);
         assert!(messages[0].attributes.contains(&replace));
-        assert!(messages[1..].iter().all(|m| !m.attributes.contains(&replace)));
+        assert!(
+            messages[1..]
+                .iter()
+                .all(|m| !m.attributes.contains(&replace))
+        );
         // What the kernel would end up with, read as a get answer would be.
         let device = device_of(messages.iter().map(round_trip));
         assert_eq!(device.peers.len(), 300);
         assert_eq!(device.peers[7].allowed_ips.len(), 500);
-        assert_eq!(device.peers[8].allowed_ips, vec![(IpAddr::from([10, 1, 0, 8]), 32)]);
+        assert_eq!(
+            device.peers[8].allowed_ips,
+            vec![(IpAddr::from([10, 1, 0, 8]), 32)]
+        );
         // Only the first part of the long peer replaces its list.
         let replacing = messages
             .iter()
@@ -684,15 +795,24 @@ mod tests {
                         WireguardPeerAttribute::PresharedKey([0; 32]),
                         WireguardPeerAttribute::Endpoint("192.0.2.9:4000".parse().unwrap()),
                         WireguardPeerAttribute::PersistentKeepalive(0),
-                        WireguardPeerAttribute::LastHandshake(WireguardTimeSpec { seconds: 1_800_000_000, nano_seconds: 5 }),
+                        WireguardPeerAttribute::LastHandshake(WireguardTimeSpec {
+                            seconds: 1_800_000_000,
+                            nano_seconds: 5,
+                        }),
                         WireguardPeerAttribute::RxBytes(1234),
                         WireguardPeerAttribute::TxBytes(5678),
-                        WireguardPeerAttribute::AllowedIps(vec![allowed_ip("10.0.0.2".parse().unwrap(), 32)]),
+                        WireguardPeerAttribute::AllowedIps(vec![allowed_ip(
+                            "10.0.0.2".parse().unwrap(),
+                            32,
+                        )]),
                     ]),
                     WireguardPeer(vec![
                         WireguardPeerAttribute::PublicKey(key(4)),
                         WireguardPeerAttribute::PresharedKey(key(5)),
-                        WireguardPeerAttribute::LastHandshake(WireguardTimeSpec { seconds: 0, nano_seconds: 0 }),
+                        WireguardPeerAttribute::LastHandshake(WireguardTimeSpec {
+                            seconds: 0,
+                            nano_seconds: 0,
+                        }),
                         WireguardPeerAttribute::PersistentKeepalive(25),
                     ]),
                 ]),
@@ -703,7 +823,10 @@ mod tests {
             cmd: WireguardCmd::GetDevice,
             attributes: vec![WireguardAttribute::Peers(vec![WireguardPeer(vec![
                 WireguardPeerAttribute::PublicKey(key(4)),
-                WireguardPeerAttribute::AllowedIps(vec![allowed_ip("fd00::4".parse().unwrap(), 128)]),
+                WireguardPeerAttribute::AllowedIps(vec![allowed_ip(
+                    "fd00::4".parse().unwrap(),
+                    128,
+                )]),
             ])])],
         };
         let device = device_of([round_trip(&answer), round_trip(&more)]);
@@ -756,15 +879,27 @@ mod tests {
                 nla(6, &51820u16.to_ne_bytes()),
                 // WGDEVICE_F_REPLACE_PEERS
                 nla(5, &1u32.to_ne_bytes()),
-                nest(8, &[nest(0, &[
-                    nla(1, &key(2)),
-                    // WGPEER_F_REPLACE_ALLOWEDIPS
-                    nla(3, &2u32.to_ne_bytes()),
-                    nla(2, &key(3)),
-                    nla(4, &sockaddr_in([192, 0, 2, 1], 51821)),
-                    nla(5, &25u16.to_ne_bytes()),
-                    nest(9, &[allowed_ip(2, &[10, 0, 0, 2], 32), allowed_ip(10, &fd00.octets(), 64)]),
-                ])]),
+                nest(
+                    8,
+                    &[nest(
+                        0,
+                        &[
+                            nla(1, &key(2)),
+                            // WGPEER_F_REPLACE_ALLOWEDIPS
+                            nla(3, &2u32.to_ne_bytes()),
+                            nla(2, &key(3)),
+                            nla(4, &sockaddr_in([192, 0, 2, 1], 51821)),
+                            nla(5, &25u16.to_ne_bytes()),
+                            nest(
+                                9,
+                                &[
+                                    allowed_ip(2, &[10, 0, 0, 2], 32),
+                                    allowed_ip(10, &fd00.octets(), 64),
+                                ],
+                            ),
+                        ],
+                    )],
+                ),
             ],
         );
         assert_eq!(request_bytes(request, 7, false), expected);
@@ -779,9 +914,17 @@ mod tests {
         assert!(!read_answers(&[stale.clone(), ours.clone()].concat(), 4, &mut answers).unwrap());
         assert!(read_answers(&[done(3), done(4)].concat(), 4, &mut answers).unwrap());
         assert_eq!(answers.len(), 1);
-        assert_eq!(answers[0].payload.attributes, vec![WireguardAttribute::IfName("wg0".into())]);
+        assert_eq!(
+            answers[0].payload.attributes,
+            vec![WireguardAttribute::IfName("wg0".into())]
+        );
         assert!(read_answers(&error(4, 0), 4, &mut answers).unwrap());
-        let refused = read_answers(&[error(3, 0), error(4, libc::ENODEV)].concat(), 4, &mut answers).unwrap_err();
+        let refused = read_answers(
+            &[error(3, 0), error(4, libc::ENODEV)].concat(),
+            4,
+            &mut answers,
+        )
+        .unwrap_err();
         assert_eq!(refused.raw_os_error(), Some(libc::ENODEV));
         let truncated = &ours[..ours.len() - 2];
         assert_eq!(

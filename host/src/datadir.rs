@@ -1,0 +1,103 @@
+//! The data directory holds the database (plugins' secrets among its rows),
+//! the admin token and the cache key: nobody but the host's own user may
+//! read any of it.
+//!
+//! The process runs with umask 077 ([`restrict_umask`], first thing in
+//! `main`), so everything it creates is private; [`prepare`] creates the
+//! directory 0700, and makes an existing one private again (0700 for
+//! directories, 0600 for files) with a warning, for installs made before.
+
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Files and directories the process creates are its user's alone.
+pub fn restrict_umask() {
+    // SAFETY: umask only changes the process's file mode creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates `dir` (mode 0700) or makes an existing one and everything in it
+/// private. Returns the paths that were readable by others, already fixed.
+pub fn prepare(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        return Ok(Vec::new());
+    }
+    let mut fixed = Vec::new();
+    make_private(dir, &mut fixed)?;
+    if !fixed.is_empty() {
+        tracing::warn!(
+            dir = %dir.display(),
+            count = fixed.len(),
+            first = %fixed[0].display(),
+            "the data directory was readable by other users; made it private (directories 0700, files 0600)"
+        );
+    }
+    Ok(fixed)
+}
+
+fn make_private(path: &Path, fixed: &mut Vec<PathBuf>) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() {
+        // Not followed: a link's target is not the data directory's to change.
+        return Ok(());
+    }
+    let want = if meta.is_dir() { 0o700 } else { 0o600 };
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & want))?;
+        fixed.push(path.to_path_buf());
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            make_private(&entry?.path(), fixed)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_data_directory_is_made_private_and_a_new_one_is_made_private() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::create_dir(dir.join("cache")).unwrap();
+        std::fs::write(dir.join("cache/x.cwasm"), b"x").unwrap();
+        std::fs::write(dir.join("wasmgate.redb"), b"x").unwrap();
+        std::fs::set_permissions(
+            dir.join("wasmgate.redb"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            dir.join("cache/x.cwasm"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let fixed = prepare(&dir).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("wasmgate.redb")), 0o600);
+        assert_eq!(mode(&dir.join("cache/x.cwasm")), 0o600);
+        assert!(fixed.contains(&dir.join("wasmgate.redb")));
+        assert!(
+            !fixed.contains(&dir.join("cache/x.cwasm")),
+            "already private"
+        );
+
+        let fresh = tmp.path().join("a/b/data");
+        assert!(prepare(&fresh).unwrap().is_empty());
+        assert_eq!(mode(&fresh), 0o700);
+    }
+}
