@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::e2e::harness::{Server, Setup, eventually, now_secs, quote, wasm};
-use crate::e2e::http::Response;
+use crate::e2e::http::{self, Conn, Response};
 use crate::e2e::net::Netns;
 use crate::e2e::wireguard::{PeerSide, device_name, exec, link_exists, tools, underlay, wg_dump};
 
@@ -33,7 +33,6 @@ const SEED_PRIVATE: &str = "eJuuamCgakVs2xUZGHh/g7C6Oy89JGh7eE2jjEGbbFc=";
 const SEED_PUBLIC: &str = "3Ruirgw9qNRwNpBepkiVjjSe82tY+lDZr6WaFC4wO2g=";
 const SEED_POST_UP: &str = "iptables -A FORWARD -i wg0 -j ACCEPT; iptables -A FORWARD -o wg0 -j ACCEPT; iptables -t nat -A POSTROUTING -o enp0s1 -j MASQUERADE;";
 const SEED_PRE_DOWN: &str = "iptables -D FORWARD -i wg0 -j ACCEPT; iptables -D FORWARD -o wg0 -j ACCEPT; iptables -t nat -D POSTROUTING -o enp0s1 -j MASQUERADE;";
-
 
 /// The plugin on `/api/` with every grant it uses; `wireguard` and `net`
 /// as given (YAML flow mappings), settings as given.
@@ -492,6 +491,112 @@ fn login_attempts_are_rate_limited() {
         refused_at >= 11,
         "refused after {} attempts",
         refused_at - 1
+    );
+}
+
+/// POST /api/authenticate over a connection from the loopback address
+/// `local` (127.0.0.2, ...): the plugin sees that as the client's address.
+fn login_from(server: &Server, local: &str, username: &str, password: &str) -> Response {
+    let body = json!({ "username": username, "password": password, "totp": "" });
+    http::send_from(
+        local.parse().expect("a loopback address"),
+        server.addr(),
+        "POST",
+        "/api/authenticate",
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("login from {local}: {e}\n{}", server.logs()))
+}
+
+#[test]
+fn wrong_passwords_for_admin_from_one_address_do_not_lock_admin_out_of_another() {
+    let server = serve_with(10);
+    set_account(&server);
+    let attacker = "127.0.0.2";
+    let mut limited = false;
+    for _ in 0..15 {
+        let r = login_from(&server, attacker, USER, "a wrong guess");
+        if r.status == 429 {
+            assert_eq!(
+                r.json(),
+                failure("Too many login attempts, try again later.")
+            );
+            limited = true;
+            break;
+        }
+        assert_eq!(
+            r.json(),
+            failure("Sorry, your username or password is incorrect.")
+        );
+    }
+    assert!(
+        limited,
+        "fifteen wrong passwords from one address were never limited"
+    );
+
+    let r = login_from(&server, "127.0.0.3", USER, PASSWORD);
+    assert_eq!(r.json()["status"], true, "the admin was locked out: {r:?}");
+    session_cookie(&r);
+    // The attacking address stays limited, even with the right password.
+    let r = login_from(&server, attacker, USER, PASSWORD);
+    r.expect(429);
+    assert_eq!(
+        r.json(),
+        failure("Too many login attempts, try again later.")
+    );
+}
+
+#[test]
+fn refused_logins_with_made_up_usernames_do_not_mint_rate_limit_buckets() {
+    // Two attempts a minute per address: every later attempt is refused
+    // before a password is checked, whatever its username.
+    let server = Setup::with_yaml(&yaml(
+        "{ devices: [\"wgdnone*\"] }",
+        "{ links: [\"wgdnone*\"], write: true }",
+        "{ login_attempts_per_minute: 2, login_attempts_per_address_per_minute: 2 }",
+    ))
+    .serve();
+    set_account(&server);
+    let attempt = |conn: &mut Conn, n: usize| {
+        let body = format!(r#"{{"username":"made-up-{n}","password":"x","totp":""}}"#);
+        conn.send(
+            "POST",
+            "/api/authenticate",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .expect("an attempt")
+    };
+    let local: std::net::IpAddr = "127.0.0.4".parse().unwrap();
+    let mut conn = Conn::open_from(server.addr(), local).expect("connect");
+    for n in 0..2_000 {
+        attempt(&mut conn, n);
+    }
+    let r = attempt(&mut conn, 2_000);
+    r.expect(429);
+    let baseline = server.rss_kib();
+    // The host keeps a bucket as long as its window (a minute): 100,000
+    // buckets of one username each would hold well over 10 MiB.
+    const ATTEMPTS: usize = 100_000;
+    std::thread::scope(|scope| {
+        for worker in 0..2 {
+            let attempt = &attempt;
+            let server = &server;
+            scope.spawn(move || {
+                let mut conn = Conn::open_from(server.addr(), local).expect("connect");
+                for n in (worker..ATTEMPTS).step_by(2) {
+                    let r = attempt(&mut conn, 10_000 + n);
+                    assert_eq!(r.status, 429, "attempt {n} was not refused: {r:?}");
+                }
+            });
+        }
+    });
+    let grown = server.rss_kib().saturating_sub(baseline);
+    eprintln!("host RSS grew by {grown} KiB over {ATTEMPTS} refused attempts");
+    assert!(
+        grown < 6 * 1024,
+        "host RSS grew by {grown} KiB over {ATTEMPTS} refused attempts with distinct usernames"
     );
 }
 
@@ -1145,15 +1250,6 @@ fn peers_are_added_single_and_in_bulk_on_free_addresses_and_managed() {
 // ---------------------------------------------------------------------------
 // On real WireGuard
 // ---------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
 
 /// `key = value` of a `.conf` text.
 fn conf_value(file: &str, key: &str) -> String {

@@ -160,10 +160,61 @@ fn text_field(body: &Map<String, Value>, name: &str) -> String {
     }
 }
 
+/// The client's IP address without its port, IPv4-mapped addresses as IPv4.
+fn client_ip(req: &Request) -> String {
+    let addr = req.client_addr();
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(sa) => sa.ip().to_canonical().to_string(),
+        Err(_) => addr.to_string(),
+    }
+}
+
+/// The 429 for a login attempt over its limits, or `None` to go on.
+///
+/// The address is counted first, and the (address, username) pair only for
+/// an attempt the address's limit let through: an address over its limit
+/// adds no bucket whatever username it sends, so the buckets one address
+/// can make per window are bounded by its own limit. No bucket is per
+/// username alone: one address guessing `admin`'s password must not lock
+/// `admin` out everywhere else.
+fn over_login_limit(settings: &store::Settings, client: &str, username: &str) -> Option<Response> {
+    let window = Duration::from_secs(60);
+    let mut decision = ratelimit::check(
+        &format!("login/addr/{client}"),
+        settings.login_attempts_per_address_per_minute,
+        window,
+    );
+    if decision.allowed {
+        let name_digest = crypto::hex(&crypto::sha256(username.as_bytes()));
+        decision = ratelimit::check(
+            &format!("login/addr-user/{client}/{name_digest}"),
+            settings.login_attempts_per_minute,
+            window,
+        );
+    }
+    if decision.allowed {
+        return None;
+    }
+    let retry = decision
+        .reset_at
+        .saturating_sub(time::now_secs())
+        .clamp(1, window.as_secs());
+    log::warn!("wgdashboard: login attempts over the limit from {client}");
+    Some(
+        envelope::answer(
+            429,
+            false,
+            &Value::String("Too many login attempts, try again later.".into()),
+            &Value::Null,
+        )
+        .with_header("retry-after", retry.to_string()),
+    )
+}
+
 /// POST /api/authenticate {username, password, totp}.
 ///
-/// Rate-limited per client address and per username before anything is
-/// checked. The password check (PBKDF2) always runs, so a wrong username
+/// Rate-limited per client address and per (address, username) before
+/// anything is checked. The password check (PBKDF2) always runs, so a wrong username
 /// takes as long as a wrong password; the username and the TOTP candidates
 /// are compared in constant time. A TOTP step that already logged in, or an
 /// earlier one, is refused. With a valid API key the original starts a
@@ -180,26 +231,9 @@ pub fn authenticate(req: &Request, caller: &Caller) -> Result<Response, Error> {
     let code = text_field(&body, "totp");
 
     let settings = store::settings()?;
-    let client = req
-        .client_addr()
-        .rsplit_once(':')
-        .map_or(req.client_addr(), |(ip, _)| ip);
-    let window = Duration::from_secs(60);
-    let limit = settings.login_attempts_per_minute;
-    let by_client = ratelimit::check(&format!("login/addr/{client}"), limit, window);
-    let name_digest = crypto::hex(&crypto::sha256(username.as_bytes()));
-    let by_name = ratelimit::check(&format!("login/user/{name_digest}"), limit, window);
-    if !by_client.allowed || !by_name.allowed {
-        let reset = by_client.reset_at.max(by_name.reset_at);
-        let retry = reset.saturating_sub(time::now_secs()).clamp(1, window.as_secs());
-        log::warn!("wgdashboard: login attempts over the limit from {client}");
-        return Ok(envelope::answer(
-            429,
-            false,
-            &Value::String("Too many login attempts, try again later.".into()),
-            &Value::Null,
-        )
-        .with_header("retry-after", retry.to_string()));
+    let client = client_ip(req);
+    if let Some(refusal) = over_login_limit(&settings, &client, &username) {
+        return Ok(refusal);
     }
 
     let totp_on = account.as_ref().is_some_and(|a| a.totp_secret.is_some());
