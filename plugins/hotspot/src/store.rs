@@ -292,8 +292,14 @@ mod tests {
 
     #[test]
     fn macs_are_normalised() {
-        assert_eq!(normalize_mac("a1-b2-c3-d4-e5-f6").as_deref(), Some("A1:B2:C3:D4:E5:F6"));
-        assert_eq!(normalize_mac("A1:B2:C3:D4:E5:F6").as_deref(), Some("A1:B2:C3:D4:E5:F6"));
+        assert_eq!(
+            normalize_mac("a1-b2-c3-d4-e5-f6").as_deref(),
+            Some("A1:B2:C3:D4:E5:F6")
+        );
+        assert_eq!(
+            normalize_mac("A1:B2:C3:D4:E5:F6").as_deref(),
+            Some("A1:B2:C3:D4:E5:F6")
+        );
         assert_eq!(normalize_mac("A1:B2:C3:D4:E5"), None);
         assert_eq!(normalize_mac("A1:B2:C3:D4:E5:G6"), None);
         assert_eq!(normalize_mac("A1:B2:C3:D4:E5:F66"), None);
