@@ -181,6 +181,16 @@ enum Outcome {
 fn login(req: &Request) -> Result<Response, Error> {
     let p = params(req)?;
     let username = required(&p, "username")?;
+    // Every attempt is logged with its username, and no voucher has a longer
+    // one: refusing it here keeps a guest from filling the log with junk.
+    if username.chars().count() > vouchers::MAX_USERNAME_CHARS
+        || username.chars().any(char::is_control)
+    {
+        return Err(Error::bad_request(format!(
+            "Invalid username: at most {} characters, no control characters",
+            vouchers::MAX_USERNAME_CHARS
+        )));
+    }
     let passcode = optional(&p, "passcode")?.unwrap_or_default();
     let (mac, ip) = client(&p)?;
     let now = time::now_secs();
