@@ -37,8 +37,13 @@ const SEED_PRE_DOWN: &str = "iptables -D FORWARD -i wg0 -j ACCEPT; iptables -D F
 /// The plugin on `/api/` with every grant it uses; `wireguard` and `net`
 /// as given (YAML flow mappings), settings as given.
 fn yaml(wireguard: &str, net: &str, settings: &str) -> String {
+    yaml_capped(wireguard, net, settings, 16_777_216)
+}
+
+/// [`yaml`] with the host's response cap at `max_response_bytes`.
+fn yaml_capped(wireguard: &str, net: &str, settings: &str, max_response_bytes: usize) -> String {
     format!(
-        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: wgdashboard\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, ratelimit: true, wireguard: {wireguard}, net: {net} }}\n    limits: {{ memory_mb: 64, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: 16777216 }}\n    settings: {settings}\n",
+        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: wgdashboard\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, ratelimit: true, wireguard: {wireguard}, net: {net} }}\n    limits: {{ memory_mb: 64, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: {max_response_bytes} }}\n    settings: {settings}\n",
         wasm = quote(&wasm("wgdashboard").to_string_lossy()),
     )
 }
@@ -1599,6 +1604,270 @@ fn a_configuration_toggled_on_is_a_real_device_that_handshakes_counts_traffic_an
         "PreDown/PostDown were executed"
     );
     drop(peer);
+}
+
+// ---------------------------------------------------------------------------
+// Lists past the response cap: paging
+// ---------------------------------------------------------------------------
+
+/// The host's response cap and the plugin's matching setting, small so that
+/// a few dozen entries outgrow it.
+const CAP: usize = 16_384;
+
+/// Every page of `path` (`limit` entries each), checking that each fits the
+/// cap and hands on a cursor until the end; the pages' envelopes.
+#[track_caller]
+fn all_pages(server: &Server, key: &str, path: &str, limit: usize) -> Vec<Value> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10_000 {
+        let r = call(
+            server,
+            As::Key(key),
+            "GET",
+            &format!("{path}{sep}limit={limit}{after}"),
+            None,
+        );
+        r.expect(200);
+        assert!(
+            r.body.len() <= CAP,
+            "a page of {path} is {} bytes",
+            r.body.len()
+        );
+        let page = r.json();
+        assert_eq!(page["status"], true, "{path}: {page}");
+        match &page["next"] {
+            Value::Null => {
+                pages.push(page);
+                return pages;
+            }
+            Value::String(c) => {
+                let c: String = c
+                    .bytes()
+                    .map(|b| match b {
+                        b'+' => "%2B".to_string(),
+                        b'/' => "%2F".to_string(),
+                        b'=' => "%3D".to_string(),
+                        _ => (b as char).to_string(),
+                    })
+                    .collect();
+                after = format!("&after={c}");
+            }
+            other => panic!("{path}: next is {other}"),
+        }
+        pages.push(page);
+    }
+    panic!("{path}: paging never ended");
+}
+
+#[track_caller]
+fn assert_too_large(r: &Response, entries: usize) {
+    r.expect(200);
+    assert_eq!(
+        r.json(),
+        failure(&format!(
+            "The list is too large for one answer ({entries} entries, over the {CAP}-byte response limit): page it with ?limit= (1 to 1000) and &after= (the next of the previous page)"
+        ))
+    );
+}
+
+#[test]
+fn every_list_past_the_response_cap_says_how_to_page_and_its_pages_hold_every_entry() {
+    let server = Setup::with_yaml(&yaml_capped(
+        "{ devices: [\"wgdnone*\"] }",
+        "{ links: [\"wgdnone*\"], write: true }",
+        "{ login_attempts_per_minute: 100, max_response_bytes: 16384 }",
+        CAP,
+    ))
+    .serve();
+    let (_, key) = logged_in(&server);
+
+    // Configurations, each a few KiB with its hooks.
+    let hook = "echo ".repeat(200);
+    for i in 0..30u64 {
+        let mut c = seed_configuration(&format!("wg{i:02}"), &format!("10.{i}.0.1/16"), 51000 + i);
+        c["PostUp"] = json!(hook);
+        c["PreDown"] = json!(hook);
+        assert_eq!(
+            post(&server, As::Key(&key), "addWireguardConfiguration", c)["status"],
+            true
+        );
+    }
+    assert_too_large(
+        &call(
+            &server,
+            As::Key(&key),
+            "GET",
+            "getWireguardConfigurations",
+            None,
+        ),
+        30,
+    );
+    for limit in [1000, 4] {
+        let names: Vec<String> = all_pages(&server, &key, "getWireguardConfigurations", limit)
+            .iter()
+            .flat_map(|p| p["data"].as_array().unwrap().clone())
+            .map(|c| c["Name"].as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<String> = (0..30).map(|i| format!("wg{i:02}")).collect();
+        assert_eq!(names, want, "limit {limit}");
+    }
+
+    // Peers of one configuration, some restricted.
+    for _ in 0..3 {
+        let r = post(
+            &server,
+            As::Key(&key),
+            "addPeers/wg00",
+            json!({ "bulkAdd": true, "bulkAddAmount": 15 }),
+        );
+        assert_eq!(r["status"], true, "{r}");
+    }
+    let info = |q: &str| {
+        call(
+            &server,
+            As::Key(&key),
+            "GET",
+            &format!("getWireguardConfigurationInfo?configurationName=wg00{q}"),
+            None,
+        )
+    };
+    let first = info("&limit=1000").json();
+    let ids: Vec<String> = first["data"]["configurationPeers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    let restricted: Vec<String> = ids.iter().take(10).cloned().collect();
+    let r = post(
+        &server,
+        As::Key(&key),
+        "restrictPeers/wg00",
+        json!({ "peers": restricted }),
+    );
+    assert_eq!(r["status"], true, "{r}");
+    assert_too_large(&info(""), 45);
+    for limit in [1000, 6] {
+        let pages = all_pages(
+            &server,
+            &key,
+            "getWireguardConfigurationInfo?configurationName=wg00",
+            limit,
+        );
+        let mut on = Vec::new();
+        let mut off = Vec::new();
+        for p in &pages {
+            assert_eq!(p["data"]["configurationInfo"]["Name"], "wg00", "{p}");
+            on.extend(
+                p["data"]["configurationPeers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_str().unwrap().to_string()),
+            );
+            off.extend(
+                p["data"]["configurationRestrictedPeers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_str().unwrap().to_string()),
+            );
+        }
+        assert_eq!((on.len(), off.len()), (35, 10), "limit {limit}");
+        let mut all: Vec<String> = on.iter().chain(&off).cloned().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 45, "a peer listed twice");
+        let mut want = restricted.clone();
+        want.sort();
+        off.sort();
+        assert_eq!(off, want);
+    }
+
+    // API keys: the new key's secret gets out even when the list does not fit.
+    let mut last_secret = String::new();
+    let mut cut = false;
+    for _ in 0..250 {
+        let r = post(
+            &server,
+            As::Key(&key),
+            "newDashboardAPIKey",
+            json!({ "NeverExpire": true }),
+        );
+        assert_eq!(r["status"], true, "{r}");
+        let data = r["data"].as_array().unwrap();
+        if data.len() == 1 && r["message"].is_string() {
+            assert_eq!(
+                r["message"],
+                "The key list is too large for one answer, so only the new key is listed: page getDashboardAPIKeys with ?limit= and &after="
+            );
+            last_secret = data[0]["Key"].as_str().unwrap().to_string();
+            cut = true;
+        }
+    }
+    assert!(cut, "250 keys never outgrew the cap");
+    assert_eq!(
+        get(&server, As::Key(&last_secret), "handshake")["status"],
+        true,
+        "the secret shown works"
+    );
+    assert_too_large(
+        &call(&server, As::Key(&key), "GET", "getDashboardAPIKeys", None),
+        251,
+    );
+    let keys: Vec<String> = all_pages(&server, &key, "getDashboardAPIKeys", 1000)
+        .iter()
+        .flat_map(|p| p["data"].as_array().unwrap().clone())
+        .map(|k| k["Key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 251);
+    assert_eq!(
+        all_pages(&server, &key, "getDashboardAPIKeys", 100).len(),
+        3
+    );
+    let r = post(
+        &server,
+        As::Key(&key),
+        "deleteDashboardAPIKey",
+        json!({ "Key": last_secret }),
+    );
+    assert_eq!(
+        r,
+        envelope(
+            Value::Null,
+            json!(
+                "API key deleted; the key list is too large for one answer: page getDashboardAPIKeys with ?limit= and &after="
+            ),
+            true
+        )
+    );
+
+    for (query, message) in [
+        (
+            "getDashboardAPIKeys?limit=0",
+            "limit must be a whole number from 1 to 1000",
+        ),
+        (
+            "getDashboardAPIKeys?limit=1001",
+            "limit must be a whole number from 1 to 1000",
+        ),
+        (
+            "getWireguardConfigurations?limit=x",
+            "limit must be a whole number from 1 to 1000",
+        ),
+        (
+            "getWireguardConfigurations?after=%01",
+            "after must be the next of the previous page",
+        ),
+    ] {
+        assert_eq!(
+            get(&server, As::Key(&key), query),
+            failure(message),
+            "{query}"
+        );
+    }
 }
 
 #[test]

@@ -20,6 +20,7 @@ use wasmgate_sdk::crypto::{self, HmacAlgorithm};
 use wasmgate_sdk::{Error, Request, Response, keys, kv, log, ratelimit};
 
 use crate::envelope::{self, done, fail, ok};
+use crate::paging;
 use crate::store::{self, Account, Session};
 use crate::{time, totp};
 
@@ -320,9 +321,15 @@ fn key_list(new: Option<(&str, &str)>) -> Result<Vec<KeyJson>, Error> {
         .collect())
 }
 
-/// GET /api/getDashboardAPIKeys.
-pub fn get_keys() -> Result<Response, Error> {
-    Ok(ok(&key_list(None)?))
+fn key_json(k: &KeyJson) -> Result<Vec<u8>, Error> {
+    paging::to_json(k)
+}
+
+/// GET /api/getDashboardAPIKeys, paged by key id.
+pub fn get_keys(paging: Option<paging::Paging>) -> Result<Response, Error> {
+    let mut keys = key_list(None)?;
+    keys.sort_by(|a, b| a.key.cmp(&b.key));
+    paging::list(&keys, |k| k.key.as_str(), key_json, paging)
 }
 
 /// POST /api/newDashboardAPIKey {NeverExpire, ExpiredAt}: the list, in
@@ -355,7 +362,22 @@ pub fn new_key(req: &Request) -> Result<Response, Error> {
     };
     let issued = keys::issue(KEY_ROLE, "WGDashboard API key", expires_at)?;
     log::info!("wgdashboard: API key {} created", issued.info.id);
-    Ok(ok(&key_list(Some((&issued.info.id, &issued.secret)))?))
+    let all = key_list(Some((&issued.info.id, &issued.secret)))?;
+    if let Some(answer) = paging::whole(&all, key_json)? {
+        return Ok(answer);
+    }
+    // The secret exists only in this answer: it must get out even when the
+    // whole list does not fit.
+    let new: Vec<&KeyJson> = all.iter().filter(|k| k.key == issued.secret).collect();
+    Ok(envelope::answer(
+        200,
+        true,
+        &Value::String(
+            "The key list is too large for one answer, so only the new key is listed: page getDashboardAPIKeys with ?limit= and &after="
+                .into(),
+        ),
+        &new,
+    ))
 }
 
 /// POST /api/deleteDashboardAPIKey {Key}: by id (as listed) or by secret.
@@ -378,7 +400,18 @@ pub fn delete_key(req: &Request) -> Result<Response, Error> {
     match id {
         Some(id) if keys::revoke(&id)? => {
             log::info!("wgdashboard: API key {id} deleted");
-            Ok(ok(&key_list(None)?))
+            let all = key_list(None)?;
+            Ok(paging::whole(&all, key_json)?.unwrap_or_else(|| {
+                envelope::answer(
+                    200,
+                    true,
+                    &Value::String(
+                        "API key deleted; the key list is too large for one answer: page getDashboardAPIKeys with ?limit= and &after="
+                            .into(),
+                    ),
+                    &Value::Null,
+                )
+            }))
         }
         _ => Ok(fail(NO_SUCH_KEY)),
     }
