@@ -1870,6 +1870,191 @@ fn every_list_past_the_response_cap_says_how_to_page_and_its_pages_hold_every_en
     }
 }
 
+// ---------------------------------------------------------------------------
+// Concurrent changes: the final state is one of the serial orders
+// ---------------------------------------------------------------------------
+
+#[test]
+fn concurrent_updates_of_one_peer_keep_both_changes() {
+    let server = serve();
+    let (_, key) = logged_in(&server);
+    post(
+        &server,
+        As::Key(&key),
+        "addWireguardConfiguration",
+        seed_configuration("wg0", "10.0.0.1/24", 51820),
+    );
+    let r = post(&server, As::Key(&key), "addPeers/wg0", json!({}));
+    let id = r["data"][0]["id"]
+        .as_str()
+        .expect("the new peer")
+        .to_string();
+    for round in 0..20 {
+        let name = format!("name {round}");
+        let dns = format!("1.1.1.{round}");
+        std::thread::scope(|scope| {
+            let a = scope.spawn(|| {
+                post(
+                    &server,
+                    As::Key(&key),
+                    "updatePeerSettings/wg0",
+                    json!({ "id": id, "name": name }),
+                )
+            });
+            let b = scope.spawn(|| {
+                post(
+                    &server,
+                    As::Key(&key),
+                    "updatePeerSettings/wg0",
+                    json!({ "id": id, "DNS": dns }),
+                )
+            });
+            for w in [a, b] {
+                let r = w.join().expect("an update");
+                assert_eq!(r["status"], true, "{r}");
+            }
+        });
+        let info = get(
+            &server,
+            As::Key(&key),
+            "getWireguardConfigurationInfo?configurationName=wg0",
+        );
+        let peer = &info["data"]["configurationPeers"][0];
+        assert_eq!(
+            (peer["name"].as_str(), peer["DNS"].as_str()),
+            (Some(name.as_str()), Some(dns.as_str())),
+            "round {round}: one update overwrote the other"
+        );
+    }
+}
+
+#[test]
+fn a_configuration_deleted_while_peers_are_added_leaves_no_peer_behind() {
+    let server = serve();
+    let (_, key) = logged_in(&server);
+    // A bulk add of 1000 is long enough for the delete to land inside it.
+    for round in 0..15u64 {
+        let r = post(
+            &server,
+            As::Key(&key),
+            "addWireguardConfiguration",
+            seed_configuration("wg0", "10.0.0.1/16", 51820),
+        );
+        assert_eq!(r["status"], true, "{r}");
+        std::thread::scope(|scope| {
+            let add = scope.spawn(|| {
+                call(
+                    &server,
+                    As::Key(&key),
+                    "POST",
+                    "addPeers/wg0",
+                    Some(&json!({ "bulkAdd": true, "bulkAddAmount": 1000 })),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(3 * round));
+            let r = post(
+                &server,
+                As::Key(&key),
+                "deleteWireguardConfiguration",
+                json!({ "Name": "wg0" }),
+            );
+            assert_eq!(r["status"], true, "{r}");
+            let r = add.join().expect("the add");
+            r.expect(200);
+            let r = r.json();
+            // Added before the delete, or refused after it.
+            assert!(
+                r["status"] == true || r == failure("Configuration does not exist"),
+                "{r}"
+            );
+        });
+        // A new configuration of that name starts without peers.
+        let r = post(
+            &server,
+            As::Key(&key),
+            "addWireguardConfiguration",
+            seed_configuration("wg0", "10.0.0.1/16", 51820),
+        );
+        assert_eq!(r["status"], true, "{r}");
+        let info = get(
+            &server,
+            As::Key(&key),
+            "getWireguardConfigurationInfo?configurationName=wg0",
+        );
+        assert_eq!(
+            info["data"]["configurationPeers"].as_array().map(Vec::len),
+            Some(0),
+            "round {round}: peers of the deleted configuration came back"
+        );
+        let r = post(
+            &server,
+            As::Key(&key),
+            "deleteWireguardConfiguration",
+            json!({ "Name": "wg0" }),
+        );
+        assert_eq!(r["status"], true, "{r}");
+    }
+}
+
+#[test]
+fn an_account_change_while_totp_is_turned_on_keeps_totp_on() {
+    let server = serve();
+    set_account(&server);
+    for (round, delay) in [10u64, 50, 150].into_iter().enumerate() {
+        std::thread::scope(|scope| {
+            let change = scope.spawn(|| {
+                admin(
+                    &server,
+                    "PUT",
+                    "/account",
+                    &json!({ "password": format!("a new password {round}") }),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(delay));
+            admin(&server, "POST", "/totp", &json!({ "secret": TOTP_SECRET })).expect(201);
+            change.join().expect("the change").expect(200);
+        });
+        let state = admin(&server, "GET", "/state", &Value::Null);
+        assert_eq!(
+            state.json()["totp_enabled"],
+            true,
+            "round {round}: TOTP was turned off: {state:?}"
+        );
+        admin(&server, "DELETE", "/totp", &Value::Null).expect(200);
+    }
+}
+
+#[test]
+fn a_login_racing_a_password_change_keeps_no_session() {
+    let server = serve();
+    set_account(&server);
+    let mut old = PASSWORD.to_string();
+    for (round, delay) in [10u64, 50, 150].into_iter().enumerate() {
+        let new = format!("a new password {round}");
+        let r = std::thread::scope(|scope| {
+            let change =
+                scope.spawn(|| admin(&server, "PUT", "/account", &json!({ "password": new })));
+            std::thread::sleep(Duration::from_millis(delay));
+            let r = login(&server, USER, &old, "");
+            change.join().expect("the change").expect(200);
+            r
+        });
+        // Logged in before the change (whose end of every session ends
+        // this one too), or refused after it.
+        if r.json()["status"] == true {
+            let cookie = session_cookie(&r);
+            call(&server, As::Cookie(&cookie), "GET", "handshake", None).expect(401);
+        } else {
+            assert_eq!(
+                r.json(),
+                failure("Sorry, your username or password is incorrect.")
+            );
+        }
+        assert_eq!(login(&server, USER, &new, "").json()["status"], true);
+        old = new;
+    }
+}
+
 #[test]
 fn concurrent_bulk_adds_never_give_out_one_address_twice() {
     let server = serve();

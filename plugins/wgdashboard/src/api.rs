@@ -229,7 +229,16 @@ fn get_configurations(paging: Option<paging::Paging>) -> Result<Response, Error>
         let answer = conf_with_peers(conf, &mut peers, &live, now)?;
         if !up.contains(name) {
             let (rx, tx, _) = json::usage(name, &peers, &live, now);
-            kv::set_json(&store::sum_key(name), &store::Sum { rev, rx, tx })?;
+            // Cached only if nothing changed the peers since `rev` was read
+            // (nor deleted the configuration, which would restart its `rev`
+            // and could make this sum look current for the next one).
+            kv::transaction(|txn| {
+                let now_rev: u64 = txn.get_json(&store::rev_key(name))?.unwrap_or(0);
+                if now_rev == rev && txn.get(&store::conf_key(name))?.is_some() {
+                    txn.set_json(&store::sum_key(name), &store::Sum { rev, rx, tx })?;
+                }
+                Ok(())
+            })?;
         }
         paging::to_json(&answer)
     };
@@ -455,11 +464,16 @@ fn delete_configuration(body: &Map<String, Value>) -> Result<Response, Error> {
     if let Err(message) = device::stop(name) {
         return Ok(fail(message));
     }
-    let peer_keys: Vec<String> = kv::list(&store::peers_prefix(name))?
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    kv::transaction(|txn| {
+    let peer_keys = kv::transaction(|txn| {
+        // Every change to the peers bumps `rev`: reading it here makes a
+        // peer added after this read conflict the commit, and the retry
+        // lists it too. The listing itself cannot be transactional.
+        txn.get(&store::rev_key(name))?;
+        txn.get(&store::conf_key(name))?;
+        let peer_keys: Vec<String> = kv::list(&store::peers_prefix(name))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         txn.delete(&store::conf_key(name))?;
         txn.delete(&store::port_key(conf.listen_port))?;
         txn.delete(&store::address_key(&conf.address))?;
@@ -469,7 +483,7 @@ fn delete_configuration(body: &Map<String, Value>) -> Result<Response, Error> {
         for k in &peer_keys {
             txn.delete(k)?;
         }
-        Ok(())
+        Ok(peer_keys)
     })?;
     log::info!(
         "wgdashboard: configuration {name} deleted with {} peer(s)",
@@ -688,6 +702,12 @@ fn add_peers(conf_name: &str, body: &Map<String, Value>) -> Result<Response, Err
     let bulk_psk = bool_field(body, "preshared_key_bulkAdd", false);
 
     let outcome = kv::transaction(|txn| -> Result<Result<Vec<PeerRec>, String>, Error> {
+        // Read in the transaction: a configuration deleted since the check
+        // above must not get peers (they would outlive it and come back
+        // with the next configuration of that name).
+        if txn.get(&store::conf_key(&conf.name))?.is_none() {
+            return Ok(Err("Configuration does not exist".into()));
+        }
         let rev: u64 = txn.get_json(&store::rev_key(&conf.name))?.unwrap_or(0);
         let existing = store::peers(&conf.name)?;
         let used = used_cidrs(&existing, None);
@@ -947,9 +967,9 @@ fn update_peer(conf_name: &str, body: &Map<String, Value>) -> Result<Response, E
         Some(a) => a.trim().to_string(),
         None => current.allowed_ip.clone(),
     };
-    let Some(cidrs) = validate::cidr_list(&allowed_ip) else {
+    if validate::cidr_list(&allowed_ip).is_none() {
         return Ok(fail("Allowed IPs format is incorrect."));
-    };
+    }
     let private_key = str_field(body, "private_key")
         .map_or(current.private_key.clone(), |k| k.trim().to_string());
     if !private_key.is_empty()
@@ -973,19 +993,40 @@ fn update_peer(conf_name: &str, body: &Map<String, Value>) -> Result<Response, E
         let Some(mut p) = txn.get_json::<PeerRec>(&key)? else {
             return Ok(Err(NO_PEER.into()));
         };
+        // Only the fields the request gives change: the values read before
+        // the transaction may be stale, and writing them back would undo a
+        // concurrent update of another field.
+        let given = |field: &str| str_field(body, field).is_some();
+        if given("name") {
+            p.name.clone_from(&peer_name);
+        }
+        if given("private_key") {
+            p.private_key.clone_from(&private_key);
+        }
+        if given("preshared_key") {
+            p.preshared_key.clone_from(&preshared_key);
+        }
+        if given("allowed_ip") {
+            p.allowed_ip.clone_from(&allowed_ip);
+        }
+        if given("DNS") {
+            p.dns.clone_from(&options.dns);
+        }
+        if given("endpoint_allowed_ip") {
+            p.endpoint_allowed_ip
+                .clone_from(&options.endpoint_allowed_ip);
+        }
+        if int_field(body, "mtu").is_some() {
+            p.mtu = options.mtu;
+        }
+        if int_field(body, "keepalive").is_some() {
+            p.keepalive = options.keepalive;
+        }
+        let cidrs = validate::cidr_list(&p.allowed_ip).unwrap_or_default();
         let others = used_cidrs(&store::peers(name)?, Some(&id));
         if cidrs.iter().any(|c| others.iter().any(|o| o.overlaps(c))) {
             return Ok(Err("Allowed IP already taken by another peer.".into()));
         }
-        p.name.clone_from(&peer_name);
-        p.private_key.clone_from(&private_key);
-        p.preshared_key.clone_from(&preshared_key);
-        p.allowed_ip.clone_from(&allowed_ip);
-        p.dns.clone_from(&options.dns);
-        p.endpoint_allowed_ip
-            .clone_from(&options.endpoint_allowed_ip);
-        p.mtu = options.mtu;
-        p.keepalive = options.keepalive;
         txn.set_json(&key, &p)?;
         txn.set_json(&store::rev_key(name), &(rev + 1))?;
         Ok(Ok(p))

@@ -99,24 +99,41 @@ fn live_session(req: &Request) -> Result<Option<String>, Error> {
     }
 }
 
-/// A new session: the token goes in the cookie, its digest in kv.
-fn start_session(message: Value) -> Result<Response, Error> {
+/// A new session: the token goes in the cookie, its digest in kv. With
+/// `verified_hash`, only while the account's password hash is still the
+/// one the password was checked against: `None` when it changed.
+fn start_session(message: Value, verified_hash: Option<&str>) -> Result<Option<Response>, Error> {
     let settings = store::settings()?;
     let token = crypto::hex(&crypto::random_bytes(32));
     let now = time::now_secs();
-    kv::set_json(
-        &session_key(&token),
-        &Session {
-            created_at: now,
-            expires_at: now + settings.session_ttl_secs,
-        },
-    )?;
+    let started = kv::transaction(|txn| {
+        // A password change ends every session it finds; one written after
+        // that change from a check against the old password would survive
+        // it, so the hash is read again in the session's own transaction.
+        if let Some(hash) = verified_hash {
+            let account: Option<Account> = txn.get_json(store::ACCOUNT)?;
+            if account.is_none_or(|a| a.password_hash != hash) {
+                return Ok(false);
+            }
+        }
+        txn.set_json(
+            &session_key(&token),
+            &Session {
+                created_at: now,
+                expires_at: now + settings.session_ttl_secs,
+            },
+        )?;
+        Ok(true)
+    })?;
+    if !started {
+        return Ok(None);
+    }
     let secure = if settings.cookie_secure {
         "; Secure"
     } else {
         ""
     };
-    Ok(
+    Ok(Some(
         envelope::answer(200, true, &message, &Value::Null).with_header(
             "set-cookie",
             format!(
@@ -124,7 +141,7 @@ fn start_session(message: Value) -> Result<Response, Error> {
                 settings.session_ttl_secs
             ),
         ),
-    )
+    ))
 }
 
 fn clear_cookie() -> String {
@@ -224,7 +241,8 @@ pub fn authenticate(req: &Request, caller: &Caller) -> Result<Response, Error> {
     let account = store::account()?;
     let welcome = Value::Bool(account.as_ref().is_none_or(|a| a.welcome_session));
     if matches!(caller, Caller::ApiKey) {
-        return start_session(welcome);
+        return start_session(welcome, None)?
+            .ok_or_else(|| Error::internal("a session without a condition was not started"));
     }
     let body: Map<String, Value> = req.json().unwrap_or_default();
     let username = text_field(&body, "username");
@@ -281,7 +299,16 @@ pub fn authenticate(req: &Request, caller: &Caller) -> Result<Response, Error> {
         }
     }
     log::info!("wgdashboard: login from {client}");
-    start_session(Value::Bool(account.welcome_session))
+    match start_session(
+        Value::Bool(account.welcome_session),
+        Some(&account.password_hash),
+    )? {
+        Some(answer) => Ok(answer),
+        None => {
+            log::info!("wgdashboard: login refused from {client}: the password changed meanwhile");
+            Ok(fail(refused))
+        }
+    }
 }
 
 /// Removes every session (the admin's password change, or its own route).
@@ -415,9 +442,4 @@ pub fn delete_key(req: &Request) -> Result<Response, Error> {
         }
         _ => Ok(fail(NO_SUCH_KEY)),
     }
-}
-
-/// The account, for the admin surface.
-pub fn save_account(account: &Account) -> Result<(), Error> {
-    kv::set_json(store::ACCOUNT, account)
 }
