@@ -521,6 +521,26 @@ fn concurrent_creates_of_one_username_make_one_voucher() {
     assert_eq!(h.action("get_voucher_users")["users"].as_array().unwrap().len(), 1);
 }
 
+#[test]
+fn concurrent_key_rotations_leave_a_working_api_key() {
+    let h = Hotspot::start();
+    let mut before = h.key.clone();
+    for round in 0..12 {
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| rotate(&h.server, "/api-key"))).collect();
+            handles.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        // Serially, the last rotation's key would work; concurrently, at least one must.
+        let working: Vec<&String> = keys
+            .iter()
+            .filter(|k| h.server.get(&format!("/api/?api-key={k}&action=get_free_users")).json() == json!({ "users": [] }))
+            .collect();
+        assert!(!working.is_empty(), "round {round}: every rotated key was revoked by another rotation");
+        assert_eq!(h.server.get(&format!("/api/?api-key={before}&action=get_free_users")).json(), err("API Key is incorrect"), "the key before them is revoked");
+        before = working[0].clone();
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Lists past the response cap: paging
 // ---------------------------------------------------------------------------

@@ -98,11 +98,21 @@ fn change_settings(req: &Request, _: &Params) -> Result<Response, Error> {
 
 /// Issues a new key of `role` and revokes every older one; the secret is in
 /// this answer only (the host keeps its SHA-256 digest).
+///
+/// The keys to revoke are listed before the new one is issued: listed
+/// after, they would include the keys of concurrent rotations, each of
+/// which would revoke the others' new keys and leave none working. This
+/// way the key issued last always survives.
 fn rotate(role: &str, label: &str) -> Result<Response, Error> {
+    let older: Vec<String> = keys::list()?
+        .into_iter()
+        .filter(|k| k.role == role)
+        .map(|k| k.id)
+        .collect();
     let issued = keys::issue(role, label, None)?;
     let mut revoked = 0;
-    for old in keys::list()? {
-        if old.role == role && old.id != issued.info.id && keys::revoke(&old.id)? {
+    for id in &older {
+        if keys::revoke(id)? {
             revoked += 1;
         }
     }
