@@ -22,8 +22,13 @@ const SEED_VOUCHER: &str = r#"{"api-key":"KEY","action":"create_voucher","userna
 /// The hotspot on one listener with `/api/` and `/portal/`, every grant it
 /// uses, `net` as given (a YAML flow mapping).
 fn yaml(net: &str, settings: &str) -> String {
+    yaml_capped(net, settings, 16_777_216)
+}
+
+/// [`yaml`] with the host's response cap at `max_response_bytes`.
+fn yaml_capped(net: &str, settings: &str, max_response_bytes: usize) -> String {
     format!(
-        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: hotspot\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/\n      - listen: \"127.0.0.1:0\"\n        prefix: /portal/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, net: {net} }}\n    limits: {{ memory_mb: 64, timeout_ms: 20000, max_body_bytes: 1048576, max_response_bytes: 16777216 }}\n    settings: {settings}\n",
+        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: hotspot\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/\n      - listen: \"127.0.0.1:0\"\n        prefix: /portal/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, net: {net} }}\n    limits: {{ memory_mb: 64, timeout_ms: 20000, max_body_bytes: 1048576, max_response_bytes: {max_response_bytes} }}\n    settings: {settings}\n",
         wasm = quote(&wasm("hotspot").to_string_lossy()),
     )
 }
@@ -45,7 +50,11 @@ impl Hotspot {
     }
 
     fn with(net: &str, settings: &str) -> Hotspot {
-        let server = Setup::with_yaml(&yaml(net, settings)).serve();
+        Hotspot::from_yaml(&yaml(net, settings))
+    }
+
+    fn from_yaml(yaml: &str) -> Hotspot {
+        let server = Setup::with_yaml(yaml).serve();
         admin(&server, "PUT", "/settings", &json!({ "api_enabled": true, "get_enabled": true, "post_enabled": true }))
             .expect(200);
         let key = rotate(&server, "/api-key");
@@ -512,6 +521,172 @@ fn concurrent_creates_of_one_username_make_one_voucher() {
     assert_eq!(h.action("get_voucher_users")["users"].as_array().unwrap().len(), 1);
 }
 
+#[test]
+fn concurrent_key_rotations_leave_a_working_api_key() {
+    let h = Hotspot::start();
+    let mut before = h.key.clone();
+    for round in 0..12 {
+        let keys: Vec<String> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(|| rotate(&h.server, "/api-key"))).collect();
+            handles.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        // Serially, the last rotation's key would work; concurrently, at least one must.
+        let working: Vec<&String> = keys
+            .iter()
+            .filter(|k| h.server.get(&format!("/api/?api-key={k}&action=get_free_users")).json() == json!({ "users": [] }))
+            .collect();
+        assert!(!working.is_empty(), "round {round}: every rotated key was revoked by another rotation");
+        assert_eq!(h.server.get(&format!("/api/?api-key={before}&action=get_free_users")).json(), err("API Key is incorrect"), "the key before them is revoked");
+        before = working[0].clone();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Lists past the response cap: paging
+// ---------------------------------------------------------------------------
+
+/// The host's response cap and the plugin's matching setting, small so that
+/// a few hundred entries outgrow it.
+const CAP: usize = 16_384;
+
+fn capped(net: &str, settings: &str) -> Hotspot {
+    Hotspot::from_yaml(&yaml_capped(net, settings, CAP))
+}
+
+/// Every entry of `action`'s list `field`, page by page (`limit` each),
+/// checking that every page fits the cap and hands on a cursor until the end.
+#[track_caller]
+fn all_pages(h: &Hotspot, action: &str, field: &str, limit: usize) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10_000 {
+        let r = h.server.get(&format!("/api/?api-key={}&action={action}&limit={limit}{after}", h.key));
+        r.expect(200);
+        assert!(r.body.len() <= CAP, "a page of {action} is {} bytes", r.body.len());
+        let page = r.json();
+        let entries = page[field].as_array().unwrap_or_else(|| panic!("{action}: {page}"));
+        assert!(!entries.is_empty() && entries.len() <= limit, "{action}: {page}");
+        all.extend(entries.iter().cloned());
+        match &page["next"] {
+            Value::Null => return all,
+            Value::Number(n) => after = format!("&after={n}"),
+            Value::String(c) => after = format!("&after={c}"),
+            other => panic!("{action}: next is {other}"),
+        }
+    }
+    panic!("{action}: paging never ended");
+}
+
+#[test]
+fn every_list_past_the_response_cap_says_how_to_page_and_its_pages_hold_every_entry() {
+    let h = capped(DEFAULT_NET, "{ max_response_bytes: 16384, default_valid_for: \"2 hours\" }");
+    for _ in 0..2 {
+        h.admin("POST", "/vouchers", &json!({ "count": 50 })).expect(201);
+    }
+    let mut conn = h.server.connect();
+    const EACH: usize = 150;
+    for (k, kind) in ["email", "facebook", "mobile", "free"].iter().enumerate() {
+        for i in 0..EACH {
+            let mac = format!("02:00:00:00:{k:02X}:{i:02X}");
+            let body = match *kind {
+                "email" => json!({ "type": "email", "email": format!("guest{i}@example.com") }),
+                "facebook" => json!({ "type": "facebook", "facebook_id": format!("fb{i}"), "name": format!("Guest {i}") }),
+                "mobile" => json!({ "type": "mobile", "mobile": format!("+1555{i:06}") }),
+                _ => json!({ "type": "free" }),
+            };
+            let mut body = body;
+            body["mac"] = json!(mac);
+            body["ip"] = json!(format!("192.168.{k}.{i}"));
+            let r = conn
+                .send("POST", "/portal/signin", &[("content-type", "application/json"), ("x-gateway-key", &h.gateway)], body.to_string().as_bytes())
+                .expect("sign in");
+            assert_eq!(r.json()["error"], false, "{r:?}");
+        }
+    }
+    for (action, field, count) in [
+        ("get_voucher_users", "users", 100),
+        ("get_email_users", "users", EACH),
+        ("get_fb_users", "users", EACH),
+        ("get_mobile_users", "users", EACH),
+        ("get_free_users", "users", EACH),
+        ("get_logins", "logins", 4 * EACH),
+        ("get_active_guests", "data", 4 * EACH),
+    ] {
+        let r = h.server.get(&format!("/api/?api-key={}&action={action}", h.key));
+        r.expect(200);
+        let message = r.json()["message"].as_str().unwrap_or_else(|| panic!("{action}: {r:?}")).to_string();
+        assert_eq!(
+            r.json(),
+            err(&format!(
+                "The list is too large for one answer ({count} entries, over the {CAP}-byte response limit): page it with limit (1 to 1000) and after (the next of the previous page), e.g. action={action}&limit=1000"
+            )),
+            "{message}"
+        );
+        // Pages of at most 1000 entries stop early at the cap; small ones at their limit.
+        for limit in [1000, 7] {
+            let all = all_pages(&h, action, field, limit);
+            assert_eq!(all.len(), count, "{action} with limit {limit}");
+            let distinct: std::collections::HashSet<String> = all.iter().map(Value::to_string).collect();
+            assert_eq!(distinct.len(), count, "{action}: an entry listed twice");
+        }
+    }
+    let ids: Vec<u64> = all_pages(&h, "get_voucher_users", "users", 30).iter().map(|u| u["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (1..=100).collect::<Vec<u64>>(), "vouchers in id order across pages");
+    let first = h.get("action=get_voucher_users&limit=3");
+    assert_eq!(first["users"].as_array().unwrap().len(), 3);
+    assert_eq!(first["next"], 3, "{first}");
+    let rest = h.get("action=get_voucher_users&after=98");
+    assert_eq!(rest["users"].as_array().unwrap().iter().map(|u| u["id"].clone()).collect::<Vec<_>>(), vec![json!(99), json!(100)]);
+    assert_eq!(rest["next"], Value::Null);
+    let macs: Vec<String> = all_pages(&h, "get_active_guests", "data", 100).iter().map(|g| g["mac-address"].as_str().unwrap().to_string()).collect();
+    let mut sorted = macs.clone();
+    sorted.sort();
+    assert_eq!(macs, sorted, "sessions in MAC order across pages");
+    // A list that fits is still answered whole, in the original's shape.
+    let small = capped(DEFAULT_NET, "{ max_response_bytes: 16384 }");
+    small.admin("POST", "/vouchers", &json!({ "count": 3 })).expect(201);
+    let whole = small.action("get_voucher_users");
+    assert_eq!(whole.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["users"], "{whole}");
+    assert_eq!(whole["users"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn paging_parameters_that_are_not_understood_get_clear_errors() {
+    let h = Hotspot::start();
+    h.admin("POST", "/vouchers", &json!({ "count": 2 })).expect(201);
+    let limit = err("Invalid limit: a whole number from 1 to 1000");
+    let after = err("Invalid after: pass the next of the previous page");
+    for (query, answer) in [
+        ("action=get_voucher_users&limit=0", &limit),
+        ("action=get_voucher_users&limit=1001", &limit),
+        ("action=get_voucher_users&limit=ten", &limit),
+        ("action=get_logins&limit=-1", &limit),
+        ("action=get_voucher_users&after=abc", &after),
+        ("action=get_logins&after=12", &after),
+        ("action=get_active_guests&after=not-a-mac", &after),
+    ] {
+        assert_eq!(&h.get(query), answer, "{query}");
+    }
+    assert_eq!(h.post(json!({ "action": "get_voucher_users", "limit": [1] })), err("Invalid limit: expected a string or a number"));
+    assert_eq!(h.action("get_voucher_users")["users"].as_array().unwrap().len(), 2, "nothing changed");
+}
+
+#[test]
+fn a_portal_login_with_an_overlong_username_is_refused_and_never_logged() {
+    let h = Hotspot::start();
+    for username in ["u".repeat(65), "x".repeat(1024), "bad\nname".to_string()] {
+        let r = h.portal("/login", &json!({ "username": username, "passcode": "p", "mac": MAC_A, "ip": "192.168.0.200" }));
+        r.expect(400);
+        assert_eq!(r.json(), err("Invalid username: at most 64 characters, no control characters"));
+    }
+    assert_eq!(h.action("get_logins"), json!({ "logins": [] }));
+    // The longest username a voucher can have is still a refusal logged as such.
+    let longest = "u".repeat(64);
+    assert_eq!(h.login(&longest, "p", MAC_A, "192.168.0.200"), err("Wrong user name."));
+    let logins = h.action("get_logins");
+    assert_eq!(logins["logins"][0]["login"], json!(longest), "{logins}");
+}
+
 // ---------------------------------------------------------------------------
 // The portal: voucher lifecycle, quotas, sign-ins, sessions
 // ---------------------------------------------------------------------------
@@ -837,6 +1012,35 @@ fn get_guest_hosts_reads_the_neighbour_table_of_the_guest_links() {
     let r = h.action("get_guest_hosts");
     assert!(!r.to_string().contains("192.168.0.201"), "{r}");
     assert!(r.to_string().contains("192.168.0.200"), "{r}");
+}
+
+#[test]
+fn get_guest_hosts_past_the_response_cap_says_how_to_page_and_pages_by_link_and_ip() {
+    let ns = guest_namespace();
+    let batch: String = (0..300).map(|i| format!("neigh add 10.1.{}.{} lladdr 02:00:00:00:{:02x}:{:02x} dev guest0 nud permanent\n", i / 250, i % 250 + 1, i / 256, i % 256)).collect();
+    let file = std::env::temp_dir().join(format!("{}.neigh", ns.0));
+    std::fs::write(&file, batch).expect("write the batch");
+    ns.run(&["-batch", &file.to_string_lossy()]);
+    let _ = std::fs::remove_file(&file);
+    let net = format!("{{ links: [\"guest*\"], netns: {} }}", quote(&ns.0));
+    let h = capped(&net, "{ guest_links: [guest0], max_response_bytes: 16384 }");
+    let r = h.action("get_guest_hosts");
+    let message = r["message"].as_str().unwrap_or_else(|| panic!("{r}"));
+    // The kernel adds neighbours of its own (IPv6 ones) besides the 302 permanent ones.
+    let count: usize = message
+        .strip_prefix("The list is too large for one answer (")
+        .and_then(|m| m.split_once(" entries, over the 16384-byte response limit): page it with limit"))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{message}"));
+    let hosts = all_pages(&h, "get_guest_hosts", "hosts", 1000);
+    assert_eq!(hosts.len(), count);
+    assert_eq!(hosts.iter().filter(|h| h["state"] == "permanent").count(), 302);
+    let keys: Vec<String> = hosts.iter().map(|h| format!("{}/{}", h["link"].as_str().unwrap(), h["IP"].as_str().unwrap())).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted, "pages in link/IP order, each host once");
+    assert_eq!(all_pages(&h, "get_guest_hosts", "hosts", 50).len(), count);
 }
 
 #[test]

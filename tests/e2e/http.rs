@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// How long a test waits for any single response before it fails; well
@@ -90,6 +90,34 @@ pub struct Conn {
 impl Conn {
     pub fn open(addr: SocketAddr) -> io::Result<Conn> {
         let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
+        Conn::over(stream, addr)
+    }
+
+    /// A connection from the local address `local`: the server sees it as
+    /// the client's address. Loopback is all of 127.0.0.0/8, so 127.0.0.2,
+    /// 127.0.0.3, ... are distinct clients of a server on 127.0.0.1.
+    /// (`std` cannot bind before connecting; tokio's socket can.)
+    pub fn open_from(addr: SocketAddr, local: IpAddr) -> io::Result<Conn> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let stream = runtime.block_on(async {
+            let socket = if local.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.bind(SocketAddr::new(local, 0))?;
+            let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            stream.into_std()
+        })?;
+        stream.set_nonblocking(false)?;
+        Conn::over(stream, addr)
+    }
+
+    fn over(stream: TcpStream, addr: SocketAddr) -> io::Result<Conn> {
         stream.set_read_timeout(Some(READ_TIMEOUT))?;
         stream.set_write_timeout(Some(READ_TIMEOUT))?;
         stream.set_nodelay(true)?;
@@ -248,7 +276,28 @@ pub fn send(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<Response> {
-    let mut conn = Conn::open(addr)?;
+    send_on(Conn::open(addr)?, method, path, headers, body)
+}
+
+/// [`send`] from the local address `local` (see [`Conn::open_from`]).
+pub fn send_from(
+    local: IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Response> {
+    send_on(Conn::open_from(addr, local)?, method, path, headers, body)
+}
+
+fn send_on(
+    mut conn: Conn,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Response> {
     let mut all: Vec<(&str, &str)> = headers.to_vec();
     all.push(("connection", "close"));
     conn.send(method, path, &all, body)

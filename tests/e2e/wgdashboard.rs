@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::e2e::harness::{Server, Setup, eventually, now_secs, quote, wasm};
-use crate::e2e::http::Response;
+use crate::e2e::http::{self, Conn, Response};
 use crate::e2e::net::Netns;
 use crate::e2e::wireguard::{PeerSide, device_name, exec, link_exists, tools, underlay, wg_dump};
 
@@ -34,12 +34,16 @@ const SEED_PUBLIC: &str = "3Ruirgw9qNRwNpBepkiVjjSe82tY+lDZr6WaFC4wO2g=";
 const SEED_POST_UP: &str = "iptables -A FORWARD -i wg0 -j ACCEPT; iptables -A FORWARD -o wg0 -j ACCEPT; iptables -t nat -A POSTROUTING -o enp0s1 -j MASQUERADE;";
 const SEED_PRE_DOWN: &str = "iptables -D FORWARD -i wg0 -j ACCEPT; iptables -D FORWARD -o wg0 -j ACCEPT; iptables -t nat -D POSTROUTING -o enp0s1 -j MASQUERADE;";
 
-
 /// The plugin on `/api/` with every grant it uses; `wireguard` and `net`
 /// as given (YAML flow mappings), settings as given.
 fn yaml(wireguard: &str, net: &str, settings: &str) -> String {
+    yaml_capped(wireguard, net, settings, 16_777_216)
+}
+
+/// [`yaml`] with the host's response cap at `max_response_bytes`.
+fn yaml_capped(wireguard: &str, net: &str, settings: &str, max_response_bytes: usize) -> String {
     format!(
-        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: wgdashboard\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, ratelimit: true, wireguard: {wireguard}, net: {net} }}\n    limits: {{ memory_mb: 64, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: 16777216 }}\n    settings: {settings}\n",
+        "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: wgdashboard\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, ratelimit: true, wireguard: {wireguard}, net: {net} }}\n    limits: {{ memory_mb: 64, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: {max_response_bytes} }}\n    settings: {settings}\n",
         wasm = quote(&wasm("wgdashboard").to_string_lossy()),
     )
 }
@@ -492,6 +496,112 @@ fn login_attempts_are_rate_limited() {
         refused_at >= 11,
         "refused after {} attempts",
         refused_at - 1
+    );
+}
+
+/// POST /api/authenticate over a connection from the loopback address
+/// `local` (127.0.0.2, ...): the plugin sees that as the client's address.
+fn login_from(server: &Server, local: &str, username: &str, password: &str) -> Response {
+    let body = json!({ "username": username, "password": password, "totp": "" });
+    http::send_from(
+        local.parse().expect("a loopback address"),
+        server.addr(),
+        "POST",
+        "/api/authenticate",
+        &[("content-type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("login from {local}: {e}\n{}", server.logs()))
+}
+
+#[test]
+fn wrong_passwords_for_admin_from_one_address_do_not_lock_admin_out_of_another() {
+    let server = serve_with(10);
+    set_account(&server);
+    let attacker = "127.0.0.2";
+    let mut limited = false;
+    for _ in 0..15 {
+        let r = login_from(&server, attacker, USER, "a wrong guess");
+        if r.status == 429 {
+            assert_eq!(
+                r.json(),
+                failure("Too many login attempts, try again later.")
+            );
+            limited = true;
+            break;
+        }
+        assert_eq!(
+            r.json(),
+            failure("Sorry, your username or password is incorrect.")
+        );
+    }
+    assert!(
+        limited,
+        "fifteen wrong passwords from one address were never limited"
+    );
+
+    let r = login_from(&server, "127.0.0.3", USER, PASSWORD);
+    assert_eq!(r.json()["status"], true, "the admin was locked out: {r:?}");
+    session_cookie(&r);
+    // The attacking address stays limited, even with the right password.
+    let r = login_from(&server, attacker, USER, PASSWORD);
+    r.expect(429);
+    assert_eq!(
+        r.json(),
+        failure("Too many login attempts, try again later.")
+    );
+}
+
+#[test]
+fn refused_logins_with_made_up_usernames_do_not_mint_rate_limit_buckets() {
+    // Two attempts a minute per address: every later attempt is refused
+    // before a password is checked, whatever its username.
+    let server = Setup::with_yaml(&yaml(
+        "{ devices: [\"wgdnone*\"] }",
+        "{ links: [\"wgdnone*\"], write: true }",
+        "{ login_attempts_per_minute: 2, login_attempts_per_address_per_minute: 2 }",
+    ))
+    .serve();
+    set_account(&server);
+    let attempt = |conn: &mut Conn, n: usize| {
+        let body = format!(r#"{{"username":"made-up-{n}","password":"x","totp":""}}"#);
+        conn.send(
+            "POST",
+            "/api/authenticate",
+            &[("content-type", "application/json")],
+            body.as_bytes(),
+        )
+        .expect("an attempt")
+    };
+    let local: std::net::IpAddr = "127.0.0.4".parse().unwrap();
+    let mut conn = Conn::open_from(server.addr(), local).expect("connect");
+    for n in 0..2_000 {
+        attempt(&mut conn, n);
+    }
+    let r = attempt(&mut conn, 2_000);
+    r.expect(429);
+    let baseline = server.rss_kib();
+    // The host keeps a bucket as long as its window (a minute): 100,000
+    // buckets of one username each would hold well over 10 MiB.
+    const ATTEMPTS: usize = 100_000;
+    std::thread::scope(|scope| {
+        for worker in 0..2 {
+            let attempt = &attempt;
+            let server = &server;
+            scope.spawn(move || {
+                let mut conn = Conn::open_from(server.addr(), local).expect("connect");
+                for n in (worker..ATTEMPTS).step_by(2) {
+                    let r = attempt(&mut conn, 10_000 + n);
+                    assert_eq!(r.status, 429, "attempt {n} was not refused: {r:?}");
+                }
+            });
+        }
+    });
+    let grown = server.rss_kib().saturating_sub(baseline);
+    eprintln!("host RSS grew by {grown} KiB over {ATTEMPTS} refused attempts");
+    assert!(
+        grown < 6 * 1024,
+        "host RSS grew by {grown} KiB over {ATTEMPTS} refused attempts with distinct usernames"
     );
 }
 
@@ -1146,15 +1256,6 @@ fn peers_are_added_single_and_in_bulk_on_free_addresses_and_managed() {
 // On real WireGuard
 // ---------------------------------------------------------------------------
 
-
-
-
-
-
-
-
-
-
 /// `key = value` of a `.conf` text.
 fn conf_value(file: &str, key: &str) -> String {
     file.lines()
@@ -1503,6 +1604,455 @@ fn a_configuration_toggled_on_is_a_real_device_that_handshakes_counts_traffic_an
         "PreDown/PostDown were executed"
     );
     drop(peer);
+}
+
+// ---------------------------------------------------------------------------
+// Lists past the response cap: paging
+// ---------------------------------------------------------------------------
+
+/// The host's response cap and the plugin's matching setting, small so that
+/// a few dozen entries outgrow it.
+const CAP: usize = 16_384;
+
+/// Every page of `path` (`limit` entries each), checking that each fits the
+/// cap and hands on a cursor until the end; the pages' envelopes.
+#[track_caller]
+fn all_pages(server: &Server, key: &str, path: &str, limit: usize) -> Vec<Value> {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    for _ in 0..10_000 {
+        let r = call(
+            server,
+            As::Key(key),
+            "GET",
+            &format!("{path}{sep}limit={limit}{after}"),
+            None,
+        );
+        r.expect(200);
+        assert!(
+            r.body.len() <= CAP,
+            "a page of {path} is {} bytes",
+            r.body.len()
+        );
+        let page = r.json();
+        assert_eq!(page["status"], true, "{path}: {page}");
+        match &page["next"] {
+            Value::Null => {
+                pages.push(page);
+                return pages;
+            }
+            Value::String(c) => {
+                let c: String = c
+                    .bytes()
+                    .map(|b| match b {
+                        b'+' => "%2B".to_string(),
+                        b'/' => "%2F".to_string(),
+                        b'=' => "%3D".to_string(),
+                        _ => (b as char).to_string(),
+                    })
+                    .collect();
+                after = format!("&after={c}");
+            }
+            other => panic!("{path}: next is {other}"),
+        }
+        pages.push(page);
+    }
+    panic!("{path}: paging never ended");
+}
+
+#[track_caller]
+fn assert_too_large(r: &Response, entries: usize) {
+    r.expect(200);
+    assert_eq!(
+        r.json(),
+        failure(&format!(
+            "The list is too large for one answer ({entries} entries, over the {CAP}-byte response limit): page it with ?limit= (1 to 1000) and &after= (the next of the previous page)"
+        ))
+    );
+}
+
+#[test]
+fn every_list_past_the_response_cap_says_how_to_page_and_its_pages_hold_every_entry() {
+    let server = Setup::with_yaml(&yaml_capped(
+        "{ devices: [\"wgdnone*\"] }",
+        "{ links: [\"wgdnone*\"], write: true }",
+        "{ login_attempts_per_minute: 100, max_response_bytes: 16384 }",
+        CAP,
+    ))
+    .serve();
+    let (_, key) = logged_in(&server);
+
+    // Configurations, each a few KiB with its hooks.
+    let hook = "echo ".repeat(200);
+    for i in 0..30u64 {
+        let mut c = seed_configuration(&format!("wg{i:02}"), &format!("10.{i}.0.1/16"), 51000 + i);
+        c["PostUp"] = json!(hook);
+        c["PreDown"] = json!(hook);
+        assert_eq!(
+            post(&server, As::Key(&key), "addWireguardConfiguration", c)["status"],
+            true
+        );
+    }
+    assert_too_large(
+        &call(
+            &server,
+            As::Key(&key),
+            "GET",
+            "getWireguardConfigurations",
+            None,
+        ),
+        30,
+    );
+    for limit in [1000, 4] {
+        let names: Vec<String> = all_pages(&server, &key, "getWireguardConfigurations", limit)
+            .iter()
+            .flat_map(|p| p["data"].as_array().unwrap().clone())
+            .map(|c| c["Name"].as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<String> = (0..30).map(|i| format!("wg{i:02}")).collect();
+        assert_eq!(names, want, "limit {limit}");
+    }
+
+    // Peers of one configuration, some restricted.
+    for _ in 0..3 {
+        let r = post(
+            &server,
+            As::Key(&key),
+            "addPeers/wg00",
+            json!({ "bulkAdd": true, "bulkAddAmount": 15 }),
+        );
+        assert_eq!(r["status"], true, "{r}");
+    }
+    let info = |q: &str| {
+        call(
+            &server,
+            As::Key(&key),
+            "GET",
+            &format!("getWireguardConfigurationInfo?configurationName=wg00{q}"),
+            None,
+        )
+    };
+    let first = info("&limit=1000").json();
+    let ids: Vec<String> = first["data"]["configurationPeers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_string())
+        .collect();
+    let restricted: Vec<String> = ids.iter().take(10).cloned().collect();
+    let r = post(
+        &server,
+        As::Key(&key),
+        "restrictPeers/wg00",
+        json!({ "peers": restricted }),
+    );
+    assert_eq!(r["status"], true, "{r}");
+    assert_too_large(&info(""), 45);
+    for limit in [1000, 6] {
+        let pages = all_pages(
+            &server,
+            &key,
+            "getWireguardConfigurationInfo?configurationName=wg00",
+            limit,
+        );
+        let mut on = Vec::new();
+        let mut off = Vec::new();
+        for p in &pages {
+            assert_eq!(p["data"]["configurationInfo"]["Name"], "wg00", "{p}");
+            on.extend(
+                p["data"]["configurationPeers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_str().unwrap().to_string()),
+            );
+            off.extend(
+                p["data"]["configurationRestrictedPeers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["id"].as_str().unwrap().to_string()),
+            );
+        }
+        assert_eq!((on.len(), off.len()), (35, 10), "limit {limit}");
+        let mut all: Vec<String> = on.iter().chain(&off).cloned().collect();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 45, "a peer listed twice");
+        let mut want = restricted.clone();
+        want.sort();
+        off.sort();
+        assert_eq!(off, want);
+    }
+
+    // API keys: the new key's secret gets out even when the list does not fit.
+    let mut last_secret = String::new();
+    let mut cut = false;
+    for _ in 0..250 {
+        let r = post(
+            &server,
+            As::Key(&key),
+            "newDashboardAPIKey",
+            json!({ "NeverExpire": true }),
+        );
+        assert_eq!(r["status"], true, "{r}");
+        let data = r["data"].as_array().unwrap();
+        if data.len() == 1 && r["message"].is_string() {
+            assert_eq!(
+                r["message"],
+                "The key list is too large for one answer, so only the new key is listed: page getDashboardAPIKeys with ?limit= and &after="
+            );
+            last_secret = data[0]["Key"].as_str().unwrap().to_string();
+            cut = true;
+        }
+    }
+    assert!(cut, "250 keys never outgrew the cap");
+    assert_eq!(
+        get(&server, As::Key(&last_secret), "handshake")["status"],
+        true,
+        "the secret shown works"
+    );
+    assert_too_large(
+        &call(&server, As::Key(&key), "GET", "getDashboardAPIKeys", None),
+        251,
+    );
+    let keys: Vec<String> = all_pages(&server, &key, "getDashboardAPIKeys", 1000)
+        .iter()
+        .flat_map(|p| p["data"].as_array().unwrap().clone())
+        .map(|k| k["Key"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(keys.len(), 251);
+    assert_eq!(
+        all_pages(&server, &key, "getDashboardAPIKeys", 100).len(),
+        3
+    );
+    let r = post(
+        &server,
+        As::Key(&key),
+        "deleteDashboardAPIKey",
+        json!({ "Key": last_secret }),
+    );
+    assert_eq!(
+        r,
+        envelope(
+            Value::Null,
+            json!(
+                "API key deleted; the key list is too large for one answer: page getDashboardAPIKeys with ?limit= and &after="
+            ),
+            true
+        )
+    );
+
+    for (query, message) in [
+        (
+            "getDashboardAPIKeys?limit=0",
+            "limit must be a whole number from 1 to 1000",
+        ),
+        (
+            "getDashboardAPIKeys?limit=1001",
+            "limit must be a whole number from 1 to 1000",
+        ),
+        (
+            "getWireguardConfigurations?limit=x",
+            "limit must be a whole number from 1 to 1000",
+        ),
+        (
+            "getWireguardConfigurations?after=%01",
+            "after must be the next of the previous page",
+        ),
+    ] {
+        assert_eq!(
+            get(&server, As::Key(&key), query),
+            failure(message),
+            "{query}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Concurrent changes: the final state is one of the serial orders
+// ---------------------------------------------------------------------------
+
+#[test]
+fn concurrent_updates_of_one_peer_keep_both_changes() {
+    let server = serve();
+    let (_, key) = logged_in(&server);
+    post(
+        &server,
+        As::Key(&key),
+        "addWireguardConfiguration",
+        seed_configuration("wg0", "10.0.0.1/24", 51820),
+    );
+    let r = post(&server, As::Key(&key), "addPeers/wg0", json!({}));
+    let id = r["data"][0]["id"]
+        .as_str()
+        .expect("the new peer")
+        .to_string();
+    for round in 0..20 {
+        let name = format!("name {round}");
+        let dns = format!("1.1.1.{round}");
+        std::thread::scope(|scope| {
+            let a = scope.spawn(|| {
+                post(
+                    &server,
+                    As::Key(&key),
+                    "updatePeerSettings/wg0",
+                    json!({ "id": id, "name": name }),
+                )
+            });
+            let b = scope.spawn(|| {
+                post(
+                    &server,
+                    As::Key(&key),
+                    "updatePeerSettings/wg0",
+                    json!({ "id": id, "DNS": dns }),
+                )
+            });
+            for w in [a, b] {
+                let r = w.join().expect("an update");
+                assert_eq!(r["status"], true, "{r}");
+            }
+        });
+        let info = get(
+            &server,
+            As::Key(&key),
+            "getWireguardConfigurationInfo?configurationName=wg0",
+        );
+        let peer = &info["data"]["configurationPeers"][0];
+        assert_eq!(
+            (peer["name"].as_str(), peer["DNS"].as_str()),
+            (Some(name.as_str()), Some(dns.as_str())),
+            "round {round}: one update overwrote the other"
+        );
+    }
+}
+
+#[test]
+fn a_configuration_deleted_while_peers_are_added_leaves_no_peer_behind() {
+    let server = serve();
+    let (_, key) = logged_in(&server);
+    // A bulk add of 1000 is long enough for the delete to land inside it.
+    for round in 0..15u64 {
+        let r = post(
+            &server,
+            As::Key(&key),
+            "addWireguardConfiguration",
+            seed_configuration("wg0", "10.0.0.1/16", 51820),
+        );
+        assert_eq!(r["status"], true, "{r}");
+        std::thread::scope(|scope| {
+            let add = scope.spawn(|| {
+                call(
+                    &server,
+                    As::Key(&key),
+                    "POST",
+                    "addPeers/wg0",
+                    Some(&json!({ "bulkAdd": true, "bulkAddAmount": 1000 })),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(3 * round));
+            let r = post(
+                &server,
+                As::Key(&key),
+                "deleteWireguardConfiguration",
+                json!({ "Name": "wg0" }),
+            );
+            assert_eq!(r["status"], true, "{r}");
+            let r = add.join().expect("the add");
+            r.expect(200);
+            let r = r.json();
+            // Added before the delete, or refused after it.
+            assert!(
+                r["status"] == true || r == failure("Configuration does not exist"),
+                "{r}"
+            );
+        });
+        // A new configuration of that name starts without peers.
+        let r = post(
+            &server,
+            As::Key(&key),
+            "addWireguardConfiguration",
+            seed_configuration("wg0", "10.0.0.1/16", 51820),
+        );
+        assert_eq!(r["status"], true, "{r}");
+        let info = get(
+            &server,
+            As::Key(&key),
+            "getWireguardConfigurationInfo?configurationName=wg0",
+        );
+        assert_eq!(
+            info["data"]["configurationPeers"].as_array().map(Vec::len),
+            Some(0),
+            "round {round}: peers of the deleted configuration came back"
+        );
+        let r = post(
+            &server,
+            As::Key(&key),
+            "deleteWireguardConfiguration",
+            json!({ "Name": "wg0" }),
+        );
+        assert_eq!(r["status"], true, "{r}");
+    }
+}
+
+#[test]
+fn an_account_change_while_totp_is_turned_on_keeps_totp_on() {
+    let server = serve();
+    set_account(&server);
+    for (round, delay) in [10u64, 50, 150].into_iter().enumerate() {
+        std::thread::scope(|scope| {
+            let change = scope.spawn(|| {
+                admin(
+                    &server,
+                    "PUT",
+                    "/account",
+                    &json!({ "password": format!("a new password {round}") }),
+                )
+            });
+            std::thread::sleep(Duration::from_millis(delay));
+            admin(&server, "POST", "/totp", &json!({ "secret": TOTP_SECRET })).expect(201);
+            change.join().expect("the change").expect(200);
+        });
+        let state = admin(&server, "GET", "/state", &Value::Null);
+        assert_eq!(
+            state.json()["totp_enabled"],
+            true,
+            "round {round}: TOTP was turned off: {state:?}"
+        );
+        admin(&server, "DELETE", "/totp", &Value::Null).expect(200);
+    }
+}
+
+#[test]
+fn a_login_racing_a_password_change_keeps_no_session() {
+    let server = serve();
+    set_account(&server);
+    let mut old = PASSWORD.to_string();
+    for (round, delay) in [10u64, 50, 150].into_iter().enumerate() {
+        let new = format!("a new password {round}");
+        let r = std::thread::scope(|scope| {
+            let change =
+                scope.spawn(|| admin(&server, "PUT", "/account", &json!({ "password": new })));
+            std::thread::sleep(Duration::from_millis(delay));
+            let r = login(&server, USER, &old, "");
+            change.join().expect("the change").expect(200);
+            r
+        });
+        // Logged in before the change (whose end of every session ends
+        // this one too), or refused after it.
+        if r.json()["status"] == true {
+            let cookie = session_cookie(&r);
+            call(&server, As::Cookie(&cookie), "GET", "handshake", None).expect(401);
+        } else {
+            assert_eq!(
+                r.json(),
+                failure("Sorry, your username or password is incorrect.")
+            );
+        }
+        assert_eq!(login(&server, USER, &new, "").json()["status"], true);
+        old = new;
+    }
 }
 
 #[test]

@@ -98,15 +98,28 @@ fn change_settings(req: &Request, _: &Params) -> Result<Response, Error> {
 
 /// Issues a new key of `role` and revokes every older one; the secret is in
 /// this answer only (the host keeps its SHA-256 digest).
+///
+/// The keys to revoke are listed before the new one is issued: listed
+/// after, they would include the keys of concurrent rotations, each of
+/// which would revoke the others' new keys and leave none working. This
+/// way the key issued last always survives.
 fn rotate(role: &str, label: &str) -> Result<Response, Error> {
+    let older: Vec<String> = keys::list()?
+        .into_iter()
+        .filter(|k| k.role == role)
+        .map(|k| k.id)
+        .collect();
     let issued = keys::issue(role, label, None)?;
     let mut revoked = 0;
-    for old in keys::list()? {
-        if old.role == role && old.id != issued.info.id && keys::revoke(&old.id)? {
+    for id in &older {
+        if keys::revoke(id)? {
             revoked += 1;
         }
     }
-    log::info!("hotspot: {role} key rotated, new id {}, {revoked} revoked", issued.info.id);
+    log::info!(
+        "hotspot: {role} key rotated, new id {}, {revoked} revoked",
+        issued.info.id
+    );
     Ok(Response::json(
         201,
         &json!({
@@ -133,7 +146,9 @@ fn field_text(body: &Map<String, Value>, name: &str) -> Result<Option<String>, E
         Some(Value::String(s)) if s.is_empty() => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(Error::bad_request(format!("{name} must be a string or a number"))),
+        Some(_) => Err(Error::bad_request(format!(
+            "{name} must be a string or a number"
+        ))),
     }
 }
 
@@ -147,7 +162,9 @@ fn batch_create(req: &Request, _: &Params) -> Result<Response, Error> {
         .get("count")
         .and_then(Value::as_u64)
         .filter(|n| (1..=MAX_BATCH).contains(n))
-        .ok_or_else(|| Error::bad_request(format!("count must be a number from 1 to {MAX_BATCH}")))?;
+        .ok_or_else(|| {
+            Error::bad_request(format!("count must be a number from 1 to {MAX_BATCH}"))
+        })?;
     let new = NewVoucher {
         valid_for: field_text(&body, "valid_for")?,
         valid_from: field_text(&body, "valid_from")?,
@@ -159,7 +176,10 @@ fn batch_create(req: &Request, _: &Params) -> Result<Response, Error> {
     for _ in 0..count {
         users.push(vouchers::CreatedUser::from(&vouchers::create(&new)?));
     }
-    Ok(Response::json(201, &json!({ "created": users.len(), "users": users })))
+    Ok(Response::json(
+        201,
+        &json!({ "created": users.len(), "users": users }),
+    ))
 }
 
 /// `{"first_login": "Y-m-d H:i:s" | null, "MAC": "..." | null}`: an
@@ -181,14 +201,19 @@ fn change_voucher(req: &Request, params: &Params) -> Result<Response, Error> {
             }
             ("MAC", Value::Null) => mac = Some(None),
             ("MAC", Value::String(s)) => {
-                mac = Some(Some(
-                    store::normalize_mac(s).ok_or_else(|| Error::bad_request("MAC is not a MAC address"))?,
-                ));
+                mac =
+                    Some(Some(store::normalize_mac(s).ok_or_else(|| {
+                        Error::bad_request("MAC is not a MAC address")
+                    })?));
             }
             ("first_login" | "MAC", _) => {
                 return Err(Error::bad_request(format!("{k} must be a string or null")));
             }
-            _ => return Err(Error::bad_request(format!("unknown field {k:?}: first_login and MAC change here"))),
+            _ => {
+                return Err(Error::bad_request(format!(
+                    "unknown field {k:?}: first_login and MAC change here"
+                )));
+            }
         }
     }
     let username = &params["username"];

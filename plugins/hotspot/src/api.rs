@@ -12,9 +12,11 @@
 //! Every answer is HTTP 200, as in the original: clients read `error`.
 
 use serde::Serialize;
+use serde_json::Value;
 use wasmgate_sdk::{Error, Request, Response, keys, log};
 
 use crate::guests;
+use crate::paging;
 use crate::params::{Param, Params};
 use crate::store::{self, Kind};
 use crate::vouchers::{self, NewVoucher};
@@ -124,26 +126,52 @@ fn dispatch(params: &Params) -> Result<Response, Error> {
     match action.as_str() {
         "create_voucher" => create_voucher(params),
         "remove_voucher" => remove_voucher(params),
-        "get_voucher_users" => list("users", Kind::Voucher),
-        "get_email_users" => list("users", Kind::Email),
-        "get_fb_users" => list("users", Kind::Fb),
-        "get_mobile_users" => list("users", Kind::Mobile),
-        "get_free_users" => list("users", Kind::Free),
-        "get_logins" => Ok(raw_json(store::raw_list("logins", store::LOG_PREFIX)?)),
-        "get_guest_hosts" => guests::guest_hosts(),
-        "get_active_guests" => guests::active_guests(),
+        "get_voucher_users" => users(action.as_str(), Kind::Voucher, params),
+        "get_email_users" => users(action.as_str(), Kind::Email, params),
+        "get_fb_users" => users(action.as_str(), Kind::Fb, params),
+        "get_mobile_users" => users(action.as_str(), Kind::Mobile, params),
+        "get_free_users" => users(action.as_str(), Kind::Free, params),
+        "get_logins" => logins(params),
+        "get_guest_hosts" => guests::guest_hosts(paging::paging(params)?),
+        "get_active_guests" => guests::active_guests(paging::paging(params)?),
         _ => Ok(failure(
             "Unknown action: use create_voucher, remove_voucher, get_voucher_users, get_email_users, get_fb_users, get_mobile_users, get_free_users, get_logins, get_guest_hosts or get_active_guests",
         )),
     }
 }
 
-fn raw_json(body: Vec<u8>) -> Response {
-    Response::bytes(200, "application/json", body)
+/// A user list, paged by id: `next` is the last id listed.
+fn users(action: &str, kind: Kind, params: &Params) -> Result<Response, Error> {
+    let prefix = store::rec_prefix(kind);
+    let list = paging::KvList {
+        action,
+        field: "users",
+        prefix: &prefix,
+        cursor: |suffix| suffix.parse::<u64>().map_or(Value::Null, Value::from),
+        start: |after| {
+            let id: u64 = after.trim().parse().map_err(|_| paging::bad_after())?;
+            Ok(format!("{id:016}"))
+        },
+    };
+    paging::kv_list(&list, paging::paging(params)?, |v| Ok(v.to_vec()))
 }
 
-fn list(field: &str, kind: Kind) -> Result<Response, Error> {
-    Ok(raw_json(store::raw_list(field, &store::rec_prefix(kind))?))
+/// The login log, oldest first, paged by its key: `next` is opaque.
+fn logins(params: &Params) -> Result<Response, Error> {
+    let list = paging::KvList {
+        action: "get_logins",
+        field: "logins",
+        prefix: store::LOG_PREFIX,
+        cursor: |suffix| Value::String(suffix.to_string()),
+        start: |after| {
+            if store::is_log_suffix(after) {
+                Ok(after.to_string())
+            } else {
+                Err(paging::bad_after())
+            }
+        },
+    };
+    paging::kv_list(&list, paging::paging(params)?, |v| Ok(v.to_vec()))
 }
 
 fn create_voucher(params: &Params) -> Result<Response, Error> {

@@ -2,9 +2,11 @@
 //! the host's `net` capability) and the active sessions (`get_active_guests`).
 
 use serde::Serialize;
-use wasmgate_sdk::{Error, Response, config, kv};
+use serde_json::Value;
+use wasmgate_sdk::{Error, Response, config};
 
 use crate::api::failure;
+use crate::paging::{self, Paging};
 use crate::store::{self, Session};
 use crate::time;
 
@@ -23,18 +25,22 @@ struct ActiveGuest {
     bytes_in: String,
 }
 
-#[derive(Serialize)]
-struct ActiveGuests {
-    data: Vec<ActiveGuest>,
-}
-
 /// Every active session in MAC order, uptime from its login, idle time from
-/// the last traffic accounting reported, counters as strings (the seed's shape).
-pub fn active_guests() -> Result<Response, Error> {
+/// the last traffic accounting reported, counters as strings (the seed's
+/// shape). Paged by MAC: `next` is the last MAC listed.
+pub fn active_guests(paging: Option<Paging>) -> Result<Response, Error> {
     let now = time::now_secs();
-    let data = kv::list_json::<Session>(store::SESSION_PREFIX)?
-        .into_iter()
-        .map(|(_, s)| ActiveGuest {
+    let list = paging::KvList {
+        action: "get_active_guests",
+        field: "data",
+        prefix: store::SESSION_PREFIX,
+        cursor: |mac| Value::String(mac.to_string()),
+        start: |after| store::normalize_mac(after).ok_or_else(paging::bad_after),
+    };
+    paging::kv_list(&list, paging, |value| {
+        let s: Session = serde_json::from_slice(value)
+            .map_err(|e| Error::internal(format!("a stored session is not a session: {e}")))?;
+        serde_json::to_vec(&ActiveGuest {
             logins: s.login,
             address: s.address,
             mac_address: s.mac,
@@ -43,8 +49,8 @@ pub fn active_guests() -> Result<Response, Error> {
             bytes_out: s.bytes_out.to_string(),
             bytes_in: s.bytes_in.to_string(),
         })
-        .collect();
-    Ok(Response::json(200, &ActiveGuests { data }))
+        .map_err(|e| Error::internal(e.to_string()))
+    })
 }
 
 /// The guest links from the `guest_links` setting: a YAML list, or one name,
@@ -74,14 +80,8 @@ struct GuestHost {
     state: &'static str,
 }
 
-#[derive(Serialize)]
-#[cfg_attr(not(feature = "net"), allow(dead_code))]
-struct GuestHosts {
-    hosts: Vec<GuestHost>,
-}
-
 #[cfg(not(feature = "net"))]
-pub fn guest_hosts() -> Result<Response, Error> {
+pub fn guest_hosts(_: Option<Paging>) -> Result<Response, Error> {
     Ok(failure(
         "Guest hosts are not available: this build of the hotspot plugin has no net capability",
     ))
@@ -90,9 +90,10 @@ pub fn guest_hosts() -> Result<Response, Error> {
 /// The neighbour entries of every guest link, in the kernel's order per
 /// link. Entries that are not a host (failed or still unresolved) are left
 /// out. A guest link that does not exist (a bridge not up yet) is skipped; a
-/// link the grant does not cover is an error that names it.
+/// link the grant does not cover is an error that names it. Paged by
+/// "<link>/<IP>" (a live table has no stable order of its own).
 #[cfg(feature = "net")]
-pub fn guest_hosts() -> Result<Response, Error> {
+pub fn guest_hosts(paging: Option<Paging>) -> Result<Response, Error> {
     use wasmgate_sdk::bindings::wasmgate::plugin::net::{self, NeighbourState};
 
     let links = guest_links();
@@ -124,13 +125,15 @@ pub fn guest_hosts() -> Result<Response, Error> {
                 NeighbourState::Permanent => "permanent",
                 NeighbourState::None => "none",
             };
-            hosts.push(GuestHost {
+            let host = GuestHost {
                 ip: n.address,
                 mac: n.mac.map(|m| m.to_ascii_uppercase()),
                 link: n.link,
                 state,
-            });
+            };
+            let entry = serde_json::to_vec(&host).map_err(|e| Error::internal(e.to_string()))?;
+            hosts.push((format!("{}/{}", host.link, host.ip), entry));
         }
     }
-    Ok(Response::json(200, &GuestHosts { hosts }))
+    paging::memory_list("get_guest_hosts", "hosts", hosts, paging)
 }

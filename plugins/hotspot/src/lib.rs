@@ -17,6 +17,7 @@
 mod admin;
 mod api;
 mod guests;
+mod paging;
 mod params;
 mod portal;
 mod store;

@@ -64,8 +64,10 @@ fn authenticate(req: &Request) -> Result<(), Response> {
     let key = req
         .header("x-gateway-key")
         .or_else(|| {
-            req.header("authorization")
-                .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            req.header("authorization").and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
         })
         .map(str::trim)
         .filter(|k| !k.is_empty());
@@ -95,16 +97,26 @@ fn optional(p: &Params, name: &str) -> Result<Option<String>, Error> {
 }
 
 fn client(p: &Params) -> Result<(String, String), Error> {
-    let mac = store::normalize_mac(&required(p, "mac")?)
-        .ok_or_else(|| Error::bad_request("Invalid mac: expected six hex pairs like A1:B2:C3:D4:E5:F6"))?;
+    let mac = store::normalize_mac(&required(p, "mac")?).ok_or_else(|| {
+        Error::bad_request("Invalid mac: expected six hex pairs like A1:B2:C3:D4:E5:F6")
+    })?;
     let ip = required(p, "ip")?;
     if ip.parse::<std::net::IpAddr>().is_err() {
-        return Err(Error::bad_request("Invalid ip: expected an IPv4 or IPv6 address"));
+        return Err(Error::bad_request(
+            "Invalid ip: expected an IPv4 or IPv6 address",
+        ));
     }
     Ok((mac, ip))
 }
 
-fn log_entry(kind: Kind, login: &str, mac: &str, ip: &str, success: bool, message: &str) -> LoginEntry {
+fn log_entry(
+    kind: Kind,
+    login: &str,
+    mac: &str,
+    ip: &str,
+    success: bool,
+    message: &str,
+) -> LoginEntry {
     LoginEntry {
         time: time::format_datetime(time::now_secs()),
         kind,
@@ -169,6 +181,16 @@ enum Outcome {
 fn login(req: &Request) -> Result<Response, Error> {
     let p = params(req)?;
     let username = required(&p, "username")?;
+    // Every attempt is logged with its username, and no voucher has a longer
+    // one: refusing it here keeps a guest from filling the log with junk.
+    if username.chars().count() > vouchers::MAX_USERNAME_CHARS
+        || username.chars().any(char::is_control)
+    {
+        return Err(Error::bad_request(format!(
+            "Invalid username: at most {} characters, no control characters",
+            vouchers::MAX_USERNAME_CHARS
+        )));
+    }
     let passcode = optional(&p, "passcode")?.unwrap_or_default();
     let (mac, ip) = client(&p)?;
     let now = time::now_secs();
@@ -266,7 +288,9 @@ fn flag(p: &Params, name: &str) -> Result<Option<u8>, Error> {
         None => Ok(None),
         Some("1" | "true") => Ok(Some(1)),
         Some("0" | "false") => Ok(Some(0)),
-        Some(_) => Err(Error::bad_request(format!("Invalid {name}: expected 0 or 1"))),
+        Some(_) => Err(Error::bad_request(format!(
+            "Invalid {name}: expected 0 or 1"
+        ))),
     }
 }
 
@@ -325,9 +349,9 @@ fn upsert<T: Serialize + DeserializeOwned>(
         let idx = store::idx_key(kind, identity);
         let (id, record) = match txn.get_json::<u64>(&idx)? {
             Some(id) => {
-                let mut rec: T = txn
-                    .get_json(&store::rec_key(kind, id))?
-                    .ok_or_else(|| Error::internal(format!("index {idx} points at a missing record")))?;
+                let mut rec: T = txn.get_json(&store::rec_key(kind, id))?.ok_or_else(|| {
+                    Error::internal(format!("index {idx} points at a missing record"))
+                })?;
                 update(&mut rec);
                 (id, rec)
             }
@@ -436,7 +460,11 @@ fn signin(req: &Request) -> Result<Response, Error> {
         }
         Kind::Fb => {
             let fb_id = required(&p, "facebook_id")?;
-            if fb_id.len() > 64 || !fb_id.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-') {
+            if fb_id.len() > 64
+                || !fb_id
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'-')
+            {
                 return Err(Error::bad_request("Invalid facebook_id"));
             }
             let name = check_comment("name", optional(&p, "name")?)?;
@@ -475,7 +503,13 @@ fn signin(req: &Request) -> Result<Response, Error> {
                     set_if(&mut u.comments2, &x.comments2);
                     u.marketing = x.marketing.unwrap_or(u.marketing);
                 },
-                |u| if u.name.is_empty() { u.facebook_id.clone() } else { u.name.clone() },
+                |u| {
+                    if u.name.is_empty() {
+                        u.facebook_id.clone()
+                    } else {
+                        u.name.clone()
+                    }
+                },
                 &mac,
                 &ip,
             )?
@@ -484,7 +518,9 @@ fn signin(req: &Request) -> Result<Response, Error> {
             let mobile = required(&p, "mobile")?;
             let digits = mobile.strip_prefix('+').unwrap_or(&mobile);
             if !(4..=20).contains(&digits.len()) || !digits.bytes().all(|c| c.is_ascii_digit()) {
-                return Err(Error::bad_request("Invalid mobile: 4 to 20 digits, optionally after '+'"));
+                return Err(Error::bad_request(
+                    "Invalid mobile: 4 to 20 digits, optionally after '+'",
+                ));
             }
             let x = extra(&p)?;
             upsert(
@@ -583,7 +619,10 @@ fn apply(report: &Report, mac: &str, now: u64) -> Result<Applied, Error> {
         };
         // A counter below the last report was reset by the gateway: all of it is new.
         let grow = |new: u64, old: u64| if new >= old { new - old } else { new };
-        let (d_in, d_out) = (grow(report.bytes_in, s.bytes_in), grow(report.bytes_out, s.bytes_out));
+        let (d_in, d_out) = (
+            grow(report.bytes_in, s.bytes_in),
+            grow(report.bytes_out, s.bytes_out),
+        );
         s.bytes_in = report.bytes_in;
         s.bytes_out = report.bytes_out;
         match report.idle_time {
@@ -657,11 +696,15 @@ fn accounting(req: &Request) -> Result<Response, Error> {
 /// Ends the device's session; final counters, when given, are accounted first.
 fn logout(req: &Request) -> Result<Response, Error> {
     let p = params(req)?;
-    let mac = store::normalize_mac(&required(&p, "mac")?)
-        .ok_or_else(|| Error::bad_request("Invalid mac: expected six hex pairs like A1:B2:C3:D4:E5:F6"))?;
+    let mac = store::normalize_mac(&required(&p, "mac")?).ok_or_else(|| {
+        Error::bad_request("Invalid mac: expected six hex pairs like A1:B2:C3:D4:E5:F6")
+    })?;
     let counter = |name: &str| -> Result<Option<u64>, Error> {
         optional(&p, name)?
-            .map(|v| v.parse::<u64>().map_err(|_| Error::bad_request(format!("Invalid {name}"))))
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| Error::bad_request(format!("Invalid {name}")))
+            })
             .transpose()
     };
     let (bytes_in, bytes_out) = (counter("bytes_in")?, counter("bytes_out")?);
@@ -677,7 +720,10 @@ fn logout(req: &Request) -> Result<Response, Error> {
                 None => 0,
             };
             let ukey = store::use_key(s.user_id);
-            if txn.get(&store::rec_key(Kind::Voucher, s.user_id))?.is_some() {
+            if txn
+                .get(&store::rec_key(Kind::Voucher, s.user_id))?
+                .is_some()
+            {
                 let mut usage: Usage = txn.get_json(&ukey)?.unwrap_or_default();
                 usage.bytes_in = usage.bytes_in.saturating_add(grow(bytes_in, s.bytes_in));
                 usage.bytes_out = usage.bytes_out.saturating_add(grow(bytes_out, s.bytes_out));

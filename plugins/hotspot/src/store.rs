@@ -243,25 +243,6 @@ pub fn toggles() -> Result<Toggles, Error> {
     Ok(kv::get_json(TOGGLES)?.unwrap_or_default())
 }
 
-/// `{"<field>":[<stored values>]}` from one prefix scan, without parsing the
-/// values: they are stored in their listed shape.
-pub fn raw_list(field: &str, prefix: &str) -> Result<Vec<u8>, Error> {
-    let entries = kv::list(prefix)?;
-    let size: usize = entries.iter().map(|(_, v)| v.len() + 1).sum();
-    let mut out = Vec::with_capacity(size + field.len() + 8);
-    out.extend_from_slice(b"{\"");
-    out.extend_from_slice(field.as_bytes());
-    out.extend_from_slice(b"\":[");
-    for (i, (_, value)) in entries.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        out.extend_from_slice(value);
-    }
-    out.extend_from_slice(b"]}");
-    Ok(out)
-}
-
 /// Lower-case hex of `n` random bytes.
 pub fn random_hex(n: u32) -> String {
     crypto::hex(&crypto::random_bytes(n))
@@ -271,6 +252,18 @@ pub fn random_hex(n: u32) -> String {
 /// millisecond apart must keep their order), unique without a counter.
 pub fn log_key(now_ns: u128) -> String {
     format!("{LOG_PREFIX}{now_ns:020}-{}", random_hex(4))
+}
+
+/// Whether `text` is a login-log key without its prefix: the form
+/// [`log_key`] makes.
+pub fn is_log_suffix(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 29
+        && b[..20].iter().all(u8::is_ascii_digit)
+        && b[20] == b'-'
+        && b[21..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 /// "AA:BB:CC:DD:EE:FF" from six hex pairs separated by ':' or '-', any case.
@@ -291,9 +284,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_suffixes_are_what_log_key_makes() {
+        assert!(is_log_suffix("01733218223123456789-0a1b2c3d"));
+        for bad in [
+            "",
+            "12",
+            "0173321822312345678-0a1b2c3d",
+            "01733218223123456789-0A1B2C3D",
+            "01733218223123456789_0a1b2c3d",
+            "0173321822312345678x-0a1b2c3d",
+        ] {
+            assert!(!is_log_suffix(bad), "{bad}");
+        }
+    }
+
+    #[test]
     fn macs_are_normalised() {
-        assert_eq!(normalize_mac("a1-b2-c3-d4-e5-f6").as_deref(), Some("A1:B2:C3:D4:E5:F6"));
-        assert_eq!(normalize_mac("A1:B2:C3:D4:E5:F6").as_deref(), Some("A1:B2:C3:D4:E5:F6"));
+        assert_eq!(
+            normalize_mac("a1-b2-c3-d4-e5-f6").as_deref(),
+            Some("A1:B2:C3:D4:E5:F6")
+        );
+        assert_eq!(
+            normalize_mac("A1:B2:C3:D4:E5:F6").as_deref(),
+            Some("A1:B2:C3:D4:E5:F6")
+        );
         assert_eq!(normalize_mac("A1:B2:C3:D4:E5"), None);
         assert_eq!(normalize_mac("A1:B2:C3:D4:E5:G6"), None);
         assert_eq!(normalize_mac("A1:B2:C3:D4:E5:F66"), None);

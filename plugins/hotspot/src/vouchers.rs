@@ -33,8 +33,9 @@ pub fn valid_for_seconds(value: &str) -> Result<Option<u64>, ()> {
         "hour" if n == 1 => Ok(Some(3600)),
         "hours" if (2..=23).contains(&n) => Ok(Some(n * 3600)),
         "day" if n == 1 => Ok(Some(86_400)),
-        "days" if (2..=30).contains(&n)
-            || [35, 40, 45, 50, 55, 60, 90, 120, 150, 180, 365].contains(&n) =>
+        "days"
+            if (2..=30).contains(&n)
+                || [35, 40, 45, 50, 55, 60, 90, 120, 150, 180, 365].contains(&n) =>
         {
             Ok(Some(n * 86_400))
         }
@@ -103,7 +104,9 @@ fn check_text(what: &str, value: &str, max: usize) -> Result<(), Error> {
         return Err(refuse(format!("{what} must be at most {max} characters")));
     }
     if value.chars().any(char::is_control) {
-        return Err(refuse(format!("{what} must not contain control characters")));
+        return Err(refuse(format!(
+            "{what} must not contain control characters"
+        )));
     }
     Ok(())
 }
@@ -140,7 +143,14 @@ fn random_fullname() -> String {
         "Quinn", "Harper", "Rowan", "Sky", "Noel", "Eden",
     ];
     const LAST: &[&str] = &[
-        "Guest", "Visitor", "Traveller", "Wanderer", "Rider", "Walker", "Reader", "Sailor",
+        "Guest",
+        "Visitor",
+        "Traveller",
+        "Wanderer",
+        "Rider",
+        "Walker",
+        "Reader",
+        "Sailor",
     ];
     let b = crypto::random_bytes(4);
     format!(
@@ -167,7 +177,9 @@ pub fn create(new: &NewVoucher) -> Result<Voucher, Error> {
         None => default_valid_for()?,
         Some(v) => {
             if valid_for_seconds(v).is_err() {
-                return Err(refuse(format!("Invalid valid_for: must be one of {VALID_FOR_HELP}")));
+                return Err(refuse(format!(
+                    "Invalid valid_for: must be one of {VALID_FOR_HELP}"
+                )));
             }
             v.clone()
         }
@@ -199,7 +211,10 @@ pub fn create(new: &NewVoucher) -> Result<Voucher, Error> {
                 let mut found = None;
                 for _ in 0..8 {
                     let candidate = random_word(8);
-                    if txn.get(&store::idx_key(Kind::Voucher, &candidate))?.is_none() {
+                    if txn
+                        .get(&store::idx_key(Kind::Voucher, &candidate))?
+                        .is_none()
+                    {
                         found = Some(candidate);
                         break;
                     }
@@ -335,7 +350,15 @@ mod tests {
         assert_eq!(parse_limit(Some("1024")), 1024);
         assert_eq!(parse_limit(Some("1")), 1);
         assert_eq!(parse_limit(Some("9437184")), 9_437_184);
-        for bad in ["0", "9437185", "-1", "abc", "1.5", "", "99999999999999999999999"] {
+        for bad in [
+            "0",
+            "9437185",
+            "-1",
+            "abc",
+            "1.5",
+            "",
+            "99999999999999999999999",
+        ] {
             assert_eq!(parse_limit(Some(bad)), 0, "{bad}");
         }
         assert_eq!(parse_limit(None), 0);

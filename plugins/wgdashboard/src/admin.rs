@@ -83,23 +83,30 @@ fn set_account(req: &Request, _: &Params) -> Result<Response, Error> {
     {
         return Err(Error::bad_request("password must be 8 to 1024 bytes"));
     }
-    let old = store::account()?;
-    if old.is_none() && (username.is_none() || password.is_none()) {
-        return Err(Error::bad_request(
-            "the first call sets both username and password",
-        ));
-    }
-    let mut account = old.unwrap_or_default();
-    if let Some(u) = username {
-        account.username = u;
-    }
-    if let Some(p) = &password {
-        account.password_hash = crypto::password_hash(p);
-    }
-    if let Some(w) = welcome {
-        account.welcome_session = w;
-    }
-    auth::save_account(&account)?;
+    // The hash is slow: made before the transaction, which may run again.
+    let password_hash = password.as_deref().map(crypto::password_hash);
+    // Read and written in one transaction, so that a concurrent change (TOTP
+    // turned on meanwhile) is not overwritten with what was read before it.
+    let account = kv::transaction(|txn| {
+        let old: Option<Account> = txn.get_json(store::ACCOUNT)?;
+        if old.is_none() && (username.is_none() || password_hash.is_none()) {
+            return Err(Error::bad_request(
+                "the first call sets both username and password",
+            ));
+        }
+        let mut account = old.unwrap_or_default();
+        if let Some(u) = &username {
+            account.username.clone_from(u);
+        }
+        if let Some(h) = &password_hash {
+            account.password_hash.clone_from(h);
+        }
+        if let Some(w) = welcome {
+            account.welcome_session = w;
+        }
+        txn.set_json(store::ACCOUNT, &account)?;
+        Ok(account)
+    })?;
     if password.is_some() {
         let ended = auth::end_all_sessions()?;
         log::info!("wgdashboard: password changed, {ended} session(s) ended");
@@ -115,11 +122,6 @@ fn set_totp(req: &Request, _: &Params) -> Result<Response, Error> {
     } else {
         req.json()?
     };
-    let Some(mut account) = store::account()? else {
-        return Err(Error::bad_request(
-            "set the username and password first (PUT /account)",
-        ));
-    };
     let secret = match body.get("secret") {
         None | Some(Value::Null) => totp::base32_encode(&crypto::random_bytes(20)),
         Some(Value::String(s)) => {
@@ -130,9 +132,18 @@ fn set_totp(req: &Request, _: &Params) -> Result<Response, Error> {
         }
         Some(_) => return Err(Error::bad_request("secret must be a base32 string")),
     };
-    account.totp_secret = Some(secret.clone());
-    auth::save_account(&account)?;
-    kv::delete(store::TOTP_LAST_STEP)?;
+    let account = kv::transaction(|txn| {
+        let Some(mut account) = txn.get_json::<Account>(store::ACCOUNT)? else {
+            return Err(Error::bad_request(
+                "set the username and password first (PUT /account)",
+            ));
+        };
+        account.totp_secret = Some(secret.clone());
+        txn.set_json(store::ACCOUNT, &account)?;
+        // A new secret starts a new series of steps.
+        txn.delete(store::TOTP_LAST_STEP)?;
+        Ok(account)
+    })?;
     let label: String = percent_encoding::utf8_percent_encode(
         &account.username,
         percent_encoding::NON_ALPHANUMERIC,
@@ -151,11 +162,14 @@ fn set_totp(req: &Request, _: &Params) -> Result<Response, Error> {
 }
 
 fn clear_totp(_: &Request, _: &Params) -> Result<Response, Error> {
-    let Some(mut account) = store::account()? else {
-        return Err(Error::not_found("no account"));
-    };
-    account.totp_secret = None;
-    auth::save_account(&account)?;
+    let account = kv::transaction(|txn| {
+        let Some(mut account) = txn.get_json::<Account>(store::ACCOUNT)? else {
+            return Err(Error::not_found("no account"));
+        };
+        account.totp_secret = None;
+        txn.set_json(store::ACCOUNT, &account)?;
+        Ok(account)
+    })?;
     log::info!("wgdashboard: TOTP turned off");
     Ok(Response::json(200, &state_json(Some(&account))?))
 }

@@ -16,6 +16,7 @@ use crate::device::{self, Live};
 use crate::envelope::{self, answer, done, fail, ok};
 use crate::ipalloc;
 use crate::json;
+use crate::paging;
 use crate::store::{self, Conf, PeerRec};
 use crate::time;
 use crate::validate::{self, Cidr};
@@ -103,17 +104,24 @@ fn route(req: &Request, caller: &Caller, endpoint: &str, arg: &str) -> Result<Re
         "isTotpEnabled" => auth::totp_enabled(),
         "authenticate" => auth::authenticate(req, caller),
         "signout" => auth::signout(caller),
-        "getDashboardAPIKeys" => auth::get_keys(),
+        "getDashboardAPIKeys" => match paging::paging(req) {
+            Ok(p) => auth::get_keys(p),
+            Err(answer) => Ok(answer),
+        },
         "newDashboardAPIKey" => auth::new_key(req),
         "deleteDashboardAPIKey" => auth::delete_key(req),
-        "getWireguardConfigurations" => get_configurations(),
+        "getWireguardConfigurations" => match paging::paging(req) {
+            Ok(p) => get_configurations(p),
+            Err(answer) => Ok(answer),
+        },
         "addWireguardConfiguration" => with_body(req, add_configuration),
         "toggleWireguardConfiguration" => {
             toggle(&req.query("configurationName").unwrap_or_default())
         }
-        "getWireguardConfigurationInfo" => {
-            configuration_info(&req.query("configurationName").unwrap_or_default())
-        }
+        "getWireguardConfigurationInfo" => match paging::paging(req) {
+            Ok(p) => configuration_info(&req.query("configurationName").unwrap_or_default(), p),
+            Err(answer) => Ok(answer),
+        },
         "deleteWireguardConfiguration" => with_body(req, delete_configuration),
         "addPeers" => with_body(req, |b| add_peers(&conf_arg(), b)),
         "deletePeers" => with_body(req, |b| change_peers(&conf_arg(), b, Change::Delete)),
@@ -189,14 +197,14 @@ fn names_under(prefix: &str) -> Result<HashSet<String>, Error> {
         .collect())
 }
 
-/// GET /api/getWireguardConfigurations.
+/// GET /api/getWireguardConfigurations, paged by name.
 ///
 /// A configuration toggled on (`up/<name>`) is read from its device and
 /// its peers. One that is off has no device (Status false, no connected
 /// peer) and its DataUsage only changes with its revision: the cached
 /// [`store::Sum`] answers while it is current, so listing configurations
 /// that are off reads four small prefixes instead of every peer.
-fn get_configurations() -> Result<Response, Error> {
+fn get_configurations(paging: Option<paging::Paging>) -> Result<Response, Error> {
     let confs = store::confs()?;
     let revs: HashMap<String, u64> = kv::list_json::<u64>(store::REV_PREFIX)?
         .into_iter()
@@ -209,25 +217,32 @@ fn get_configurations() -> Result<Response, Error> {
     let up = names_under(store::UP_PREFIX)?;
     let live = Live::read_some(up.iter().map(String::as_str));
     let now = time::now_secs();
-    let mut out = Vec::with_capacity(confs.len());
-    for conf in &confs {
+    let render = |conf: &Conf| -> Result<Vec<u8>, Error> {
         let name = conf.name.as_str();
         let rev = revs.get(name).copied().unwrap_or(0);
         if !up.contains(name)
             && let Some(sum) = sums.get(name).filter(|s| s.rev == rev)
         {
-            out.push(json::conf_with(conf, sum.rx, sum.tx, 0, false));
-            continue;
+            return paging::to_json(&json::conf_with(conf, sum.rx, sum.tx, 0, false));
         }
         let mut peers = store::peers(name)?;
         let answer = conf_with_peers(conf, &mut peers, &live, now)?;
         if !up.contains(name) {
             let (rx, tx, _) = json::usage(name, &peers, &live, now);
-            kv::set_json(&store::sum_key(name), &store::Sum { rev, rx, tx })?;
+            // Cached only if nothing changed the peers since `rev` was read
+            // (nor deleted the configuration, which would restart its `rev`
+            // and could make this sum look current for the next one).
+            kv::transaction(|txn| {
+                let now_rev: u64 = txn.get_json(&store::rev_key(name))?.unwrap_or(0);
+                if now_rev == rev && txn.get(&store::conf_key(name))?.is_some() {
+                    txn.set_json(&store::sum_key(name), &store::Sum { rev, rx, tx })?;
+                }
+                Ok(())
+            })?;
         }
-        out.push(answer);
-    }
-    Ok(ok(&out))
+        paging::to_json(&answer)
+    };
+    paging::list(&confs, |c| c.name.as_str(), render, paging)
 }
 
 const REQUIRED: &str = "Please provide all required parameters.";
@@ -358,16 +373,12 @@ fn toggle(name: &str) -> Result<Response, Error> {
     }
 }
 
-#[derive(Serialize)]
-#[allow(non_snake_case, reason = "the original's field names")]
-struct Info<'a> {
-    configurationInfo: json::ConfJson<'a>,
-    configurationPeers: Vec<json::PeerJson<'a>>,
-    configurationRestrictedPeers: Vec<json::PeerJson<'a>>,
-}
-
-/// GET /api/getWireguardConfigurationInfo?configurationName=.
-fn configuration_info(name: &str) -> Result<Response, Error> {
+/// GET /api/getWireguardConfigurationInfo?configurationName=. A page holds
+/// the next peers in public-key order, each in the list it belongs to;
+/// `configurationInfo` is the whole configuration's on every page.
+fn configuration_info(name: &str, paging: Option<paging::Paging>) -> Result<Response, Error> {
+    const MID: &[u8] = b"],\"configurationRestrictedPeers\":[";
+    const CLOSE: &[u8] = b"]}";
     let Some(conf) = (if validate::is_name(name) {
         store::conf(name)?
     } else {
@@ -380,20 +391,61 @@ fn configuration_info(name: &str) -> Result<Response, Error> {
     let now = time::now_secs();
     let mut peers = store::peers(name)?;
     device::observe(name, &live, &mut peers)?;
-    let info = Info {
-        configurationInfo: json::conf(&conf, &peers, &live, now),
-        configurationPeers: peers
-            .iter()
-            .filter(|p| !p.restricted)
-            .map(|p| json::peer(name, p, &live, &settings.remote_endpoint, now))
-            .collect(),
-        configurationRestrictedPeers: peers
-            .iter()
-            .filter(|p| p.restricted)
-            .map(|p| json::peer(name, p, &live, &settings.remote_endpoint, now))
-            .collect(),
+    let cap = paging::max_response_bytes()?;
+    let mut head = b"{\"configurationInfo\":".to_vec();
+    head.extend(paging::to_json(&json::conf(&conf, &peers, &live, now))?);
+    head.extend_from_slice(b",\"configurationPeers\":[");
+    let mut b = paging::Builder::new(&head, MID.len() + CLOSE.len(), cap);
+    let render =
+        |p: &PeerRec| paging::to_json(&json::peer(name, p, &live, &settings.remote_endpoint, now));
+    let Some(paging) = paging else {
+        let tail = paging::tail_for(None);
+        for p in peers.iter().filter(|p| !p.restricted) {
+            if !b.push(&render(p)?, tail) {
+                return Ok(paging::too_large(peers.len(), cap));
+            }
+        }
+        b.next_array(MID);
+        for p in peers.iter().filter(|p| p.restricted) {
+            if !b.push(&render(p)?, tail) {
+                return Ok(paging::too_large(peers.len(), cap));
+            }
+        }
+        return Ok(b.whole(CLOSE));
     };
-    Ok(ok(&info))
+    // The page is chosen in key order first, then split into its two lists;
+    // a separator is counted for every entry, which only overestimates.
+    let start = paging
+        .after
+        .as_deref()
+        .map_or(0, |a| peers.partition_point(|p| p.id.as_str() <= a));
+    let frame = b"{\"data\":".len() + head.len() + MID.len() + CLOSE.len();
+    let (mut chosen, mut used, mut last, mut more) = (Vec::new(), 0, Value::Null, false);
+    for p in &peers[start..] {
+        let cursor = Value::String(p.id.clone());
+        let item = render(p)?;
+        if chosen.len() == paging.limit
+            || frame + used + item.len() + 1 + paging::tail_for(Some(&cursor)) > cap
+        {
+            if chosen.is_empty() {
+                return Err(paging::entry_error(cap));
+            }
+            more = true;
+            break;
+        }
+        used += item.len() + 1;
+        chosen.push((p.restricted, item));
+        last = cursor;
+    }
+    for restricted in [false, true] {
+        if restricted {
+            b.next_array(MID);
+        }
+        for (_, item) in chosen.iter().filter(|(r, _)| *r == restricted) {
+            b.push(item, 0);
+        }
+    }
+    Ok(b.page(CLOSE, if more { &last } else { &Value::Null }))
 }
 
 /// POST /api/deleteWireguardConfiguration {Name}: the device (if any),
@@ -412,11 +464,16 @@ fn delete_configuration(body: &Map<String, Value>) -> Result<Response, Error> {
     if let Err(message) = device::stop(name) {
         return Ok(fail(message));
     }
-    let peer_keys: Vec<String> = kv::list(&store::peers_prefix(name))?
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
-    kv::transaction(|txn| {
+    let peer_keys = kv::transaction(|txn| {
+        // Every change to the peers bumps `rev`: reading it here makes a
+        // peer added after this read conflict the commit, and the retry
+        // lists it too. The listing itself cannot be transactional.
+        txn.get(&store::rev_key(name))?;
+        txn.get(&store::conf_key(name))?;
+        let peer_keys: Vec<String> = kv::list(&store::peers_prefix(name))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
         txn.delete(&store::conf_key(name))?;
         txn.delete(&store::port_key(conf.listen_port))?;
         txn.delete(&store::address_key(&conf.address))?;
@@ -426,7 +483,7 @@ fn delete_configuration(body: &Map<String, Value>) -> Result<Response, Error> {
         for k in &peer_keys {
             txn.delete(k)?;
         }
-        Ok(())
+        Ok(peer_keys)
     })?;
     log::info!(
         "wgdashboard: configuration {name} deleted with {} peer(s)",
@@ -645,6 +702,12 @@ fn add_peers(conf_name: &str, body: &Map<String, Value>) -> Result<Response, Err
     let bulk_psk = bool_field(body, "preshared_key_bulkAdd", false);
 
     let outcome = kv::transaction(|txn| -> Result<Result<Vec<PeerRec>, String>, Error> {
+        // Read in the transaction: a configuration deleted since the check
+        // above must not get peers (they would outlive it and come back
+        // with the next configuration of that name).
+        if txn.get(&store::conf_key(&conf.name))?.is_none() {
+            return Ok(Err("Configuration does not exist".into()));
+        }
         let rev: u64 = txn.get_json(&store::rev_key(&conf.name))?.unwrap_or(0);
         let existing = store::peers(&conf.name)?;
         let used = used_cidrs(&existing, None);
@@ -904,9 +967,9 @@ fn update_peer(conf_name: &str, body: &Map<String, Value>) -> Result<Response, E
         Some(a) => a.trim().to_string(),
         None => current.allowed_ip.clone(),
     };
-    let Some(cidrs) = validate::cidr_list(&allowed_ip) else {
+    if validate::cidr_list(&allowed_ip).is_none() {
         return Ok(fail("Allowed IPs format is incorrect."));
-    };
+    }
     let private_key = str_field(body, "private_key")
         .map_or(current.private_key.clone(), |k| k.trim().to_string());
     if !private_key.is_empty()
@@ -930,19 +993,40 @@ fn update_peer(conf_name: &str, body: &Map<String, Value>) -> Result<Response, E
         let Some(mut p) = txn.get_json::<PeerRec>(&key)? else {
             return Ok(Err(NO_PEER.into()));
         };
+        // Only the fields the request gives change: the values read before
+        // the transaction may be stale, and writing them back would undo a
+        // concurrent update of another field.
+        let given = |field: &str| str_field(body, field).is_some();
+        if given("name") {
+            p.name.clone_from(&peer_name);
+        }
+        if given("private_key") {
+            p.private_key.clone_from(&private_key);
+        }
+        if given("preshared_key") {
+            p.preshared_key.clone_from(&preshared_key);
+        }
+        if given("allowed_ip") {
+            p.allowed_ip.clone_from(&allowed_ip);
+        }
+        if given("DNS") {
+            p.dns.clone_from(&options.dns);
+        }
+        if given("endpoint_allowed_ip") {
+            p.endpoint_allowed_ip
+                .clone_from(&options.endpoint_allowed_ip);
+        }
+        if int_field(body, "mtu").is_some() {
+            p.mtu = options.mtu;
+        }
+        if int_field(body, "keepalive").is_some() {
+            p.keepalive = options.keepalive;
+        }
+        let cidrs = validate::cidr_list(&p.allowed_ip).unwrap_or_default();
         let others = used_cidrs(&store::peers(name)?, Some(&id));
         if cidrs.iter().any(|c| others.iter().any(|o| o.overlaps(c))) {
             return Ok(Err("Allowed IP already taken by another peer.".into()));
         }
-        p.name.clone_from(&peer_name);
-        p.private_key.clone_from(&private_key);
-        p.preshared_key.clone_from(&preshared_key);
-        p.allowed_ip.clone_from(&allowed_ip);
-        p.dns.clone_from(&options.dns);
-        p.endpoint_allowed_ip
-            .clone_from(&options.endpoint_allowed_ip);
-        p.mtu = options.mtu;
-        p.keepalive = options.keepalive;
         txn.set_json(&key, &p)?;
         txn.set_json(&store::rev_key(name), &(rev + 1))?;
         Ok(Ok(p))

@@ -20,6 +20,7 @@ use wasmgate_sdk::crypto::{self, HmacAlgorithm};
 use wasmgate_sdk::{Error, Request, Response, keys, kv, log, ratelimit};
 
 use crate::envelope::{self, done, fail, ok};
+use crate::paging;
 use crate::store::{self, Account, Session};
 use crate::{time, totp};
 
@@ -98,24 +99,41 @@ fn live_session(req: &Request) -> Result<Option<String>, Error> {
     }
 }
 
-/// A new session: the token goes in the cookie, its digest in kv.
-fn start_session(message: Value) -> Result<Response, Error> {
+/// A new session: the token goes in the cookie, its digest in kv. With
+/// `verified_hash`, only while the account's password hash is still the
+/// one the password was checked against: `None` when it changed.
+fn start_session(message: Value, verified_hash: Option<&str>) -> Result<Option<Response>, Error> {
     let settings = store::settings()?;
     let token = crypto::hex(&crypto::random_bytes(32));
     let now = time::now_secs();
-    kv::set_json(
-        &session_key(&token),
-        &Session {
-            created_at: now,
-            expires_at: now + settings.session_ttl_secs,
-        },
-    )?;
+    let started = kv::transaction(|txn| {
+        // A password change ends every session it finds; one written after
+        // that change from a check against the old password would survive
+        // it, so the hash is read again in the session's own transaction.
+        if let Some(hash) = verified_hash {
+            let account: Option<Account> = txn.get_json(store::ACCOUNT)?;
+            if account.is_none_or(|a| a.password_hash != hash) {
+                return Ok(false);
+            }
+        }
+        txn.set_json(
+            &session_key(&token),
+            &Session {
+                created_at: now,
+                expires_at: now + settings.session_ttl_secs,
+            },
+        )?;
+        Ok(true)
+    })?;
+    if !started {
+        return Ok(None);
+    }
     let secure = if settings.cookie_secure {
         "; Secure"
     } else {
         ""
     };
-    Ok(
+    Ok(Some(
         envelope::answer(200, true, &message, &Value::Null).with_header(
             "set-cookie",
             format!(
@@ -123,7 +141,7 @@ fn start_session(message: Value) -> Result<Response, Error> {
                 settings.session_ttl_secs
             ),
         ),
-    )
+    ))
 }
 
 fn clear_cookie() -> String {
@@ -160,10 +178,61 @@ fn text_field(body: &Map<String, Value>, name: &str) -> String {
     }
 }
 
+/// The client's IP address without its port, IPv4-mapped addresses as IPv4.
+fn client_ip(req: &Request) -> String {
+    let addr = req.client_addr();
+    match addr.parse::<std::net::SocketAddr>() {
+        Ok(sa) => sa.ip().to_canonical().to_string(),
+        Err(_) => addr.to_string(),
+    }
+}
+
+/// The 429 for a login attempt over its limits, or `None` to go on.
+///
+/// The address is counted first, and the (address, username) pair only for
+/// an attempt the address's limit let through: an address over its limit
+/// adds no bucket whatever username it sends, so the buckets one address
+/// can make per window are bounded by its own limit. No bucket is per
+/// username alone: one address guessing `admin`'s password must not lock
+/// `admin` out everywhere else.
+fn over_login_limit(settings: &store::Settings, client: &str, username: &str) -> Option<Response> {
+    let window = Duration::from_secs(60);
+    let mut decision = ratelimit::check(
+        &format!("login/addr/{client}"),
+        settings.login_attempts_per_address_per_minute,
+        window,
+    );
+    if decision.allowed {
+        let name_digest = crypto::hex(&crypto::sha256(username.as_bytes()));
+        decision = ratelimit::check(
+            &format!("login/addr-user/{client}/{name_digest}"),
+            settings.login_attempts_per_minute,
+            window,
+        );
+    }
+    if decision.allowed {
+        return None;
+    }
+    let retry = decision
+        .reset_at
+        .saturating_sub(time::now_secs())
+        .clamp(1, window.as_secs());
+    log::warn!("wgdashboard: login attempts over the limit from {client}");
+    Some(
+        envelope::answer(
+            429,
+            false,
+            &Value::String("Too many login attempts, try again later.".into()),
+            &Value::Null,
+        )
+        .with_header("retry-after", retry.to_string()),
+    )
+}
+
 /// POST /api/authenticate {username, password, totp}.
 ///
-/// Rate-limited per client address and per username before anything is
-/// checked. The password check (PBKDF2) always runs, so a wrong username
+/// Rate-limited per client address and per (address, username) before
+/// anything is checked. The password check (PBKDF2) always runs, so a wrong username
 /// takes as long as a wrong password; the username and the TOTP candidates
 /// are compared in constant time. A TOTP step that already logged in, or an
 /// earlier one, is refused. With a valid API key the original starts a
@@ -172,7 +241,8 @@ pub fn authenticate(req: &Request, caller: &Caller) -> Result<Response, Error> {
     let account = store::account()?;
     let welcome = Value::Bool(account.as_ref().is_none_or(|a| a.welcome_session));
     if matches!(caller, Caller::ApiKey) {
-        return start_session(welcome);
+        return start_session(welcome, None)?
+            .ok_or_else(|| Error::internal("a session without a condition was not started"));
     }
     let body: Map<String, Value> = req.json().unwrap_or_default();
     let username = text_field(&body, "username");
@@ -180,26 +250,9 @@ pub fn authenticate(req: &Request, caller: &Caller) -> Result<Response, Error> {
     let code = text_field(&body, "totp");
 
     let settings = store::settings()?;
-    let client = req
-        .client_addr()
-        .rsplit_once(':')
-        .map_or(req.client_addr(), |(ip, _)| ip);
-    let window = Duration::from_secs(60);
-    let limit = settings.login_attempts_per_minute;
-    let by_client = ratelimit::check(&format!("login/addr/{client}"), limit, window);
-    let name_digest = crypto::hex(&crypto::sha256(username.as_bytes()));
-    let by_name = ratelimit::check(&format!("login/user/{name_digest}"), limit, window);
-    if !by_client.allowed || !by_name.allowed {
-        let reset = by_client.reset_at.max(by_name.reset_at);
-        let retry = reset.saturating_sub(time::now_secs()).clamp(1, window.as_secs());
-        log::warn!("wgdashboard: login attempts over the limit from {client}");
-        return Ok(envelope::answer(
-            429,
-            false,
-            &Value::String("Too many login attempts, try again later.".into()),
-            &Value::Null,
-        )
-        .with_header("retry-after", retry.to_string()));
+    let client = client_ip(req);
+    if let Some(refusal) = over_login_limit(&settings, &client, &username) {
+        return Ok(refusal);
     }
 
     let totp_on = account.as_ref().is_some_and(|a| a.totp_secret.is_some());
@@ -246,7 +299,16 @@ pub fn authenticate(req: &Request, caller: &Caller) -> Result<Response, Error> {
         }
     }
     log::info!("wgdashboard: login from {client}");
-    start_session(Value::Bool(account.welcome_session))
+    match start_session(
+        Value::Bool(account.welcome_session),
+        Some(&account.password_hash),
+    )? {
+        Some(answer) => Ok(answer),
+        None => {
+            log::info!("wgdashboard: login refused from {client}: the password changed meanwhile");
+            Ok(fail(refused))
+        }
+    }
 }
 
 /// Removes every session (the admin's password change, or its own route).
@@ -286,9 +348,15 @@ fn key_list(new: Option<(&str, &str)>) -> Result<Vec<KeyJson>, Error> {
         .collect())
 }
 
-/// GET /api/getDashboardAPIKeys.
-pub fn get_keys() -> Result<Response, Error> {
-    Ok(ok(&key_list(None)?))
+fn key_json(k: &KeyJson) -> Result<Vec<u8>, Error> {
+    paging::to_json(k)
+}
+
+/// GET /api/getDashboardAPIKeys, paged by key id.
+pub fn get_keys(paging: Option<paging::Paging>) -> Result<Response, Error> {
+    let mut keys = key_list(None)?;
+    keys.sort_by(|a, b| a.key.cmp(&b.key));
+    paging::list(&keys, |k| k.key.as_str(), key_json, paging)
 }
 
 /// POST /api/newDashboardAPIKey {NeverExpire, ExpiredAt}: the list, in
@@ -321,7 +389,22 @@ pub fn new_key(req: &Request) -> Result<Response, Error> {
     };
     let issued = keys::issue(KEY_ROLE, "WGDashboard API key", expires_at)?;
     log::info!("wgdashboard: API key {} created", issued.info.id);
-    Ok(ok(&key_list(Some((&issued.info.id, &issued.secret)))?))
+    let all = key_list(Some((&issued.info.id, &issued.secret)))?;
+    if let Some(answer) = paging::whole(&all, key_json)? {
+        return Ok(answer);
+    }
+    // The secret exists only in this answer: it must get out even when the
+    // whole list does not fit.
+    let new: Vec<&KeyJson> = all.iter().filter(|k| k.key == issued.secret).collect();
+    Ok(envelope::answer(
+        200,
+        true,
+        &Value::String(
+            "The key list is too large for one answer, so only the new key is listed: page getDashboardAPIKeys with ?limit= and &after="
+                .into(),
+        ),
+        &new,
+    ))
 }
 
 /// POST /api/deleteDashboardAPIKey {Key}: by id (as listed) or by secret.
@@ -344,13 +427,19 @@ pub fn delete_key(req: &Request) -> Result<Response, Error> {
     match id {
         Some(id) if keys::revoke(&id)? => {
             log::info!("wgdashboard: API key {id} deleted");
-            Ok(ok(&key_list(None)?))
+            let all = key_list(None)?;
+            Ok(paging::whole(&all, key_json)?.unwrap_or_else(|| {
+                envelope::answer(
+                    200,
+                    true,
+                    &Value::String(
+                        "API key deleted; the key list is too large for one answer: page getDashboardAPIKeys with ?limit= and &after="
+                            .into(),
+                    ),
+                    &Value::Null,
+                )
+            }))
         }
         _ => Ok(fail(NO_SUCH_KEY)),
     }
-}
-
-/// The account, for the admin surface.
-pub fn save_account(account: &Account) -> Result<(), Error> {
-    kv::set_json(store::ACCOUNT, account)
 }

@@ -20,6 +20,7 @@ mod device;
 mod envelope;
 mod ipalloc;
 mod json;
+mod paging;
 mod store;
 mod totp;
 mod validate;

@@ -264,7 +264,10 @@ pub struct Settings {
     pub peer_mtu: u32,
     pub peer_keepalive: u32,
     pub session_ttl_secs: u64,
+    /// Attempts a minute for one username from one address.
     pub login_attempts_per_minute: u32,
+    /// Attempts a minute from one address, whatever the usernames.
+    pub login_attempts_per_address_per_minute: u32,
     pub cookie_secure: bool,
 }
 
@@ -277,6 +280,10 @@ pub fn settings() -> Result<Settings, Error> {
         peer_keepalive: config::parse_or("peer_keepalive", 21)?,
         session_ttl_secs: config::parse_or::<u64>("session_ttl_hours", 24)? * 3600,
         login_attempts_per_minute: config::parse_or("login_attempts_per_minute", 10)?,
+        login_attempts_per_address_per_minute: config::parse_or(
+            "login_attempts_per_address_per_minute",
+            30,
+        )?,
         cookie_secure: config::parse_or("cookie_secure", false)?,
     })
 }
