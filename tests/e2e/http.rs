@@ -96,25 +96,8 @@ impl Conn {
     /// A connection from the local address `local`: the server sees it as
     /// the client's address. Loopback is all of 127.0.0.0/8, so 127.0.0.2,
     /// 127.0.0.3, ... are distinct clients of a server on 127.0.0.1.
-    /// (`std` cannot bind before connecting; tokio's socket can.)
     pub fn open_from(addr: SocketAddr, local: IpAddr) -> io::Result<Conn> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let stream = runtime.block_on(async {
-            let socket = if local.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            socket.bind(SocketAddr::new(local, 0))?;
-            let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-            stream.into_std()
-        })?;
-        stream.set_nonblocking(false)?;
-        Conn::over(stream, addr)
+        Conn::over(connect_from(addr, local)?, addr)
     }
 
     fn over(stream: TcpStream, addr: SocketAddr) -> io::Result<Conn> {
@@ -305,7 +288,8 @@ fn send_on(
 
 /// A TCP connection to `addr` bound to `source` first (another loopback
 /// address, 127.0.0.2 say), so that one test can be several clients.
-pub fn connect_from(addr: SocketAddr, source: std::net::IpAddr) -> io::Result<TcpStream> {
+/// (`std` cannot bind before connecting.)
+pub fn connect_from(addr: SocketAddr, source: IpAddr) -> io::Result<TcpStream> {
     let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
     socket.bind(&SocketAddr::new(source, 0).into())?;
     socket.connect_timeout(&addr.into(), Duration::from_secs(10))?;

@@ -221,3 +221,24 @@ fn a_pool_that_cannot_be_reserved_falls_back_to_on_demand_allocation() {
     let plugins = server.admin_get("/plugins", Some(&server.admin_token())).json();
     assert_eq!(plugins["allocator"], json!("on_demand"), "{plugins}");
 }
+
+#[test]
+fn an_internal_error_text_stays_in_the_log_and_the_client_gets_a_generic_one() {
+    let server = Server::start(&[Plugin::fixture("fx")]);
+    let long_key = "k".repeat(1025);
+    let r = server.put(&format!("/fx/kv/{long_key}"), b"v");
+    r.expect(413);
+    assert_eq!(r.json(), json!({"error": "a value in the request is too large"}));
+    let id = r.request_id();
+    assert!(
+        server.wait_for_log(&["key longer than 1024 bytes", &id], std::time::Duration::from_secs(5)),
+        "the detail is logged with the request id: {}",
+        server.logs()
+    );
+    // A plugin's own internal error: generic outside, detailed inside.
+    let r = server.post_json("/fx/txn", &json!({"set": {"a": "1"}, "fail_after": true}));
+    r.expect(500);
+    assert_eq!(r.json(), json!({"error": "internal error"}));
+    let id = r.request_id();
+    assert!(server.wait_for_log(&["asked to fail", &id], std::time::Duration::from_secs(5)), "{}", server.logs());
+}

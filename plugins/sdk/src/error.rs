@@ -3,6 +3,13 @@ use std::fmt;
 use crate::Response;
 use crate::bindings::wasmgate::plugin::{jobs, keys, kv, net, wireguard};
 
+/// The message of every [`Error::internal`].
+pub const INTERNAL: &str = "internal error";
+
+/// The message of a size error from `kv`, `jobs`: what the client sent was
+/// too large to store, without saying how the plugin keys it.
+pub const TOO_LARGE: &str = "a value in the request is too large";
+
 /// An error answer: becomes `status` with the body `{"error": message}`.
 ///
 /// Return it from a handler with `?` or `Err(...)`; [`kv`](crate::kv),
@@ -62,9 +69,14 @@ impl Error {
         Self::new(429, message)
     }
 
-    /// 500.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, message)
+    /// 500 with the message [`INTERNAL`]. `detail` goes to the host log
+    /// (the plugin's stderr, which the host tags with the plugin and the
+    /// request id), never to the client: it may name keys, settings or the
+    /// host's own errors. For a 500 whose text the client should see, use
+    /// [`Error::new`].
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        eprintln!("internal error: {detail}");
+        Self::new(500, INTERNAL)
     }
 
     /// 503.
@@ -89,15 +101,18 @@ impl From<Error> for Response {
 
 /// Size errors are usually caused by what the client sent (a long key taken
 /// from the path, a big body stored as is), so they answer 413; the rest are
-/// the plugin's or the host's fault.
+/// the plugin's or the host's fault, answered as [`Error::internal`] with the
+/// details in the host log.
 impl From<kv::Error> for Error {
     fn from(err: kv::Error) -> Self {
         match err {
             kv::Error::KeyTooLarge(limit) => {
-                Self::payload_too_large(format!("key longer than {limit} bytes"))
+                eprintln!("kv: key longer than {limit} bytes");
+                Self::payload_too_large(TOO_LARGE)
             }
             kv::Error::ValueTooLarge(limit) => {
-                Self::payload_too_large(format!("value longer than {limit} bytes"))
+                eprintln!("kv: value longer than {limit} bytes");
+                Self::payload_too_large(TOO_LARGE)
             }
             kv::Error::EmptyKey => Self::bad_request("empty key"),
             kv::Error::Denied => Self::internal("kv not granted to this plugin"),
@@ -122,7 +137,8 @@ impl From<jobs::Error> for Error {
     fn from(err: jobs::Error) -> Self {
         match err {
             jobs::Error::TooLarge(limit) => {
-                Self::payload_too_large(format!("job name or payload longer than {limit} bytes"))
+                eprintln!("jobs: name or payload longer than {limit} bytes");
+                Self::payload_too_large(TOO_LARGE)
             }
             jobs::Error::Denied => Self::internal("jobs not granted to this plugin"),
             jobs::Error::Storage(detail) => Self::internal(format!("jobs storage: {detail}")),
@@ -132,14 +148,17 @@ impl From<jobs::Error> for Error {
 
 /// A link outside the grant (or a change without `write`) is the caller's
 /// request for something this plugin may not touch: 403. The host's text
-/// names the link, never anything outside the grant.
+/// names the link, never anything outside the grant; a kernel refusal
+/// (`os`) keeps the host's text too (an address already on the link, a
+/// kernel without WireGuard): it is about the granted links, and it is what
+/// the operator needs to act on.
 impl From<net::Error> for Error {
     fn from(err: net::Error) -> Self {
         match err {
             net::Error::Denied(why) => Self::forbidden(why),
             net::Error::NotFound(why) => Self::not_found(why),
             net::Error::Invalid(why) => Self::bad_request(why),
-            net::Error::Os(why) => Self::internal(format!("net: {why}")),
+            net::Error::Os(why) => Self::new(500, format!("net: {why}")),
         }
     }
 }
@@ -153,7 +172,7 @@ impl From<wireguard::Error> for Error {
             wireguard::Error::NotFound(why) => Self::not_found(why),
             wireguard::Error::Exists(why) => Self::conflict(why),
             wireguard::Error::Invalid(why) => Self::bad_request(why),
-            wireguard::Error::Os(why) => Self::internal(format!("wireguard: {why}")),
+            wireguard::Error::Os(why) => Self::new(500, format!("wireguard: {why}")),
         }
     }
 }
