@@ -57,7 +57,10 @@ pub fn reply(r: Reply) -> Response {
 
 /// `{"success": true, "message": message}` with status 200.
 pub fn ok(message: &str) -> Response {
-    Response::json(200, &serde_json::json!({ "success": true, "message": message }))
+    Response::json(
+        200,
+        &serde_json::json!({ "success": true, "message": message }),
+    )
 }
 
 /// `{"success": true, ...fields}` with `status`. `fields` must be a JSON
@@ -74,7 +77,10 @@ pub fn ok_with(status: u16, fields: Value) -> Response {
 
 /// `{"success": false, "message": message}` with `status`.
 pub fn fail(status: u16, message: &str) -> Response {
-    Response::json(status, &serde_json::json!({ "success": false, "message": message }))
+    Response::json(
+        status,
+        &serde_json::json!({ "success": false, "message": message }),
+    )
 }
 
 /// [`fail`] as an `Err`, for `return Err(refuse(400, "..."))` or `?`.
@@ -256,16 +262,26 @@ pub fn call_peer(
         timeout_ms: Some(timeout_ms),
     })
     .map_err(|e| match e {
-        OutboundError::Denied(why) => format!("The {peer}'s address is not allowed by the outbound grant: {why}"),
+        OutboundError::Denied(why) => {
+            format!("The {peer}'s address is not allowed by the outbound grant: {why}")
+        }
         OutboundError::Invalid(why) => format!("Invalid {peer} address: {why}"),
         OutboundError::Timeout => format!("The {peer} did not answer in time."),
         OutboundError::TooLarge(cap) => format!("The {peer}'s answer is over {cap} bytes."),
         OutboundError::Connect(why) => format!("Cannot reach the {peer}: {why}"),
     })?;
     let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    if (200..300).contains(&answer.status) && value.get("success").and_then(Value::as_bool) == Some(true) {
+    if (200..300).contains(&answer.status)
+        && value.get("success").and_then(Value::as_bool) == Some(true)
+    {
         return Ok(value);
     }
-    let said = value.get("message").and_then(Value::as_str).unwrap_or("no message");
-    Err(format!("The {peer} answered HTTP {}: {said}", answer.status))
+    let said = value
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("no message");
+    Err(format!(
+        "The {peer} answered HTTP {}: {said}",
+        answer.status
+    ))
 }

@@ -98,11 +98,16 @@ fn route(req: &Request) -> Reply {
     // The enforcement chain is restarted from here when it is missing; a
     // failure to queue it is logged, and the request is still served.
     if traffic::ensure_enforcer().is_err() {
-        wasmgate_sdk::log::write(wasmgate_sdk::log::Level::Warn, "vpnpanel: cannot queue the enforcement job");
+        wasmgate_sdk::log::write(
+            wasmgate_sdk::log::Level::Warn,
+            "vpnpanel: cannot queue the enforcement job",
+        );
     }
     let answer = match segs.as_slice() {
         ["nodes", ..] => return Ok(nodes::handle(req, &caller)),
-        ["public", "ports", ..] | ["public", "servers_for_ports"] | ["public", "all_selectable_servers"] => {
+        ["public", "ports", ..]
+        | ["public", "servers_for_ports"]
+        | ["public", "all_selectable_servers"] => {
             return Ok(ports::handle(req, &caller));
         }
         ["users", rest @ ..] => users::route(req, &caller, rest),

@@ -45,7 +45,10 @@ const PSK_KEY: &str = "infra/ipsec_psk";
 const LAST_SYNC_KEY: &str = "infra/last_sync";
 /// The periodic sync.
 pub const JOB_PERIODIC: &str = "vpnpanel.node_sync";
-const PERIODIC: Periodic = Periodic { job: JOB_PERIODIC, next_key: "infra/sync_next" };
+const PERIODIC: Periodic = Periodic {
+    job: JOB_PERIODIC,
+    next_key: "infra/sync_next",
+};
 /// How long one call to the panel may take.
 const PANEL_TIMEOUT_MS: u32 = 10_000;
 /// Most users in one traffic report (the panel's limit).
@@ -81,7 +84,10 @@ pub fn handle(req: &Request) -> Response {
 fn route(req: &Request) -> Reply {
     authenticate(req)?;
     if kv::get(SELF_KEY)?.is_some() && PERIODIC.ensure(interval()).is_err() {
-        log::write(log::Level::Warn, "vpnpanel node: cannot queue the periodic sync");
+        log::write(
+            log::Level::Warn,
+            "vpnpanel node: cannot queue the periodic sync",
+        );
     }
     match (req.method(), req.path().trim_end_matches('/')) {
         ("GET", "/node/health") => health(),
@@ -121,21 +127,41 @@ fn run_sync() -> Result<(), String> {
         return Ok(());
     };
     let outcome = match c.panel_url.as_deref().filter(|u| !u.trim().is_empty()) {
-        Some(panel) => wg::exclusive(|| sync_with(&c, panel.trim_end_matches('/'))).map_err(|_| "see the log".to_string()),
+        Some(panel) => wg::exclusive(|| sync_with(&c, panel.trim_end_matches('/')))
+            .map_err(|_| "see the log".to_string()),
         None => Err("the panel sent no panel_url (set its public_url setting)".to_string()),
     };
     if let Err(why) = &outcome {
-        log::write(log::Level::Warn, &format!("vpnpanel node: sync failed: {why}"));
+        log::write(
+            log::Level::Warn,
+            &format!("vpnpanel node: sync failed: {why}"),
+        );
     }
-    kv::set_json(LAST_SYNC_KEY, &json!({ "at": common::now_secs(), "ok": outcome.is_ok() })).map_err(|e| e.message)?;
+    kv::set_json(
+        LAST_SYNC_KEY,
+        &json!({ "at": common::now_secs(), "ok": outcome.is_ok() }),
+    )
+    .map_err(|e| e.message)?;
     Ok(())
 }
 
 /// One call to the panel with the report token: the JSON answer of a 2xx
 /// with `success: true`.
-fn call_panel(c: &NodeConfig, url: &str, method: &str, body: Option<&Value>) -> Result<Value, Fail> {
-    common::call_peer("panel", method, url, ("x-node-token", &c.report_token), body, PANEL_TIMEOUT_MS)
-        .map_err(|why| common::internal(format!("node sync: {method} {url}: {why}")))
+fn call_panel(
+    c: &NodeConfig,
+    url: &str,
+    method: &str,
+    body: Option<&Value>,
+) -> Result<Value, Fail> {
+    common::call_peer(
+        "panel",
+        method,
+        url,
+        ("x-node-token", &c.report_token),
+        body,
+        PANEL_TIMEOUT_MS,
+    )
+    .map_err(|why| common::internal(format!("node sync: {method} {url}: {why}")))
 }
 
 fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
@@ -148,7 +174,12 @@ fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
             .map(|u| json!({ "username": u.username, "bytes": u.bytes, "connections": u32::from(u.connected) }))
             .collect();
         for chunk in users.chunks(REPORT_CHUNK) {
-            call_panel(c, &format!("{panel}/api/v1/traffic/report"), "POST", Some(&json!({ "users": chunk })))?;
+            call_panel(
+                c,
+                &format!("{panel}/api/v1/traffic/report"),
+                "POST",
+                Some(&json!({ "users": chunk })),
+            )?;
         }
         wg::commit(r)?;
     }
@@ -203,7 +234,8 @@ fn protocols() -> Vec<String> {
 }
 
 fn ports(c: &NodeConfig) -> Vec<Value> {
-    let mut ports = vec![json!({ "public_port": c.openvpn_port, "protocol": c.protocol, "is_default": true })];
+    let mut ports =
+        vec![json!({ "public_port": c.openvpn_port, "protocol": c.protocol, "is_default": true })];
     for p in &c.custom_ports {
         ports.push(json!({ "public_port": p.get("public_port"), "protocol": p.get("protocol"), "is_default": false }));
     }
@@ -231,8 +263,16 @@ fn health() -> Reply {
 
 fn provision(req: &Request) -> Reply {
     let body = common::json_object(req)?;
-    let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    let node_id = body.get("node_id").and_then(Value::as_u64).filter(|id| *id > 0);
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let node_id = body
+        .get("node_id")
+        .and_then(Value::as_u64)
+        .filter(|id| *id > 0);
     let openvpn_port = body
         .get("openvpn_port")
         .and_then(Value::as_u64)
@@ -240,10 +280,16 @@ fn provision(req: &Request) -> Reply {
         .filter(|p| *p > 0);
     let protocol = text("protocol");
     let (Some(node_id), Some(openvpn_port)) = (node_id, openvpn_port) else {
-        return Err(refuse(400, "Invalid provisioning request: node_id and openvpn_port are required."));
+        return Err(refuse(
+            400,
+            "Invalid provisioning request: node_id and openvpn_port are required.",
+        ));
     };
     if protocol != "udp" && protocol != "tcp" {
-        return Err(refuse(400, "Invalid provisioning request: protocol must be udp or tcp."));
+        return Err(refuse(
+            400,
+            "Invalid provisioning request: protocol must be udp or tcp.",
+        ));
     }
     let c = NodeConfig {
         node_id,
@@ -252,14 +298,27 @@ fn provision(req: &Request) -> Reply {
         openvpn_port,
         protocol,
         communication_method: text("communication_method"),
-        sync_all_users: body.get("sync_all_users").and_then(Value::as_bool).unwrap_or(false),
-        custom_ports: body.get("custom_ports").and_then(Value::as_array).cloned().unwrap_or_default(),
+        sync_all_users: body
+            .get("sync_all_users")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        custom_ports: body
+            .get("custom_ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         report_token: text("report_token"),
-        panel_url: body.get("panel_url").and_then(Value::as_str).map(str::to_string),
+        panel_url: body
+            .get("panel_url")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         provisioned_at: common::now_secs(),
     };
     kv::set_json(SELF_KEY, &c)?;
-    log::write(log::Level::Info, &format!("vpnpanel node: provisioned as node {node_id} ({})", c.name));
+    log::write(
+        log::Level::Info,
+        &format!("vpnpanel node: provisioned as node {node_id} ({})", c.name),
+    );
     PERIODIC.ensure(interval())?;
     // The first sync now: the panel knows this node's report token already.
     sync::changed();

@@ -88,11 +88,17 @@ pub fn main_default() -> (u16, String) {
 }
 
 fn all_ports() -> Result<Vec<Port>, Error> {
-    Ok(kv::list_json::<Port>("port/")?.into_iter().map(|(_, p)| p).collect())
+    Ok(kv::list_json::<Port>("port/")?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
 }
 
 fn all_assignments() -> Result<Vec<Assignment>, Error> {
-    Ok(kv::list_json::<Assignment>("assign/")?.into_iter().map(|(_, a)| a).collect())
+    Ok(kv::list_json::<Assignment>("assign/")?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect())
 }
 
 /// Nodes a port can be put on: every node not being deleted.
@@ -176,11 +182,16 @@ pub fn remotes(allowed: Option<&[String]>) -> Result<Vec<Remote>, Error> {
         if !wanted(&a.server_identifier) {
             continue;
         }
-        let Some(p) = ports.iter().find(|p| p.port_id == a.port_id) else { continue };
+        let Some(p) = ports.iter().find(|p| p.port_id == a.port_id) else {
+            continue;
+        };
         let (name, host) = if a.server_identifier == MAIN_ID {
             (MAIN_NAME.to_string(), None)
         } else {
-            match active.iter().find(|n| n.identifier() == a.server_identifier) {
+            match active
+                .iter()
+                .find(|n| n.identifier() == a.server_identifier)
+            {
                 Some(n) => (n.server_name(), Some(n.ip_address.clone())),
                 None => continue,
             }
@@ -267,7 +278,10 @@ fn list() -> Reply {
             }))
         })
         .collect();
-    Ok(common::ok_with(200, json!({ "default_ports": defaults, "custom_ports": custom })))
+    Ok(common::ok_with(
+        200,
+        json!({ "default_ports": defaults, "custom_ports": custom }),
+    ))
 }
 
 fn servers() -> Reply {
@@ -322,7 +336,12 @@ fn create(req: &Request) -> Reply {
                 txn.set_json(&by_key(&protocol, public_port), &id)?;
                 txn.set_json(
                     &rec_key(id),
-                    &Port { port_id: id, public_port, protocol: protocol.clone(), created_at: now },
+                    &Port {
+                        port_id: id,
+                        public_port,
+                        protocol: protocol.clone(),
+                        created_at: now,
+                    },
                 )?;
                 id
             }
@@ -331,7 +350,14 @@ fn create(req: &Request) -> Reply {
         for server in &servers {
             let key = assign_key(port_id, server);
             if txn.get(&key)?.is_none() {
-                txn.set_json(&key, &Assignment { port_id, server_identifier: server.clone(), created_at: now })?;
+                txn.set_json(
+                    &key,
+                    &Assignment {
+                        port_id,
+                        server_identifier: server.clone(),
+                        created_at: now,
+                    },
+                )?;
                 added.push(server.clone());
             }
         }
@@ -343,9 +369,10 @@ fn create(req: &Request) -> Reply {
 
 fn delete_assignment(req: &Request) -> Reply {
     let body = common::json_object_or_empty(req).map_err(|_| refuse(400, MSG_MISSING_INFO))?;
-    let port_id = body
-        .get("port_id")
-        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())));
+    let port_id = body.get("port_id").and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    });
     let server = body
         .get("server_identifier")
         .and_then(Value::as_str)

@@ -93,7 +93,9 @@ impl User {
 
     /// Applies the limit and expiry rules at `now`; true when a flag changed.
     pub fn enforce(&mut self, now: u64) -> bool {
-        let limited = self.data_limit_bytes.is_some_and(|l| self.traffic_bytes >= l);
+        let limited = self
+            .data_limit_bytes
+            .is_some_and(|l| self.traffic_bytes >= l);
         let expired = self.expiry_at.is_some_and(|e| now > e);
         let changed = limited != self.limited || expired != self.expired;
         self.limited = limited;
@@ -148,7 +150,8 @@ pub struct SubAdmin {
 
 impl SubAdmin {
     pub fn quota_bytes(&self) -> Option<u64> {
-        (self.total_usage_quota_gb > 0.0).then_some((self.total_usage_quota_gb * (1u64 << 30) as f64) as u64)
+        (self.total_usage_quota_gb > 0.0)
+            .then_some((self.total_usage_quota_gb * (1u64 << 30) as f64) as u64)
     }
 }
 
@@ -220,7 +223,10 @@ pub fn load_sub_admin(id: u64) -> Result<Option<SubAdmin>, Fail> {
 }
 
 pub fn all_sub_admins() -> Result<Vec<SubAdmin>, Fail> {
-    Ok(kv::list_json::<SubAdmin>("sa/")?.into_iter().map(|(_, s)| s).collect())
+    Ok(kv::list_json::<SubAdmin>("sa/")?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
 }
 
 /// One OpenVPN endpoint a user may connect to.
@@ -280,7 +286,10 @@ pub fn servers() -> Result<Vec<Server>, Fail> {
         };
         out.push(Server {
             id: format!("node_{id}"),
-            name: format!("Node: {}", node.get("name").and_then(Value::as_str).unwrap_or("")),
+            name: format!(
+                "Node: {}",
+                node.get("name").and_then(Value::as_str).unwrap_or("")
+            ),
             host: host.to_string(),
             port: node
                 .get("openvpn_port")
@@ -304,7 +313,10 @@ fn wireguard_of(v: &Value) -> Option<(String, u16)> {
 /// The OpenVPN endpoints of `user`: the default port of every server it may
 /// use, then the custom ports assigned to those servers.
 pub fn endpoints(user: &User) -> Result<Vec<Endpoint>, Fail> {
-    let servers: Vec<Server> = servers()?.into_iter().filter(|s| user.may_use(&s.id)).collect();
+    let servers: Vec<Server> = servers()?
+        .into_iter()
+        .filter(|s| user.may_use(&s.id))
+        .collect();
     let mut out: Vec<Endpoint> = servers
         .iter()
         .map(|s| Endpoint {
@@ -397,6 +409,9 @@ mod tests {
 
     #[test]
     fn summary_keys_mirror_user_keys() {
-        assert_eq!(summary_key(&user_key("sa0000000001", "bob")), "ls/sa0000000001/bob");
+        assert_eq!(
+            summary_key(&user_key("sa0000000001", "bob")),
+            "ls/sa0000000001/bob"
+        );
     }
 }

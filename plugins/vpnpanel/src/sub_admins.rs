@@ -60,8 +60,11 @@ fn apply(body: &Map<String, Value>, sa: &mut SubAdmin) -> Result<(), Fail> {
             Some(Value::Null) => *slot = None,
             Some(v) => {
                 let p = v.as_u64().filter(|p| (1..=65_535).contains(p));
-                *slot =
-                    Some(p.ok_or_else(|| bad(&format!("Invalid {field}: expected a port from 1 to 65535.")))? as u16);
+                *slot = Some(p.ok_or_else(|| {
+                    bad(&format!(
+                        "Invalid {field}: expected a port from 1 to 65535."
+                    ))
+                })? as u16);
             }
         }
     }
@@ -69,15 +72,17 @@ fn apply(body: &Map<String, Value>, sa: &mut SubAdmin) -> Result<(), Fail> {
         return Err(bad("subscription_port and panel_port must differ."));
     }
     if let Some(v) = body.get("max_users_limit").filter(|v| !v.is_null()) {
-        sa.max_users_limit = v
-            .as_u64()
-            .ok_or_else(|| bad("Invalid max_users_limit: expected a whole number (0 is unlimited)."))?;
+        sa.max_users_limit = v.as_u64().ok_or_else(|| {
+            bad("Invalid max_users_limit: expected a whole number (0 is unlimited).")
+        })?;
     }
     if let Some(v) = body.get("total_usage_quota_gb").filter(|v| !v.is_null()) {
         sa.total_usage_quota_gb = v
             .as_f64()
             .filter(|q| q.is_finite() && *q >= 0.0 && *q < 1e9)
-            .ok_or_else(|| bad("Invalid total_usage_quota_gb: expected a number (0 is unlimited)."))?;
+            .ok_or_else(|| {
+                bad("Invalid total_usage_quota_gb: expected a number (0 is unlimited).")
+            })?;
     }
     if let Some(v) = body.get("is_active").filter(|v| !v.is_null()) {
         sa.is_active = v
@@ -101,7 +106,9 @@ fn apply(body: &Map<String, Value>, sa: &mut SubAdmin) -> Result<(), Fail> {
                     .map(str::to_string)
             })
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("Invalid allowed_servers: each entry is \"main\" or \"node_<id>\"."))?;
+            .ok_or_else(|| {
+                bad("Invalid allowed_servers: each entry is \"main\" or \"node_<id>\".")
+            })?;
     }
     Ok(())
 }
@@ -118,7 +125,9 @@ fn create(req: &Request) -> Reply {
         return Err(bad("Username and password are required."));
     }
     if !validate::is_valid_name(username) {
-        return Err(bad("Invalid username: 3 to 32 letters, digits, '_', '.' or '-'."));
+        return Err(bad(
+            "Invalid username: 3 to 32 letters, digits, '_', '.' or '-'.",
+        ));
     }
     let mut sa = SubAdmin {
         username: username.to_string(),
@@ -128,7 +137,10 @@ fn create(req: &Request) -> Reply {
     };
     apply(&body, &mut sa)?;
     if kv::get(&store::sa_name_key(username))?.is_some() {
-        return Err(refuse(409, "A sub-admin with this username already exists."));
+        return Err(refuse(
+            409,
+            "A sub-admin with this username already exists.",
+        ));
     }
     sa.password_hash = crypto::password_hash(password);
     let ports_taken = store::all_sub_admins()?.iter().any(|o| {
@@ -161,7 +173,11 @@ fn create(req: &Request) -> Reply {
             Fail::from(e)
         }
     })?;
-    let issued = keys::issue(&common::sub_admin_role(id), &format!("sub-admin {}", sa.username), None)?;
+    let issued = keys::issue(
+        &common::sub_admin_role(id),
+        &format!("sub-admin {}", sa.username),
+        None,
+    )?;
     kv::transaction(|txn| {
         if let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? {
             rec.key_id = issued.info.id.clone();
@@ -304,7 +320,11 @@ fn reset_usage(id: &str) -> Reply {
 fn rotate_key(id: &str) -> Reply {
     let id = parse_id(id, "Sub-admin not found")?;
     let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
-    let issued = keys::issue(&common::sub_admin_role(id), &format!("sub-admin {}", sa.username), None)?;
+    let issued = keys::issue(
+        &common::sub_admin_role(id),
+        &format!("sub-admin {}", sa.username),
+        None,
+    )?;
     let old = kv::transaction(|txn| {
         let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? else {
             return Ok(None);

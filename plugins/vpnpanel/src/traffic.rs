@@ -31,9 +31,16 @@ const MAX_ENTRIES: usize = 10_000;
 /// Which server is calling: `main` for a main-admin key, `node_<id>` for a
 /// node token.
 fn reporter(req: &Request) -> Result<String, Fail> {
-    if let Some(token) = req.header("x-node-token").map(str::trim).filter(|t| !t.is_empty()) {
+    if let Some(token) = req
+        .header("x-node-token")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         for (_, node) in kv::list_json::<Value>("node/")? {
-            let known = node.get("report_token").and_then(Value::as_str).unwrap_or("");
+            let known = node
+                .get("report_token")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !known.is_empty()
                 && common::secret_eq(known, token)
                 && let Some(id) = node.get("id").and_then(Value::as_u64)
@@ -75,7 +82,10 @@ fn report(req: &Request) -> Reply {
     let mut deltas: BTreeMap<String, (u64, Option<u32>)> = BTreeMap::new();
     for e in entries {
         let name = e.get("username").and_then(Value::as_str);
-        let bytes = e.get("bytes").map_or(Some(0), Value::as_u64).filter(|b| *b < 1 << 50);
+        let bytes = e
+            .get("bytes")
+            .map_or(Some(0), Value::as_u64)
+            .filter(|b| *b < 1 << 50);
         let conns = match e.get("connections") {
             None | Some(Value::Null) => Some(None),
             Some(v) => v.as_u64().filter(|c| *c <= 100_000).map(|c| Some(c as u32)),
@@ -111,7 +121,10 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
             continue;
         }
         if let Some(owner) = kv::get(&store::name_key(name))? {
-            keys.push((name.clone(), store::user_key(&String::from_utf8_lossy(&owner), name)));
+            keys.push((
+                name.clone(),
+                store::user_key(&String::from_utf8_lossy(&owner), name),
+            ));
         }
     }
     let now = common::now_secs();
@@ -150,7 +163,10 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
     if let Some(id) = server.strip_prefix("node_").and_then(|n| n.parse().ok()) {
         // Only the known users' bytes: a report cannot inflate a node's
         // total with names nobody has.
-        let total: u64 = keys.iter().map(|(name, _)| deltas[name].0).fold(0, u64::saturating_add);
+        let total: u64 = keys
+            .iter()
+            .map(|(name, _)| deltas[name].0)
+            .fold(0, u64::saturating_add);
         crate::nodes::add_traffic(id, total)?;
     }
     let suspended = !over_quota.is_empty();
@@ -170,7 +186,9 @@ pub fn apply_report(u: &mut User, server: &str, bytes: u64, conns: Option<u32>, 
     u.traffic_bytes = u.traffic_bytes.saturating_add(bytes);
     if bytes > 0 && u.activation_type == "flexible_days" && u.activated_at.is_none() {
         u.activated_at = Some(now);
-        u.expiry_at = u.pending_activation_days.map(|d| now + u64::from(d) * 86_400);
+        u.expiry_at = u
+            .pending_activation_days
+            .map(|d| now + u64::from(d) * 86_400);
     }
     if let Some(c) = conns {
         u.connections.insert(server.to_string(), (c, now));
@@ -272,7 +290,10 @@ pub fn enforce_job(payload: &[u8]) -> Result<(), String> {
         if !changed.is_empty() {
             crate::sync::changed();
         } else if crate::wg::sync_main().is_err() {
-            log::write(log::Level::Warn, "vpnpanel: the WireGuard sync of this server failed");
+            log::write(
+                log::Level::Warn,
+                "vpnpanel: the WireGuard sync of this server failed",
+            );
         }
         Ok(())
     })
@@ -293,7 +314,10 @@ mod tests {
         apply_report(&mut u, "main", 0, Some(1), 1_000);
         assert_eq!((u.activated_at, u.expiry_at), (None, None));
         apply_report(&mut u, "main", 10, None, 1_100);
-        assert_eq!((u.activated_at, u.expiry_at), (Some(1_100), Some(1_100 + 30 * 86_400)));
+        assert_eq!(
+            (u.activated_at, u.expiry_at),
+            (Some(1_100), Some(1_100 + 30 * 86_400))
+        );
         apply_report(&mut u, "node_1", 10, None, 1_200);
         assert_eq!(u.activated_at, Some(1_100));
         assert_eq!(u.traffic_bytes, 20);

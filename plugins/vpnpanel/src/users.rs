@@ -50,11 +50,18 @@ fn get_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, Fail
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(bad(&format!("Invalid value for {field}: expected true or false."))),
+        Some(_) => Err(bad(&format!(
+            "Invalid value for {field}: expected true or false."
+        ))),
     }
 }
 
-fn get_uint(body: &Map<String, Value>, field: &str, min: u64, max: u64) -> Result<Option<u64>, Fail> {
+fn get_uint(
+    body: &Map<String, Value>,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, Fail> {
     let v = match body.get(field) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n.as_u64(),
@@ -82,7 +89,12 @@ fn get_secret(body: &Map<String, Value>, field: &str) -> Result<Option<String>, 
 /// Applies the fields of `body` to `user` (creation starts from defaults,
 /// an edit from the stored user), validating each. Unknown fields are
 /// ignored, as the original's form-like update does.
-pub fn apply(body: &Map<String, Value>, user: &mut User, now: u64, creating: bool) -> Result<(), Fail> {
+pub fn apply(
+    body: &Map<String, Value>,
+    user: &mut User,
+    now: u64,
+    creating: bool,
+) -> Result<(), Fail> {
     if let Some(n) = get_uint(body, "max_clients", 1, 1000)? {
         user.max_clients = n as u32;
     }
@@ -105,23 +117,29 @@ pub fn apply(body: &Map<String, Value>, user: &mut User, now: u64, creating: boo
         user.data_limit = limit.filter(|l| *l > 0.0);
     }
     user.data_limit_bytes = match user.data_limit {
-        Some(l) => {
-            Some(validate::limit_bytes(l, &user.data_limit_unit).ok_or_else(|| bad("Invalid data_limit: too large."))?)
-        }
+        Some(l) => Some(
+            validate::limit_bytes(l, &user.data_limit_unit)
+                .ok_or_else(|| bad("Invalid data_limit: too large."))?,
+        ),
         None => None,
     };
 
     if let Some(t) = body.get("activation_type").filter(|v| !v.is_null()) {
         match t.as_str() {
             Some(t @ ("fixed_date" | "flexible_days")) => user.activation_type = t.to_string(),
-            _ => return Err(bad("Invalid activation_type: expected fixed_date or flexible_days.")),
+            _ => {
+                return Err(bad(
+                    "Invalid activation_type: expected fixed_date or flexible_days.",
+                ));
+            }
         }
     }
     let date = match body.get("expiry_date_str") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => Some(None),
         Some(Value::String(s)) => Some(Some(
-            validate::parse_date_end(s.trim()).ok_or_else(|| bad("Invalid expiry_date_str: expected YYYY-MM-DD."))?,
+            validate::parse_date_end(s.trim())
+                .ok_or_else(|| bad("Invalid expiry_date_str: expected YYYY-MM-DD."))?,
         )),
         Some(_) => return Err(bad("Invalid expiry_date_str: expected YYYY-MM-DD.")),
     };
@@ -237,10 +255,16 @@ fn create(req: &Request, caller: &Caller) -> Reply {
     };
     let single = match (bulk, body.get("username")) {
         (None, None | Some(Value::Null)) => return Err(bad("Username is required.")),
-        (None, Some(Value::String(s))) if s.trim().is_empty() => return Err(bad("Username is required.")),
-        (None, Some(Value::String(s))) if validate::is_valid_name(s.trim()) => Some(s.trim().to_string()),
+        (None, Some(Value::String(s))) if s.trim().is_empty() => {
+            return Err(bad("Username is required."));
+        }
+        (None, Some(Value::String(s))) if validate::is_valid_name(s.trim()) => {
+            Some(s.trim().to_string())
+        }
         (None, Some(_)) => {
-            return Err(bad("Invalid username: 3 to 32 letters, digits, '_', '.' or '-'."));
+            return Err(bad(
+                "Invalid username: 3 to 32 letters, digits, '_', '.' or '-'.",
+            ));
         }
         (Some(_), _) => None,
     };
@@ -366,7 +390,12 @@ fn check_quota(sa: &SubAdmin, count: u64, limit: Option<u64>) -> Result<(), wasm
                 "Traffic quota exceeded: a sub-admin with a traffic quota cannot create unlimited users.",
             ));
         };
-        if sa.used_bytes >= quota || sa.allocated_bytes.saturating_add(limit.saturating_mul(count)) > quota {
+        if sa.used_bytes >= quota
+            || sa
+                .allocated_bytes
+                .saturating_add(limit.saturating_mul(count))
+                > quota
+        {
             return Err(wasmgate_sdk::Error::forbidden(
                 "Traffic quota exceeded for this sub-admin.",
             ));
@@ -486,7 +515,12 @@ fn edit(req: &Request, caller: &Caller, name: &str) -> Reply {
     let body = common::json_object(req)?;
     let old_limit = u.data_limit_bytes;
     apply(&body, &mut u, common::now_secs(), false)?;
-    if let Some(sa) = u.sub_admin_id.map(store::load_sub_admin).transpose()?.flatten() {
+    if let Some(sa) = u
+        .sub_admin_id
+        .map(store::load_sub_admin)
+        .transpose()?
+        .flatten()
+    {
         restrict_nodes(&mut u, &sa)?;
     }
     save_with_allocation(&key, old_limit, &u)?;
@@ -526,7 +560,12 @@ fn toggle(caller: &Caller, name: &str) -> Reply {
 }
 
 fn sub_link(req: &Request, u: &User) -> String {
-    format!("{}/sub/{}?token={}", common::public_base(req), u.username, u.token)
+    format!(
+        "{}/sub/{}?token={}",
+        common::public_base(req),
+        u.username,
+        u.token
+    )
 }
 
 fn revoke(req: &Request, caller: &Caller, name: &str) -> Reply {
@@ -603,7 +642,9 @@ pub fn delete_user(key: &str, u: &User) -> Result<(), wasmgate_sdk::Error> {
             && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::sa_key(id))?
         {
             sa.users_count = sa.users_count.saturating_sub(1);
-            sa.allocated_bytes = sa.allocated_bytes.saturating_sub(cur.data_limit_bytes.unwrap_or(0));
+            sa.allocated_bytes = sa
+                .allocated_bytes
+                .saturating_sub(cur.data_limit_bytes.unwrap_or(0));
             txn.set_json(&store::sa_key(id), &sa)?;
         }
         store::drop_user(txn, key, &u.username)?;
@@ -619,7 +660,10 @@ fn delete(caller: &Caller, name: &str) -> Reply {
 
 fn sub_url(req: &Request, caller: &Caller, name: &str) -> Reply {
     let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    Ok(common::ok_with(200, json!({ "sub_url": sub_link(req, &u) })))
+    Ok(common::ok_with(
+        200,
+        json!({ "sub_url": sub_link(req, &u) }),
+    ))
 }
 
 fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
@@ -641,12 +685,18 @@ fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
     } else {
         Vec::new()
     };
-    Ok(common::ok_with(200, json!({ "username": u.username, "links": links })))
+    Ok(common::ok_with(
+        200,
+        json!({ "username": u.username, "links": links }),
+    ))
 }
 
 /// Every user under `prefix`, a page at a time so a large panel never holds
 /// every stored value at once.
-pub fn for_each_user(prefix: &str, mut f: impl FnMut(&str, User) -> Result<(), Fail>) -> Result<(), Fail> {
+pub fn for_each_user(
+    prefix: &str,
+    mut f: impl FnMut(&str, User) -> Result<(), Fail>,
+) -> Result<(), Fail> {
     use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
     let mut cursor: Option<String> = None;
     loop {
@@ -673,7 +723,8 @@ fn users_of(owner: &str, out: &mut Vec<u8>) -> Result<(), Fail> {
     let mut first = true;
     out.push(b'[');
     loop {
-        let page = raw::list(&prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
+        let page =
+            raw::list(&prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
         for (_, bytes) in page.entries {
             if !first {
                 out.push(b',');
