@@ -26,12 +26,12 @@ const INVALID: &str = "Invalid or inactive API key";
 const MAIN_REQUIRED: &str = "Permission denied: Main admin API key required.";
 const NOT_FOUND: &str = "User not found or permission denied";
 
-fn panel_yaml(settings: &str) -> String {
+pub(crate) fn panel_yaml(settings: &str) -> String {
     panel_yaml_to("127.0.0.1:9", settings)
 }
 
 /// The panel's config with `outbound` allowed to `node` only.
-fn panel_yaml_to(node: &str, settings: &str) -> String {
+pub(crate) fn panel_yaml_to(node: &str, settings: &str) -> String {
     format!(
         "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: vpnpanel\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/v1/\n      - listen: \"127.0.0.1:0\"\n        prefix: /sub/\n      - listen: \"127.0.0.1:0\"\n        prefix: /download/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, wireguard: {{ devices: [\"vpnwg*\"] }}, net: {{ links: [\"vpnwg*\"], write: true }}, outbound: {{ hosts: [{node}], timeout_ms: 5000, max_response_bytes: 1048576 }} }}\n    limits: {{ memory_mb: 256, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: 33554432 }}\n    settings: {{ public_url: \"http://YOUR_PANEL_DOMAIN\", server_address: 203.0.113.7, openvpn_port: 1194, openvpn_protocol: udp{settings} }}\n",
         wasm = quote(&wasm("vpnpanel").to_string_lossy()),
@@ -40,22 +40,22 @@ fn panel_yaml_to(node: &str, settings: &str) -> String {
 }
 
 /// A running panel with a main-admin key.
-struct Panel {
-    server: Server,
-    main: String,
+pub(crate) struct Panel {
+    pub(crate) server: Server,
+    pub(crate) main: String,
 }
 
 impl Panel {
-    fn start() -> Panel {
+    pub(crate) fn start() -> Panel {
         Panel::with_settings("")
     }
 
     /// `settings`: more entries of the settings mapping, each starting ", ".
-    fn with_settings(settings: &str) -> Panel {
+    pub(crate) fn with_settings(settings: &str) -> Panel {
         Panel::from_yaml(&panel_yaml(settings))
     }
 
-    fn from_yaml(yaml: &str) -> Panel {
+    pub(crate) fn from_yaml(yaml: &str) -> Panel {
         let server = Setup::with_yaml(yaml).serve();
         let r = admin(&server, "POST", "/keys", &json!({ "label": "tests" }));
         r.expect(201);
@@ -64,7 +64,7 @@ impl Panel {
     }
 
     #[track_caller]
-    fn call(&self, key: Option<&str>, method: &str, path: &str, body: &Value) -> Response {
+    pub(crate) fn call(&self, key: Option<&str>, method: &str, path: &str, body: &Value) -> Response {
         let mut headers = vec![("content-type", "application/json")];
         if let Some(k) = key {
             headers.push(("x-api-key", k));
@@ -74,13 +74,13 @@ impl Panel {
     }
 
     #[track_caller]
-    fn main(&self, method: &str, path: &str, body: &Value) -> Response {
+    pub(crate) fn main(&self, method: &str, path: &str, body: &Value) -> Response {
         self.call(Some(&self.main), method, path, body)
     }
 
     /// Creates a sub-admin; returns (id, key).
     #[track_caller]
-    fn sub_admin(&self, username: &str, extra: Value) -> (u64, String) {
+    pub(crate) fn sub_admin(&self, username: &str, extra: Value) -> (u64, String) {
         let mut body = json!({ "username": username, "password": "pass" });
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             body[k] = v;
@@ -92,12 +92,12 @@ impl Panel {
     }
 
     #[track_caller]
-    fn create_user(&self, key: &str, body: Value) -> Response {
+    pub(crate) fn create_user(&self, key: &str, body: Value) -> Response {
         self.call(Some(key), "POST", "/users", &body)
     }
 
     #[track_caller]
-    fn user(&self, name: &str) -> Value {
+    pub(crate) fn user(&self, name: &str) -> Value {
         let r = self.main("GET", &format!("/users/{name}"), &Value::Null);
         r.expect(200);
         r.json()
@@ -105,13 +105,13 @@ impl Panel {
 
     /// The main server reports `bytes` for `name`.
     #[track_caller]
-    fn report(&self, name: &str, bytes: u64) {
+    pub(crate) fn report(&self, name: &str, bytes: u64) {
         self.main("POST", "/traffic/report", &json!({ "users": [{ "username": name, "bytes": bytes, "connections": 1 }] }))
             .expect(200);
     }
 
     #[track_caller]
-    fn token_of(&self, name: &str) -> String {
+    pub(crate) fn token_of(&self, name: &str) -> String {
         let v = self.main("GET", &format!("/users/{name}/sub"), &Value::Null).json();
         let url = v["sub_url"].as_str().expect("sub_url");
         url.split("token=").nth(1).expect("token").to_string()
@@ -125,13 +125,13 @@ fn admin(server: &Server, method: &str, path: &str, body: &Value) -> Response {
 
 /// `{"success": false, "message": message}` with `status`, nothing else.
 #[track_caller]
-fn assert_fail(r: &Response, status: u16, message: &str) {
+pub(crate) fn assert_fail(r: &Response, status: u16, message: &str) {
     assert_eq!(r.status, status, "{}", r.text());
     assert_eq!(r.json(), json!({ "success": false, "message": message }));
 }
 
 #[track_caller]
-fn assert_ok(r: &Response, status: u16, message: &str) -> Value {
+pub(crate) fn assert_ok(r: &Response, status: u16, message: &str) -> Value {
     assert_eq!(r.status, status, "{}", r.text());
     let v = r.json();
     assert_eq!(v["success"], true, "{v}");

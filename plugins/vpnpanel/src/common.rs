@@ -55,6 +55,23 @@ pub fn reply(r: Reply) -> Response {
     r.unwrap_or_else(|f| f.0)
 }
 
+/// [`kv::transaction`] for a handler: `f` may refuse with an envelope
+/// ([`refuse`]) and it is answered as is, so a check that depends on what
+/// the transaction read happens inside it, against the same data the write
+/// is based on. `f` runs again on a conflict, like [`kv::transaction`].
+pub fn transaction<R>(mut f: impl FnMut(&kv::Txn) -> Result<R, Fail>) -> Result<R, Fail> {
+    let mut refused: Option<Fail> = None;
+    kv::transaction(|txn| {
+        f(txn).map_err(|fail| {
+            let status = fail.0.status;
+            refused = Some(fail);
+            // Only carries the refusal out; `refused` is what is answered.
+            Error::new(status, "refused")
+        })
+    })
+    .map_err(|e| refused.take().unwrap_or_else(|| Fail::from(e)))
+}
+
 /// `{"success": true, "message": message}` with status 200.
 pub fn ok(message: &str) -> Response {
     Response::json(

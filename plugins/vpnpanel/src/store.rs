@@ -208,6 +208,20 @@ pub fn drop_user(txn: &kv::Txn, key: &str, username: &str) -> Result<(), wasmgat
     txn.delete(&name_key(username))
 }
 
+/// The user `username` and its kv key as `txn` sees them, if it exists.
+/// The name's owner is read in `txn` too, so a user deleted and created
+/// again under another owner meanwhile is a conflict, not a stale key.
+pub fn user_in(
+    txn: &kv::Txn,
+    username: &str,
+) -> Result<Option<(String, User)>, wasmgate_sdk::Error> {
+    let Some(owner) = txn.get(&name_key(username))? else {
+        return Ok(None);
+    };
+    let key = user_key(&String::from_utf8_lossy(&owner), username);
+    Ok(txn.get_json::<User>(&key)?.map(|u| (key, u)))
+}
+
 /// The user `username` and its kv key, if it exists.
 pub fn load_user(username: &str) -> Result<Option<(String, User)>, Fail> {
     let Some(owner) = kv::get(&name_key(username))? else {

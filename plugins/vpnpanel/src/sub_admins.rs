@@ -302,6 +302,9 @@ fn reset_usage(id: &str) -> Reply {
     let mut re_enabled = 0u64;
     for key in suspended {
         let back = kv::transaction(|txn| {
+            if crate::traffic::over_quota_in(txn, id)? {
+                return Ok(false);
+            }
             let Some(mut u) = txn.get_json::<User>(&key)? else {
                 return Ok(false);
             };

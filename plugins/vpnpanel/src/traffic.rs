@@ -114,27 +114,19 @@ fn report(req: &Request) -> Reply {
 /// applied at once. Unknown names are skipped; the count of known ones is
 /// returned.
 pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Result<usize, Fail> {
-    // The kv key of every known user, read outside the transaction.
-    let mut keys = Vec::new();
-    for name in deltas.keys() {
-        if !crate::validate::is_valid_name(name) {
-            continue;
-        }
-        if let Some(owner) = kv::get(&store::name_key(name))? {
-            keys.push((
-                name.clone(),
-                store::user_key(&String::from_utf8_lossy(&owner), name),
-            ));
-        }
-    }
     let now = common::now_secs();
-    let (over_quota, flipped) = kv::transaction(|txn| {
+    // Every read, the names' owners included, is in the transaction that
+    // adds the bytes: a count made from an earlier read would overwrite
+    // whatever was committed since, and those bytes would be lost.
+    let (over_quota, flipped, known) = kv::transaction(|txn| {
         let mut sas: BTreeMap<u64, Option<SubAdmin>> = BTreeMap::new();
         let mut flipped = false;
-        for (name, key) in &keys {
-            let Some(mut u) = txn.get_json::<User>(key)? else {
+        let mut known: Vec<&str> = Vec::new();
+        for name in deltas.keys().filter(|n| crate::validate::is_valid_name(n)) {
+            let Some((key, mut u)) = store::user_in(txn, name)? else {
                 continue;
             };
+            known.push(name);
             let (bytes, conns) = deltas[name];
             let was_active = u.is_active();
             apply_report(&mut u, server, bytes, conns, now);
@@ -147,7 +139,7 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
                     sa.used_bytes = sa.used_bytes.saturating_add(bytes);
                 }
             }
-            store::put_user(txn, key, &u)?;
+            store::put_user(txn, &key, &u)?;
         }
         let mut over = Vec::new();
         for (id, sa) in &sas {
@@ -158,14 +150,14 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
                 }
             }
         }
-        Ok((over, flipped))
+        Ok((over, flipped, known))
     })?;
     if let Some(id) = server.strip_prefix("node_").and_then(|n| n.parse().ok()) {
         // Only the known users' bytes: a report cannot inflate a node's
         // total with names nobody has.
-        let total: u64 = keys
+        let total: u64 = known
             .iter()
-            .map(|(name, _)| deltas[name].0)
+            .map(|name| deltas[*name].0)
             .fold(0, u64::saturating_add);
         crate::nodes::add_traffic(id, total)?;
     }
@@ -178,7 +170,7 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
         crate::sync::changed();
     }
     let _ = ensure_enforcer();
-    Ok(keys.len())
+    Ok(known.len())
 }
 
 /// One server's report for one user.
@@ -199,7 +191,17 @@ pub fn apply_report(u: &mut User, server: &str, bytes: u64, conns: Option<u32>, 
     u.enforce(now);
 }
 
-/// Marks every user of sub-admin `id` suspended (its quota is used up).
+/// Whether sub-admin `id`'s users are past its traffic quota, as `txn` sees
+/// it. Suspending and un-suspending ask it in the transaction that changes
+/// the users, so a reset_usage racing a report cannot leave users
+/// suspended under a quota that was reset, or back under one used up.
+pub fn over_quota_in(txn: &kv::Txn, id: u64) -> Result<bool, wasmgate_sdk::Error> {
+    Ok(txn
+        .get_json::<SubAdmin>(&store::sa_key(id))?
+        .is_some_and(|sa| sa.quota_bytes().is_some_and(|q| sa.used_bytes >= q)))
+}
+
+/// Marks every user of sub-admin `id` suspended while its quota is used up.
 fn suspend_users_of(id: u64) -> Result<(), Fail> {
     let mut keys = Vec::new();
     crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
@@ -209,15 +211,21 @@ fn suspend_users_of(id: u64) -> Result<(), Fail> {
         Ok(())
     })?;
     for chunk in keys.chunks(5_000) {
-        kv::transaction(|txn| {
+        let still_over = kv::transaction(|txn| {
+            if !over_quota_in(txn, id)? {
+                return Ok(false);
+            }
             for key in chunk {
                 if let Some(mut u) = txn.get_json::<User>(key)? {
                     u.sa_suspended = true;
                     store::put_user(txn, key, &u)?;
                 }
             }
-            Ok(())
+            Ok(true)
         })?;
+        if !still_over {
+            break;
+        }
     }
     Ok(())
 }

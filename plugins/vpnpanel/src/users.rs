@@ -31,12 +31,31 @@ pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
     }
 }
 
-/// The user `name` if the caller may see it; else 404 with `message`.
+/// The user `name` if the caller may see it; else 404 with `message`. For
+/// answers only: a change reads the user with [`find_in`].
 fn find(caller: &Caller, name: &str, message: &str) -> Result<(String, User), Fail> {
     if !validate::is_valid_name(name) {
         return Err(refuse(404, message));
     }
     match store::load_user(name)? {
+        Some((key, user)) if caller.is_main() || user.owner == caller.owner() => Ok((key, user)),
+        _ => Err(refuse(404, message)),
+    }
+}
+
+/// [`find`] inside `txn`: a change must start from the user as its own
+/// transaction read it, or it writes back a copy that misses whatever was
+/// committed in between (a revoke's token, a toggle, reported traffic).
+fn find_in(
+    txn: &kv::Txn,
+    caller: &Caller,
+    name: &str,
+    message: &str,
+) -> Result<(String, User), Fail> {
+    if !validate::is_valid_name(name) {
+        return Err(refuse(404, message));
+    }
+    match store::user_in(txn, name)? {
         Some((key, user)) if caller.is_main() || user.owner == caller.owner() => Ok((key, user)),
         _ => Err(refuse(404, message)),
     }
@@ -279,10 +298,6 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         Caller::Sub { id } => Some(*id),
         Caller::Main => get_uint(&body, "sub_admin_id", 1, u64::MAX)?,
     };
-    if let Some(id) = sub_id {
-        let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
-        restrict_nodes(&mut template, &sa)?;
-    }
     template.owner = match sub_id {
         Some(id) => common::sub_owner(id),
         None => "main".into(),
@@ -298,11 +313,12 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         digits += 1;
     }
 
-    let created = kv::transaction(|txn| {
+    let created = common::transaction(|txn| {
         let mut names: Vec<String> = Vec::with_capacity(count);
+        let mut template = template.clone();
         if let Some(name) = &single {
             if txn.get(&store::name_key(name))?.is_some() {
-                return Err(wasmgate_sdk::Error::conflict("User already exists."));
+                return Err(refuse(409, "User already exists."));
             }
             names.push(name.clone());
         } else {
@@ -324,7 +340,8 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         if let Some(id) = sub_id {
             let mut sa: SubAdmin = txn
                 .get_json(&store::sa_key(id))?
-                .ok_or_else(|| wasmgate_sdk::Error::not_found("Sub-admin not found"))?;
+                .ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+            restrict_nodes(&mut template, &sa)?;
             check_quota(&sa, count as u64, template.data_limit_bytes)?;
             sa.users_count += count as u64;
             sa.allocated_bytes += template.data_limit_bytes.unwrap_or(0) * count as u64;
@@ -341,13 +358,6 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         }
         pool.close(txn)?;
         Ok(names)
-    })
-    .map_err(|e| {
-        if e.status < 500 {
-            refuse(e.status, &e.message)
-        } else {
-            Fail::from(e)
-        }
     })?;
 
     Ok(common::ok_with(
@@ -464,94 +474,86 @@ fn get(caller: &Caller, name: &str) -> Reply {
     ))
 }
 
-/// Updates user `key` in a transaction together with its sub-admin's
-/// allocated bytes (checked against the quota when the limit grows).
-fn save_with_allocation(key: &str, old_limit: Option<u64>, user: &User) -> Result<(), Fail> {
-    let new_limit = user.data_limit_bytes;
-    kv::transaction(|txn| {
-        if let Some(id) = user.sub_admin_id.filter(|_| old_limit != new_limit)
-            && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::sa_key(id))?
-        {
-            let rest = sa.allocated_bytes.saturating_sub(old_limit.unwrap_or(0));
-            if let Some(quota) = sa.quota_bytes() {
-                match new_limit {
-                    None => {
-                        return Err(wasmgate_sdk::Error::forbidden(
-                            "Traffic quota exceeded: a sub-admin with a traffic quota cannot have unlimited users.",
-                        ));
-                    }
-                    Some(l) if rest.saturating_add(l) > quota && new_limit > old_limit => {
-                        return Err(wasmgate_sdk::Error::forbidden(
-                            "Traffic quota exceeded for this sub-admin.",
-                        ));
-                    }
-                    _ => {}
-                }
+/// Moves `user`'s data limit in its sub-admin's allocation from `old_limit`
+/// to its current one, in `txn`; a limit that grows must fit in the quota.
+/// `old_limit` must be the limit `txn` read, or the allocation drifts from
+/// the sum of the limits and the quota stops holding.
+fn reallocate(
+    txn: &kv::Txn,
+    sa: &mut SubAdmin,
+    old_limit: Option<u64>,
+    new_limit: Option<u64>,
+) -> Result<(), Fail> {
+    if old_limit == new_limit {
+        return Ok(());
+    }
+    let rest = sa.allocated_bytes.saturating_sub(old_limit.unwrap_or(0));
+    if let Some(quota) = sa.quota_bytes() {
+        match new_limit {
+            None => {
+                return Err(refuse(
+                    403,
+                    "Traffic quota exceeded: a sub-admin with a traffic quota cannot have unlimited users.",
+                ));
             }
-            sa.allocated_bytes = rest + new_limit.unwrap_or(0);
-            txn.set_json(&store::sa_key(id), &sa)?;
+            Some(l) if rest.saturating_add(l) > quota && new_limit > old_limit => {
+                return Err(refuse(403, "Traffic quota exceeded for this sub-admin."));
+            }
+            _ => {}
         }
-        if txn.get(key)?.is_none() {
-            return Err(wasmgate_sdk::Error::not_found(MSG_USER_NOT_FOUND));
-        }
-        let mut user = user.clone();
-        let mut pool = crate::wg::Pool::open(txn)?;
-        pool.assign(txn, &mut user)?;
-        pool.close(txn)?;
-        store::put_user(txn, key, &user)?;
-        Ok(())
-    })
-    .map_err(|e| {
-        if e.status < 500 {
-            refuse(e.status, &e.message)
-        } else {
-            Fail::from(e)
-        }
-    })
+    }
+    sa.allocated_bytes = rest + new_limit.unwrap_or(0);
+    txn.set_json(&store::sa_key(sa.id), sa)?;
+    Ok(())
 }
 
+/// The user, its sub-admin's allocation and its WireGuard address change in
+/// one transaction that starts by reading the user.
 fn edit(req: &Request, caller: &Caller, name: &str) -> Reply {
-    let (key, mut u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    let body = common::json_object(req)?;
-    let old_limit = u.data_limit_bytes;
-    apply(&body, &mut u, common::now_secs(), false)?;
-    if let Some(sa) = u
-        .sub_admin_id
-        .map(store::load_sub_admin)
-        .transpose()?
-        .flatten()
-    {
-        restrict_nodes(&mut u, &sa)?;
-    }
-    save_with_allocation(&key, old_limit, &u)?;
+    let now = common::now_secs();
+    common::transaction(|txn| {
+        let (key, mut u) = find_in(txn, caller, name, MSG_USER_NOT_FOUND)?;
+        let body = common::json_object(req)?;
+        let old_limit = u.data_limit_bytes;
+        apply(&body, &mut u, now, false)?;
+        let sa = match u.sub_admin_id {
+            Some(id) => txn.get_json::<SubAdmin>(&store::sa_key(id))?,
+            None => None,
+        };
+        if let Some(mut sa) = sa {
+            restrict_nodes(&mut u, &sa)?;
+            reallocate(txn, &mut sa, old_limit, u.data_limit_bytes)?;
+        }
+        let mut pool = crate::wg::Pool::open(txn)?;
+        pool.assign(txn, &mut u)?;
+        pool.close(txn)?;
+        store::put_user(txn, &key, &u)?;
+        Ok(())
+    })?;
     Ok(common::ok("User updated successfully."))
 }
 
-/// Reads, changes and writes one user in a transaction; `f` returns what
-/// the handler answers with.
-fn update<R>(key: &str, mut f: impl FnMut(&mut User) -> R) -> Result<R, Fail> {
-    kv::transaction(|txn| {
-        let mut u: User = txn
-            .get_json(key)?
-            .ok_or_else(|| wasmgate_sdk::Error::not_found(MSG_USER_NOT_FOUND))?;
-        let out = f(&mut u);
-        store::put_user(txn, key, &u)?;
+/// Reads the user `name` the caller may see, changes it with `f` and writes
+/// it, in one transaction; `f` returns what the handler answers with. `f`
+/// may run more than once (on a conflict), each time on a fresh read.
+fn update<R>(
+    caller: &Caller,
+    name: &str,
+    message: &str,
+    mut f: impl FnMut(&kv::Txn, &mut User) -> Result<R, Fail>,
+) -> Result<R, Fail> {
+    common::transaction(|txn| {
+        let (key, mut u) = find_in(txn, caller, name, message)?;
+        let out = f(txn, &mut u)?;
+        store::put_user(txn, &key, &u)?;
         Ok(out)
-    })
-    .map_err(|e| {
-        if e.status < 500 {
-            refuse(e.status, &e.message)
-        } else {
-            Fail::from(e)
-        }
     })
 }
 
 fn toggle(caller: &Caller, name: &str) -> Reply {
-    let (key, _) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    let (enabled, active) = update(&key, |u| {
+    let (enabled, active) = update(caller, name, MSG_USER_NOT_FOUND, |_, u| {
         u.enabled = !u.enabled;
-        (u.enabled, u.is_active())
+        Ok((u.enabled, u.is_active()))
     })?;
     Ok(common::ok_with(
         200,
@@ -570,19 +572,19 @@ fn sub_link(req: &Request, u: &User) -> String {
 
 fn revoke(req: &Request, caller: &Caller, name: &str) -> Reply {
     const MSG: &str = "User not found or permission denied.";
-    let (key, _) = find(caller, name, MSG)?;
     let token = common::random_hex(32);
-    let u = update(&key, |u| {
+    let u = update(caller, name, MSG, |txn, u| {
         u.token = token.clone();
         // A new WireGuard key too: the old client config stops working.
         if u.wg_public_key.is_some() {
             crate::wg::rotate(u);
         }
         u.cert_generation += 1;
-        u.clone()
+        // The old certificate is on the CRL with the new token; the job
+        // makes the new one.
+        crate::pki::revoke_in(txn, &u.username)?;
+        Ok(u.clone())
     })?;
-    // The old certificate is on the CRL from now on; the job makes the new one.
-    kv::transaction(|txn| crate::pki::revoke_in(txn, &u.username))?;
     let payload = json!({ "username": u.username, "generation": u.cert_generation }).to_string();
     jobs::enqueue(crate::JOB_CERT, payload.as_bytes(), Duration::ZERO)?;
     Ok(common::ok_with(
@@ -615,16 +617,15 @@ pub fn cert_job(payload: &[u8]) -> Result<(), String> {
 }
 
 fn reset_traffic(caller: &Caller, name: &str) -> Reply {
-    let (key, _) = find(caller, name, MSG_USER_NOT_FOUND)?;
     let now = common::now_secs();
-    let re_enabled = update(&key, |u| {
+    let re_enabled = update(caller, name, MSG_USER_NOT_FOUND, |_, u| {
         let was_active = u.is_active();
         let was_limited = u.limited;
         u.traffic_bytes = 0;
         u.enforce(now);
         // Only a user stopped by its traffic limit comes back: one disabled
         // by hand or expired stays off.
-        was_limited && !was_active && u.is_active()
+        Ok(was_limited && !was_active && u.is_active())
     })?;
     Ok(common::ok_with(
         200,
@@ -632,29 +633,23 @@ fn reset_traffic(caller: &Caller, name: &str) -> Reply {
     ))
 }
 
-/// Deletes user `key` and releases its place in its sub-admin's counters.
-pub fn delete_user(key: &str, u: &User) -> Result<(), wasmgate_sdk::Error> {
-    kv::transaction(|txn| {
-        let Some(cur) = txn.get_json::<User>(key)? else {
-            return Ok(());
-        };
-        if let Some(id) = cur.sub_admin_id
+/// Deletes the user `name` the caller may see and releases its place in its
+/// sub-admin's counters, in one transaction.
+fn delete(caller: &Caller, name: &str) -> Reply {
+    common::transaction(|txn| {
+        let (key, u) = find_in(txn, caller, name, MSG_USER_NOT_FOUND)?;
+        if let Some(id) = u.sub_admin_id
             && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::sa_key(id))?
         {
             sa.users_count = sa.users_count.saturating_sub(1);
             sa.allocated_bytes = sa
                 .allocated_bytes
-                .saturating_sub(cur.data_limit_bytes.unwrap_or(0));
+                .saturating_sub(u.data_limit_bytes.unwrap_or(0));
             txn.set_json(&store::sa_key(id), &sa)?;
         }
-        store::drop_user(txn, key, &u.username)?;
+        store::drop_user(txn, &key, &u.username)?;
         Ok(())
-    })
-}
-
-fn delete(caller: &Caller, name: &str) -> Reply {
-    let (key, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    delete_user(&key, &u)?;
+    })?;
     Ok(common::ok(&format!("User '{name}' deleted successfully.")))
 }
 
