@@ -226,6 +226,9 @@ fn seed_user_examples_answer_as_documented() {
     assert_ok(&r, 200, "User updated successfully.");
     let v = p.user("test_user");
     assert_eq!((v["max_clients"].clone(), v["data_limit"].clone(), v["notes"].clone()), (json!(3), json!(100.0), json!("VIP user")));
+    // The seed's node_1 (provisioning it fails here; it exists all the same).
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
     let r = p.main("PUT", "/users/test_user", &json!({ "enable_wg1": true, "nodes": ["main", "node_1"] }));
     assert_ok(&r, 200, "User updated successfully.");
     assert_eq!(p.user("test_user")["nodes"], json!(["main", "node_1"]));
@@ -464,6 +467,66 @@ fn user_parameters_are_validated() {
     let r = p.main("PUT", "/users/okname", &json!({ "max_clients": 5, "data_limit_unit": "XB" }));
     assert_eq!(r.status, 400);
     assert_eq!(p.user("okname")["max_clients"], 1);
+}
+
+#[test]
+fn a_sub_admin_refused_a_taken_name_is_not_told_that_someone_else_has_a_user_by_it() {
+    let p = Panel::start();
+    let (_, a) = p.sub_admin("sa_a", json!({}));
+    let (b_id, b) = p.sub_admin("sa_b", json!({}));
+    p.create_user(&a, json!({ "username": "a_user" })).expect(201);
+    p.create_user(&p.main, json!({ "username": "m_user" })).expect(201);
+    // Another sub-admin's user and the main admin's get the same answer,
+    // which names no user.
+    for taken in ["a_user", "m_user"] {
+        assert_fail(&p.create_user(&b, json!({ "username": taken })), 409, "Username is not available.");
+    }
+    // The caller's own user, and the main admin, who sees every user.
+    assert_fail(&p.create_user(&a, json!({ "username": "a_user" })), 409, "User already exists.");
+    assert_fail(&p.create_user(&p.main, json!({ "username": "a_user" })), 409, "User already exists.");
+    // Nothing changed.
+    assert_eq!(p.user("a_user")["sub_admin_id"], 1);
+    assert_eq!(p.call(Some(&b), "GET", "/users/list_all", &Value::Null).json()["users"], json!([]));
+    let sa = p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"][1].clone();
+    assert_eq!((sa["id"].as_u64(), sa["users_count"].as_u64()), (Some(b_id), Some(0)));
+}
+
+#[test]
+fn a_user_on_a_server_that_does_not_exist_is_refused_and_nothing_changes() {
+    let p = Panel::start();
+    let (_, sa) = p.sub_admin("sa_nodes", json!({ "total_usage_quota_gb": 100 }));
+    let unknown = "Invalid nodes: there is no server node_7.";
+    assert_fail(&p.create_user(&p.main, json!({ "username": "nowhere", "nodes": ["main", "node_7"] })), 400, unknown);
+    assert_fail(&p.create_user(&p.main, json!({ "username": "nowhere", "allowed_nodes": ["node_7"] })), 400, unknown);
+    assert_fail(&p.create_user(&p.main, json!({ "bulk_count": 3, "nodes": ["node_7"] })), 400, unknown);
+    assert_fail(&p.create_user(&sa, json!({ "username": "nowhere", "nodes": ["node_7"], "data_limit": 5 })), 400, unknown);
+    assert_eq!(p.main("GET", "/users/nowhere", &Value::Null).status, 404);
+    let v = p.main("GET", "/users/list_all", &Value::Null).json();
+    assert_eq!((v["main_admin"]["users"].clone(), v["sub_admins"][0]["users"].clone()), (json!([]), json!([])));
+    let counters = p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"][0].clone();
+    assert_eq!((counters["users_count"].clone(), counters["allocated_bytes"].clone()), (json!(0), json!(0)));
+
+    // An edit onto it is refused whole: the other fields do not change either.
+    p.create_user(&p.main, json!({ "username": "somewhere", "nodes": ["main"] })).expect(201);
+    assert_fail(&p.main("PUT", "/users/somewhere", &json!({ "nodes": ["node_7"], "notes": "moved" })), 400, unknown);
+    let u = p.user("somewhere");
+    assert_eq!((u["nodes"].clone(), u["notes"].clone()), (json!(["main"]), json!("")));
+
+    // A node that exists is accepted, whatever its provisioning did; one
+    // being deleted is not.
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
+    p.main("PUT", "/users/somewhere", &json!({ "nodes": ["main", "node_1"] })).expect(200);
+    p.create_user(&sa, json!({ "username": "onnode", "nodes": ["node_1"], "data_limit": 5 })).expect(201);
+    p.main("DELETE", "/nodes/1", &Value::Null).expect(200);
+    assert_fail(
+        &p.create_user(&p.main, json!({ "username": "late", "nodes": ["node_1"] })),
+        400,
+        "Invalid nodes: there is no server node_1.",
+    );
+    // A user already on it keeps it through edits that do not name servers.
+    p.main("PUT", "/users/somewhere", &json!({ "notes": "still here" })).expect(200);
+    assert_eq!(p.user("somewhere")["nodes"], json!(["main", "node_1"]));
 }
 
 #[test]

@@ -183,6 +183,20 @@ pub fn list_nodes() -> Result<Vec<Node>, Error> {
         .collect())
 }
 
+/// Whether `server` (`main` or `node_<id>`) is a server users can be put
+/// on, as `txn` sees it: a node being deleted no longer is.
+pub fn server_exists_in(txn: &kv::Txn, server: &str) -> Result<bool, Error> {
+    if server == crate::ports::MAIN_ID {
+        return Ok(true);
+    }
+    let Some(id) = parse_identifier(server) else {
+        return Ok(false);
+    };
+    Ok(txn
+        .get_json::<Node>(&rec_key(id))?
+        .is_some_and(|n| n.status != STATUS_DELETING && n.status != STATUS_DELETE_FAILED))
+}
+
 pub fn get_node(id: u64) -> Result<Option<Node>, Error> {
     kv::get_json(&rec_key(id))
 }

@@ -61,6 +61,26 @@ fn find_in(
     }
 }
 
+/// The servers `body` names in `nodes` (or the legacy `allowed_nodes`)
+/// all exist as `txn` sees them: a user put on a server that is not there
+/// would be served by nobody. Only the servers the caller named are
+/// checked, after [`restrict_nodes`], so a sub-admin learns nothing about
+/// servers outside its `allowed_servers`.
+fn check_servers(txn: &kv::Txn, body: &Map<String, Value>) -> Result<(), Fail> {
+    let given = body
+        .get("nodes")
+        .or_else(|| body.get("allowed_nodes"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for server in given.iter().filter_map(Value::as_str) {
+        if !crate::nodes::server_exists_in(txn, server)? {
+            return Err(bad(&format!("Invalid nodes: there is no server {server}.")));
+        }
+    }
+    Ok(())
+}
+
 fn bad(message: &str) -> Fail {
     refuse(400, message)
 }
@@ -317,8 +337,8 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         let mut names: Vec<String> = Vec::with_capacity(count);
         let mut template = template.clone();
         if let Some(name) = &single {
-            if txn.get(&store::name_key(name))?.is_some() {
-                return Err(refuse(409, "User already exists."));
+            if let Some(owner) = txn.get(&store::name_key(name))? {
+                return Err(name_taken(caller, &owner));
             }
             names.push(name.clone());
         } else {
@@ -342,10 +362,13 @@ fn create(req: &Request, caller: &Caller) -> Reply {
                 .get_json(&store::sa_key(id))?
                 .ok_or_else(|| refuse(404, "Sub-admin not found"))?;
             restrict_nodes(&mut template, &sa)?;
+            check_servers(txn, &body)?;
             check_quota(&sa, count as u64, template.data_limit_bytes)?;
             sa.users_count += count as u64;
             sa.allocated_bytes += template.data_limit_bytes.unwrap_or(0) * count as u64;
             txn.set_json(&store::sa_key(id), &sa)?;
+        } else {
+            check_servers(txn, &body)?;
         }
         let mut pool = crate::wg::Pool::open(txn)?;
         for (name, token) in names.iter().zip(&tokens) {
@@ -364,6 +387,19 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         201,
         json!({ "message": "Users created successfully.", "created_users": created }),
     ))
+}
+
+/// The refusal of a name that is taken (stored owner segment `owner`).
+/// Names are unique across the panel, since they are the logins on every
+/// server, so a sub-admin must be refused another sub-admin's (or the main
+/// admin's) name too; the answer then says only that the name cannot be
+/// had, not that someone the caller may not see has a user by that name.
+fn name_taken(caller: &Caller, owner: &[u8]) -> Fail {
+    if caller.is_main() || owner == caller.owner().as_bytes() {
+        refuse(409, "User already exists.")
+    } else {
+        refuse(409, "Username is not available.")
+    }
 }
 
 /// A sub-admin's users may use only its `allowed_servers` (when it has a
@@ -524,6 +560,7 @@ fn edit(req: &Request, caller: &Caller, name: &str) -> Reply {
             restrict_nodes(&mut u, &sa)?;
             reallocate(txn, &mut sa, old_limit, u.data_limit_bytes)?;
         }
+        check_servers(txn, &body)?;
         let mut pool = crate::wg::Pool::open(txn)?;
         pool.assign(txn, &mut u)?;
         pool.close(txn)?;
