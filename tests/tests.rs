@@ -23,6 +23,7 @@ mod e2e {
     mod vpnpanel;
     mod vpnpanel_nodes;
     mod vpnpanel_openvpn;
+    mod vpnpanel_lists;
     mod vpnpanel_races;
     mod vpnpanel_wg;
     mod license_portal;

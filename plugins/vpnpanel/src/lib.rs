@@ -45,7 +45,15 @@ impl Plugin for VpnPanel {
         if config::get("mode").as_deref() == Some("node") {
             return Ok(node_mode::handle(req));
         }
-        Ok(common::reply(route(req)))
+        let answer = common::reply(route(req));
+        let api = !(req.prefix().trim_end_matches('/').ends_with("/sub")
+            || req.prefix().trim_end_matches('/').ends_with("/download"));
+        let segs: Vec<&str> = if api {
+            req.path().split('/').filter(|s| !s.is_empty()).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(common::within_cap(req, &segs, answer))
     }
 
     fn admin(req: &Request) -> Result<Response, Error> {

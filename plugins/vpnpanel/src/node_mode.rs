@@ -53,6 +53,9 @@ const PERIODIC: Periodic = Periodic {
 const PANEL_TIMEOUT_MS: u32 = 10_000;
 /// Most users in one traffic report (the panel's limit).
 const REPORT_CHUNK: usize = 10_000;
+/// Users per page of the panel's user list: about 300 KB, well within the
+/// usual outbound answer cap.
+const USERS_PAGE: usize = 1000;
 const DEFAULT_PROTOCOLS: &[&str] = &["openvpn", "l2tp", "cisco", "wireguard"];
 
 /// What the panel told this node.
@@ -183,16 +186,12 @@ fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
         }
         wg::commit(r)?;
     }
-    let served = call_panel(c, &format!("{panel}/api/v1/traffic/users"), "GET", None)?;
-    if let Some(psk) = served.get("ipsec_psk").and_then(Value::as_str) {
+    let (psk, served) = served_users(c, panel)?;
+    if let Some(psk) = psk {
         kv::set(PSK_KEY, psk.as_bytes())?;
     }
     if let (Some(d), Some(r)) = (&device, &reading) {
         let wants: Vec<wg::Want> = served
-            .get("users")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
             .iter()
             .filter_map(|u| {
                 Some(wg::Want {
@@ -205,6 +204,56 @@ fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
         wg::apply(d, &r.device, &wants)?;
     }
     Ok(())
+}
+
+/// The users the panel says this node serves, a page at a time (one page
+/// of a large panel's list fits the outbound grant's answer cap where the
+/// whole list would not), and the IPsec PSK.
+fn served_users(c: &NodeConfig, panel: &str) -> Result<(Option<String>, Vec<Value>), Fail> {
+    let mut users = Vec::new();
+    let mut psk = None;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{panel}/api/v1/traffic/users?limit={USERS_PAGE}");
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(&query_escape(c));
+        }
+        let page = call_panel(c, &url, "GET", None)?;
+        if psk.is_none() {
+            psk = page
+                .get("ipsec_psk")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        users.extend(
+            page.get("users")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        // A panel that does not page answers everything and no cursor; one
+        // that hands out a cursor that does not move on would loop forever.
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(next) if cursor.as_deref().is_none_or(|c| next > c) => {
+                cursor = Some(next.to_string())
+            }
+            _ => return Ok((psk, users)),
+        }
+    }
+}
+
+/// `s` for a query string value: everything but unreserved characters and
+/// `/` percent-encoded.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The panel's bearer token checked against the `node_token` setting.

@@ -222,7 +222,7 @@ fn route(req: &Request, caller: &Caller) -> Reply {
     let path = req.path().trim_end_matches('/');
     let rest = path.strip_prefix("/nodes").unwrap_or("");
     match (req.method(), rest.strip_prefix('/')) {
-        ("GET", None) => list(caller),
+        ("GET", None) => list(req, caller),
         ("POST", None) => create(req, caller),
         (method @ ("GET" | "PUT" | "DELETE"), Some(segment)) if !segment.contains('/') => {
             common::require_main(caller)?;
@@ -240,7 +240,8 @@ fn route(req: &Request, caller: &Caller) -> Reply {
     }
 }
 
-fn list(caller: &Caller) -> Reply {
+fn list(req: &Request, caller: &Caller) -> Reply {
+    let page = common::paging(req)?;
     let nodes = list_nodes()?;
     let views: Vec<Value> = match caller {
         Caller::Main => nodes.iter().map(Node::full_view).collect(),
@@ -257,7 +258,7 @@ fn list(caller: &Caller) -> Reply {
                 .collect()
         }
     };
-    Ok(common::ok_with(200, json!({ "nodes": views })))
+    common::list_answer(page.as_ref(), "nodes", views, Map::new())
 }
 
 fn show(id: u64) -> Reply {

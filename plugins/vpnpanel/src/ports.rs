@@ -216,7 +216,7 @@ fn route(req: &Request, caller: &Caller) -> Reply {
     match (req.method(), req.path().trim_end_matches('/')) {
         ("GET", "/public/ports") => {
             common::require_main(caller)?;
-            list()
+            list(req)
         }
         ("POST", "/public/ports") => {
             common::require_main_short(caller)?;
@@ -228,7 +228,7 @@ fn route(req: &Request, caller: &Caller) -> Reply {
         }
         ("GET", "/public/servers_for_ports" | "/public/all_selectable_servers") => {
             common::require_main(caller)?;
-            servers()
+            servers(req)
         }
         _ => Ok(common::not_found_route()),
     }
@@ -245,7 +245,8 @@ fn server_name(server: &str, nodes: &[Node]) -> String {
         .unwrap_or_else(|| server.to_string())
 }
 
-fn list() -> Reply {
+fn list(req: &Request) -> Reply {
+    let page = common::paging(req)?;
     let nodes = live_nodes()?;
     let (port, protocol) = main_default();
     let mut defaults = vec![json!({
@@ -278,18 +279,44 @@ fn list() -> Reply {
             }))
         })
         .collect();
-    Ok(common::ok_with(
-        200,
-        json!({ "default_ports": defaults, "custom_ports": custom }),
-    ))
+    let Some(page) = page else {
+        return Ok(common::ok_with(
+            200,
+            json!({ "default_ports": defaults, "custom_ports": custom }),
+        ));
+    };
+    // Pages run through the default ports, then the custom ones; a page
+    // has both fields, either of them possibly empty.
+    let all: Vec<(bool, Value)> = defaults
+        .into_iter()
+        .map(|d| (false, d))
+        .chain(custom.into_iter().map(|c| (true, c)))
+        .collect();
+    let total = all.len();
+    let (all, start) = common::window(all, &page)?;
+    let body = common::fitting(all.len(), |k| {
+        let pick = |custom: bool| {
+            all[..k]
+                .iter()
+                .filter(|(c, _)| *c == custom)
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+        };
+        let next = (start + k < total).then(|| (start + k).to_string());
+        json!({ "success": true, "default_ports": pick(false), "custom_ports": pick(true), "next_cursor": next })
+            .to_string()
+            .into_bytes()
+    });
+    Ok(Response::bytes(200, "application/json", body))
 }
 
-fn servers() -> Reply {
+fn servers(req: &Request) -> Reply {
+    let page = common::paging(req)?;
     let mut servers = vec![json!({ "id": MAIN_ID, "name": MAIN_NAME })];
     for n in live_nodes()? {
         servers.push(json!({ "id": n.identifier(), "name": n.server_name(), "status": n.status }));
     }
-    Ok(common::ok_with(200, json!({ "servers": servers })))
+    common::list_answer(page.as_ref(), "servers", servers, serde_json::Map::new())
 }
 
 fn create(req: &Request) -> Reply {

@@ -222,6 +222,29 @@ pub fn user_in(
     Ok(txn.get_json::<User>(&key)?.map(|u| (key, u)))
 }
 
+/// The entries under `prefix` after key `after` (exclusive), in key order,
+/// a host page at a time, while `f` returns true.
+pub fn scan(
+    prefix: &str,
+    after: Option<&str>,
+    mut f: impl FnMut(String, Vec<u8>) -> Result<bool, Fail>,
+) -> Result<(), Fail> {
+    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
+    let mut cursor = after.map(str::to_string);
+    loop {
+        let page = raw::list(prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
+        for (key, bytes) in page.entries {
+            if !f(key, bytes)? {
+                return Ok(());
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// The user `username` and its kv key, if it exists.
 pub fn load_user(username: &str) -> Result<Option<(String, User)>, Fail> {
     let Some(owner) = kv::get(&name_key(username))? else {

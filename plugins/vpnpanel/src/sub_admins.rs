@@ -13,7 +13,7 @@ use crate::validate;
 pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
     common::require_main_short(caller)?;
     match (req.method(), rest) {
-        ("GET", []) => list(),
+        ("GET", []) => list(req),
         ("POST", []) => create(req),
         ("PUT", [id]) => edit(req, id),
         ("DELETE", [id]) => delete(id),
@@ -40,9 +40,10 @@ fn view(sa: &SubAdmin) -> Value {
     })
 }
 
-fn list() -> Reply {
+fn list(req: &Request) -> Reply {
+    let page = common::paging(req)?;
     let subs: Vec<Value> = store::all_sub_admins()?.iter().map(view).collect();
-    Ok(common::ok_with(200, json!({ "sub_admins": subs })))
+    common::list_answer(page.as_ref(), "sub_admins", subs, Map::new())
 }
 
 fn bad(m: &str) -> Fail {

@@ -231,29 +231,61 @@ fn suspend_users_of(id: u64) -> Result<(), Fail> {
 }
 
 /// The users a node serves: active users allowed on it, with what its
-/// daemons need, and the IPsec PSK.
+/// daemons need, and the IPsec PSK. Pages ([`common::paging`]) run in kv
+/// key order; the cursor is the last user's key.
 fn node_users(req: &Request) -> Reply {
     let server = reporter(req)?;
-    let mut users = Vec::new();
-    crate::users::for_each_user("u/", |_, u| {
+    let page = common::paging(req)?;
+    let after = page.as_ref().and_then(|p| p.cursor.clone());
+    if after.as_ref().is_some_and(|a| !a.starts_with("u/")) {
+        return Err(common::bad_cursor());
+    }
+    // One more than the page: whether there is a next page.
+    let want = page.as_ref().map_or(usize::MAX, |p| p.limit + 1);
+    let mut users: Vec<(String, Value)> = Vec::new();
+    store::scan("u/", after.as_deref(), |key, bytes| {
+        let u: User = serde_json::from_slice(&bytes)
+            .map_err(|e| common::internal(format!("user record {key}: {e}")))?;
         if u.is_active() && u.may_use(&server) {
-            users.push(json!({
-                "username": u.username,
-                "max_clients": u.max_clients,
-                "openvpn": u.enable_openvpn,
-                "l2tp_password": u.enable_l2tp.then_some(u.l2tp_password.clone()).flatten(),
-                "cisco_password": u.enable_cisco.then_some(u.cisco_password.clone()).flatten(),
-                "wg1": u.enable_wg1,
-                "wg_public_key": u.enable_wg1.then_some(u.wg_public_key.clone()).flatten(),
-                "wg_address": u.enable_wg1.then_some(u.wg_address.clone()).flatten(),
-            }));
+            users.push((
+                key,
+                json!({
+                    "username": u.username,
+                    "max_clients": u.max_clients,
+                    "openvpn": u.enable_openvpn,
+                    "l2tp_password": u.enable_l2tp.then_some(u.l2tp_password.clone()).flatten(),
+                    "cisco_password": u.enable_cisco.then_some(u.cisco_password.clone()).flatten(),
+                    "wg1": u.enable_wg1,
+                    "wg_public_key": u.enable_wg1.then_some(u.wg_public_key.clone()).flatten(),
+                    "wg_address": u.enable_wg1.then_some(u.wg_address.clone()).flatten(),
+                }),
+            ));
         }
-        Ok(())
+        Ok(users.len() < want)
     })?;
-    Ok(common::ok_with(
-        200,
-        json!({ "server": server, "ipsec_psk": crate::settings::psk()?, "users": users }),
-    ))
+    let psk = crate::settings::psk()?;
+    let all = users.len();
+    let render = |k: usize| {
+        let mut answer = json!({
+            "success": true,
+            "server": server,
+            "ipsec_psk": psk,
+            "users": users[..k].iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        });
+        if page.is_some() {
+            // The key of the page's last user, when users follow it.
+            let next = (k < all)
+                .then(|| k.checked_sub(1).map(|i| users[i].0.clone()))
+                .flatten();
+            answer["next_cursor"] = json!(next);
+        }
+        answer.to_string().into_bytes()
+    };
+    let body = match &page {
+        None => render(all),
+        Some(p) => common::fitting(all.min(p.limit), render),
+    };
+    Ok(wasmgate_sdk::Response::bytes(200, "application/json", body))
 }
 
 fn interval() -> u64 {

@@ -2,7 +2,7 @@
 //! sub-admin's counters), get, edit, toggle, revoke, reset_traffic, delete,
 //! sub URL, OpenVPN links, list_all.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -17,7 +17,7 @@ pub const MAX_BULK: u64 = 10_000;
 
 pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
     match (req.method(), rest) {
-        ("GET", ["list_all"]) => list_all(caller),
+        ("GET", ["list_all"]) => list_all(req, caller),
         ("POST", []) => create(req, caller),
         ("GET", [name]) => get(caller, name),
         ("PUT", [name]) => edit(req, caller, name),
@@ -699,6 +699,7 @@ fn sub_url(req: &Request, caller: &Caller, name: &str) -> Reply {
 }
 
 fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
+    let page = common::paging(req)?;
     let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
     let base = common::public_base(req);
     let links: Vec<Value> = if u.enable_openvpn {
@@ -717,10 +718,9 @@ fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
     } else {
         Vec::new()
     };
-    Ok(common::ok_with(
-        200,
-        json!({ "username": u.username, "links": links }),
-    ))
+    let mut fields = Map::new();
+    fields.insert("username".into(), json!(u.username));
+    common::list_answer(page.as_ref(), "links", links, fields)
 }
 
 /// Every user under `prefix`, a page at a time so a large panel never holds
@@ -729,74 +729,223 @@ pub fn for_each_user(
     prefix: &str,
     mut f: impl FnMut(&str, User) -> Result<(), Fail>,
 ) -> Result<(), Fail> {
-    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = raw::list(prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
-        for (key, bytes) in page.entries {
-            match serde_json::from_slice::<User>(&bytes) {
-                Ok(u) => f(&key, u)?,
-                Err(e) => return Err(common::internal(format!("user record {key}: {e}"))),
-            }
+    store::scan(prefix, None, |key, bytes| {
+        match serde_json::from_slice::<User>(&bytes) {
+            Ok(u) => f(&key, u).map(|()| true),
+            Err(e) => Err(common::internal(format!("user record {key}: {e}"))),
         }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(()),
+    })
+}
+
+/// One entry of list_all, in the order of the whole list: the main admin's
+/// users, then each sub-admin followed by its users. `at` is the entry's
+/// place in that order (a summary's kv key without `ls/`; a sub-admin's is
+/// its owner segment and `/`, which sorts before its users), and the
+/// cursor of the page that ends with it.
+enum Entry {
+    User { at: String, summary: Vec<u8> },
+    Head { at: String },
+}
+
+impl Entry {
+    fn at(&self) -> &str {
+        match self {
+            Entry::User { at, .. } | Entry::Head { at, .. } => at,
         }
     }
 }
 
-/// The stored summaries of `owner`'s users as a JSON array, joined
-/// without parsing.
-fn users_of(owner: &str, out: &mut Vec<u8>) -> Result<(), Fail> {
-    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
-    let prefix = format!("ls/{owner}/");
-    let mut cursor: Option<String> = None;
-    let mut first = true;
+/// Summaries under `ls/<owner>/` after place `after`, until `out` holds `want`.
+fn summaries(
+    owner: &str,
+    after: Option<&str>,
+    want: usize,
+    out: &mut Vec<Entry>,
+) -> Result<(), Fail> {
+    if out.len() >= want {
+        return Ok(());
+    }
+    let after = after.map(|a| format!("ls/{a}"));
+    store::scan(&format!("ls/{owner}/"), after.as_deref(), |key, summary| {
+        let at = key.strip_prefix("ls/").unwrap_or(&key).to_string();
+        out.push(Entry::User { at, summary });
+        Ok(out.len() < want)
+    })
+}
+
+/// The main admin's list_all entries after place `after`, until `want`, and
+/// the `{id, username}` of each sub-admin (by owner segment) they reach.
+fn main_entries(
+    after: Option<&str>,
+    want: usize,
+) -> Result<(Vec<Entry>, BTreeMap<String, Value>), Fail> {
+    let mut out = Vec::new();
+    summaries("main", after, want, &mut out)?;
+    // Only the sub-admins from the cursor's on: a page never reads the
+    // records of the sub-admins before it.
+    let first_sa = after
+        .and_then(|a| a.strip_prefix("sa"))
+        .and_then(|a| a.get(..10))
+        .and_then(|id| id.parse::<u64>().ok())
+        .map(|id| store::sa_key(id.saturating_sub(1)));
+    let mut heads = Vec::new();
+    store::scan("sa/", first_sa.as_deref(), |_, bytes| {
+        if out.len() + heads.len() >= want {
+            return Ok(false);
+        }
+        let sa: SubAdmin = serde_json::from_slice(&bytes)
+            .map_err(|e| common::internal(format!("sub-admin record: {e}")))?;
+        heads.push(sa);
+        Ok(true)
+    })?;
+    let mut names = BTreeMap::new();
+    for sa in heads {
+        if out.len() >= want {
+            break;
+        }
+        let owner = common::sub_owner(sa.id);
+        let head = format!("{owner}/");
+        // Entirely before the cursor: this sub-admin and its users were on
+        // earlier pages.
+        if after.is_some_and(|a| a > head.as_str() && !a.starts_with(&head)) {
+            continue;
+        }
+        names.insert(
+            owner.clone(),
+            json!({ "id": sa.id, "username": sa.username }),
+        );
+        // A sub-admin whose users continue from the page before is not an
+        // entry again; its block still opens this page.
+        if after.is_none_or(|a| a < head.as_str()) {
+            out.push(Entry::Head { at: head.clone() });
+        }
+        summaries(
+            &owner,
+            after.filter(|a| a.starts_with(&head)),
+            want,
+            &mut out,
+        )?;
+    }
+    Ok((out, names))
+}
+
+/// A JSON array of the stored summaries among `entries`, joined without
+/// parsing.
+fn join_users<'a>(entries: impl Iterator<Item = &'a Entry>, out: &mut Vec<u8>) {
     out.push(b'[');
-    loop {
-        let page =
-            raw::list(&prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
-        for (_, bytes) in page.entries {
+    let mut first = true;
+    for e in entries {
+        if let Entry::User { summary, .. } = e {
             if !first {
                 out.push(b',');
             }
             first = false;
-            out.extend_from_slice(&bytes);
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
+            out.extend_from_slice(summary);
         }
     }
     out.push(b']');
-    Ok(())
 }
 
-fn list_all(caller: &Caller) -> Reply {
-    let mut out = Vec::with_capacity(4096);
-    match caller {
-        Caller::Sub { .. } => {
-            out.extend_from_slice(br#"{"success":true,"users":"#);
-            users_of(&caller.owner(), &mut out)?;
-            out.push(b'}');
-        }
-        Caller::Main => {
-            out.extend_from_slice(br#"{"success":true,"main_admin":{"users":"#);
-            users_of("main", &mut out)?;
-            out.extend_from_slice(br#"},"sub_admins":["#);
-            for (i, sa) in store::all_sub_admins()?.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let head = serde_json::json!({ "id": sa.id, "username": sa.username }).to_string();
-                out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-                out.extend_from_slice(br#","users":"#);
-                users_of(&common::sub_owner(sa.id), &mut out)?;
-                out.push(b'}');
-            }
-            out.extend_from_slice(b"]}");
+/// The owner segment of a list_all place.
+fn owner_of(at: &str) -> &str {
+    at.split('/').next().unwrap_or_default()
+}
+
+/// `{id, username, users}` of the sub-admin whose entries `block` are.
+fn sub_admin_block(block: &[&Entry], names: &BTreeMap<String, Value>, out: &mut Vec<u8>) {
+    let owner = block.first().map(|e| owner_of(e.at())).unwrap_or_default();
+    let head = names
+        .get(owner)
+        .map(Value::to_string)
+        .unwrap_or_else(|| "{}".into());
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    if head.len() > 2 {
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""users":"#);
+    join_users(block.iter().copied(), out);
+    out.push(b'}');
+}
+
+/// `GET /users/list_all`: every user the caller may see, or one page of
+/// them ([`common::paging`]). The cursor is the place of the page's last
+/// entry, so pages stay right while users come and go.
+fn list_all(req: &Request, caller: &Caller) -> Reply {
+    let page = common::paging(req)?;
+    let after = page.as_ref().and_then(|p| p.cursor.clone());
+    if let Some(a) = &after {
+        let valid = match caller {
+            Caller::Sub { .. } => a
+                .strip_prefix(&format!("{}/", caller.owner()))
+                .is_some_and(validate::is_valid_name),
+            Caller::Main => a.split_once('/').is_some_and(|(owner, name)| {
+                (owner == "main" || owner.len() == 12 && owner.starts_with("sa"))
+                    && (name.is_empty() || validate::is_valid_name(name))
+            }),
+        };
+        if !valid {
+            return Err(common::bad_cursor());
         }
     }
-    Ok(Response::bytes(200, "application/json", out))
+    // One more than the page: whether there is a next page.
+    let want = page.as_ref().map_or(usize::MAX, |p| p.limit + 1);
+    let (entries, names) = match caller {
+        Caller::Sub { .. } => {
+            let mut out = Vec::new();
+            summaries(&caller.owner(), after.as_deref(), want, &mut out)?;
+            (out, BTreeMap::new())
+        }
+        Caller::Main => main_entries(after.as_deref(), want)?,
+    };
+    let all = entries.len();
+    let render = |k: usize| {
+        let entries = &entries[..k];
+        let mut out = Vec::with_capacity(4096);
+        match caller {
+            Caller::Sub { .. } => {
+                out.extend_from_slice(br#"{"success":true,"users":"#);
+                join_users(entries.iter(), &mut out);
+            }
+            Caller::Main => {
+                out.extend_from_slice(br#"{"success":true,"main_admin":{"users":"#);
+                join_users(
+                    entries.iter().take_while(|e| e.at().starts_with("main/")),
+                    &mut out,
+                );
+                out.extend_from_slice(br#"},"sub_admins":["#);
+                // One block per sub-admin: its head, or its users continued from
+                // the page before, and the users that follow on this page.
+                let rest: Vec<&Entry> = entries
+                    .iter()
+                    .skip_while(|e| e.at().starts_with("main/"))
+                    .collect();
+                let mut blocks = rest.chunk_by(|a, b| {
+                    matches!(b, Entry::User { .. }) && owner_of(a.at()) == owner_of(b.at())
+                });
+                if let Some(block) = blocks.next() {
+                    sub_admin_block(block, &names, &mut out);
+                    for block in blocks {
+                        out.push(b',');
+                        sub_admin_block(block, &names, &mut out);
+                    }
+                }
+                out.push(b']');
+            }
+        }
+        if page.is_some() {
+            // The place of the page's last entry, when entries follow it.
+            let next = (k < all)
+                .then(|| k.checked_sub(1).map(|i| entries[i].at()))
+                .flatten();
+            out.extend_from_slice(br#","next_cursor":"#);
+            out.extend_from_slice(json!(next).to_string().as_bytes());
+        }
+        out.push(b'}');
+        out
+    };
+    let body = match &page {
+        None => render(all),
+        Some(p) => common::fitting(all.min(p.limit), render),
+    };
+    Ok(Response::bytes(200, "application/json", body))
 }
