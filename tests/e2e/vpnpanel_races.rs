@@ -339,3 +339,31 @@ fn a_usage_reset_racing_the_report_that_used_up_the_quota_never_leaves_users_sus
         );
     }
 }
+
+#[test]
+fn two_edits_of_one_node_racing_each_other_both_stand() {
+    let p = Panel::start();
+    let body = json!({ "name": "racing", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 });
+    p.main("POST", "/nodes", &body).expect(202);
+    for round in 0..ROUNDS {
+        let name = format!("Node {round}");
+        let protocol = if round % 2 == 0 { "tcp" } else { "udp" };
+        let barrier = Barrier::new(2);
+        thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                p.main("PUT", "/nodes/1", &json!({ "name": name }))
+                    .expect(200);
+            });
+            barrier.wait();
+            p.main("PUT", "/nodes/1", &json!({ "protocol": protocol }))
+                .expect(200);
+        });
+        let node = p.main("GET", "/nodes/1", &Value::Null).json()["node"].clone();
+        assert_eq!(
+            (node["name"].as_str(), node["protocol"].as_str()),
+            (Some(name.as_str()), Some(protocol)),
+            "round {round}: an edit was lost: {node}"
+        );
+    }
+}

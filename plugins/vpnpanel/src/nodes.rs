@@ -444,21 +444,18 @@ const SERVICE_FIELDS: &[&str] = &[
     "sync_all_users",
 ];
 
-fn update(req: &Request, id: u64) -> Reply {
-    let body = common::json_object(req)?;
-    let node = get_node(id)?.ok_or_else(|| refuse(404, MSG_NODE_NOT_FOUND))?;
-    if node.status == STATUS_DELETING {
-        return Err(refuse(423, MSG_DELETION_IN_PROGRESS));
-    }
+/// `node` with the fields of `body` applied, and the fields its node must
+/// hear about that changed.
+fn edited(body: &Map<String, Value>, node: &Node) -> Result<(Node, Vec<&'static str>), Fail> {
     let mut next = node.clone();
     if body.contains_key("name") {
-        next.name = text(&body, "name").ok_or_else(|| refuse(400, "Invalid name."))?;
+        next.name = text(body, "name").ok_or_else(|| refuse(400, "Invalid name."))?;
         if next.name.chars().count() > 100 || next.name.chars().any(char::is_control) {
             return Err(refuse(400, "Invalid name."));
         }
     }
     if body.contains_key("ip_address") {
-        next.ip_address = text(&body, "ip_address")
+        next.ip_address = text(body, "ip_address")
             .filter(|ip| valid_address(ip))
             .ok_or_else(|| {
                 refuse(
@@ -468,56 +465,57 @@ fn update(req: &Request, id: u64) -> Reply {
             })?;
     }
     if body.contains_key("node_token") || body.contains_key("ssh_password") {
-        next.node_token = token_field(&body).filter(|t| valid_token(t)).ok_or_else(|| {
+        next.node_token = token_field(body).filter(|t| valid_token(t)).ok_or_else(|| {
             refuse(400, "Invalid ssh_password (the node token): use up to 256 printable characters without spaces.")
         })?;
     }
-    next.api_port = port_field(&body, "api_port", node.api_port)?;
-    next.api_scheme = choice(&body, "api_scheme", SCHEMES, &node.api_scheme)?;
-    next.openvpn_port = port_field(&body, "openvpn_port", node.openvpn_port)?;
-    next.protocol = choice(&body, "protocol", PROTOCOLS, &node.protocol)?;
+    next.api_port = port_field(body, "api_port", node.api_port)?;
+    next.api_scheme = choice(body, "api_scheme", SCHEMES, &node.api_scheme)?;
+    next.openvpn_port = port_field(body, "openvpn_port", node.openvpn_port)?;
+    next.protocol = choice(body, "protocol", PROTOCOLS, &node.protocol)?;
     next.communication_method = choice(
-        &body,
+        body,
         "communication_method",
         METHODS,
         &node.communication_method,
     )?;
-    next.sync_all_users = bool_field(&body, "sync_all_users", node.sync_all_users)?;
+    next.sync_all_users = bool_field(body, "sync_all_users", node.sync_all_users)?;
 
-    let old = serde_json::to_value(&node).unwrap_or(Value::Null);
+    let old = serde_json::to_value(node).unwrap_or(Value::Null);
     let new = serde_json::to_value(&next).unwrap_or(Value::Null);
     let changed: Vec<&str> = SERVICE_FIELDS
         .iter()
         .copied()
         .filter(|f| old.get(f) != new.get(f))
         .collect();
-    let sync = !changed.is_empty();
+    Ok((next, changed))
+}
 
-    let saved = kv::transaction(|txn| {
+fn update(req: &Request, id: u64) -> Reply {
+    let body = common::json_object(req)?;
+    // The edit applies to the node as this transaction reads it: fields
+    // another edit changed meanwhile are kept, and whether the node must be
+    // provisioned again is decided against them.
+    let (saved, changed) = common::transaction(|txn| {
         let Some(current) = txn.get_json::<Node>(&rec_key(id))? else {
-            return Err(Error::not_found(MSG_NODE_NOT_FOUND));
+            return Err(refuse(404, MSG_NODE_NOT_FOUND));
         };
         if current.status == STATUS_DELETING {
-            return Err(Error::new(423, MSG_DELETION_IN_PROGRESS));
+            return Err(refuse(423, MSG_DELETION_IN_PROGRESS));
         }
+        let (mut n, changed) = edited(&body, &current)?;
         let (old_addr, new_addr) = (
             addr_key(&current.ip_address, current.api_port),
-            addr_key(&next.ip_address, next.api_port),
+            addr_key(&n.ip_address, n.api_port),
         );
         if old_addr != new_addr {
             if txn.get(&new_addr)?.is_some() {
-                return Err(Error::conflict(MSG_DUPLICATE_ADDRESS));
+                return Err(refuse(409, MSG_DUPLICATE_ADDRESS));
             }
             txn.delete(&old_addr)?;
             txn.set_json(&new_addr, &id)?;
         }
-        let mut n = next.clone();
-        n.status = current.status.clone();
-        n.status_message = current.status_message.clone();
-        n.protocols = current.protocols.clone();
-        n.ports = current.ports.clone();
-        n.total_traffic_bytes = current.total_traffic_bytes;
-        n.generation = current.generation;
+        let sync = !changed.is_empty();
         n.updated_at = common::now_secs();
         if sync {
             n.status = STATUS_INSTALLING.into();
@@ -525,9 +523,9 @@ fn update(req: &Request, id: u64) -> Reply {
             n.generation += 1;
         }
         txn.set_json(&rec_key(id), &n)?;
-        Ok(n)
+        Ok((n, changed))
     })?;
-    if sync {
+    if !changed.is_empty() {
         log::write(
             log::Level::Info,
             &format!("vpnpanel: node {id} changed {changed:?}; re-provisioning"),
