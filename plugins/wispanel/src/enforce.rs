@@ -16,7 +16,9 @@ pub fn plan_disable(active: &[u64], limit: i64) -> Vec<u64> {
     if limit < 0 {
         return Vec::new();
     }
-    let keep = usize::try_from(limit).unwrap_or(usize::MAX).min(active.len());
+    let keep = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .min(active.len());
     active[keep..].to_vec()
 }
 
@@ -26,7 +28,9 @@ pub fn plan_enable(active: usize, disabled: &[u64], limit: i64) -> Vec<u64> {
     let room = if limit < 0 {
         disabled.len()
     } else {
-        usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(active)
+        usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(active)
     };
     disabled[..room.min(disabled.len())].to_vec()
 }

@@ -41,7 +41,8 @@ fn invalid(i: &Invalid) -> ApiError {
 /// signature is checked.
 pub fn open(file: &[u8]) -> Result<License, ApiError> {
     let trusted = trusted_keys()?;
-    let opened = signed::open(file, &trusted, "license", crypto::ed25519_verify).map_err(|r| refusal(&r))?;
+    let opened =
+        signed::open(file, &trusted, "license", crypto::ed25519_verify).map_err(|r| refusal(&r))?;
     License::from_payload(&opened.payload).map_err(|why| {
         ApiError::new(
             422,
@@ -108,13 +109,19 @@ impl State {
     /// Why the license does not hold now; None when it does.
     pub fn problem(&self) -> Option<ApiError> {
         match &self.checked {
-            None => Some(ApiError::new(404, "LICENSE_NOT_FOUND", "No license is activated")),
+            None => Some(ApiError::new(
+                404,
+                "LICENSE_NOT_FOUND",
+                "No license is activated",
+            )),
             Some(Err(e)) => Some(e.clone()),
             Some(Ok((_, verdict))) => match &verdict.invalid {
                 Some(i) => Some(invalid(i)),
-                None if self.stored.as_ref().is_some_and(|s| s.revoked) => {
-                    Some(ApiError::new(403, "LICENSE_REVOKED", "License key has been revoked"))
-                }
+                None if self.stored.as_ref().is_some_and(|s| s.revoked) => Some(ApiError::new(
+                    403,
+                    "LICENSE_REVOKED",
+                    "License key has been revoked",
+                )),
                 None => None,
             },
         }
@@ -271,7 +278,10 @@ pub fn summary(_req: &Request) -> ApiResult {
 fn over_limit(limits: &Limits) -> Result<serde_json::Map<String, Value>, ApiError> {
     let mut over = serde_json::Map::new();
     for kind in Kind::ALL {
-        let active = store::resources(kind)?.iter().filter(|r| !r.disabled).count() as i64;
+        let active = store::resources(kind)?
+            .iter()
+            .filter(|r| !r.disabled)
+            .count() as i64;
         let limit = kind.limit(limits);
         over.insert(kind.as_str().into(), json!(limit >= 0 && active > limit));
     }
@@ -286,7 +296,10 @@ pub fn limits(_req: &Request) -> ApiResult {
     let mut remaining = serde_json::Map::new();
     let mut over = serde_json::Map::new();
     for kind in Kind::ALL {
-        let n = store::resources(kind)?.iter().filter(|r| !r.disabled).count() as i64;
+        let n = store::resources(kind)?
+            .iter()
+            .filter(|r| !r.disabled)
+            .count() as i64;
         let limit = kind.limit(&limits);
         active.insert(kind.as_str().into(), json!(n));
         remaining.insert(
@@ -324,7 +337,10 @@ pub fn resource_json(r: &store::Resource, offset: i64) -> Value {
 /// `GET /license/disabled-resources`.
 pub fn disabled_resources(_req: &Request) -> ApiResult {
     let offset = settings::utc_offset()?;
-    let list: Vec<Value> = store::disabled()?.iter().map(|r| resource_json(r, offset)).collect();
+    let list: Vec<Value> = store::disabled()?
+        .iter()
+        .map(|r| resource_json(r, offset))
+        .collect();
     ok(&json!({ "count": list.len(), "disabled_resources": list }))
 }
 
@@ -380,7 +396,9 @@ fn file_of(answer: &Value) -> Result<Vec<u8>, ApiError> {
     match answer.get("license") {
         Some(Value::Object(_)) => Ok(answer["license"].to_string().into_bytes()),
         Some(Value::String(s)) => Ok(s.clone().into_bytes()),
-        _ => Err(ApiError::portal("The license portal's answer has no license file")),
+        _ => Err(ApiError::portal(
+            "The license portal's answer has no license file",
+        )),
     }
 }
 
@@ -417,7 +435,11 @@ pub fn activate(req: &Request) -> ApiResult {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone().into_bytes()),
         Some(v @ Value::Object(_)) => Some(v.to_string().into_bytes()),
-        Some(_) => return Err(ApiError::validation("license must be the signed license file")),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "license must be the signed license file",
+            ));
+        }
     };
     if let Some(file) = offline {
         let s = install(&key, &file, false)?;
@@ -442,7 +464,8 @@ pub fn activate(req: &Request) -> ApiResult {
 
 /// `POST /license/refresh`: a new file from the portal for the activated key.
 pub fn refresh(_req: &Request) -> ApiResult {
-    let stored = store::license()?.ok_or_else(|| ApiError::new(404, "LICENSE_NOT_FOUND", "No license is activated"))?;
+    let stored = store::license()?
+        .ok_or_else(|| ApiError::new(404, "LICENSE_NOT_FOUND", "No license is activated"))?;
     let instance_id = store::instance_id()?;
     let a = portal::call(
         "POST",
@@ -483,7 +506,11 @@ pub fn verify(_req: &Request) -> ApiResult {
         return Err(e);
     }
     let Some(mut stored) = s.stored.clone() else {
-        return Err(ApiError::new(404, "LICENSE_NOT_FOUND", "No license is activated"));
+        return Err(ApiError::new(
+            404,
+            "LICENSE_NOT_FOUND",
+            "No license is activated",
+        ));
     };
     let body = json!({ "key": stored.key, "instance_id": s.instance_id });
     let portal = match portal::call("POST", "/license/verify", Some(&body)) {
@@ -521,7 +548,10 @@ pub fn enforce(_req: &Request) -> ApiResult {
     let s = State::load()?;
     let (limits, source) = s.effective_limits()?;
     let reason = match s.problem() {
-        None => format!("over the {} tier's limit", s.license().map_or("", |l| l.tier.as_str())),
+        None => format!(
+            "over the {} tier's limit",
+            s.license().map_or("", |l| l.tier.as_str())
+        ),
         Some(e) => format!("over the unlicensed limit ({})", e.code),
     };
     let newly = enforce::enforce(&limits, &reason, s.now)?;

@@ -114,11 +114,13 @@ pub fn instance_id() -> Result<String, ApiError> {
     }
     let fresh = crypto::hex(&crypto::random_bytes(8));
     // Two first requests at once: one id wins and both use it.
-    Ok(kv::transaction(|txn| match txn.get_json::<String>("instance_id")? {
-        Some(id) => Ok(id),
-        None => {
-            txn.set_json("instance_id", &fresh)?;
-            Ok(fresh.clone())
+    Ok(kv::transaction(|txn| {
+        match txn.get_json::<String>("instance_id")? {
+            Some(id) => Ok(id),
+            None => {
+                txn.set_json("instance_id", &fresh)?;
+                Ok(fresh.clone())
+            }
         }
     })?)
 }
@@ -142,10 +144,12 @@ pub fn observe_clock(now: i64) -> Result<Option<i64>, ApiError> {
 
 /// Every resource of `kind`, oldest first.
 pub fn resources(kind: Kind) -> Result<Vec<Resource>, ApiError> {
-    Ok(kv::list_json::<Resource>(&format!("res/{}/", kind.as_str()))?
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect())
+    Ok(
+        kv::list_json::<Resource>(&format!("res/{}/", kind.as_str()))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect(),
+    )
 }
 
 /// How many resources of `kind` exist, disabled or not.

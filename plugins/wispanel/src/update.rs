@@ -76,7 +76,11 @@ pub fn newer(a: &str, b: &str) -> bool {
     match (semver::Version::parse(a), semver::Version::parse(b)) {
         (Ok(a), Ok(b)) => a > b,
         _ => {
-            let parts = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+            let parts = |v: &str| {
+                v.split('.')
+                    .map(|p| p.parse::<u64>().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            };
             parts(a) > parts(b)
         }
     }
@@ -168,9 +172,21 @@ pub fn changelog(_req: &Request) -> ApiResult {
         return Err(a.error());
     }
     let v = a.json().unwrap_or(Value::Null);
-    let all: Vec<Value> = v.get("releases").and_then(Value::as_array).cloned().unwrap_or_default();
-    let version = |r: &Value| r.get("version").and_then(Value::as_str).unwrap_or("").to_string();
-    let mut shown: Vec<&Value> = all.iter().filter(|r| newer(&version(r), &current)).collect();
+    let all: Vec<Value> = v
+        .get("releases")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let version = |r: &Value| {
+        r.get("version")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut shown: Vec<&Value> = all
+        .iter()
+        .filter(|r| newer(&version(r), &current))
+        .collect();
     if shown.is_empty() {
         shown = all.iter().filter(|r| version(r) == current).collect();
     }
@@ -247,17 +263,18 @@ fn open_manifest(doc: &Value) -> Result<Manifest, ApiError> {
         }
     };
     let trusted = settings::trusted_keys()?;
-    let opened = signed::open(&bytes, &trusted, "release", crypto::ed25519_verify).map_err(|r| {
-        let code = match r {
-            Refusal::Malformed(_) => "UPDATE_MALFORMED",
-            Refusal::UnsupportedAlgorithm(_) => "UPDATE_ALGORITHM_UNSUPPORTED",
-            Refusal::UnknownKey(_) => "UPDATE_KEY_UNKNOWN",
-            Refusal::BadSignature => "UPDATE_SIGNATURE_INVALID",
-            Refusal::BadPayload(_) => "UPDATE_PAYLOAD_INVALID",
-            Refusal::WrongType(_) => "UPDATE_WRONG_TYPE",
-        };
-        ApiError::new(422, code, r.message("release manifest"))
-    })?;
+    let opened =
+        signed::open(&bytes, &trusted, "release", crypto::ed25519_verify).map_err(|r| {
+            let code = match r {
+                Refusal::Malformed(_) => "UPDATE_MALFORMED",
+                Refusal::UnsupportedAlgorithm(_) => "UPDATE_ALGORITHM_UNSUPPORTED",
+                Refusal::UnknownKey(_) => "UPDATE_KEY_UNKNOWN",
+                Refusal::BadSignature => "UPDATE_SIGNATURE_INVALID",
+                Refusal::BadPayload(_) => "UPDATE_PAYLOAD_INVALID",
+                Refusal::WrongType(_) => "UPDATE_WRONG_TYPE",
+            };
+            ApiError::new(422, code, r.message("release manifest"))
+        })?;
     let p = &opened.payload;
     let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
     match (
@@ -439,7 +456,9 @@ pub fn direct_update(req: &Request) -> ApiResult {
         return Err(ApiError::validation("url is required"));
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ApiError::validation("url must be an absolute http:// or https:// URL"));
+        return Err(ApiError::validation(
+            "url must be an absolute http:// or https:// URL",
+        ));
     }
     let Some(manifest) = body.get("manifest").filter(|v| !v.is_null()) else {
         return Err(ApiError::validation(
