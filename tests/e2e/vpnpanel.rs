@@ -337,6 +337,8 @@ fn a_sub_admin_never_sees_or_touches_another_sub_admins_or_the_main_admins_users
     // Nothing changed.
     assert_eq!(p.user("a_user")["is_active"], true);
     // A sub-admin's users get only its allowed servers.
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
     let (_, c) = p.sub_admin("sa_c", json!({ "allowed_servers": ["node_1"] }));
     p.create_user(&c, json!({ "username": "c_user" })).expect(201);
     assert_eq!(p.user("c_user")["nodes"], json!(["node_1"]));
@@ -371,6 +373,9 @@ fn a_sub_admin_never_sees_or_touches_another_sub_admins_or_the_main_admins_users
 #[test]
 fn sub_admin_examples_answer_as_documented_and_delete_cascades() {
     let p = Panel::start();
+    // The seed's node_1 (provisioning it fails here; it exists all the same).
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
     let r = p.main(
         "POST",
         "/sub_admins",
@@ -489,6 +494,42 @@ fn a_sub_admin_refused_a_taken_name_is_not_told_that_someone_else_has_a_user_by_
     assert_eq!(p.call(Some(&b), "GET", "/users/list_all", &Value::Null).json()["users"], json!([]));
     let sa = p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"][1].clone();
     assert_eq!((sa["id"].as_u64(), sa["users_count"].as_u64()), (Some(b_id), Some(0)));
+}
+
+#[test]
+fn a_sub_admin_limited_to_a_server_that_does_not_exist_is_refused_and_nothing_changes() {
+    let p = Panel::start();
+    let unknown = "Invalid allowed_servers: there is no server node_7.";
+    let body = json!({ "username": "sa_nowhere", "password": "pass", "allowed_servers": ["main", "node_7"] });
+    assert_fail(&p.main("POST", "/sub_admins", &body), 400, unknown);
+    assert_eq!(p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"], json!([]));
+    // Nothing was kept of it: not even its name.
+    let (id, key) = p.sub_admin("sa_nowhere", json!({ "allowed_servers": ["main"], "notes": "before" }));
+
+    // An edit onto it is refused whole: the other fields do not change
+    // either, and the sub-admin's users are not given it.
+    let r = p.main("PUT", &format!("/sub_admins/{id}"), &json!({ "allowed_servers": ["node_7"], "notes": "after" }));
+    assert_fail(&r, 400, unknown);
+    let sa = p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"][0].clone();
+    assert_eq!((sa["allowed_servers"].clone(), sa["notes"].clone()), (json!(["main"]), json!("before")));
+    p.create_user(&key, json!({ "username": "sa_user" })).expect(201);
+    assert_eq!(p.user("sa_user")["nodes"], json!(["main"]));
+
+    // A node that exists is accepted, whatever its provisioning did; one
+    // being deleted is not.
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
+    p.main("PUT", &format!("/sub_admins/{id}"), &json!({ "allowed_servers": ["main", "node_1"] })).expect(200);
+    p.create_user(&key, json!({ "username": "sa_user2" })).expect(201);
+    assert_eq!(p.user("sa_user2")["nodes"], json!(["main", "node_1"]));
+    p.main("DELETE", "/nodes/1", &Value::Null).expect(200);
+    let late = json!({ "username": "sa_late", "password": "pass", "allowed_servers": ["node_1"] });
+    assert_fail(&p.main("POST", "/sub_admins", &late), 400, "Invalid allowed_servers: there is no server node_1.");
+    // A sub-admin already limited to it keeps it through edits that do not
+    // name servers.
+    p.main("PUT", &format!("/sub_admins/{id}"), &json!({ "notes": "still here" })).expect(200);
+    let sa = p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"][0].clone();
+    assert_eq!((sa["allowed_servers"].clone(), sa["notes"].clone()), (json!(["main", "node_1"]), json!("still here")));
 }
 
 #[test]

@@ -6,13 +6,17 @@
 //! that read the user before another request's write and wrote its stale
 //! copy back afterwards would show up as a revived subscription link, an
 //! undone toggle, lost traffic or quota counters that no longer add up.
+//!
+//! Then sub-admins (sub_admins.rs): creations and edits racing for one
+//! port, which only one of them may get.
 
 use std::sync::Barrier;
 use std::thread;
 
 use serde_json::{Value, json};
 
-use crate::e2e::vpnpanel::{Panel, assert_ok};
+use crate::e2e::http::Response;
+use crate::e2e::vpnpanel::{Panel, assert_fail, assert_ok};
 
 /// Rounds per test: the races these tests pin were lost in most rounds, so
 /// 30 rounds make a pass by luck practically impossible.
@@ -364,6 +368,113 @@ fn two_edits_of_one_node_racing_each_other_both_stand() {
             (node["name"].as_str(), node["protocol"].as_str()),
             (Some(name.as_str()), Some(protocol)),
             "round {round}: an edit was lost: {node}"
+        );
+    }
+}
+
+// ---- Sub-admin ports (plugins/vpnpanel/src/sub_admins.rs) ----------------
+
+/// Whether a sub-admin create or edit was accepted (`status`) or refused
+/// because another sub-admin has the port; anything else fails the test.
+#[track_caller]
+fn port_taken_or(r: &Response, status: u16, round: usize) -> bool {
+    match r.status {
+        s if s == status => true,
+        409 => {
+            assert_fail(r, 409, "A port is already used by another sub-admin.");
+            false
+        }
+        other => panic!("round {round}: {other} {}", r.text()),
+    }
+}
+
+/// The sub-admins that have `port` as either of their ports.
+fn holders_of(p: &Panel, port: u64) -> Vec<Value> {
+    let v = p.main("GET", "/sub_admins", &Value::Null).json();
+    v["sub_admins"]
+        .as_array()
+        .expect("sub_admins")
+        .iter()
+        .filter(|sa| sa["subscription_port"] == port || sa["panel_port"] == port)
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn sub_admins_created_at_once_with_the_same_port_get_it_once() {
+    const CREATORS: usize = 4;
+    let p = Panel::start();
+    for round in 0..ROUNDS {
+        let port = 10_000 + round as u64;
+        let barrier = Barrier::new(CREATORS);
+        let created = thread::scope(|s| {
+            let creators: Vec<_> = (0..CREATORS)
+                .map(|i| {
+                    let (barrier, p) = (&barrier, &p);
+                    s.spawn(move || {
+                        let body = json!({
+                            "username": format!("sa{round}_{i}"), "password": "pass",
+                            "subscription_port": port, "panel_port": 20_000 + round * CREATORS + i,
+                        });
+                        barrier.wait();
+                        let r = p.main("POST", "/sub_admins", &body);
+                        port_taken_or(&r, 201, round)
+                    })
+                })
+                .collect();
+            creators
+                .into_iter()
+                .map(|h| h.join().expect("create"))
+                .filter(|ok| *ok)
+                .count()
+        });
+        let holders = holders_of(&p, port);
+        assert_eq!(
+            (created, holders.len()),
+            (1, 1),
+            "round {round}: port {port} was given {created} times: {holders:?}"
+        );
+    }
+}
+
+#[test]
+fn two_sub_admins_moved_to_one_port_at_once_do_not_both_get_it() {
+    let p = Panel::start();
+    let (a, _) = p.sub_admin("sa_a", json!({}));
+    let (b, _) = p.sub_admin("sa_b", json!({}));
+    for round in 0..ROUNDS {
+        let port = 30_000 + round as u64;
+        let barrier = Barrier::new(2);
+        let moved = thread::scope(|s| {
+            let edits: Vec<_> = [a, b]
+                .into_iter()
+                .map(|id| {
+                    let (barrier, p) = (&barrier, &p);
+                    s.spawn(move || {
+                        // subscription_port for one, panel_port for the other.
+                        let field = if id == a {
+                            "subscription_port"
+                        } else {
+                            "panel_port"
+                        };
+                        barrier.wait();
+                        let r =
+                            p.main("PUT", &format!("/sub_admins/{id}"), &json!({ field: port }));
+                        port_taken_or(&r, 200, round)
+                    })
+                })
+                .collect();
+            edits
+                .into_iter()
+                .map(|h| h.join().expect("edit"))
+                .filter(|ok| *ok)
+                .count()
+        });
+        let holders = holders_of(&p, port);
+        assert_eq!(
+            (moved, holders.len()),
+            (1, 1),
+            "round {round}: port {port} was given {moved} times: {holders:?}"
         );
     }
 }

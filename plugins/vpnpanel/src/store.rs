@@ -259,6 +259,26 @@ pub fn load_sub_admin(id: u64) -> Result<Option<SubAdmin>, Fail> {
     Ok(kv::get_json(&sa_key(id))?)
 }
 
+/// The kv key of the next sub-admin id; only a creation writes it.
+pub const SA_SEQ_KEY: &str = "meta/next_sa_id";
+
+/// Every sub-admin as `txn` sees it, for a check that must hold against all
+/// of them when `txn` commits (two sub-admins never share a port). The id
+/// sequence is read in `txn` before the records are listed, so a sub-admin
+/// created after that read makes the commit conflict, and one created before
+/// it is in the listing; each listed record is then read in `txn`, so a
+/// change to any of them (or its deletion) conflicts too.
+pub fn sub_admins_in(txn: &kv::Txn) -> Result<Vec<SubAdmin>, wasmgate_sdk::Error> {
+    txn.get(SA_SEQ_KEY)?;
+    let mut out = Vec::new();
+    for (key, _) in kv::list("sa/")? {
+        if let Some(sa) = txn.get_json::<SubAdmin>(&key)? {
+            out.push(sa);
+        }
+    }
+    Ok(out)
+}
+
 pub fn all_sub_admins() -> Result<Vec<SubAdmin>, Fail> {
     Ok(kv::list_json::<SubAdmin>("sa/")?
         .into_iter()
