@@ -9,12 +9,18 @@
 //!
 //! Then sub-admins (sub_admins.rs): creations and edits racing for one
 //! port, which only one of them may get.
+//!
+//! Then custom ports (ports.rs): a port put on a server while its last
+//! assignment is deleted (the port must stay, on that server), and a port
+//! put on a node while the node is deleted (it must go with the node).
 
 use std::sync::Barrier;
 use std::thread;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::e2e::harness::eventually;
 use crate::e2e::http::Response;
 use crate::e2e::vpnpanel::{Panel, assert_fail, assert_ok};
 
@@ -475,6 +481,138 @@ fn two_sub_admins_moved_to_one_port_at_once_do_not_both_get_it() {
             (moved, holders.len()),
             (1, 1),
             "round {round}: port {port} was given {moved} times: {holders:?}"
+        );
+    }
+}
+
+// ---- Custom ports (plugins/vpnpanel/src/ports.rs) ------------------------
+
+/// The custom ports listed for `public_port`, as (port_id, server).
+fn custom_ports(p: &Panel, public_port: u64) -> Vec<(u64, String)> {
+    let v = p.main("GET", "/public/ports", &Value::Null).json();
+    v["custom_ports"]
+        .as_array()
+        .expect("custom_ports")
+        .iter()
+        .filter(|c| c["public_port"] == public_port)
+        .map(|c| {
+            (
+                c["port_id"].as_u64().expect("port_id"),
+                c["server_identifier"]
+                    .as_str()
+                    .expect("server_identifier")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+#[track_caller]
+fn add_port(p: &Panel, public_port: u64, servers: &[&str]) -> Response {
+    p.main(
+        "POST",
+        "/public/ports",
+        &json!({ "public_port": public_port, "protocol": "tcp", "server_ids": servers }),
+    )
+}
+
+#[test]
+fn a_port_put_on_a_server_while_its_last_assignment_goes_is_kept() {
+    let p = Panel::start();
+    let node = json!({ "name": "Ports", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 });
+    p.main("POST", "/nodes", &node).expect(202);
+    for round in 0..ROUNDS {
+        let public_port = 40_000 + round as u64;
+        assert_ok(
+            &add_port(&p, public_port, &["main"]),
+            200,
+            "Port configured on selected servers.",
+        );
+        let [(port_id, _)] = custom_ports(&p, public_port)[..] else {
+            panic!("round {round}: {:?}", custom_ports(&p, public_port));
+        };
+        // Either order leaves the port on node_1 alone: deleted first, the
+        // port is made again for node_1; added first, main goes and
+        // node_1 stays.
+        let barrier = Barrier::new(2);
+        thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                let body = json!({ "port_id": port_id, "server_identifier": "main" });
+                let r = p.main("DELETE", "/public/ports/assignment", &body);
+                assert_ok(&r, 200, "Port assignment deleted.");
+            });
+            barrier.wait();
+            let r = add_port(&p, public_port, &["node_1"]);
+            assert_ok(&r, 200, "Port configured on selected servers.");
+        });
+        let now = custom_ports(&p, public_port);
+        assert!(
+            matches!(&now[..], [(_, server)] if server == "node_1"),
+            "round {round}: port {public_port} on node_1 was lost: {now:?}"
+        );
+    }
+}
+
+/// The node `id` in the main admin's list, if listed.
+fn node_view(p: &Panel, id: u64) -> Option<Value> {
+    let v = p.main("GET", "/nodes", &Value::Null).json();
+    v["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"] == id)
+        .cloned()
+}
+
+#[track_caller]
+fn wait_node(p: &Panel, id: u64, what: &str, done: impl Fn(Option<&Value>) -> bool) {
+    eventually(Duration::from_secs(20), || {
+        done(node_view(p, id).as_ref()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("node {id} never became {what}: {:?}", node_view(p, id)));
+}
+
+#[test]
+fn a_port_put_on_a_node_as_it_is_deleted_does_not_outlive_it() {
+    let p = Panel::start();
+    for round in 0..ROUNDS {
+        // An address the outbound grant does not allow: every call to the
+        // node fails at once, so its first deletion fails and the second
+        // removes it by force.
+        let body = json!({ "name": format!("Doomed {round}"), "ip_address": "192.0.2.1",
+                           "ssh_password": "pass", "api_port": 1000 + round });
+        let r = p.main("POST", "/nodes", &body);
+        let id = r.json()["node_id"].as_u64().expect("node_id");
+        let server = format!("node_{id}");
+        wait_node(&p, id, "failed", |n| {
+            n.is_some_and(|n| n["status"] == "failed")
+        });
+        p.main("DELETE", &format!("/nodes/{id}"), &Value::Null)
+            .expect(200);
+        wait_node(&p, id, "delete_failed", |n| {
+            n.is_some_and(|n| n["status"] == "delete_failed")
+        });
+        let public_port = 50_000 + round as u64;
+        let barrier = Barrier::new(2);
+        thread::scope(|s| {
+            s.spawn(|| {
+                barrier.wait();
+                p.main("DELETE", &format!("/nodes/{id}"), &Value::Null)
+                    .expect(200);
+            });
+            barrier.wait();
+            let r = add_port(&p, public_port, &[&server]);
+            match r.status {
+                200 => {}
+                400 => assert_fail(&r, 400, &format!("Unknown server: {server}")),
+                other => panic!("round {round}: {other} {}", r.text()),
+            }
+        });
+        wait_node(&p, id, "gone", |n| n.is_none());
+        let left = custom_ports(&p, public_port);
+        assert!(
+            left.is_empty(),
+            "round {round}: a port outlived {server}: {left:?}"
         );
     }
 }

@@ -197,6 +197,11 @@ pub fn server_exists_in(txn: &kv::Txn, server: &str) -> Result<bool, Error> {
         .is_some_and(|n| n.status != STATUS_DELETING && n.status != STATUS_DELETE_FAILED))
 }
 
+/// Node `id` as `txn` sees it.
+pub fn node_in(txn: &kv::Txn, id: u64) -> Result<Option<Node>, Error> {
+    txn.get_json(&rec_key(id))
+}
+
 pub fn get_node(id: u64) -> Result<Option<Node>, Error> {
     kv::get_json(&rec_key(id))
 }

@@ -11,7 +11,15 @@
 //!
 //! kv: `infra/seq/port` (the last id), `port/<port_id:010>` ([`Port`]),
 //! `infra/port_by/<protocol>/<public_port:05>` (the port id),
-//! `assign/<port_id:010>/<server_identifier>` ([`Assignment`]).
+//! `assign/<port_id:010>/<server_identifier>` ([`Assignment`]),
+//! `infra/port_rev/<port_id:010>` (a number every new assignment of the
+//! port changes, so that [`drop_unassigned`] cannot miss one).
+//!
+//! Every server a port is put on is read in the transaction that writes
+//! the assignment: a node being deleted is refused, and a deletion that
+//! starts meanwhile makes the transaction run again and refuse it, so the
+//! deletion (which removes the node's assignments after it started) never
+//! leaves one behind.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -74,6 +82,10 @@ fn assign_key(port_id: u64, server: &str) -> String {
     format!("assign/{port_id:010}/{server}")
 }
 
+fn rev_key(port_id: u64) -> String {
+    format!("infra/port_rev/{port_id:010}")
+}
+
 /// The main server's default port and protocol, from the settings.
 pub fn main_default() -> (u16, String) {
     let port = config::get("openvpn_port")
@@ -130,17 +142,27 @@ pub fn assignment_keys_of(server: &str) -> Result<Vec<String>, Error> {
         .collect())
 }
 
-/// Deletes every port that no server has any more.
+/// Deletes every port that no server has any more. Whether a port has
+/// none is decided in the transaction that deletes it: the port's
+/// `infra/port_rev` is read in it before its assignments are counted, so
+/// an assignment added after the count makes the commit conflict (and the
+/// port is counted again), and one added before it is counted.
 pub fn drop_unassigned() -> Result<(), Error> {
-    let assignments = all_assignments()?;
     for port in all_ports()? {
-        if !assignments.iter().any(|a| a.port_id == port.port_id) {
-            kv::transaction(|txn| {
-                txn.delete(&rec_key(port.port_id))?;
-                txn.delete(&by_key(&port.protocol, port.public_port))?;
-                Ok(())
-            })?;
-        }
+        let id = port.port_id;
+        kv::transaction(|txn| {
+            txn.get(&rev_key(id))?;
+            if kv::count(&format!("assign/{id:010}/"))? > 0 {
+                return Ok(());
+            }
+            let Some(current) = txn.get_json::<Port>(&rec_key(id))? else {
+                return Ok(());
+            };
+            txn.delete(&rec_key(id))?;
+            txn.delete(&by_key(&current.protocol, current.public_port))?;
+            txn.delete(&rev_key(id))?;
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -341,20 +363,22 @@ fn create(req: &Request) -> Reply {
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| s == "tcp" || s == "udp")
         .ok_or_else(|| refuse(400, "Invalid protocol. Use tcp or udp."))?;
-    let nodes = live_nodes()?;
     let mut servers: Vec<String> = Vec::new();
     for id in ids {
         let id = id.as_str().map(str::trim).unwrap_or_default();
-        let known = id == MAIN_ID || nodes.iter().any(|n| n.identifier() == id);
-        if !known {
-            return Err(refuse(400, &format!("Unknown server: {id}")));
-        }
         if !servers.iter().any(|s| s == id) {
             servers.push(id.to_string());
         }
     }
     let now = common::now_secs();
-    let added: Vec<String> = kv::transaction(|txn| {
+    let added: Vec<String> = common::transaction(|txn| {
+        // Each server is read here, so a deletion that starts before the
+        // commit makes it run again (and refuse).
+        for server in &servers {
+            if !is_live_in(txn, server)? {
+                return Err(refuse(400, &format!("Unknown server: {server}")));
+            }
+        }
         let port_id = match txn.get_json::<u64>(&by_key(&protocol, public_port))? {
             Some(id) => id,
             None => {
@@ -388,6 +412,10 @@ fn create(req: &Request) -> Reply {
                 added.push(server.clone());
             }
         }
+        if !added.is_empty() {
+            let rev = txn.get_json::<u64>(&rev_key(port_id))?.unwrap_or(0);
+            txn.set_json(&rev_key(port_id), &(rev + 1))?;
+        }
         Ok(added)
     })?;
     resync(&added)?;
@@ -415,6 +443,20 @@ fn delete_assignment(req: &Request) -> Reply {
     drop_unassigned()?;
     resync(&[server.to_string()])?;
     Ok(common::ok("Port assignment deleted."))
+}
+
+/// Whether a port can be put on `server` (`main` or `node_<id>`) as `txn`
+/// sees it: the main server, or a node that is not being deleted (the
+/// nodes [`live_nodes`] lists).
+fn is_live_in(txn: &kv::Txn, server: &str) -> Result<bool, Error> {
+    if server == MAIN_ID {
+        return Ok(true);
+    }
+    let Some(id) = nodes::parse_identifier(server) else {
+        return Ok(false);
+    };
+    Ok(nodes::node_in(txn, id)?
+        .is_some_and(|n| n.identifier() == server && n.status != nodes::STATUS_DELETING))
 }
 
 /// Re-provisions the nodes among `servers` so they serve their new ports.
