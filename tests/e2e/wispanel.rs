@@ -790,6 +790,7 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
     let c = p.get("/version/changelog").json();
     assert_eq!(c["releases"][0]["version"], "1.4.3");
     assert_eq!(p.get("/version/update/status").json()["state"], "idle");
+    expect_error(&p.admin("GET", "/update/staged", &Value::Null), 404, "NOT_FOUND");
 
     let r = p.post("/version/update", &Value::Null);
     r.expect(200);
@@ -803,6 +804,11 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
         (json!("staged"), json!(100))
     );
     assert_eq!(s["staged"]["sha256"], sha256_hex(&portal.artefact));
+    // The bytes kept in kv are the artefact.
+    let c = p.admin("GET", "/update/staged", &Value::Null).json();
+    assert_eq!(c["intact"], true, "{c}");
+    assert_eq!(c["stored"], json!({ "chunks": 1, "size": portal.artefact.len(), "sha256": sha256_hex(&portal.artefact) }));
+    assert_eq!(c["staged"]["version"], "1.4.3");
     // Asking again does not download it again.
     let again = p.post("/version/update", &Value::Null).json();
     assert!(again["message"].as_str().unwrap().contains("already staged"), "{again}");

@@ -1,7 +1,7 @@
 //! The admin surface, at `/plugins/wispanel/admin/...` on the host's admin
 //! listener (behind its bearer token): API tokens, the resources the license
-//! counts, the instance id and the clock's high-water mark. Errors use the
-//! same envelope as the API.
+//! counts, the instance id, the clock's high-water mark and a check of the
+//! staged update. Errors use the same envelope as the API.
 
 use serde_json::{Value, json};
 use wasmgate_sdk::{Request, Response, keys, kv};
@@ -32,12 +32,19 @@ fn route(req: &Request) -> ApiResult {
         ("DELETE", ["resources", kind, id]) => remove_resource(kind, id),
         ("GET", ["instance"]) => ok(&json!({ "instance_id": store::instance_id()? })),
         ("GET", ["clock"]) => clock(),
+        ("GET", ["update", "staged"]) => crate::update::check_staged(),
         ("PUT", ["clock"]) => set_clock(req),
         ("DELETE", ["clock"]) => {
             kv::delete(store::LAST_SEEN)?;
             clock()
         }
-        (_, ["tokens" | "usage" | "resources" | "instance" | "clock", ..]) => Err(ApiError::new(
+        (
+            _,
+            [
+                "tokens" | "usage" | "resources" | "instance" | "clock" | "update",
+                ..,
+            ],
+        ) => Err(ApiError::new(
             405,
             "METHOD_NOT_ALLOWED",
             "Method not allowed",

@@ -226,6 +226,47 @@ fn staged_json(st: &Staged, offset: i64) -> Value {
     })
 }
 
+/// The kv key of chunk `n` of the staged artefact.
+fn blob_key(n: u32) -> String {
+    format!("update/blob/{n:04}")
+}
+
+/// `GET /update/staged` on the admin surface: the staged artefact as kv
+/// holds it, checked against what `update/state` says was staged, so an
+/// operator (or the installer) can tell that the bytes are whole before
+/// installing them. The state and every chunk are read in one transaction.
+pub fn check_staged() -> ApiResult {
+    let found = kv::transaction(|txn| {
+        let Some(staged) = txn.get_json::<UpdateState>(STATE)?.and_then(|s| s.staged) else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(usize::try_from(staged.size).unwrap_or(0));
+        let mut chunks = 0u32;
+        for n in 0..staged.chunks {
+            let Some(chunk) = txn.get(&blob_key(n))? else {
+                break;
+            };
+            bytes.extend_from_slice(&chunk);
+            chunks += 1;
+        }
+        Ok(Some((staged, chunks, bytes)))
+    })?;
+    let Some((staged, chunks, bytes)) = found else {
+        return Err(ApiError::not_found("No update is staged"));
+    };
+    let sha256 = crypto::hex(&crypto::sha256(&bytes));
+    let intact = chunks == staged.chunks
+        && bytes.len() as u64 == staged.size
+        && crypto::constant_time_eq(sha256.as_bytes(), staged.sha256.as_bytes());
+    let offset = settings::utc_offset()?;
+    ok(&json!({
+        "success": true,
+        "staged": staged_json(&staged, offset),
+        "stored": { "chunks": chunks, "size": bytes.len(), "sha256": sha256 },
+        "intact": intact,
+    }))
+}
+
 /// `GET /version/update/status`.
 pub fn status(_req: &Request) -> ApiResult {
     let s = load_state()?;
