@@ -32,4 +32,5 @@ mod e2e {
     mod wgdashboard;
     mod wireguard;
     mod wispanel;
+    mod wispanel_races;
 }

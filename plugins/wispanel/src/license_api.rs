@@ -366,21 +366,12 @@ fn install(key: &str, file: &[u8], checked_with_portal: bool) -> Result<State, A
     if let Some(i) = &verdict.invalid {
         return Err(invalid(i));
     }
-    let previous = store::license()?;
-    store::save_license(&StoredLicense {
-        key: lic.key.clone(),
-        file: String::from_utf8_lossy(file).into_owned(),
-        activated_at: match &previous {
-            Some(p) if p.key == lic.key => p.activated_at,
-            _ => now,
-        },
-        last_checked: if checked_with_portal {
-            Some(now)
-        } else {
-            previous.and_then(|p| p.last_checked)
-        },
-        revoked: false,
-    })?;
+    store::install_license(
+        &lic.key,
+        &String::from_utf8_lossy(file),
+        now,
+        checked_with_portal,
+    )?;
     log::info!(
         "license {} for {} activated: tier {}, instance {}",
         lic.license_id,
@@ -474,7 +465,7 @@ pub fn refresh(_req: &Request) -> ApiResult {
     )?;
     if a.status != 200 {
         let e = a.error();
-        mark_revoked(&e)?;
+        mark_revoked(&e, &stored.key)?;
         return Err(e);
     }
     let v = a
@@ -484,14 +475,13 @@ pub fn refresh(_req: &Request) -> ApiResult {
     answer(&s, "License refreshed")
 }
 
-/// Remembers a revocation the portal reported, so the license stops counting
-/// as valid without another round trip.
-fn mark_revoked(e: &ApiError) -> Result<(), ApiError> {
-    if e.code == "LICENSE_REVOKED"
-        && let Some(mut s) = store::license()?
-    {
-        s.revoked = true;
-        store::save_license(&s)?;
+/// Remembers a revocation the portal reported for `key`, so the license
+/// stops counting as valid without another round trip. Only a stored
+/// license of that key is marked: one activated while the portal was asked
+/// is another license.
+fn mark_revoked(e: &ApiError, key: &str) -> Result<(), ApiError> {
+    if e.code == "LICENSE_REVOKED" {
+        store::change_license(key, |s| s.revoked = true)?;
     }
     Ok(())
 }
@@ -505,7 +495,7 @@ pub fn verify(_req: &Request) -> ApiResult {
     if let Some(e) = s.problem() {
         return Err(e);
     }
-    let Some(mut stored) = s.stored.clone() else {
+    let Some(stored) = s.stored.clone() else {
         return Err(ApiError::new(
             404,
             "LICENSE_NOT_FOUND",
@@ -515,15 +505,19 @@ pub fn verify(_req: &Request) -> ApiResult {
     let body = json!({ "key": stored.key, "instance_id": s.instance_id });
     let portal = match portal::call("POST", "/license/verify", Some(&body)) {
         Ok(a) if a.status == 200 => {
-            stored.last_checked = Some(s.now);
-            store::save_license(&stored)?;
+            // The portal was asked outside any transaction; what it said
+            // is merged into the record as it is now. A refresh that
+            // stored a new file meanwhile keeps it.
+            store::change_license(&stored.key, |l| {
+                l.last_checked = l.last_checked.max(Some(s.now));
+            })?;
             let v = a.json().unwrap_or(Value::Null);
             json!({ "reachable": true, "status": v.get("status"), "revoked": v.get("revoked") })
         }
         Ok(a) => {
             let e = a.error();
             if e.status < 500 {
-                mark_revoked(&e)?;
+                mark_revoked(&e, &stored.key)?;
                 return Err(e);
             }
             json!({ "reachable": false, "error": e.message })

@@ -96,8 +96,55 @@ pub fn license() -> Result<Option<StoredLicense>, ApiError> {
     Ok(kv::get_json(LICENSE)?)
 }
 
-pub fn save_license(l: &StoredLicense) -> Result<(), ApiError> {
-    Ok(kv::set_json(LICENSE, l)?)
+/// Stores the verified `file` for `key` (`now`: when it was verified;
+/// `checked_with_portal`: the portal issued it just now), in one
+/// transaction with the read of what it replaces: the activation time and
+/// the last portal check carry over from a record of the same key as it is
+/// when this commits, never from one read earlier or from another key's.
+pub fn install_license(
+    key: &str,
+    file: &str,
+    now: i64,
+    checked_with_portal: bool,
+) -> Result<(), ApiError> {
+    Ok(kv::transaction(|txn| {
+        let previous: Option<StoredLicense> = txn.get_json(LICENSE)?;
+        let same = previous.filter(|p| p.key == key);
+        let last_checked = same.as_ref().and_then(|p| p.last_checked);
+        txn.set_json(
+            LICENSE,
+            &StoredLicense {
+                key: key.to_string(),
+                file: file.to_string(),
+                activated_at: same.as_ref().map_or(now, |p| p.activated_at),
+                last_checked: if checked_with_portal {
+                    last_checked.max(Some(now))
+                } else {
+                    last_checked
+                },
+                revoked: false,
+            },
+        )
+    })?)
+}
+
+/// Applies `f` to the stored license if it is (still) the one of `key`,
+/// reading and writing it in one transaction: a change decided from what a
+/// request read earlier (before a portal call) lands on the record as it is
+/// now, and never on a license another request activated meanwhile. Returns
+/// whether it applied.
+pub fn change_license(key: &str, f: impl Fn(&mut StoredLicense)) -> Result<bool, ApiError> {
+    Ok(kv::transaction(|txn| {
+        let Some(mut current) = txn.get_json::<StoredLicense>(LICENSE)? else {
+            return Ok(false);
+        };
+        if current.key != key {
+            return Ok(false);
+        }
+        f(&mut current);
+        txn.set_json(LICENSE, &current)?;
+        Ok(true)
+    })?)
 }
 
 /// This panel's instance id: the `instance_id` setting, or one made from 8
