@@ -6,13 +6,16 @@
 //!   before its portal call undid a refresh finished meanwhile (the old
 //!   file came back); a revocation the portal reported for the old key was
 //!   written over a key activated meanwhile.
+//! - Enforcement (enforce.rs): re-enables at once each restored the same
+//!   resources and each said so.
 
 use std::sync::Barrier;
 use std::thread;
 
 use serde_json::{Value, json};
 
-use crate::e2e::wispanel::{Portal, admin, expect_error};
+use crate::e2e::http::Response;
+use crate::e2e::wispanel::{INSTANCE, Panel, Portal, SEED_KEY, Signer, admin, expect_error};
 
 /// Rounds per test: the races these tests pin were lost in most rounds.
 const ROUNDS: usize = 20;
@@ -31,6 +34,25 @@ fn both<A: Send, B: Send>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B + 
         barrier.wait();
         let b = b();
         (a.join().expect("the first request"), b)
+    })
+}
+
+/// Runs `f(0)` .. `f(n - 1)` at once; returns what they returned.
+fn at_once<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let barrier = Barrier::new(n);
+    let (barrier, f) = (&barrier, &f);
+    thread::scope(|s| {
+        let all: Vec<_> = (0..n)
+            .map(|i| {
+                s.spawn(move || {
+                    barrier.wait();
+                    f(i)
+                })
+            })
+            .collect();
+        all.into_iter()
+            .map(|h| h.join().expect("request"))
+            .collect()
     })
 }
 
@@ -111,6 +133,61 @@ fn a_revocation_reported_while_another_key_is_activated_does_not_touch_that_key(
             (lic["key"].clone(), lic["is_valid"].clone()),
             (json!(mask(&new)), json!(true)),
             "round {round} ({check}): the key activated is not the one stored, or is marked revoked: {lic}"
+        );
+    }
+}
+
+// ---- Enforcement ---------------------------------------------------------
+
+#[test]
+fn enforcing_and_re_enabling_at_once_disable_and_restore_each_resource_once() {
+    const AT_ONCE: usize = 3;
+    let signer = Signer::new(1);
+    let p = Panel::offline(&signer, NO_RATE_LIMIT);
+    let mut lic = signer.license(SEED_KEY, INSTANCE);
+    let mut limit_to = |n: u64| {
+        lic["limits"]["max_users"] = json!(n);
+        p.upload(SEED_KEY, &signer.envelope(&lic)).expect(200);
+    };
+    p.admin("PUT", "/usage", &json!({ "accounts": 6 }))
+        .expect(200);
+    let count = |r: Response, field: &str| {
+        r.expect(200);
+        let v = r.json();
+        v[field]
+            .as_array()
+            .unwrap_or_else(|| panic!("no {field}: {v}"))
+            .len()
+    };
+    for round in 0..ROUNDS {
+        limit_to(3);
+        let disabled: usize = at_once(AT_ONCE, |_| {
+            count(p.post("/license/enforce", &Value::Null), "disabled")
+        })
+        .into_iter()
+        .sum();
+        assert_eq!(
+            disabled, 3,
+            "round {round}: enforce said it disabled {disabled}"
+        );
+        limit_to(6);
+        let restored: usize = at_once(AT_ONCE, |_| {
+            count(p.post("/license/re-enable", &Value::Null), "re_enabled")
+        })
+        .into_iter()
+        .sum();
+        assert_eq!(
+            restored, 3,
+            "round {round}: re-enable said it restored {restored}"
+        );
+        let l = p.get("/license/limits").json();
+        assert_eq!(
+            (
+                l["active"]["accounts"].clone(),
+                p.get("/license/disabled-resources").json()["count"].clone()
+            ),
+            (json!(6), json!(0)),
+            "round {round}: {l}"
         );
     }
 }

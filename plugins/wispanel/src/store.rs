@@ -199,6 +199,27 @@ pub fn resources(kind: Kind) -> Result<Vec<Resource>, ApiError> {
     )
 }
 
+/// Every resource of `kind` as `txn` sees it, oldest first, for a decision
+/// that must hold when `txn` commits (how many to disable or restore). The
+/// kind's id sequence is read in `txn` before the records are listed, so a
+/// resource added after that read makes the commit conflict, and one added
+/// before it is in the listing; each listed record is then read in `txn`,
+/// so a change to any of them (or its removal) conflicts too.
+pub fn resources_in(txn: &kv::Txn, kind: Kind) -> Result<Vec<Resource>, wasmgate_sdk::Error> {
+    txn.get(&seq_key(kind))?;
+    let mut out = Vec::new();
+    for (key, _) in kv::list(&format!("res/{}/", kind.as_str()))? {
+        if let Some(r) = txn.get_json::<Resource>(&key)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+fn seq_key(kind: Kind) -> String {
+    format!("seq/{}", kind.as_str())
+}
+
 /// How many resources of `kind` exist, disabled or not.
 pub fn count(kind: Kind) -> Result<u64, ApiError> {
     Ok(kv::count(&format!("res/{}/", kind.as_str()))?)
@@ -215,7 +236,7 @@ pub fn disabled() -> Result<Vec<Resource>, ApiError> {
 /// Adds `names.len()` resources of `kind` in one transaction.
 pub fn add_resources(kind: Kind, names: &[String], now: i64) -> Result<Vec<Resource>, ApiError> {
     Ok(kv::transaction(|txn| {
-        let seq_key = format!("seq/{}", kind.as_str());
+        let seq_key = seq_key(kind);
         let mut seq: u64 = txn.get_json(&seq_key)?.unwrap_or(0);
         let mut out = Vec::with_capacity(names.len());
         for name in names {
