@@ -8,14 +8,22 @@
 //!   written over a key activated meanwhile.
 //! - Enforcement (enforce.rs): re-enables at once each restored the same
 //!   resources and each said so.
+//! - Updates (update.rs): two stagings at once left the state naming one
+//!   artefact and the chunks holding another, or half of each; a staging
+//!   that failed wrote back the state it read before another one staged.
 
 use std::sync::Barrier;
 use std::thread;
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
+use crate::e2e::harness::now_secs;
 use crate::e2e::http::Response;
-use crate::e2e::wispanel::{INSTANCE, Panel, Portal, SEED_KEY, Signer, admin, expect_error};
+use crate::e2e::wispanel::{
+    INSTANCE, Panel, Portal, SEED_KEY, Signer, admin, expect_error, sha256_hex,
+};
 
 /// Rounds per test: the races these tests pin were lost in most rounds.
 const ROUNDS: usize = 20;
@@ -189,5 +197,169 @@ fn enforcing_and_re_enabling_at_once_disable_and_restore_each_resource_once() {
             (json!(6), json!(0)),
             "round {round}: {l}"
         );
+    }
+}
+
+// ---- Updates ---------------------------------------------------------------
+
+/// A release as the panel is told of it: its signed manifest and URL.
+struct Release {
+    version: String,
+    sha256: String,
+    size: u64,
+    url: String,
+    manifest: Value,
+}
+
+/// The latest stable release of `portal`.
+fn latest(portal: &Portal) -> Release {
+    let v = portal
+        .public("GET", "/releases/latest?channel=stable", &Value::Null)
+        .json();
+    let r = &v["release"];
+    Release {
+        version: r["version"].as_str().expect("version").to_string(),
+        sha256: r["sha256"].as_str().expect("sha256").to_string(),
+        size: r["size"].as_u64().expect("size"),
+        url: format!(
+            "http://{}{}",
+            portal.addr(),
+            r["download_url"].as_str().expect("download_url")
+        ),
+        manifest: r["manifest"].clone(),
+    }
+}
+
+/// A portal with two releases, 1.4.3 (one chunk) and 1.4.4 (three
+/// chunks, other bytes); returns them in that order.
+fn two_releases(portal: &Portal) -> (Release, Release) {
+    let first = latest(portal);
+    let artefact: Vec<u8> = (0..1_300_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    admin(
+        &portal.server,
+        "license-portal",
+        "POST",
+        "/releases",
+        &json!({ "version": "1.4.4", "channel": "stable", "changelog": "## WisPanel 1.4.4", "artefact": B64.encode(&artefact) }),
+    )
+    .expect(201);
+    let second = latest(portal);
+    assert_eq!(
+        (first.version.as_str(), second.version.as_str()),
+        ("1.4.3", "1.4.4")
+    );
+    assert_eq!(second.sha256, sha256_hex(&artefact));
+    (first, second)
+}
+
+#[track_caller]
+fn direct_update(p: &Panel, release: &Release) -> Response {
+    p.post(
+        "/version/direct-update",
+        &json!({ "url": release.url, "manifest": release.manifest }),
+    )
+}
+
+/// What is staged is `release`, and kv holds its bytes whole.
+#[track_caller]
+fn assert_staged_whole(p: &Panel, release: &Release, round: usize) {
+    let s = p.get("/version/update/status").json();
+    assert_eq!(
+        (
+            s["staged"]["version"].as_str(),
+            s["staged"]["sha256"].as_str()
+        ),
+        (
+            Some(release.version.as_str()),
+            Some(release.sha256.as_str())
+        ),
+        "round {round}: {s}"
+    );
+    let c = p.admin("GET", "/update/staged", &Value::Null).json();
+    assert_eq!(
+        (
+            c["intact"].clone(),
+            c["stored"]["sha256"].clone(),
+            c["staged"]["version"].clone()
+        ),
+        (json!(true), json!(release.sha256), json!(release.version)),
+        "round {round}: the state names one artefact and kv holds other bytes: {c}"
+    );
+}
+
+#[test]
+fn two_updates_staged_at_once_leave_one_of_them_staged_whole() {
+    let portal = Portal::start();
+    let p = portal.panel_with(NO_RATE_LIMIT);
+    let (first, second) = two_releases(&portal);
+    for round in 0..ROUNDS {
+        let (a, b) = both(|| direct_update(&p, &first), || direct_update(&p, &second));
+        a.expect(200);
+        b.expect(200);
+        let s = p.get("/version/update/status").json();
+        assert_eq!(
+            (
+                s["state"].clone(),
+                s["progress"].clone(),
+                s["error"].clone()
+            ),
+            (json!("staged"), json!(100), Value::Null),
+            "round {round}: {s}"
+        );
+        assert_eq!(
+            s["target_version"], s["staged"]["version"],
+            "round {round}: the target is not what was staged: {s}"
+        );
+        let staged = if s["staged"]["version"] == first.version.as_str() {
+            &first
+        } else {
+            &second
+        };
+        assert_staged_whole(&p, staged, round);
+    }
+}
+
+#[test]
+fn an_update_that_fails_while_another_is_staged_does_not_unstage_it() {
+    let portal = Portal::start();
+    // Also trusts a key of the test's own, to sign a manifest that lies.
+    let signer = Signer::new(3);
+    let p = portal.panel_with(&format!(
+        "{NO_RATE_LIMIT}, license_public_keys: {{ {}: {} }}",
+        crate::e2e::harness::quote(&signer.key_id),
+        crate::e2e::harness::quote(&signer.public_b64())
+    ));
+    let (first, second) = two_releases(&portal);
+    // Twice the rounds: the window of this race is narrower.
+    for round in 0..2 * ROUNDS {
+        // A different release each round, so a state written back from
+        // before the round names the other one.
+        let good = if round % 2 == 0 { &first } else { &second };
+        let lying = signer.envelope(&json!({
+            "type": "release", "key_id": signer.key_id, "alg": "ed25519", "version": "9.9.9",
+            "channel": "stable", "sha256": sha256_hex(b"other"), "size": good.size,
+            "published_at": now_secs(),
+        }));
+        let (staged, failed) = both(
+            || direct_update(&p, good),
+            || {
+                p.post(
+                    "/version/direct-update",
+                    &json!({ "url": good.url, "manifest": lying }),
+                )
+            },
+        );
+        staged.expect(200);
+        expect_error(&failed, 422, "UPDATE_CHECKSUM_MISMATCH");
+        let s = p.get("/version/update/status").json();
+        // Staged last: staged, aiming at it; failed last: failed, aiming
+        // at 9.9.9. Either way the good one is staged.
+        let (state, target) = (s["state"].as_str(), s["target_version"].as_str());
+        assert!(
+            (state, target) == (Some("staged"), Some(good.version.as_str()))
+                || (state, target) == (Some("failed"), Some("9.9.9")),
+            "round {round}: {s}"
+        );
+        assert_staged_whole(&p, good, round);
     }
 }

@@ -9,7 +9,7 @@
 //! | `res/<kind>/<id:016>` | [`Resource`]: an account, domain or database the license counts |
 //! | `disabled/<kind>/<id:016>` | [`Resource`]: the same resource while `enforce` keeps it disabled |
 //! | `update/state` | [`crate::update::UpdateState`] |
-//! | `update/blob/<n:04>` | the staged artefact in chunks of [`crate::update::CHUNK`] bytes |
+//! | `update/blob/<blob id>/<n:04>` | an artefact in chunks of [`crate::update::CHUNK`] bytes; `update/state` names the staged one's blob id (releases before blob ids kept one at `update/blob/<n:04>`) |
 
 use serde::{Deserialize, Serialize};
 use wasmgate_sdk::{config, crypto, kv};
