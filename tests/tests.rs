@@ -24,6 +24,8 @@ mod e2e {
     mod vpnpanel;
     mod vpnpanel_nodes;
     mod vpnpanel_openvpn;
+    mod vpnpanel_lists;
+    mod vpnpanel_races;
     mod vpnpanel_wg;
     mod license_portal;
     mod server;
@@ -32,4 +34,5 @@ mod e2e {
     mod wgdashboard;
     mod wireguard;
     mod wispanel;
+    mod wispanel_races;
 }

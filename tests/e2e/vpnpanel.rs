@@ -26,12 +26,12 @@ const INVALID: &str = "Invalid or inactive API key";
 const MAIN_REQUIRED: &str = "Permission denied: Main admin API key required.";
 const NOT_FOUND: &str = "User not found or permission denied";
 
-fn panel_yaml(settings: &str) -> String {
+pub(crate) fn panel_yaml(settings: &str) -> String {
     panel_yaml_to("127.0.0.1:9", settings)
 }
 
 /// The panel's config with `outbound` allowed to `node` only.
-fn panel_yaml_to(node: &str, settings: &str) -> String {
+pub(crate) fn panel_yaml_to(node: &str, settings: &str) -> String {
     format!(
         "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: vpnpanel\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /api/v1/\n      - listen: \"127.0.0.1:0\"\n        prefix: /sub/\n      - listen: \"127.0.0.1:0\"\n        prefix: /download/\n    grants: {{ kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, wireguard: {{ devices: [\"vpnwg*\"] }}, net: {{ links: [\"vpnwg*\"], write: true }}, outbound: {{ hosts: [{node}], timeout_ms: 5000, max_response_bytes: 1048576 }} }}\n    limits: {{ memory_mb: 256, timeout_ms: 30000, max_body_bytes: 1048576, max_response_bytes: 33554432 }}\n    settings: {{ public_url: \"http://YOUR_PANEL_DOMAIN\", server_address: 203.0.113.7, openvpn_port: 1194, openvpn_protocol: udp{settings} }}\n",
         wasm = quote(&wasm("vpnpanel").to_string_lossy()),
@@ -40,22 +40,22 @@ fn panel_yaml_to(node: &str, settings: &str) -> String {
 }
 
 /// A running panel with a main-admin key.
-struct Panel {
-    server: Server,
-    main: String,
+pub(crate) struct Panel {
+    pub(crate) server: Server,
+    pub(crate) main: String,
 }
 
 impl Panel {
-    fn start() -> Panel {
+    pub(crate) fn start() -> Panel {
         Panel::with_settings("")
     }
 
     /// `settings`: more entries of the settings mapping, each starting ", ".
-    fn with_settings(settings: &str) -> Panel {
+    pub(crate) fn with_settings(settings: &str) -> Panel {
         Panel::from_yaml(&panel_yaml(settings))
     }
 
-    fn from_yaml(yaml: &str) -> Panel {
+    pub(crate) fn from_yaml(yaml: &str) -> Panel {
         let server = Setup::with_yaml(yaml).serve();
         let r = admin(&server, "POST", "/keys", &json!({ "label": "tests" }));
         r.expect(201);
@@ -64,7 +64,7 @@ impl Panel {
     }
 
     #[track_caller]
-    fn call(&self, key: Option<&str>, method: &str, path: &str, body: &Value) -> Response {
+    pub(crate) fn call(&self, key: Option<&str>, method: &str, path: &str, body: &Value) -> Response {
         let mut headers = vec![("content-type", "application/json")];
         if let Some(k) = key {
             headers.push(("x-api-key", k));
@@ -74,13 +74,13 @@ impl Panel {
     }
 
     #[track_caller]
-    fn main(&self, method: &str, path: &str, body: &Value) -> Response {
+    pub(crate) fn main(&self, method: &str, path: &str, body: &Value) -> Response {
         self.call(Some(&self.main), method, path, body)
     }
 
     /// Creates a sub-admin; returns (id, key).
     #[track_caller]
-    fn sub_admin(&self, username: &str, extra: Value) -> (u64, String) {
+    pub(crate) fn sub_admin(&self, username: &str, extra: Value) -> (u64, String) {
         let mut body = json!({ "username": username, "password": "pass" });
         for (k, v) in extra.as_object().cloned().unwrap_or_default() {
             body[k] = v;
@@ -92,12 +92,12 @@ impl Panel {
     }
 
     #[track_caller]
-    fn create_user(&self, key: &str, body: Value) -> Response {
+    pub(crate) fn create_user(&self, key: &str, body: Value) -> Response {
         self.call(Some(key), "POST", "/users", &body)
     }
 
     #[track_caller]
-    fn user(&self, name: &str) -> Value {
+    pub(crate) fn user(&self, name: &str) -> Value {
         let r = self.main("GET", &format!("/users/{name}"), &Value::Null);
         r.expect(200);
         r.json()
@@ -105,13 +105,13 @@ impl Panel {
 
     /// The main server reports `bytes` for `name`.
     #[track_caller]
-    fn report(&self, name: &str, bytes: u64) {
+    pub(crate) fn report(&self, name: &str, bytes: u64) {
         self.main("POST", "/traffic/report", &json!({ "users": [{ "username": name, "bytes": bytes, "connections": 1 }] }))
             .expect(200);
     }
 
     #[track_caller]
-    fn token_of(&self, name: &str) -> String {
+    pub(crate) fn token_of(&self, name: &str) -> String {
         let v = self.main("GET", &format!("/users/{name}/sub"), &Value::Null).json();
         let url = v["sub_url"].as_str().expect("sub_url");
         url.split("token=").nth(1).expect("token").to_string()
@@ -125,13 +125,13 @@ fn admin(server: &Server, method: &str, path: &str, body: &Value) -> Response {
 
 /// `{"success": false, "message": message}` with `status`, nothing else.
 #[track_caller]
-fn assert_fail(r: &Response, status: u16, message: &str) {
+pub(crate) fn assert_fail(r: &Response, status: u16, message: &str) {
     assert_eq!(r.status, status, "{}", r.text());
     assert_eq!(r.json(), json!({ "success": false, "message": message }));
 }
 
 #[track_caller]
-fn assert_ok(r: &Response, status: u16, message: &str) -> Value {
+pub(crate) fn assert_ok(r: &Response, status: u16, message: &str) -> Value {
     assert_eq!(r.status, status, "{}", r.text());
     let v = r.json();
     assert_eq!(v["success"], true, "{v}");
@@ -226,6 +226,9 @@ fn seed_user_examples_answer_as_documented() {
     assert_ok(&r, 200, "User updated successfully.");
     let v = p.user("test_user");
     assert_eq!((v["max_clients"].clone(), v["data_limit"].clone(), v["notes"].clone()), (json!(3), json!(100.0), json!("VIP user")));
+    // The seed's node_1 (provisioning it fails here; it exists all the same).
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
     let r = p.main("PUT", "/users/test_user", &json!({ "enable_wg1": true, "nodes": ["main", "node_1"] }));
     assert_ok(&r, 200, "User updated successfully.");
     assert_eq!(p.user("test_user")["nodes"], json!(["main", "node_1"]));
@@ -334,6 +337,8 @@ fn a_sub_admin_never_sees_or_touches_another_sub_admins_or_the_main_admins_users
     // Nothing changed.
     assert_eq!(p.user("a_user")["is_active"], true);
     // A sub-admin's users get only its allowed servers.
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
     let (_, c) = p.sub_admin("sa_c", json!({ "allowed_servers": ["node_1"] }));
     p.create_user(&c, json!({ "username": "c_user" })).expect(201);
     assert_eq!(p.user("c_user")["nodes"], json!(["node_1"]));
@@ -368,6 +373,9 @@ fn a_sub_admin_never_sees_or_touches_another_sub_admins_or_the_main_admins_users
 #[test]
 fn sub_admin_examples_answer_as_documented_and_delete_cascades() {
     let p = Panel::start();
+    // The seed's node_1 (provisioning it fails here; it exists all the same).
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
     let r = p.main(
         "POST",
         "/sub_admins",
@@ -464,6 +472,102 @@ fn user_parameters_are_validated() {
     let r = p.main("PUT", "/users/okname", &json!({ "max_clients": 5, "data_limit_unit": "XB" }));
     assert_eq!(r.status, 400);
     assert_eq!(p.user("okname")["max_clients"], 1);
+}
+
+#[test]
+fn a_sub_admin_refused_a_taken_name_is_not_told_that_someone_else_has_a_user_by_it() {
+    let p = Panel::start();
+    let (_, a) = p.sub_admin("sa_a", json!({}));
+    let (b_id, b) = p.sub_admin("sa_b", json!({}));
+    p.create_user(&a, json!({ "username": "a_user" })).expect(201);
+    p.create_user(&p.main, json!({ "username": "m_user" })).expect(201);
+    // Another sub-admin's user and the main admin's get the same answer,
+    // which names no user.
+    for taken in ["a_user", "m_user"] {
+        assert_fail(&p.create_user(&b, json!({ "username": taken })), 409, "Username is not available.");
+    }
+    // The caller's own user, and the main admin, who sees every user.
+    assert_fail(&p.create_user(&a, json!({ "username": "a_user" })), 409, "User already exists.");
+    assert_fail(&p.create_user(&p.main, json!({ "username": "a_user" })), 409, "User already exists.");
+    // Nothing changed.
+    assert_eq!(p.user("a_user")["sub_admin_id"], 1);
+    assert_eq!(p.call(Some(&b), "GET", "/users/list_all", &Value::Null).json()["users"], json!([]));
+    let sa = p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"][1].clone();
+    assert_eq!((sa["id"].as_u64(), sa["users_count"].as_u64()), (Some(b_id), Some(0)));
+}
+
+#[test]
+fn a_sub_admin_limited_to_a_server_that_does_not_exist_is_refused_and_nothing_changes() {
+    let p = Panel::start();
+    let unknown = "Invalid allowed_servers: there is no server node_7.";
+    let body = json!({ "username": "sa_nowhere", "password": "pass", "allowed_servers": ["main", "node_7"] });
+    assert_fail(&p.main("POST", "/sub_admins", &body), 400, unknown);
+    assert_eq!(p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"], json!([]));
+    // Nothing was kept of it: not even its name.
+    let (id, key) = p.sub_admin("sa_nowhere", json!({ "allowed_servers": ["main"], "notes": "before" }));
+
+    // An edit onto it is refused whole: the other fields do not change
+    // either, and the sub-admin's users are not given it.
+    let r = p.main("PUT", &format!("/sub_admins/{id}"), &json!({ "allowed_servers": ["node_7"], "notes": "after" }));
+    assert_fail(&r, 400, unknown);
+    let sa = p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"][0].clone();
+    assert_eq!((sa["allowed_servers"].clone(), sa["notes"].clone()), (json!(["main"]), json!("before")));
+    p.create_user(&key, json!({ "username": "sa_user" })).expect(201);
+    assert_eq!(p.user("sa_user")["nodes"], json!(["main"]));
+
+    // A node that exists is accepted, whatever its provisioning did; one
+    // being deleted is not.
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
+    p.main("PUT", &format!("/sub_admins/{id}"), &json!({ "allowed_servers": ["main", "node_1"] })).expect(200);
+    p.create_user(&key, json!({ "username": "sa_user2" })).expect(201);
+    assert_eq!(p.user("sa_user2")["nodes"], json!(["main", "node_1"]));
+    p.main("DELETE", "/nodes/1", &Value::Null).expect(200);
+    let late = json!({ "username": "sa_late", "password": "pass", "allowed_servers": ["node_1"] });
+    assert_fail(&p.main("POST", "/sub_admins", &late), 400, "Invalid allowed_servers: there is no server node_1.");
+    // A sub-admin already limited to it keeps it through edits that do not
+    // name servers.
+    p.main("PUT", &format!("/sub_admins/{id}"), &json!({ "notes": "still here" })).expect(200);
+    let sa = p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"][0].clone();
+    assert_eq!((sa["allowed_servers"].clone(), sa["notes"].clone()), (json!(["main", "node_1"]), json!("still here")));
+}
+
+#[test]
+fn a_user_on_a_server_that_does_not_exist_is_refused_and_nothing_changes() {
+    let p = Panel::start();
+    let (_, sa) = p.sub_admin("sa_nodes", json!({ "total_usage_quota_gb": 100 }));
+    let unknown = "Invalid nodes: there is no server node_7.";
+    assert_fail(&p.create_user(&p.main, json!({ "username": "nowhere", "nodes": ["main", "node_7"] })), 400, unknown);
+    assert_fail(&p.create_user(&p.main, json!({ "username": "nowhere", "allowed_nodes": ["node_7"] })), 400, unknown);
+    assert_fail(&p.create_user(&p.main, json!({ "bulk_count": 3, "nodes": ["node_7"] })), 400, unknown);
+    assert_fail(&p.create_user(&sa, json!({ "username": "nowhere", "nodes": ["node_7"], "data_limit": 5 })), 400, unknown);
+    assert_eq!(p.main("GET", "/users/nowhere", &Value::Null).status, 404);
+    let v = p.main("GET", "/users/list_all", &Value::Null).json();
+    assert_eq!((v["main_admin"]["users"].clone(), v["sub_admins"][0]["users"].clone()), (json!([]), json!([])));
+    let counters = p.main("GET", "/sub_admins", &Value::Null).json()["sub_admins"][0].clone();
+    assert_eq!((counters["users_count"].clone(), counters["allocated_bytes"].clone()), (json!(0), json!(0)));
+
+    // An edit onto it is refused whole: the other fields do not change either.
+    p.create_user(&p.main, json!({ "username": "somewhere", "nodes": ["main"] })).expect(201);
+    assert_fail(&p.main("PUT", "/users/somewhere", &json!({ "nodes": ["node_7"], "notes": "moved" })), 400, unknown);
+    let u = p.user("somewhere");
+    assert_eq!((u["nodes"].clone(), u["notes"].clone()), (json!(["main"]), json!("")));
+
+    // A node that exists is accepted, whatever its provisioning did; one
+    // being deleted is not.
+    p.main("POST", "/nodes", &json!({ "name": "Node A", "ip_address": "127.0.0.1", "ssh_password": "pass", "api_port": 9 }))
+        .expect(202);
+    p.main("PUT", "/users/somewhere", &json!({ "nodes": ["main", "node_1"] })).expect(200);
+    p.create_user(&sa, json!({ "username": "onnode", "nodes": ["node_1"], "data_limit": 5 })).expect(201);
+    p.main("DELETE", "/nodes/1", &Value::Null).expect(200);
+    assert_fail(
+        &p.create_user(&p.main, json!({ "username": "late", "nodes": ["node_1"] })),
+        400,
+        "Invalid nodes: there is no server node_1.",
+    );
+    // A user already on it keeps it through edits that do not name servers.
+    p.main("PUT", "/users/somewhere", &json!({ "notes": "still here" })).expect(200);
+    assert_eq!(p.user("somewhere")["nodes"], json!(["main", "node_1"]));
 }
 
 #[test]

@@ -27,25 +27,25 @@ use serde_json::{Value, json};
 use crate::e2e::harness::{Server, Setup, now_secs, quote, wasm};
 use crate::e2e::http::Response;
 
-const INSTANCE: &str = "panel-test-1";
-const SEED_KEY: &str = "WISP-AB2C-DE3F-SA6T";
+pub(crate) const INSTANCE: &str = "panel-test-1";
+pub(crate) const SEED_KEY: &str = "WISP-AB2C-DE3F-SA6T";
 /// The seed's expires_at, "2036-05-11T06:10:02+07:00".
 const SEED_EXPIRES: i64 = 2_094_073_802;
 
 /// A signing key of the test's own.
-struct Signer {
+pub(crate) struct Signer {
     pair: Ed25519KeyPair,
-    key_id: String,
+    pub(crate) key_id: String,
 }
 
 impl Signer {
-    fn new(seed: u8) -> Signer {
+    pub(crate) fn new(seed: u8) -> Signer {
         let pair = Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).expect("seed");
         let key_id = key_id(pair.public_key().as_ref());
         Signer { pair, key_id }
     }
 
-    fn public_b64(&self) -> String {
+    pub(crate) fn public_b64(&self) -> String {
         B64.encode(self.pair.public_key().as_ref())
     }
 
@@ -60,12 +60,12 @@ impl Signer {
         })
     }
 
-    fn envelope(&self, payload: &Value) -> Value {
+    pub(crate) fn envelope(&self, payload: &Value) -> Value {
         self.envelope_as(payload, &self.key_id)
     }
 
     /// A license payload as the portal writes it, for this signer.
-    fn license(&self, key: &str, instance: &str) -> Value {
+    pub(crate) fn license(&self, key: &str, instance: &str) -> Value {
         let now = now_secs() as i64;
         json!({
             "type": "license", "license_id": format!("lic_{now}"), "key_id": self.key_id, "alg": "ed25519",
@@ -85,7 +85,7 @@ fn key_id(public: &[u8]) -> String {
         .collect()
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     ring::digest::digest(&ring::digest::SHA256, bytes)
         .as_ref()
         .iter()
@@ -106,15 +106,15 @@ fn panel_yaml(portal: &str, settings: &str) -> String {
 }
 
 /// A running panel with an admin and a viewer token.
-struct Panel {
-    server: Server,
+pub(crate) struct Panel {
+    pub(crate) server: Server,
     admin: String,
     viewer: String,
 }
 
 impl Panel {
     /// No portal; trusts `signer` (and nothing else).
-    fn offline(signer: &Signer, extra: &str) -> Panel {
+    pub(crate) fn offline(signer: &Signer, extra: &str) -> Panel {
         let settings = format!(
             "license_public_keys: {{ {}: {} }}, utc_offset: \"+07:00\"{extra}",
             quote(&signer.key_id),
@@ -146,29 +146,29 @@ impl Panel {
     }
 
     #[track_caller]
-    fn get(&self, path: &str) -> Response {
+    pub(crate) fn get(&self, path: &str) -> Response {
         self.call(Some(&self.viewer), "GET", path, &Value::Null)
     }
 
     #[track_caller]
-    fn post(&self, path: &str, body: &Value) -> Response {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> Response {
         self.call(Some(&self.admin), "POST", path, body)
     }
 
     #[track_caller]
-    fn admin(&self, method: &str, path: &str, body: &Value) -> Response {
+    pub(crate) fn admin(&self, method: &str, path: &str, body: &Value) -> Response {
         admin(&self.server, "wispanel", method, path, body)
     }
 
     /// Offline activation of `file` for `key`.
     #[track_caller]
-    fn upload(&self, key: &str, file: &Value) -> Response {
+    pub(crate) fn upload(&self, key: &str, file: &Value) -> Response {
         self.post("/license/activate", &json!({ "key": key, "license": file }))
     }
 }
 
 #[track_caller]
-fn admin(server: &Server, plugin: &str, method: &str, path: &str, body: &Value) -> Response {
+pub(crate) fn admin(server: &Server, plugin: &str, method: &str, path: &str, body: &Value) -> Response {
     server.plugin_admin(plugin, method, path, body)
 }
 
@@ -189,7 +189,7 @@ fn issue(server: &Server, role: &str) -> String {
 
 /// The envelope `{success:false, code, error, message, status}` with `code`.
 #[track_caller]
-fn expect_error(r: &Response, status: u16, code: &str) -> Value {
+pub(crate) fn expect_error(r: &Response, status: u16, code: &str) -> Value {
     r.expect(status);
     let v = r.json();
     assert_eq!(v["success"], false, "{v}");
@@ -655,16 +655,16 @@ fn the_61st_request_in_a_window_is_429_with_the_headers_and_a_later_one_passes()
 
 /// A license portal on its own server, with a signing key, a license key and
 /// a release 1.4.3 on the stable channel.
-struct Portal {
-    server: Server,
+pub(crate) struct Portal {
+    pub(crate) server: Server,
     key_id: String,
     public_key: String,
-    license_key: String,
-    artefact: Vec<u8>,
+    pub(crate) license_key: String,
+    pub(crate) artefact: Vec<u8>,
 }
 
 impl Portal {
-    fn start() -> Portal {
+    pub(crate) fn start() -> Portal {
         let yaml = format!(
             "data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\nplugins:\n  - name: license-portal\n    wasm: {wasm}\n    mounts:\n      - listen: \"127.0.0.1:0\"\n        prefix: /portal/\n    grants: {{ kv: true, crypto: true, config: true, log: true }}\n    limits: {{ memory_mb: 128, timeout_ms: 30000, max_body_bytes: 16777216, max_response_bytes: 16777216 }}\n",
             wasm = quote(&wasm("license_portal").to_string_lossy()),
@@ -698,23 +698,23 @@ impl Portal {
         }
     }
 
-    fn new_key(server: &Server, body: Value) -> String {
+    pub(crate) fn new_key(server: &Server, body: Value) -> String {
         let r = admin(server, "license-portal", "POST", "/keys", &body);
         r.expect(201);
         r.json()["key"]["key"].as_str().expect("key").to_string()
     }
 
-    fn addr(&self) -> String {
+    pub(crate) fn addr(&self) -> String {
         self.server.addr().to_string()
     }
 
     /// A panel that trusts this portal's key and may reach it.
-    fn panel(&self) -> Panel {
+    pub(crate) fn panel(&self) -> Panel {
         self.panel_with("")
     }
 
     /// With more settings, e.g. `, license_public_keys: {...}`.
-    fn panel_with(&self, extra: &str) -> Panel {
+    pub(crate) fn panel_with(&self, extra: &str) -> Panel {
         let settings = format!(
             "license_public_key: {}, license_key_id: {}{extra}",
             quote(&self.public_key),
@@ -724,7 +724,7 @@ impl Portal {
     }
 
     #[track_caller]
-    fn public(&self, method: &str, path: &str, body: &Value) -> Response {
+    pub(crate) fn public(&self, method: &str, path: &str, body: &Value) -> Response {
         self.server.send(
             method,
             &format!("/portal{path}"),
@@ -790,6 +790,7 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
     let c = p.get("/version/changelog").json();
     assert_eq!(c["releases"][0]["version"], "1.4.3");
     assert_eq!(p.get("/version/update/status").json()["state"], "idle");
+    expect_error(&p.admin("GET", "/update/staged", &Value::Null), 404, "NOT_FOUND");
 
     let r = p.post("/version/update", &Value::Null);
     r.expect(200);
@@ -803,6 +804,11 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
         (json!("staged"), json!(100))
     );
     assert_eq!(s["staged"]["sha256"], sha256_hex(&portal.artefact));
+    // The bytes kept in kv are the artefact.
+    let c = p.admin("GET", "/update/staged", &Value::Null).json();
+    assert_eq!(c["intact"], true, "{c}");
+    assert_eq!(c["stored"], json!({ "chunks": 1, "size": portal.artefact.len(), "sha256": sha256_hex(&portal.artefact) }));
+    assert_eq!(c["staged"]["version"], "1.4.3");
     // Asking again does not download it again.
     let again = p.post("/version/update", &Value::Null).json();
     assert!(again["message"].as_str().unwrap().contains("already staged"), "{again}");

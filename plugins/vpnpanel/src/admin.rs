@@ -21,8 +21,15 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (req.method(), segs.as_slice()) {
         ("POST", ["keys"]) => {
-            let body: Value = if req.body().is_empty() { json!({}) } else { req.json()? };
-            let label = body.get("label").and_then(Value::as_str).unwrap_or("main admin");
+            let body: Value = if req.body().is_empty() {
+                json!({})
+            } else {
+                req.json()?
+            };
+            let label = body
+                .get("label")
+                .and_then(Value::as_str)
+                .unwrap_or("main admin");
             let issued = keys::issue(ROLE_MAIN, label, None)?;
             Ok(Response::json(
                 201,
@@ -39,10 +46,16 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
         ("GET", ["openvpn", "ca"]) => Ok(pem(crate::pki::ca().map(|ca| ca.cert_pem))),
         ("GET", ["openvpn", "crl"]) => Ok(pem(crate::pki::crl_pem())),
         ("POST", ["openvpn", "server-cert"]) => {
-            let body: Value = if req.body().is_empty() { json!({}) } else { req.json()? };
+            let body: Value = if req.body().is_empty() {
+                json!({})
+            } else {
+                req.json()?
+            };
             let name = body.get("name").and_then(Value::as_str).unwrap_or("main");
             if !crate::validate::is_valid_name(name) {
-                return Err(Error::bad_request("name: 3 to 32 letters, digits, '_', '.' or '-'"));
+                return Err(Error::bad_request(
+                    "name: 3 to 32 letters, digits, '_', '.' or '-'",
+                ));
             }
             let made = crate::pki::issue(name, true).and_then(|leaf| Ok((leaf, crate::pki::ca()?)));
             Ok(match made {

@@ -55,9 +55,29 @@ pub fn reply(r: Reply) -> Response {
     r.unwrap_or_else(|f| f.0)
 }
 
+/// [`kv::transaction`] for a handler: `f` may refuse with an envelope
+/// ([`refuse`]) and it is answered as is, so a check that depends on what
+/// the transaction read happens inside it, against the same data the write
+/// is based on. `f` runs again on a conflict, like [`kv::transaction`].
+pub fn transaction<R>(mut f: impl FnMut(&kv::Txn) -> Result<R, Fail>) -> Result<R, Fail> {
+    let mut refused: Option<Fail> = None;
+    kv::transaction(|txn| {
+        f(txn).map_err(|fail| {
+            let status = fail.0.status;
+            refused = Some(fail);
+            // Only carries the refusal out; `refused` is what is answered.
+            Error::new(status, "refused")
+        })
+    })
+    .map_err(|e| refused.take().unwrap_or_else(|| Fail::from(e)))
+}
+
 /// `{"success": true, "message": message}` with status 200.
 pub fn ok(message: &str) -> Response {
-    Response::json(200, &serde_json::json!({ "success": true, "message": message }))
+    Response::json(
+        200,
+        &serde_json::json!({ "success": true, "message": message }),
+    )
 }
 
 /// `{"success": true, ...fields}` with `status`. `fields` must be a JSON
@@ -74,7 +94,10 @@ pub fn ok_with(status: u16, fields: Value) -> Response {
 
 /// `{"success": false, "message": message}` with `status`.
 pub fn fail(status: u16, message: &str) -> Response {
-    Response::json(status, &serde_json::json!({ "success": false, "message": message }))
+    Response::json(
+        status,
+        &serde_json::json!({ "success": false, "message": message }),
+    )
 }
 
 /// [`fail`] as an `Err`, for `return Err(refuse(400, "..."))` or `?`.
@@ -256,16 +279,188 @@ pub fn call_peer(
         timeout_ms: Some(timeout_ms),
     })
     .map_err(|e| match e {
-        OutboundError::Denied(why) => format!("The {peer}'s address is not allowed by the outbound grant: {why}"),
+        OutboundError::Denied(why) => {
+            format!("The {peer}'s address is not allowed by the outbound grant: {why}")
+        }
         OutboundError::Invalid(why) => format!("Invalid {peer} address: {why}"),
         OutboundError::Timeout => format!("The {peer} did not answer in time."),
         OutboundError::TooLarge(cap) => format!("The {peer}'s answer is over {cap} bytes."),
         OutboundError::Connect(why) => format!("Cannot reach the {peer}: {why}"),
     })?;
     let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    if (200..300).contains(&answer.status) && value.get("success").and_then(Value::as_bool) == Some(true) {
+    if (200..300).contains(&answer.status)
+        && value.get("success").and_then(Value::as_bool) == Some(true)
+    {
         return Ok(value);
     }
-    let said = value.get("message").and_then(Value::as_str).unwrap_or("no message");
-    Err(format!("The {peer} answered HTTP {}: {said}", answer.status))
+    let said = value
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("no message");
+    Err(format!(
+        "The {peer} answered HTTP {}: {said}",
+        answer.status
+    ))
+}
+
+/// The host's default `limits.max_response_bytes`.
+const DEFAULT_RESPONSE_CAP: usize = 4 << 20;
+
+/// The largest answer the host lets through: setting `max_response_bytes`,
+/// which must equal the plugin's `limits.max_response_bytes` (a plugin
+/// cannot read its limits). The host turns a larger answer into a bare
+/// 500, so lists check against this first and ask the caller to page.
+pub fn response_cap() -> usize {
+    wasmgate_sdk::config::get("max_response_bytes")
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_RESPONSE_CAP)
+}
+
+/// The most entries one page holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// A page asked for with the query parameters `limit` (1 to [`MAX_PAGE`],
+/// default [`MAX_PAGE`]) and `cursor` (the `next_cursor` of the page before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paging {
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// The page the request asks for; None when it sends neither parameter
+/// (the original's clients), which gets the whole list as before.
+pub fn paging(req: &Request) -> Result<Option<Paging>, Fail> {
+    let (limit, cursor) = (req.query("limit"), req.query("cursor"));
+    if limit.is_none() && cursor.is_none() {
+        return Ok(None);
+    }
+    let limit = match limit {
+        None => MAX_PAGE,
+        Some(l) => l
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=MAX_PAGE).contains(l))
+            .ok_or_else(|| {
+                refuse(
+                    400,
+                    &format!("Invalid limit: expected a whole number from 1 to {MAX_PAGE}."),
+                )
+            })?,
+    };
+    let cursor = cursor.filter(|c| !c.is_empty());
+    Ok(Some(Paging { limit, cursor }))
+}
+
+/// The refusal of a cursor this list never handed out.
+pub fn bad_cursor() -> Fail {
+    refuse(
+        400,
+        "Invalid cursor: pass the next_cursor of the page before.",
+    )
+}
+
+/// One page of a list built in memory: its entries from the cursor on,
+/// at most `page.limit` of them, and the offset where the rest starts (the
+/// cursor is that offset).
+pub fn window<T>(mut items: Vec<T>, page: &Paging) -> Result<(Vec<T>, usize), Fail> {
+    let start = match &page.cursor {
+        None => 0,
+        Some(c) => c.parse::<usize>().map_err(|_| bad_cursor())?,
+    };
+    let end = start.saturating_add(page.limit).min(items.len());
+    let items = if start < items.len() {
+        items.truncate(end);
+        items.split_off(start)
+    } else {
+        Vec::new()
+    };
+    Ok((items, start))
+}
+
+/// A page of `n` entries or fewer that fits in [`response_cap`]: the
+/// bytes `render(k)` makes of the first `k` entries, for the largest `k`
+/// tried (`n`, then halving) that fits. A page asked for with a `limit`
+/// too large for the cap is cut short rather than refused; its
+/// `next_cursor` then starts at the first entry left out. When not even
+/// one entry fits, the one-entry rendering, which [`within_cap`] refuses.
+pub fn fitting(n: usize, mut render: impl FnMut(usize) -> Vec<u8>) -> Vec<u8> {
+    let cap = response_cap();
+    let mut k = n;
+    loop {
+        let bytes = render(k);
+        if bytes.len() <= cap || k <= 1 {
+            return bytes;
+        }
+        k = k.div_ceil(2);
+    }
+}
+
+/// Routes whose answer is a list that pages.
+pub fn pages(segs: &[&str]) -> bool {
+    matches!(
+        segs,
+        ["users", "list_all"]
+            | ["users", _, "all_ovpn_links"]
+            | ["sub_admins"]
+            | ["nodes"]
+            | ["public", "ports"]
+            | ["public", "servers_for_ports"]
+            | ["public", "all_selectable_servers"]
+            | ["traffic", "users"]
+    )
+}
+
+/// `answer`, or when it is larger than [`response_cap`], a 400 in the
+/// envelope that tells the caller what to do instead of the host's bare
+/// 500: ask for pages on a list (a smaller `limit` when it already pages).
+pub fn within_cap(req: &Request, segs: &[&str], answer: Response) -> Response {
+    let cap = response_cap();
+    if answer.body.len() <= cap {
+        return answer;
+    }
+    let paged = req.query("limit").is_some() || req.query("cursor").is_some();
+    let what = match (pages(segs), paged) {
+        (true, false) => "ask for it in pages with the query parameters limit and cursor",
+        (true, true) => "ask for a smaller limit",
+        (false, _) => "this answer cannot be made smaller",
+    };
+    log::write(
+        log::Level::Warn,
+        &format!(
+            "vpnpanel: an answer of {} bytes is over the {cap}-byte cap",
+            answer.body.len()
+        ),
+    );
+    fail(
+        400,
+        &format!("The answer is larger than this server's {cap}-byte response limit: {what}."),
+    )
+}
+
+/// `{"success": true, ...fields, field: items}`; with `page`, one page of
+/// `items` ([`window`], [`fitting`]) and `next_cursor` (null on the last
+/// page).
+pub fn list_answer(
+    page: Option<&Paging>,
+    field: &str,
+    items: Vec<Value>,
+    mut fields: Map<String, Value>,
+) -> Reply {
+    let Some(p) = page else {
+        fields.insert(field.into(), Value::Array(items));
+        return Ok(ok_with(200, Value::Object(fields)));
+    };
+    let total = items.len();
+    let (items, start) = window(items, p)?;
+    let body = fitting(items.len(), |k| {
+        let mut f = fields.clone();
+        f.insert(field.into(), Value::Array(items[..k].to_vec()));
+        let next = (start + k < total).then(|| (start + k).to_string());
+        f.insert("next_cursor".into(), serde_json::json!(next));
+        f.insert("success".into(), Value::Bool(true));
+        serde_json::to_vec(&Value::Object(f)).unwrap_or_default()
+    });
+    Ok(Response::bytes(200, "application/json", body))
 }

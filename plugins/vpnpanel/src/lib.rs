@@ -45,7 +45,15 @@ impl Plugin for VpnPanel {
         if config::get("mode").as_deref() == Some("node") {
             return Ok(node_mode::handle(req));
         }
-        Ok(common::reply(route(req)))
+        let answer = common::reply(route(req));
+        let api = !(req.prefix().trim_end_matches('/').ends_with("/sub")
+            || req.prefix().trim_end_matches('/').ends_with("/download"));
+        let segs: Vec<&str> = if api {
+            req.path().split('/').filter(|s| !s.is_empty()).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(common::within_cap(req, &segs, answer))
     }
 
     fn admin(req: &Request) -> Result<Response, Error> {
@@ -98,11 +106,16 @@ fn route(req: &Request) -> Reply {
     // The enforcement chain is restarted from here when it is missing; a
     // failure to queue it is logged, and the request is still served.
     if traffic::ensure_enforcer().is_err() {
-        wasmgate_sdk::log::write(wasmgate_sdk::log::Level::Warn, "vpnpanel: cannot queue the enforcement job");
+        wasmgate_sdk::log::write(
+            wasmgate_sdk::log::Level::Warn,
+            "vpnpanel: cannot queue the enforcement job",
+        );
     }
     let answer = match segs.as_slice() {
         ["nodes", ..] => return Ok(nodes::handle(req, &caller)),
-        ["public", "ports", ..] | ["public", "servers_for_ports"] | ["public", "all_selectable_servers"] => {
+        ["public", "ports", ..]
+        | ["public", "servers_for_ports"]
+        | ["public", "all_selectable_servers"] => {
             return Ok(ports::handle(req, &caller));
         }
         ["users", rest @ ..] => users::route(req, &caller, rest),

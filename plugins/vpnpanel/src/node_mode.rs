@@ -45,11 +45,17 @@ const PSK_KEY: &str = "infra/ipsec_psk";
 const LAST_SYNC_KEY: &str = "infra/last_sync";
 /// The periodic sync.
 pub const JOB_PERIODIC: &str = "vpnpanel.node_sync";
-const PERIODIC: Periodic = Periodic { job: JOB_PERIODIC, next_key: "infra/sync_next" };
+const PERIODIC: Periodic = Periodic {
+    job: JOB_PERIODIC,
+    next_key: "infra/sync_next",
+};
 /// How long one call to the panel may take.
 const PANEL_TIMEOUT_MS: u32 = 10_000;
 /// Most users in one traffic report (the panel's limit).
 const REPORT_CHUNK: usize = 10_000;
+/// Users per page of the panel's user list: about 300 KB, well within the
+/// usual outbound answer cap.
+const USERS_PAGE: usize = 1000;
 const DEFAULT_PROTOCOLS: &[&str] = &["openvpn", "l2tp", "cisco", "wireguard"];
 
 /// What the panel told this node.
@@ -81,7 +87,10 @@ pub fn handle(req: &Request) -> Response {
 fn route(req: &Request) -> Reply {
     authenticate(req)?;
     if kv::get(SELF_KEY)?.is_some() && PERIODIC.ensure(interval()).is_err() {
-        log::write(log::Level::Warn, "vpnpanel node: cannot queue the periodic sync");
+        log::write(
+            log::Level::Warn,
+            "vpnpanel node: cannot queue the periodic sync",
+        );
     }
     match (req.method(), req.path().trim_end_matches('/')) {
         ("GET", "/node/health") => health(),
@@ -121,21 +130,41 @@ fn run_sync() -> Result<(), String> {
         return Ok(());
     };
     let outcome = match c.panel_url.as_deref().filter(|u| !u.trim().is_empty()) {
-        Some(panel) => wg::exclusive(|| sync_with(&c, panel.trim_end_matches('/'))).map_err(|_| "see the log".to_string()),
+        Some(panel) => wg::exclusive(|| sync_with(&c, panel.trim_end_matches('/')))
+            .map_err(|_| "see the log".to_string()),
         None => Err("the panel sent no panel_url (set its public_url setting)".to_string()),
     };
     if let Err(why) = &outcome {
-        log::write(log::Level::Warn, &format!("vpnpanel node: sync failed: {why}"));
+        log::write(
+            log::Level::Warn,
+            &format!("vpnpanel node: sync failed: {why}"),
+        );
     }
-    kv::set_json(LAST_SYNC_KEY, &json!({ "at": common::now_secs(), "ok": outcome.is_ok() })).map_err(|e| e.message)?;
+    kv::set_json(
+        LAST_SYNC_KEY,
+        &json!({ "at": common::now_secs(), "ok": outcome.is_ok() }),
+    )
+    .map_err(|e| e.message)?;
     Ok(())
 }
 
 /// One call to the panel with the report token: the JSON answer of a 2xx
 /// with `success: true`.
-fn call_panel(c: &NodeConfig, url: &str, method: &str, body: Option<&Value>) -> Result<Value, Fail> {
-    common::call_peer("panel", method, url, ("x-node-token", &c.report_token), body, PANEL_TIMEOUT_MS)
-        .map_err(|why| common::internal(format!("node sync: {method} {url}: {why}")))
+fn call_panel(
+    c: &NodeConfig,
+    url: &str,
+    method: &str,
+    body: Option<&Value>,
+) -> Result<Value, Fail> {
+    common::call_peer(
+        "panel",
+        method,
+        url,
+        ("x-node-token", &c.report_token),
+        body,
+        PANEL_TIMEOUT_MS,
+    )
+    .map_err(|why| common::internal(format!("node sync: {method} {url}: {why}")))
 }
 
 fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
@@ -148,20 +177,21 @@ fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
             .map(|u| json!({ "username": u.username, "bytes": u.bytes, "connections": u32::from(u.connected) }))
             .collect();
         for chunk in users.chunks(REPORT_CHUNK) {
-            call_panel(c, &format!("{panel}/api/v1/traffic/report"), "POST", Some(&json!({ "users": chunk })))?;
+            call_panel(
+                c,
+                &format!("{panel}/api/v1/traffic/report"),
+                "POST",
+                Some(&json!({ "users": chunk })),
+            )?;
         }
         wg::commit(r)?;
     }
-    let served = call_panel(c, &format!("{panel}/api/v1/traffic/users"), "GET", None)?;
-    if let Some(psk) = served.get("ipsec_psk").and_then(Value::as_str) {
+    let (psk, served) = served_users(c, panel)?;
+    if let Some(psk) = psk {
         kv::set(PSK_KEY, psk.as_bytes())?;
     }
     if let (Some(d), Some(r)) = (&device, &reading) {
         let wants: Vec<wg::Want> = served
-            .get("users")
-            .and_then(Value::as_array)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
             .iter()
             .filter_map(|u| {
                 Some(wg::Want {
@@ -174,6 +204,56 @@ fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
         wg::apply(d, &r.device, &wants)?;
     }
     Ok(())
+}
+
+/// The users the panel says this node serves, a page at a time (one page
+/// of a large panel's list fits the outbound grant's answer cap where the
+/// whole list would not), and the IPsec PSK.
+fn served_users(c: &NodeConfig, panel: &str) -> Result<(Option<String>, Vec<Value>), Fail> {
+    let mut users = Vec::new();
+    let mut psk = None;
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{panel}/api/v1/traffic/users?limit={USERS_PAGE}");
+        if let Some(c) = &cursor {
+            url.push_str("&cursor=");
+            url.push_str(&query_escape(c));
+        }
+        let page = call_panel(c, &url, "GET", None)?;
+        if psk.is_none() {
+            psk = page
+                .get("ipsec_psk")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+        }
+        users.extend(
+            page.get("users")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        // A panel that does not page answers everything and no cursor; one
+        // that hands out a cursor that does not move on would loop forever.
+        match page.get("next_cursor").and_then(Value::as_str) {
+            Some(next) if cursor.as_deref().is_none_or(|c| next > c) => {
+                cursor = Some(next.to_string())
+            }
+            _ => return Ok((psk, users)),
+        }
+    }
+}
+
+/// `s` for a query string value: everything but unreserved characters and
+/// `/` percent-encoded.
+fn query_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// The panel's bearer token checked against the `node_token` setting.
@@ -203,7 +283,8 @@ fn protocols() -> Vec<String> {
 }
 
 fn ports(c: &NodeConfig) -> Vec<Value> {
-    let mut ports = vec![json!({ "public_port": c.openvpn_port, "protocol": c.protocol, "is_default": true })];
+    let mut ports =
+        vec![json!({ "public_port": c.openvpn_port, "protocol": c.protocol, "is_default": true })];
     for p in &c.custom_ports {
         ports.push(json!({ "public_port": p.get("public_port"), "protocol": p.get("protocol"), "is_default": false }));
     }
@@ -231,8 +312,16 @@ fn health() -> Reply {
 
 fn provision(req: &Request) -> Reply {
     let body = common::json_object(req)?;
-    let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    let node_id = body.get("node_id").and_then(Value::as_u64).filter(|id| *id > 0);
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string()
+    };
+    let node_id = body
+        .get("node_id")
+        .and_then(Value::as_u64)
+        .filter(|id| *id > 0);
     let openvpn_port = body
         .get("openvpn_port")
         .and_then(Value::as_u64)
@@ -240,10 +329,16 @@ fn provision(req: &Request) -> Reply {
         .filter(|p| *p > 0);
     let protocol = text("protocol");
     let (Some(node_id), Some(openvpn_port)) = (node_id, openvpn_port) else {
-        return Err(refuse(400, "Invalid provisioning request: node_id and openvpn_port are required."));
+        return Err(refuse(
+            400,
+            "Invalid provisioning request: node_id and openvpn_port are required.",
+        ));
     };
     if protocol != "udp" && protocol != "tcp" {
-        return Err(refuse(400, "Invalid provisioning request: protocol must be udp or tcp."));
+        return Err(refuse(
+            400,
+            "Invalid provisioning request: protocol must be udp or tcp.",
+        ));
     }
     let c = NodeConfig {
         node_id,
@@ -252,14 +347,27 @@ fn provision(req: &Request) -> Reply {
         openvpn_port,
         protocol,
         communication_method: text("communication_method"),
-        sync_all_users: body.get("sync_all_users").and_then(Value::as_bool).unwrap_or(false),
-        custom_ports: body.get("custom_ports").and_then(Value::as_array).cloned().unwrap_or_default(),
+        sync_all_users: body
+            .get("sync_all_users")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        custom_ports: body
+            .get("custom_ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
         report_token: text("report_token"),
-        panel_url: body.get("panel_url").and_then(Value::as_str).map(str::to_string),
+        panel_url: body
+            .get("panel_url")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         provisioned_at: common::now_secs(),
     };
     kv::set_json(SELF_KEY, &c)?;
-    log::write(log::Level::Info, &format!("vpnpanel node: provisioned as node {node_id} ({})", c.name));
+    log::write(
+        log::Level::Info,
+        &format!("vpnpanel node: provisioned as node {node_id} ({})", c.name),
+    );
     PERIODIC.ensure(interval())?;
     // The first sync now: the panel knows this node's report token already.
     sync::changed();

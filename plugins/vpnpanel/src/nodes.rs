@@ -177,7 +177,29 @@ const REC_PREFIX: &str = "node/";
 
 /// Every node, by id.
 pub fn list_nodes() -> Result<Vec<Node>, Error> {
-    Ok(kv::list_json::<Node>(REC_PREFIX)?.into_iter().map(|(_, n)| n).collect())
+    Ok(kv::list_json::<Node>(REC_PREFIX)?
+        .into_iter()
+        .map(|(_, n)| n)
+        .collect())
+}
+
+/// Whether `server` (`main` or `node_<id>`) is a server users can be put
+/// on, as `txn` sees it: a node being deleted no longer is.
+pub fn server_exists_in(txn: &kv::Txn, server: &str) -> Result<bool, Error> {
+    if server == crate::ports::MAIN_ID {
+        return Ok(true);
+    }
+    let Some(id) = parse_identifier(server) else {
+        return Ok(false);
+    };
+    Ok(txn
+        .get_json::<Node>(&rec_key(id))?
+        .is_some_and(|n| n.status != STATUS_DELETING && n.status != STATUS_DELETE_FAILED))
+}
+
+/// Node `id` as `txn` sees it.
+pub fn node_in(txn: &kv::Txn, id: u64) -> Result<Option<Node>, Error> {
+    txn.get_json(&rec_key(id))
 }
 
 pub fn get_node(id: u64) -> Result<Option<Node>, Error> {
@@ -205,12 +227,14 @@ fn route(req: &Request, caller: &Caller) -> Reply {
     let path = req.path().trim_end_matches('/');
     let rest = path.strip_prefix("/nodes").unwrap_or("");
     match (req.method(), rest.strip_prefix('/')) {
-        ("GET", None) => list(caller),
+        ("GET", None) => list(req, caller),
         ("POST", None) => create(req, caller),
         (method @ ("GET" | "PUT" | "DELETE"), Some(segment)) if !segment.contains('/') => {
             common::require_main(caller)?;
             // A path id that is not a number names no node.
-            let id = segment.parse::<u64>().map_err(|_| refuse(404, MSG_NODE_NOT_FOUND))?;
+            let id = segment
+                .parse::<u64>()
+                .map_err(|_| refuse(404, MSG_NODE_NOT_FOUND))?;
             match method {
                 "GET" => show(id),
                 "PUT" => update(req, id),
@@ -221,14 +245,17 @@ fn route(req: &Request, caller: &Caller) -> Reply {
     }
 }
 
-fn list(caller: &Caller) -> Reply {
+fn list(req: &Request, caller: &Caller) -> Reply {
+    let page = common::paging(req)?;
     let nodes = list_nodes()?;
     let views: Vec<Value> = match caller {
         Caller::Main => nodes.iter().map(Node::full_view).collect(),
         Caller::Sub { id } => {
             // A sub-admin limited to some servers sees only those; one
             // without `allowed_servers` may use (and see) every node.
-            let allowed = crate::store::load_sub_admin(*id)?.map(|sa| sa.allowed_servers).unwrap_or_default();
+            let allowed = crate::store::load_sub_admin(*id)?
+                .map(|sa| sa.allowed_servers)
+                .unwrap_or_default();
             nodes
                 .iter()
                 .filter(|n| allowed.is_empty() || allowed.contains(&n.identifier()))
@@ -236,7 +263,7 @@ fn list(caller: &Caller) -> Reply {
                 .collect()
         }
     };
-    Ok(common::ok_with(200, json!({ "nodes": views })))
+    common::list_answer(page.as_ref(), "nodes", views, Map::new())
 }
 
 fn show(id: u64) -> Reply {
@@ -258,7 +285,8 @@ fn text(body: &Map<String, Value>, key: &str) -> Option<String> {
 pub fn valid_address(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 253
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':'))
         && !s.starts_with(['-', '.'])
         && (s.parse::<std::net::IpAddr>().is_ok() || !s.contains(':'))
 }
@@ -296,14 +324,24 @@ fn port_field(body: &Map<String, Value>, key: &str, default: u16) -> Result<u16,
     }
 }
 
-fn choice(body: &Map<String, Value>, key: &str, allowed: &[&str], default: &str) -> Result<String, Fail> {
+fn choice(
+    body: &Map<String, Value>,
+    key: &str,
+    allowed: &[&str],
+    default: &str,
+) -> Result<String, Fail> {
     match body.get(key) {
         None | Some(Value::Null) => Ok(default.to_string()),
         Some(v) => v
             .as_str()
             .map(|s| s.trim().to_ascii_lowercase())
             .filter(|s| allowed.contains(&s.as_str()))
-            .ok_or_else(|| refuse(400, &format!("Invalid {key}. Use one of: {}.", allowed.join(", ")))),
+            .ok_or_else(|| {
+                refuse(
+                    400,
+                    &format!("Invalid {key}. Use one of: {}.", allowed.join(", ")),
+                )
+            }),
     }
 }
 
@@ -328,15 +366,21 @@ fn token_field(body: &Map<String, Value>) -> Option<String> {
 fn create(req: &Request, caller: &Caller) -> Reply {
     common::require_main(caller)?;
     let body = common::json_object_or_empty(req)?;
-    let (Some(name), Some(ip), Some(token)) = (text(&body, "name"), text(&body, "ip_address"), token_field(&body))
-    else {
+    let (Some(name), Some(ip), Some(token)) = (
+        text(&body, "name"),
+        text(&body, "ip_address"),
+        token_field(&body),
+    ) else {
         return Err(refuse(400, MSG_MISSING_FIELDS));
     };
     if name.chars().count() > 100 || name.chars().any(char::is_control) {
         return Err(refuse(400, "Invalid name."));
     }
     if !valid_address(&ip) {
-        return Err(refuse(400, "Invalid ip_address. Use an IP address or a host name without a port."));
+        return Err(refuse(
+            400,
+            "Invalid ip_address. Use an IP address or a host name without a port.",
+        ));
     }
     if !valid_token(&token) {
         return Err(refuse(
@@ -405,66 +449,78 @@ const SERVICE_FIELDS: &[&str] = &[
     "sync_all_users",
 ];
 
-fn update(req: &Request, id: u64) -> Reply {
-    let body = common::json_object(req)?;
-    let node = get_node(id)?.ok_or_else(|| refuse(404, MSG_NODE_NOT_FOUND))?;
-    if node.status == STATUS_DELETING {
-        return Err(refuse(423, MSG_DELETION_IN_PROGRESS));
-    }
+/// `node` with the fields of `body` applied, and the fields its node must
+/// hear about that changed.
+fn edited(body: &Map<String, Value>, node: &Node) -> Result<(Node, Vec<&'static str>), Fail> {
     let mut next = node.clone();
     if body.contains_key("name") {
-        next.name = text(&body, "name").ok_or_else(|| refuse(400, "Invalid name."))?;
+        next.name = text(body, "name").ok_or_else(|| refuse(400, "Invalid name."))?;
         if next.name.chars().count() > 100 || next.name.chars().any(char::is_control) {
             return Err(refuse(400, "Invalid name."));
         }
     }
     if body.contains_key("ip_address") {
-        next.ip_address = text(&body, "ip_address")
+        next.ip_address = text(body, "ip_address")
             .filter(|ip| valid_address(ip))
-            .ok_or_else(|| refuse(400, "Invalid ip_address. Use an IP address or a host name without a port."))?;
+            .ok_or_else(|| {
+                refuse(
+                    400,
+                    "Invalid ip_address. Use an IP address or a host name without a port.",
+                )
+            })?;
     }
     if body.contains_key("node_token") || body.contains_key("ssh_password") {
-        next.node_token = token_field(&body).filter(|t| valid_token(t)).ok_or_else(|| {
+        next.node_token = token_field(body).filter(|t| valid_token(t)).ok_or_else(|| {
             refuse(400, "Invalid ssh_password (the node token): use up to 256 printable characters without spaces.")
         })?;
     }
-    next.api_port = port_field(&body, "api_port", node.api_port)?;
-    next.api_scheme = choice(&body, "api_scheme", SCHEMES, &node.api_scheme)?;
-    next.openvpn_port = port_field(&body, "openvpn_port", node.openvpn_port)?;
-    next.protocol = choice(&body, "protocol", PROTOCOLS, &node.protocol)?;
-    next.communication_method = choice(&body, "communication_method", METHODS, &node.communication_method)?;
-    next.sync_all_users = bool_field(&body, "sync_all_users", node.sync_all_users)?;
+    next.api_port = port_field(body, "api_port", node.api_port)?;
+    next.api_scheme = choice(body, "api_scheme", SCHEMES, &node.api_scheme)?;
+    next.openvpn_port = port_field(body, "openvpn_port", node.openvpn_port)?;
+    next.protocol = choice(body, "protocol", PROTOCOLS, &node.protocol)?;
+    next.communication_method = choice(
+        body,
+        "communication_method",
+        METHODS,
+        &node.communication_method,
+    )?;
+    next.sync_all_users = bool_field(body, "sync_all_users", node.sync_all_users)?;
 
-    let old = serde_json::to_value(&node).unwrap_or(Value::Null);
+    let old = serde_json::to_value(node).unwrap_or(Value::Null);
     let new = serde_json::to_value(&next).unwrap_or(Value::Null);
-    let changed: Vec<&str> = SERVICE_FIELDS.iter().copied().filter(|f| old.get(f) != new.get(f)).collect();
-    let sync = !changed.is_empty();
+    let changed: Vec<&str> = SERVICE_FIELDS
+        .iter()
+        .copied()
+        .filter(|f| old.get(f) != new.get(f))
+        .collect();
+    Ok((next, changed))
+}
 
-    let saved = kv::transaction(|txn| {
+fn update(req: &Request, id: u64) -> Reply {
+    let body = common::json_object(req)?;
+    // The edit applies to the node as this transaction reads it: fields
+    // another edit changed meanwhile are kept, and whether the node must be
+    // provisioned again is decided against them.
+    let (saved, changed) = common::transaction(|txn| {
         let Some(current) = txn.get_json::<Node>(&rec_key(id))? else {
-            return Err(Error::not_found(MSG_NODE_NOT_FOUND));
+            return Err(refuse(404, MSG_NODE_NOT_FOUND));
         };
         if current.status == STATUS_DELETING {
-            return Err(Error::new(423, MSG_DELETION_IN_PROGRESS));
+            return Err(refuse(423, MSG_DELETION_IN_PROGRESS));
         }
+        let (mut n, changed) = edited(&body, &current)?;
         let (old_addr, new_addr) = (
             addr_key(&current.ip_address, current.api_port),
-            addr_key(&next.ip_address, next.api_port),
+            addr_key(&n.ip_address, n.api_port),
         );
         if old_addr != new_addr {
             if txn.get(&new_addr)?.is_some() {
-                return Err(Error::conflict(MSG_DUPLICATE_ADDRESS));
+                return Err(refuse(409, MSG_DUPLICATE_ADDRESS));
             }
             txn.delete(&old_addr)?;
             txn.set_json(&new_addr, &id)?;
         }
-        let mut n = next.clone();
-        n.status = current.status.clone();
-        n.status_message = current.status_message.clone();
-        n.protocols = current.protocols.clone();
-        n.ports = current.ports.clone();
-        n.total_traffic_bytes = current.total_traffic_bytes;
-        n.generation = current.generation;
+        let sync = !changed.is_empty();
         n.updated_at = common::now_secs();
         if sync {
             n.status = STATUS_INSTALLING.into();
@@ -472,13 +528,18 @@ fn update(req: &Request, id: u64) -> Reply {
             n.generation += 1;
         }
         txn.set_json(&rec_key(id), &n)?;
-        Ok(n)
+        Ok((n, changed))
     })?;
-    if sync {
-        log::write(log::Level::Info, &format!("vpnpanel: node {id} changed {changed:?}; re-provisioning"));
+    if !changed.is_empty() {
+        log::write(
+            log::Level::Info,
+            &format!("vpnpanel: node {id} changed {changed:?}; re-provisioning"),
+        );
         queue_provision(&saved)?;
     }
-    Ok(common::ok("Node updated. Sync triggered only for changed services."))
+    Ok(common::ok(
+        "Node updated. Sync triggered only for changed services.",
+    ))
 }
 
 fn delete(id: u64) -> Reply {
@@ -505,7 +566,9 @@ fn delete(id: u64) -> Reply {
 /// `installing` with a new generation. A node being deleted is left alone.
 pub fn resync(id: u64) -> Result<(), Error> {
     let node = kv::transaction(|txn| {
-        let Some(mut n) = txn.get_json::<Node>(&rec_key(id))? else { return Ok(None) };
+        let Some(mut n) = txn.get_json::<Node>(&rec_key(id))? else {
+            return Ok(None);
+        };
         if n.status == STATUS_DELETING || n.status == STATUS_DELETE_FAILED {
             return Ok(None);
         }
@@ -562,21 +625,37 @@ fn provision_request(node: &Node) -> Result<Value, Error> {
 
 /// One call to the node: the parsed answer of a 2xx with `success: true`,
 /// or why not, in words for `status_message`.
-pub fn call_node(node: &Node, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
+pub fn call_node(
+    node: &Node,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, String> {
     let token = format!("Bearer {}", node.node_token);
     let url = format!("{}{path}", node.api_base());
-    common::call_peer("node", method, &url, ("authorization", &token), body, NODE_CALL_TIMEOUT_MS)
+    common::call_peer(
+        "node",
+        method,
+        &url,
+        ("authorization", &token),
+        body,
+        NODE_CALL_TIMEOUT_MS,
+    )
 }
 
 fn provision(id: u64, generation: u64) -> Result<(), Error> {
-    let Some(node) = get_node(id)? else { return Ok(()) };
+    let Some(node) = get_node(id)? else {
+        return Ok(());
+    };
     if node.status != STATUS_INSTALLING || node.generation != generation {
         return Ok(()); // deleted, or a newer config has its own job
     }
     let request = provision_request(&node)?;
     let outcome = call_node(&node, "POST", "/node/provision", Some(&request));
     kv::transaction(|txn| {
-        let Some(mut n) = txn.get_json::<Node>(&rec_key(id))? else { return Ok(()) };
+        let Some(mut n) = txn.get_json::<Node>(&rec_key(id))? else {
+            return Ok(());
+        };
         if n.status != STATUS_INSTALLING || n.generation != generation {
             return Ok(());
         }
@@ -587,9 +666,18 @@ fn provision(id: u64, generation: u64) -> Result<(), Error> {
                 n.protocols = answer
                     .get("protocols")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default();
-                n.ports = answer.get("ports").and_then(Value::as_array).cloned().unwrap_or_default();
+                n.ports = answer
+                    .get("ports")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
                 n.wireguard = answer.get("wireguard").cloned().unwrap_or(Value::Null);
             }
             Err(why) => {
@@ -602,14 +690,22 @@ fn provision(id: u64, generation: u64) -> Result<(), Error> {
         Ok(())
     })?;
     match &outcome {
-        Ok(_) => log::write(log::Level::Info, &format!("vpnpanel: node {id} provisioned")),
-        Err(why) => log::write(log::Level::Warn, &format!("vpnpanel: node {id} provisioning failed: {why}")),
+        Ok(_) => log::write(
+            log::Level::Info,
+            &format!("vpnpanel: node {id} provisioned"),
+        ),
+        Err(why) => log::write(
+            log::Level::Warn,
+            &format!("vpnpanel: node {id} provisioning failed: {why}"),
+        ),
     }
     Ok(())
 }
 
 fn remove(id: u64, force: bool) -> Result<(), Error> {
-    let Some(node) = get_node(id)? else { return Ok(()) };
+    let Some(node) = get_node(id)? else {
+        return Ok(());
+    };
     if node.status != STATUS_DELETING {
         return Ok(());
     }
@@ -617,7 +713,9 @@ fn remove(id: u64, force: bool) -> Result<(), Error> {
     if let Err(why) = &outcome {
         if !force {
             kv::transaction(|txn| {
-                let Some(mut n) = txn.get_json::<Node>(&rec_key(id))? else { return Ok(()) };
+                let Some(mut n) = txn.get_json::<Node>(&rec_key(id))? else {
+                    return Ok(());
+                };
                 if n.status != STATUS_DELETING {
                     return Ok(());
                 }
@@ -627,10 +725,16 @@ fn remove(id: u64, force: bool) -> Result<(), Error> {
                 txn.set_json(&rec_key(id), &n)?;
                 Ok(())
             })?;
-            log::write(log::Level::Warn, &format!("vpnpanel: node {id} deletion failed: {why}"));
+            log::write(
+                log::Level::Warn,
+                &format!("vpnpanel: node {id} deletion failed: {why}"),
+            );
             return Ok(());
         }
-        log::write(log::Level::Warn, &format!("vpnpanel: node {id} removed by force; the node said: {why}"));
+        log::write(
+            log::Level::Warn,
+            &format!("vpnpanel: node {id} removed by force; the node said: {why}"),
+        );
     }
     let assignments = crate::ports::assignment_keys_of(&node.identifier())?;
     kv::transaction(|txn| {
@@ -655,7 +759,16 @@ mod tests {
         for ok in ["1.2.3.4", "127.0.0.1", "::1", "node-1.example.com"] {
             assert!(valid_address(ok), "{ok}");
         }
-        for bad in ["", "1.2.3.4:80", "a b", "x/y", "user@host", "-x", "http://x", "1:2"] {
+        for bad in [
+            "",
+            "1.2.3.4:80",
+            "a b",
+            "x/y",
+            "user@host",
+            "-x",
+            "http://x",
+            "1:2",
+        ] {
             assert!(!valid_address(bad), "{bad}");
         }
     }

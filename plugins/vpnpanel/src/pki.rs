@@ -27,9 +27,9 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey as EcKey};
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName, DnType,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose, PublicKeyData, RevocationReason,
-    RevokedCertParams, SerialNumber, SignatureAlgorithm, SigningKey,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose, PublicKeyData,
+    RevocationReason, RevokedCertParams, SerialNumber, SignatureAlgorithm, SigningKey,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -62,7 +62,11 @@ impl Key {
     }
 
     fn of(secret: EcKey) -> Key {
-        let point = secret.verifying_key().to_encoded_point(false).as_bytes().to_vec();
+        let point = secret
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec();
         Key { secret, point }
     }
 
@@ -123,8 +127,14 @@ fn serial(bytes: &[u8]) -> SerialNumber {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    s.len().is_multiple_of(2)
-        .then(|| (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok()).collect())
+    s.len()
+        .is_multiple_of(2)
+        .then(|| {
+            (0..s.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+                .collect()
+        })
         .flatten()
 }
 
@@ -145,7 +155,11 @@ fn ca_params(key: &Key, serial_hex: &str, not_before: u64, not_after: u64) -> Ce
     dn.push(DnType::OrganizationName, "vpnpanel");
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     p.serial_number = unhex(serial_hex).map(|b| SerialNumber::from_slice(&b));
     p.not_before = at(not_before);
     p.not_after = at(not_after);
@@ -160,24 +174,43 @@ impl Ca {
         let not_before = now.saturating_sub(3_600);
         let not_after = now + (CA_YEARS * 365 * DAY) as u64;
         let cert = ca_params(key, &serial_hex, not_before, not_after).self_signed(key)?;
-        Ok(Ca { key_pem: key.pem(), cert_pem: cert.pem(), serial: serial_hex, not_before, not_after })
+        Ok(Ca {
+            key_pem: key.pem(),
+            cert_pem: cert.pem(),
+            serial: serial_hex,
+            not_before,
+            not_after,
+        })
     }
 
     fn issuer(&self) -> Option<Issuer<'static, Key>> {
         let key = Key::from_pem(&self.key_pem)?;
-        Some(Issuer::new(ca_params(&key, &self.serial, self.not_before, self.not_after), key))
+        Some(Issuer::new(
+            ca_params(&key, &self.serial, self.not_before, self.not_after),
+            key,
+        ))
     }
 
     /// A certificate and key for `cn`: a client's (`server` false) or a
     /// server's.
-    pub fn issue(&self, cn: &str, server: bool, key: &Key, serial_bytes: &[u8], now: u64) -> Result<Leaf, rcgen::Error> {
+    pub fn issue(
+        &self,
+        cn: &str,
+        server: bool,
+        key: &Key,
+        serial_bytes: &[u8],
+        now: u64,
+    ) -> Result<Leaf, rcgen::Error> {
         let issuer = self.issuer().ok_or(rcgen::Error::CouldNotParseKeyPair)?;
         let mut p = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, cn);
         p.distinguished_name = dn;
         p.is_ca = IsCa::ExplicitNoCa;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyAgreement];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyAgreement,
+        ];
         p.extended_key_usages = vec![if server {
             ExtendedKeyUsagePurpose::ServerAuth
         } else {
@@ -190,11 +223,21 @@ impl Ca {
         p.use_authority_key_identifier_extension = true;
         p.key_identifier_method = KeyIdMethod::PreSpecified(key.id());
         let cert = p.signed_by(key, &issuer)?;
-        Ok(Leaf { serial: crypto::hex(&sn.to_bytes()), cert_pem: cert.pem(), key_pem: key.pem() })
+        Ok(Leaf {
+            serial: crypto::hex(&sn.to_bytes()),
+            cert_pem: cert.pem(),
+            key_pem: key.pem(),
+        })
     }
 
     /// The CRL: `revoked` for good, `held` on hold, as of `now`.
-    pub fn crl(&self, revoked: &[(String, u64)], held: &[String], number: u64, now: u64) -> Result<String, rcgen::Error> {
+    pub fn crl(
+        &self,
+        revoked: &[(String, u64)],
+        held: &[String],
+        number: u64,
+        now: u64,
+    ) -> Result<String, rcgen::Error> {
         let issuer = self.issuer().ok_or(rcgen::Error::CouldNotParseKeyPair)?;
         let entry = |serial: &str, when: u64, reason| {
             Some(RevokedCertParams {
@@ -208,7 +251,10 @@ impl Ca {
             .iter()
             .filter_map(|(s, when)| entry(s, *when, RevocationReason::Superseded))
             .collect();
-        revoked_certs.extend(held.iter().filter_map(|s| entry(s, now, RevocationReason::CertificateHold)));
+        revoked_certs.extend(
+            held.iter()
+                .filter_map(|s| entry(s, now, RevocationReason::CertificateHold)),
+        );
         let key = Key::from_pem(&self.key_pem).ok_or(rcgen::Error::CouldNotParseKeyPair)?;
         CertificateRevocationListParams {
             this_update: at(now.saturating_sub(60)),
@@ -240,12 +286,19 @@ pub fn ca() -> Result<Ca, Fail> {
     if let Some(ca) = kv::get_json::<Ca>(CA_KEY)? {
         return Ok(ca);
     }
-    let fresh = Ca::make(&Key::generate(), &crypto::random_bytes(16), common::now_secs()).map_err(pki_error)?;
-    Ok(kv::transaction(|txn| match txn.get_json::<Ca>(CA_KEY)? {
-        Some(ca) => Ok(ca),
-        None => {
-            txn.set_json(CA_KEY, &fresh)?;
-            Ok(fresh.clone())
+    let fresh = Ca::make(
+        &Key::generate(),
+        &crypto::random_bytes(16),
+        common::now_secs(),
+    )
+    .map_err(pki_error)?;
+    Ok(kv::transaction(|txn| {
+        match txn.get_json::<Ca>(CA_KEY)? {
+            Some(ca) => Ok(ca),
+            None => {
+                txn.set_json(CA_KEY, &fresh)?;
+                Ok(fresh.clone())
+            }
         }
     })?)
 }
@@ -261,7 +314,13 @@ fn crl_key(serial: &str) -> String {
 /// A new certificate for `cn`.
 pub fn issue(cn: &str, server: bool) -> Result<Leaf, Fail> {
     ca()?
-        .issue(cn, server, &Key::generate(), &crypto::random_bytes(16), common::now_secs())
+        .issue(
+            cn,
+            server,
+            &Key::generate(),
+            &crypto::random_bytes(16),
+            common::now_secs(),
+        )
         .map_err(pki_error)
 }
 
@@ -415,30 +474,51 @@ mod tests {
         let (_, ca_cert) = X509Certificate::from_der(&ca_der).expect("CA parses");
         assert!(ca_cert.is_ca());
         ca_cert.verify_signature(None).expect("self-signed");
-        assert_eq!(ca_cert.subject().to_string(), "CN=wasmgate vpnpanel CA, O=vpnpanel");
+        assert_eq!(
+            ca_cert.subject().to_string(),
+            "CN=wasmgate vpnpanel CA, O=vpnpanel"
+        );
 
-        let client = ca.issue("alice", false, &key(2), &[9; 16], now).expect("client");
+        let client = ca
+            .issue("alice", false, &key(2), &[9; 16], now)
+            .expect("client");
         let client_der = der(&client.cert_pem);
         let (_, cert) = X509Certificate::from_der(&client_der).expect("client parses");
-        cert.verify_signature(Some(ca_cert.public_key())).expect("signed by the CA");
+        cert.verify_signature(Some(ca_cert.public_key()))
+            .expect("signed by the CA");
         assert_eq!(cert.subject().to_string(), "CN=alice");
         assert_eq!(cert.issuer(), ca_cert.subject());
         let eku = cert.extended_key_usage().expect("eku").expect("present");
         assert!(eku.value.client_auth && !eku.value.server_auth);
         assert!(!cert.is_ca());
-        assert!(Key::from_pem(&client.key_pem).is_some(), "the key is PKCS#8 PEM");
+        assert!(
+            Key::from_pem(&client.key_pem).is_some(),
+            "the key is PKCS#8 PEM"
+        );
 
-        let server = ca.issue("main", true, &key(3), &[10; 16], now).expect("server");
+        let server = ca
+            .issue("main", true, &key(3), &[10; 16], now)
+            .expect("server");
         let server_der = der(&server.cert_pem);
         let (_, cert) = X509Certificate::from_der(&server_der).expect("server parses");
-        cert.verify_signature(Some(ca_cert.public_key())).expect("signed by the CA");
-        assert!(cert.extended_key_usage().unwrap().unwrap().value.server_auth);
+        cert.verify_signature(Some(ca_cert.public_key()))
+            .expect("signed by the CA");
+        assert!(
+            cert.extended_key_usage()
+                .unwrap()
+                .unwrap()
+                .value
+                .server_auth
+        );
 
         // The issuer rebuilt from kv signs the same way: a second leaf verifies too.
-        let again = ca.issue("bob", false, &key(4), &[11; 16], now + 10).expect("client");
+        let again = ca
+            .issue("bob", false, &key(4), &[11; 16], now + 10)
+            .expect("client");
         let again_der = der(&again.cert_pem);
         let (_, cert) = X509Certificate::from_der(&again_der).unwrap();
-        cert.verify_signature(Some(ca_cert.public_key())).expect("signed by the CA");
+        cert.verify_signature(Some(ca_cert.public_key()))
+            .expect("signed by the CA");
         assert_ne!(client.serial, again.serial);
     }
 
@@ -448,14 +528,25 @@ mod tests {
         let ca = Ca::make(&key(1), &[7; 16], now).expect("CA");
         let a = ca.issue("a", false, &key(2), &[0x21; 16], now).unwrap();
         let b = ca.issue("b", false, &key(3), &[0x22; 16], now).unwrap();
-        let pem = ca.crl(&[(a.serial.clone(), now)], std::slice::from_ref(&b.serial), 5, now).expect("CRL");
+        let pem = ca
+            .crl(
+                &[(a.serial.clone(), now)],
+                std::slice::from_ref(&b.serial),
+                5,
+                now,
+            )
+            .expect("CRL");
         let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).expect("PEM");
         assert_eq!(p.label, "X509 CRL");
         let (_, crl) = CertificateRevocationList::from_der(&p.contents).expect("CRL parses");
         let ca_der = der(&ca.cert_pem);
         let (_, ca_cert) = X509Certificate::from_der(&ca_der).unwrap();
-        crl.verify_signature(ca_cert.public_key()).expect("signed by the CA");
-        let serials: Vec<String> = crl.iter_revoked_certificates().map(|r| crypto::hex(r.raw_serial())).collect();
+        crl.verify_signature(ca_cert.public_key())
+            .expect("signed by the CA");
+        let serials: Vec<String> = crl
+            .iter_revoked_certificates()
+            .map(|r| crypto::hex(r.raw_serial()))
+            .collect();
         assert_eq!(serials, vec![a.serial, b.serial]);
         assert!(crl.next_update().is_some());
     }

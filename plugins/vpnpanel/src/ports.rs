@@ -11,7 +11,15 @@
 //!
 //! kv: `infra/seq/port` (the last id), `port/<port_id:010>` ([`Port`]),
 //! `infra/port_by/<protocol>/<public_port:05>` (the port id),
-//! `assign/<port_id:010>/<server_identifier>` ([`Assignment`]).
+//! `assign/<port_id:010>/<server_identifier>` ([`Assignment`]),
+//! `infra/port_rev/<port_id:010>` (a number every new assignment of the
+//! port changes, so that [`drop_unassigned`] cannot miss one).
+//!
+//! Every server a port is put on is read in the transaction that writes
+//! the assignment: a node being deleted is refused, and a deletion that
+//! starts meanwhile makes the transaction run again and refuse it, so the
+//! deletion (which removes the node's assignments after it started) never
+//! leaves one behind.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -74,6 +82,10 @@ fn assign_key(port_id: u64, server: &str) -> String {
     format!("assign/{port_id:010}/{server}")
 }
 
+fn rev_key(port_id: u64) -> String {
+    format!("infra/port_rev/{port_id:010}")
+}
+
 /// The main server's default port and protocol, from the settings.
 pub fn main_default() -> (u16, String) {
     let port = config::get("openvpn_port")
@@ -88,11 +100,17 @@ pub fn main_default() -> (u16, String) {
 }
 
 fn all_ports() -> Result<Vec<Port>, Error> {
-    Ok(kv::list_json::<Port>("port/")?.into_iter().map(|(_, p)| p).collect())
+    Ok(kv::list_json::<Port>("port/")?
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect())
 }
 
 fn all_assignments() -> Result<Vec<Assignment>, Error> {
-    Ok(kv::list_json::<Assignment>("assign/")?.into_iter().map(|(_, a)| a).collect())
+    Ok(kv::list_json::<Assignment>("assign/")?
+        .into_iter()
+        .map(|(_, a)| a)
+        .collect())
 }
 
 /// Nodes a port can be put on: every node not being deleted.
@@ -124,17 +142,27 @@ pub fn assignment_keys_of(server: &str) -> Result<Vec<String>, Error> {
         .collect())
 }
 
-/// Deletes every port that no server has any more.
+/// Deletes every port that no server has any more. Whether a port has
+/// none is decided in the transaction that deletes it: the port's
+/// `infra/port_rev` is read in it before its assignments are counted, so
+/// an assignment added after the count makes the commit conflict (and the
+/// port is counted again), and one added before it is counted.
 pub fn drop_unassigned() -> Result<(), Error> {
-    let assignments = all_assignments()?;
     for port in all_ports()? {
-        if !assignments.iter().any(|a| a.port_id == port.port_id) {
-            kv::transaction(|txn| {
-                txn.delete(&rec_key(port.port_id))?;
-                txn.delete(&by_key(&port.protocol, port.public_port))?;
-                Ok(())
-            })?;
-        }
+        let id = port.port_id;
+        kv::transaction(|txn| {
+            txn.get(&rev_key(id))?;
+            if kv::count(&format!("assign/{id:010}/"))? > 0 {
+                return Ok(());
+            }
+            let Some(current) = txn.get_json::<Port>(&rec_key(id))? else {
+                return Ok(());
+            };
+            txn.delete(&rec_key(id))?;
+            txn.delete(&by_key(&current.protocol, current.public_port))?;
+            txn.delete(&rev_key(id))?;
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -176,11 +204,16 @@ pub fn remotes(allowed: Option<&[String]>) -> Result<Vec<Remote>, Error> {
         if !wanted(&a.server_identifier) {
             continue;
         }
-        let Some(p) = ports.iter().find(|p| p.port_id == a.port_id) else { continue };
+        let Some(p) = ports.iter().find(|p| p.port_id == a.port_id) else {
+            continue;
+        };
         let (name, host) = if a.server_identifier == MAIN_ID {
             (MAIN_NAME.to_string(), None)
         } else {
-            match active.iter().find(|n| n.identifier() == a.server_identifier) {
+            match active
+                .iter()
+                .find(|n| n.identifier() == a.server_identifier)
+            {
                 Some(n) => (n.server_name(), Some(n.ip_address.clone())),
                 None => continue,
             }
@@ -205,7 +238,7 @@ fn route(req: &Request, caller: &Caller) -> Reply {
     match (req.method(), req.path().trim_end_matches('/')) {
         ("GET", "/public/ports") => {
             common::require_main(caller)?;
-            list()
+            list(req)
         }
         ("POST", "/public/ports") => {
             common::require_main_short(caller)?;
@@ -217,7 +250,7 @@ fn route(req: &Request, caller: &Caller) -> Reply {
         }
         ("GET", "/public/servers_for_ports" | "/public/all_selectable_servers") => {
             common::require_main(caller)?;
-            servers()
+            servers(req)
         }
         _ => Ok(common::not_found_route()),
     }
@@ -234,7 +267,8 @@ fn server_name(server: &str, nodes: &[Node]) -> String {
         .unwrap_or_else(|| server.to_string())
 }
 
-fn list() -> Reply {
+fn list(req: &Request) -> Reply {
+    let page = common::paging(req)?;
     let nodes = live_nodes()?;
     let (port, protocol) = main_default();
     let mut defaults = vec![json!({
@@ -267,15 +301,44 @@ fn list() -> Reply {
             }))
         })
         .collect();
-    Ok(common::ok_with(200, json!({ "default_ports": defaults, "custom_ports": custom })))
+    let Some(page) = page else {
+        return Ok(common::ok_with(
+            200,
+            json!({ "default_ports": defaults, "custom_ports": custom }),
+        ));
+    };
+    // Pages run through the default ports, then the custom ones; a page
+    // has both fields, either of them possibly empty.
+    let all: Vec<(bool, Value)> = defaults
+        .into_iter()
+        .map(|d| (false, d))
+        .chain(custom.into_iter().map(|c| (true, c)))
+        .collect();
+    let total = all.len();
+    let (all, start) = common::window(all, &page)?;
+    let body = common::fitting(all.len(), |k| {
+        let pick = |custom: bool| {
+            all[..k]
+                .iter()
+                .filter(|(c, _)| *c == custom)
+                .map(|(_, v)| v)
+                .collect::<Vec<_>>()
+        };
+        let next = (start + k < total).then(|| (start + k).to_string());
+        json!({ "success": true, "default_ports": pick(false), "custom_ports": pick(true), "next_cursor": next })
+            .to_string()
+            .into_bytes()
+    });
+    Ok(Response::bytes(200, "application/json", body))
 }
 
-fn servers() -> Reply {
+fn servers(req: &Request) -> Reply {
+    let page = common::paging(req)?;
     let mut servers = vec![json!({ "id": MAIN_ID, "name": MAIN_NAME })];
     for n in live_nodes()? {
         servers.push(json!({ "id": n.identifier(), "name": n.server_name(), "status": n.status }));
     }
-    Ok(common::ok_with(200, json!({ "servers": servers })))
+    common::list_answer(page.as_ref(), "servers", servers, serde_json::Map::new())
 }
 
 fn create(req: &Request) -> Reply {
@@ -300,20 +363,22 @@ fn create(req: &Request) -> Reply {
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| s == "tcp" || s == "udp")
         .ok_or_else(|| refuse(400, "Invalid protocol. Use tcp or udp."))?;
-    let nodes = live_nodes()?;
     let mut servers: Vec<String> = Vec::new();
     for id in ids {
         let id = id.as_str().map(str::trim).unwrap_or_default();
-        let known = id == MAIN_ID || nodes.iter().any(|n| n.identifier() == id);
-        if !known {
-            return Err(refuse(400, &format!("Unknown server: {id}")));
-        }
         if !servers.iter().any(|s| s == id) {
             servers.push(id.to_string());
         }
     }
     let now = common::now_secs();
-    let added: Vec<String> = kv::transaction(|txn| {
+    let added: Vec<String> = common::transaction(|txn| {
+        // Each server is read here, so a deletion that starts before the
+        // commit makes it run again (and refuse).
+        for server in &servers {
+            if !is_live_in(txn, server)? {
+                return Err(refuse(400, &format!("Unknown server: {server}")));
+            }
+        }
         let port_id = match txn.get_json::<u64>(&by_key(&protocol, public_port))? {
             Some(id) => id,
             None => {
@@ -322,7 +387,12 @@ fn create(req: &Request) -> Reply {
                 txn.set_json(&by_key(&protocol, public_port), &id)?;
                 txn.set_json(
                     &rec_key(id),
-                    &Port { port_id: id, public_port, protocol: protocol.clone(), created_at: now },
+                    &Port {
+                        port_id: id,
+                        public_port,
+                        protocol: protocol.clone(),
+                        created_at: now,
+                    },
                 )?;
                 id
             }
@@ -331,9 +401,20 @@ fn create(req: &Request) -> Reply {
         for server in &servers {
             let key = assign_key(port_id, server);
             if txn.get(&key)?.is_none() {
-                txn.set_json(&key, &Assignment { port_id, server_identifier: server.clone(), created_at: now })?;
+                txn.set_json(
+                    &key,
+                    &Assignment {
+                        port_id,
+                        server_identifier: server.clone(),
+                        created_at: now,
+                    },
+                )?;
                 added.push(server.clone());
             }
+        }
+        if !added.is_empty() {
+            let rev = txn.get_json::<u64>(&rev_key(port_id))?.unwrap_or(0);
+            txn.set_json(&rev_key(port_id), &(rev + 1))?;
         }
         Ok(added)
     })?;
@@ -343,9 +424,10 @@ fn create(req: &Request) -> Reply {
 
 fn delete_assignment(req: &Request) -> Reply {
     let body = common::json_object_or_empty(req).map_err(|_| refuse(400, MSG_MISSING_INFO))?;
-    let port_id = body
-        .get("port_id")
-        .and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())));
+    let port_id = body.get("port_id").and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    });
     let server = body
         .get("server_identifier")
         .and_then(Value::as_str)
@@ -361,6 +443,20 @@ fn delete_assignment(req: &Request) -> Reply {
     drop_unassigned()?;
     resync(&[server.to_string()])?;
     Ok(common::ok("Port assignment deleted."))
+}
+
+/// Whether a port can be put on `server` (`main` or `node_<id>`) as `txn`
+/// sees it: the main server, or a node that is not being deleted (the
+/// nodes [`live_nodes`] lists).
+fn is_live_in(txn: &kv::Txn, server: &str) -> Result<bool, Error> {
+    if server == MAIN_ID {
+        return Ok(true);
+    }
+    let Some(id) = nodes::parse_identifier(server) else {
+        return Ok(false);
+    };
+    Ok(nodes::node_in(txn, id)?
+        .is_some_and(|n| n.identifier() == server && n.status != nodes::STATUS_DELETING))
 }
 
 /// Re-provisions the nodes among `servers` so they serve their new ports.

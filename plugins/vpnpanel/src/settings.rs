@@ -26,7 +26,10 @@ pub fn psk() -> Result<String, common::Fail> {
 
 pub fn server_settings(caller: &Caller) -> Reply {
     common::require_main(caller)?;
-    Ok(common::ok_with(200, json!({ "settings": { "ipsec_psk": psk()? } })))
+    Ok(common::ok_with(
+        200,
+        json!({ "settings": { "ipsec_psk": psk()? } }),
+    ))
 }
 
 pub fn update_ipsec_psk(req: &Request, caller: &Caller) -> Reply {
@@ -34,11 +37,18 @@ pub fn update_ipsec_psk(req: &Request, caller: &Caller) -> Reply {
     let body = common::json_object_or_empty(req)?;
     let new = match body.get("new_psk") {
         Some(Value::String(s)) if validate::is_safe_secret(s) => s.clone(),
-        _ => return Err(refuse(400, "Invalid PSK. Cannot be empty or contain double quotes.")),
+        _ => {
+            return Err(refuse(
+                400,
+                "Invalid PSK. Cannot be empty or contain double quotes.",
+            ));
+        }
     };
     kv::set(PSK_KEY, new.as_bytes())?;
     // Active nodes are told to sync now (crate::sync, after this answer):
     // they fetch the PSK with their user list (traffic::node_users).
     let nodes = crate::store::servers()?.len() - 1;
-    Ok(common::ok(&format!("IPsec PSK updated locally and on {nodes} nodes.")))
+    Ok(common::ok(&format!(
+        "IPsec PSK updated locally and on {nodes} nodes."
+    )))
 }

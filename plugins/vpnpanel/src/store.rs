@@ -93,7 +93,9 @@ impl User {
 
     /// Applies the limit and expiry rules at `now`; true when a flag changed.
     pub fn enforce(&mut self, now: u64) -> bool {
-        let limited = self.data_limit_bytes.is_some_and(|l| self.traffic_bytes >= l);
+        let limited = self
+            .data_limit_bytes
+            .is_some_and(|l| self.traffic_bytes >= l);
         let expired = self.expiry_at.is_some_and(|e| now > e);
         let changed = limited != self.limited || expired != self.expired;
         self.limited = limited;
@@ -148,7 +150,8 @@ pub struct SubAdmin {
 
 impl SubAdmin {
     pub fn quota_bytes(&self) -> Option<u64> {
-        (self.total_usage_quota_gb > 0.0).then_some((self.total_usage_quota_gb * (1u64 << 30) as f64) as u64)
+        (self.total_usage_quota_gb > 0.0)
+            .then_some((self.total_usage_quota_gb * (1u64 << 30) as f64) as u64)
     }
 }
 
@@ -205,6 +208,43 @@ pub fn drop_user(txn: &kv::Txn, key: &str, username: &str) -> Result<(), wasmgat
     txn.delete(&name_key(username))
 }
 
+/// The user `username` and its kv key as `txn` sees them, if it exists.
+/// The name's owner is read in `txn` too, so a user deleted and created
+/// again under another owner meanwhile is a conflict, not a stale key.
+pub fn user_in(
+    txn: &kv::Txn,
+    username: &str,
+) -> Result<Option<(String, User)>, wasmgate_sdk::Error> {
+    let Some(owner) = txn.get(&name_key(username))? else {
+        return Ok(None);
+    };
+    let key = user_key(&String::from_utf8_lossy(&owner), username);
+    Ok(txn.get_json::<User>(&key)?.map(|u| (key, u)))
+}
+
+/// The entries under `prefix` after key `after` (exclusive), in key order,
+/// a host page at a time, while `f` returns true.
+pub fn scan(
+    prefix: &str,
+    after: Option<&str>,
+    mut f: impl FnMut(String, Vec<u8>) -> Result<bool, Fail>,
+) -> Result<(), Fail> {
+    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
+    let mut cursor = after.map(str::to_string);
+    loop {
+        let page = raw::list(prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
+        for (key, bytes) in page.entries {
+            if !f(key, bytes)? {
+                return Ok(());
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
 /// The user `username` and its kv key, if it exists.
 pub fn load_user(username: &str) -> Result<Option<(String, User)>, Fail> {
     let Some(owner) = kv::get(&name_key(username))? else {
@@ -219,8 +259,31 @@ pub fn load_sub_admin(id: u64) -> Result<Option<SubAdmin>, Fail> {
     Ok(kv::get_json(&sa_key(id))?)
 }
 
+/// The kv key of the next sub-admin id; only a creation writes it.
+pub const SA_SEQ_KEY: &str = "meta/next_sa_id";
+
+/// Every sub-admin as `txn` sees it, for a check that must hold against all
+/// of them when `txn` commits (two sub-admins never share a port). The id
+/// sequence is read in `txn` before the records are listed, so a sub-admin
+/// created after that read makes the commit conflict, and one created before
+/// it is in the listing; each listed record is then read in `txn`, so a
+/// change to any of them (or its deletion) conflicts too.
+pub fn sub_admins_in(txn: &kv::Txn) -> Result<Vec<SubAdmin>, wasmgate_sdk::Error> {
+    txn.get(SA_SEQ_KEY)?;
+    let mut out = Vec::new();
+    for (key, _) in kv::list("sa/")? {
+        if let Some(sa) = txn.get_json::<SubAdmin>(&key)? {
+            out.push(sa);
+        }
+    }
+    Ok(out)
+}
+
 pub fn all_sub_admins() -> Result<Vec<SubAdmin>, Fail> {
-    Ok(kv::list_json::<SubAdmin>("sa/")?.into_iter().map(|(_, s)| s).collect())
+    Ok(kv::list_json::<SubAdmin>("sa/")?
+        .into_iter()
+        .map(|(_, s)| s)
+        .collect())
 }
 
 /// One OpenVPN endpoint a user may connect to.
@@ -280,7 +343,10 @@ pub fn servers() -> Result<Vec<Server>, Fail> {
         };
         out.push(Server {
             id: format!("node_{id}"),
-            name: format!("Node: {}", node.get("name").and_then(Value::as_str).unwrap_or("")),
+            name: format!(
+                "Node: {}",
+                node.get("name").and_then(Value::as_str).unwrap_or("")
+            ),
             host: host.to_string(),
             port: node
                 .get("openvpn_port")
@@ -304,7 +370,10 @@ fn wireguard_of(v: &Value) -> Option<(String, u16)> {
 /// The OpenVPN endpoints of `user`: the default port of every server it may
 /// use, then the custom ports assigned to those servers.
 pub fn endpoints(user: &User) -> Result<Vec<Endpoint>, Fail> {
-    let servers: Vec<Server> = servers()?.into_iter().filter(|s| user.may_use(&s.id)).collect();
+    let servers: Vec<Server> = servers()?
+        .into_iter()
+        .filter(|s| user.may_use(&s.id))
+        .collect();
     let mut out: Vec<Endpoint> = servers
         .iter()
         .map(|s| Endpoint {
@@ -397,6 +466,9 @@ mod tests {
 
     #[test]
     fn summary_keys_mirror_user_keys() {
-        assert_eq!(summary_key(&user_key("sa0000000001", "bob")), "ls/sa0000000001/bob");
+        assert_eq!(
+            summary_key(&user_key("sa0000000001", "bob")),
+            "ls/sa0000000001/bob"
+        );
     }
 }

@@ -85,7 +85,9 @@ pub fn download(req: &Request, rest: &[&str]) -> Reply {
         return Ok(common::not_found_route());
     };
     let endpoint = if u.enable_openvpn {
-        store::endpoints(&u)?.into_iter().find(|e| e.name == profile)
+        store::endpoints(&u)?
+            .into_iter()
+            .find(|e| e.name == profile)
     } else {
         None
     };
@@ -95,24 +97,36 @@ pub fn download(req: &Request, rest: &[&str]) -> Reply {
     if u.cert_issued < u.cert_generation {
         // Revoked: the old certificate is on the CRL, the new one is being made.
         return Err(Fail(
-            common::fail(503, "Certificate generation is running; try again in a few seconds.")
-                .with_header("retry-after", "2"),
+            common::fail(
+                503,
+                "Certificate generation is running; try again in a few seconds.",
+            )
+            .with_header("retry-after", "2"),
         ));
     }
     let ca = crate::pki::ca()?;
     // None: revoked (or deleted) since the token was checked.
     let leaf = crate::pki::client_leaf(&key, &u)?.ok_or_else(|| refuse(403, MSG_BAD_LINK))?;
     let text = ovpn_profile(&u, &endpoint, &ca.cert_pem, &leaf);
-    Ok(Response::bytes(200, "application/x-openvpn-profile", text).with_header(
-        "content-disposition",
-        format!("attachment; filename=\"{}-{}.ovpn\"", u.username, endpoint.name),
-    ))
+    Ok(
+        Response::bytes(200, "application/x-openvpn-profile", text).with_header(
+            "content-disposition",
+            format!(
+                "attachment; filename=\"{}-{}.ovpn\"",
+                u.username, endpoint.name
+            ),
+        ),
+    )
 }
 
 /// A client profile: one remote, the panel's CA, the user's certificate
 /// and key inline; the server must present a server certificate of that CA.
 pub fn ovpn_profile(u: &User, e: &Endpoint, ca: &str, leaf: &crate::pki::Leaf) -> String {
-    let proto = if e.protocol == "tcp" { "tcp-client" } else { "udp" };
+    let proto = if e.protocol == "tcp" {
+        "tcp-client"
+    } else {
+        "udp"
+    };
     format!(
         "# {user} on {server} ({name})\n\
          client\n\

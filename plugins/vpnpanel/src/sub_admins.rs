@@ -13,7 +13,7 @@ use crate::validate;
 pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
     common::require_main_short(caller)?;
     match (req.method(), rest) {
-        ("GET", []) => list(),
+        ("GET", []) => list(req),
         ("POST", []) => create(req),
         ("PUT", [id]) => edit(req, id),
         ("DELETE", [id]) => delete(id),
@@ -40,9 +40,10 @@ fn view(sa: &SubAdmin) -> Value {
     })
 }
 
-fn list() -> Reply {
+fn list(req: &Request) -> Reply {
+    let page = common::paging(req)?;
     let subs: Vec<Value> = store::all_sub_admins()?.iter().map(view).collect();
-    Ok(common::ok_with(200, json!({ "sub_admins": subs })))
+    common::list_answer(page.as_ref(), "sub_admins", subs, Map::new())
 }
 
 fn bad(m: &str) -> Fail {
@@ -60,8 +61,11 @@ fn apply(body: &Map<String, Value>, sa: &mut SubAdmin) -> Result<(), Fail> {
             Some(Value::Null) => *slot = None,
             Some(v) => {
                 let p = v.as_u64().filter(|p| (1..=65_535).contains(p));
-                *slot =
-                    Some(p.ok_or_else(|| bad(&format!("Invalid {field}: expected a port from 1 to 65535.")))? as u16);
+                *slot = Some(p.ok_or_else(|| {
+                    bad(&format!(
+                        "Invalid {field}: expected a port from 1 to 65535."
+                    ))
+                })? as u16);
             }
         }
     }
@@ -69,15 +73,17 @@ fn apply(body: &Map<String, Value>, sa: &mut SubAdmin) -> Result<(), Fail> {
         return Err(bad("subscription_port and panel_port must differ."));
     }
     if let Some(v) = body.get("max_users_limit").filter(|v| !v.is_null()) {
-        sa.max_users_limit = v
-            .as_u64()
-            .ok_or_else(|| bad("Invalid max_users_limit: expected a whole number (0 is unlimited)."))?;
+        sa.max_users_limit = v.as_u64().ok_or_else(|| {
+            bad("Invalid max_users_limit: expected a whole number (0 is unlimited).")
+        })?;
     }
     if let Some(v) = body.get("total_usage_quota_gb").filter(|v| !v.is_null()) {
         sa.total_usage_quota_gb = v
             .as_f64()
             .filter(|q| q.is_finite() && *q >= 0.0 && *q < 1e9)
-            .ok_or_else(|| bad("Invalid total_usage_quota_gb: expected a number (0 is unlimited)."))?;
+            .ok_or_else(|| {
+                bad("Invalid total_usage_quota_gb: expected a number (0 is unlimited).")
+            })?;
     }
     if let Some(v) = body.get("is_active").filter(|v| !v.is_null()) {
         sa.is_active = v
@@ -101,10 +107,44 @@ fn apply(body: &Map<String, Value>, sa: &mut SubAdmin) -> Result<(), Fail> {
                     .map(str::to_string)
             })
             .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| bad("Invalid allowed_servers: each entry is \"main\" or \"node_<id>\"."))?;
+            .ok_or_else(|| {
+                bad("Invalid allowed_servers: each entry is \"main\" or \"node_<id>\".")
+            })?;
     }
     Ok(())
 }
+
+/// Whether another sub-admin among `others` (as the transaction read them)
+/// has a port `sa` has.
+fn port_taken(sa: &SubAdmin, others: &[SubAdmin]) -> bool {
+    let mine = [sa.subscription_port, sa.panel_port];
+    others.iter().filter(|o| o.id != sa.id).any(|o| {
+        [o.subscription_port, o.panel_port]
+            .iter()
+            .any(|p| p.is_some() && mine.contains(p))
+    })
+}
+
+/// When `body` names `allowed_servers`, each of them is a server that
+/// exists as `txn` sees it (a node being deleted no longer is): a
+/// sub-admin limited to a server nobody serves would hand it to its users.
+/// A list already stored is not checked again on an edit that leaves it.
+fn check_servers(txn: &kv::Txn, body: &Map<String, Value>, sa: &SubAdmin) -> Result<(), Fail> {
+    if body.get("allowed_servers").is_none_or(Value::is_null) {
+        return Ok(());
+    }
+    for server in &sa.allowed_servers {
+        if !crate::nodes::server_exists_in(txn, server)? {
+            return Err(bad(&format!(
+                "Invalid allowed_servers: there is no server {server}."
+            )));
+        }
+    }
+    Ok(())
+}
+
+const MSG_PORT_TAKEN: &str = "A port is already used by another sub-admin.";
+const MSG_NAME_TAKEN: &str = "A sub-admin with this username already exists.";
 
 fn create(req: &Request) -> Reply {
     let body = common::json_object_or_empty(req)?;
@@ -118,7 +158,9 @@ fn create(req: &Request) -> Reply {
         return Err(bad("Username and password are required."));
     }
     if !validate::is_valid_name(username) {
-        return Err(bad("Invalid username: 3 to 32 letters, digits, '_', '.' or '-'."));
+        return Err(bad(
+            "Invalid username: 3 to 32 letters, digits, '_', '.' or '-'.",
+        ));
     }
     let mut sa = SubAdmin {
         username: username.to_string(),
@@ -127,41 +169,36 @@ fn create(req: &Request) -> Reply {
         ..SubAdmin::default()
     };
     apply(&body, &mut sa)?;
+    // Spares the password hash for a name that is taken; the transaction
+    // below decides.
     if kv::get(&store::sa_name_key(username))?.is_some() {
-        return Err(refuse(409, "A sub-admin with this username already exists."));
+        return Err(refuse(409, MSG_NAME_TAKEN));
     }
     sa.password_hash = crypto::password_hash(password);
-    let ports_taken = store::all_sub_admins()?.iter().any(|o| {
-        let mine = [sa.subscription_port, sa.panel_port];
-        [o.subscription_port, o.panel_port]
-            .iter()
-            .any(|p| p.is_some() && mine.contains(p))
-    });
-    if ports_taken {
-        return Err(refuse(409, "A port is already used by another sub-admin."));
-    }
-    let id = kv::transaction(|txn| {
+    // The name, the servers and the ports are checked against what the
+    // transaction reads, so two creations (or a creation and an edit) at
+    // once cannot both take a port, and a node deleted meanwhile is seen.
+    let id = common::transaction(|txn| {
         if txn.get(&store::sa_name_key(&sa.username))?.is_some() {
-            return Err(wasmgate_sdk::Error::conflict(
-                "A sub-admin with this username already exists.",
-            ));
+            return Err(refuse(409, MSG_NAME_TAKEN));
         }
-        let id = txn.get_json::<u64>("meta/next_sa_id")?.unwrap_or(1);
-        txn.set_json("meta/next_sa_id", &(id + 1))?;
+        check_servers(txn, &body, &sa)?;
+        if port_taken(&sa, &store::sub_admins_in(txn)?) {
+            return Err(refuse(409, MSG_PORT_TAKEN));
+        }
+        let id = txn.get_json::<u64>(store::SA_SEQ_KEY)?.unwrap_or(1);
+        txn.set_json(store::SA_SEQ_KEY, &(id + 1))?;
         let mut rec = sa.clone();
         rec.id = id;
         txn.set_json(&store::sa_key(id), &rec)?;
         txn.set(&store::sa_name_key(&sa.username), id.to_string().as_bytes())?;
         Ok(id)
-    })
-    .map_err(|e| {
-        if e.status < 500 {
-            refuse(e.status, &e.message)
-        } else {
-            Fail::from(e)
-        }
     })?;
-    let issued = keys::issue(&common::sub_admin_role(id), &format!("sub-admin {}", sa.username), None)?;
+    let issued = keys::issue(
+        &common::sub_admin_role(id),
+        &format!("sub-admin {}", sa.username),
+        None,
+    )?;
     kv::transaction(|txn| {
         if let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? {
             rec.key_id = issued.info.id.clone();
@@ -186,44 +223,22 @@ fn parse_id(id: &str, message: &str) -> Result<u64, Fail> {
 fn edit(req: &Request, id: &str) -> Reply {
     let id = parse_id(id, "Sub-admin not found")?;
     let body = common::json_object(req)?;
-    let others = store::all_sub_admins()?;
-    let updated = kv::transaction(|txn| {
+    let updated = common::transaction(|txn| {
         let mut sa: SubAdmin = txn
             .get_json(&store::sa_key(id))?
-            .ok_or_else(|| wasmgate_sdk::Error::not_found("Sub-admin not found"))?;
-        apply(&body, &mut sa).map_err(|f| wasmgate_sdk::Error::bad_request(message_of(&f)))?;
-        let taken = others.iter().filter(|o| o.id != id).any(|o| {
-            let mine = [sa.subscription_port, sa.panel_port];
-            [o.subscription_port, o.panel_port]
-                .iter()
-                .any(|p| p.is_some() && mine.contains(p))
-        });
-        if taken {
-            return Err(wasmgate_sdk::Error::conflict(
-                "A port is already used by another sub-admin.",
-            ));
+            .ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+        apply(&body, &mut sa)?;
+        check_servers(txn, &body, &sa)?;
+        if port_taken(&sa, &store::sub_admins_in(txn)?) {
+            return Err(refuse(409, MSG_PORT_TAKEN));
         }
         txn.set_json(&store::sa_key(id), &sa)?;
         Ok(sa)
-    })
-    .map_err(|e| {
-        if e.status < 500 {
-            refuse(e.status, &e.message)
-        } else {
-            Fail::from(e)
-        }
     })?;
     Ok(common::ok_with(
         200,
         json!({ "message": "Sub-admin updated successfully.", "sub_admin": { "id": updated.id } }),
     ))
-}
-
-fn message_of(f: &Fail) -> String {
-    serde_json::from_slice::<Value>(&f.0.body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn delete(id: &str) -> Reply {
@@ -286,6 +301,9 @@ fn reset_usage(id: &str) -> Reply {
     let mut re_enabled = 0u64;
     for key in suspended {
         let back = kv::transaction(|txn| {
+            if crate::traffic::over_quota_in(txn, id)? {
+                return Ok(false);
+            }
             let Some(mut u) = txn.get_json::<User>(&key)? else {
                 return Ok(false);
             };
@@ -304,7 +322,11 @@ fn reset_usage(id: &str) -> Reply {
 fn rotate_key(id: &str) -> Reply {
     let id = parse_id(id, "Sub-admin not found")?;
     let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
-    let issued = keys::issue(&common::sub_admin_role(id), &format!("sub-admin {}", sa.username), None)?;
+    let issued = keys::issue(
+        &common::sub_admin_role(id),
+        &format!("sub-admin {}", sa.username),
+        None,
+    )?;
     let old = kv::transaction(|txn| {
         let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? else {
             return Ok(None);

@@ -44,7 +44,10 @@ pub fn changed() {
         Err(e) => Err(e),
     };
     if let Err(e) = outcome {
-        log::write(log::Level::Warn, &format!("vpnpanel: cannot queue a sync: {}", e.message));
+        log::write(
+            log::Level::Warn,
+            &format!("vpnpanel: cannot queue a sync: {}", e.message),
+        );
     }
 }
 
@@ -59,10 +62,16 @@ pub fn panel_job() -> Result<(), String> {
     started().map_err(|e| e.message)?;
     if crate::wg::sync_main().is_err() {
         // The cause is logged where it happened.
-        log::write(log::Level::Warn, "vpnpanel: the WireGuard sync of this server failed");
+        log::write(
+            log::Level::Warn,
+            "vpnpanel: the WireGuard sync of this server failed",
+        );
     }
     let nodes = crate::nodes::list_nodes().map_err(|e| e.message)?;
-    for node in nodes.iter().filter(|n| n.status == crate::nodes::STATUS_ACTIVE) {
+    for node in nodes
+        .iter()
+        .filter(|n| n.status == crate::nodes::STATUS_ACTIVE)
+    {
         if let Err(why) = crate::nodes::call_node(node, "POST", "/node/sync", None) {
             log::write(
                 log::Level::Warn,
@@ -98,7 +107,11 @@ impl Periodic {
             Ok(true)
         })?;
         if started {
-            jobs::enqueue(self.job, next.to_string().as_bytes(), Duration::from_secs(every))?;
+            jobs::enqueue(
+                self.job,
+                next.to_string().as_bytes(),
+                Duration::from_secs(every),
+            )?;
         }
         Ok(())
     }
@@ -106,7 +119,12 @@ impl Periodic {
     /// Runs `pass` when `payload` names the current due time, then queues
     /// the next run `every` seconds on. A superseded chain's job does
     /// nothing.
-    pub fn run(&self, payload: &[u8], every: u64, pass: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    pub fn run(
+        &self,
+        payload: &[u8],
+        every: u64,
+        pass: impl FnOnce() -> Result<(), String>,
+    ) -> Result<(), String> {
         let due: u64 = std::str::from_utf8(payload)
             .ok()
             .and_then(|s| s.parse().ok())
@@ -125,7 +143,12 @@ impl Periodic {
         })
         .map_err(|e| e.message)?;
         if mine {
-            jobs::enqueue(self.job, next.to_string().as_bytes(), Duration::from_secs(every)).map_err(|e| e.message)?;
+            jobs::enqueue(
+                self.job,
+                next.to_string().as_bytes(),
+                Duration::from_secs(every),
+            )
+            .map_err(|e| e.message)?;
         }
         outcome
     }

@@ -31,9 +31,16 @@ const MAX_ENTRIES: usize = 10_000;
 /// Which server is calling: `main` for a main-admin key, `node_<id>` for a
 /// node token.
 fn reporter(req: &Request) -> Result<String, Fail> {
-    if let Some(token) = req.header("x-node-token").map(str::trim).filter(|t| !t.is_empty()) {
+    if let Some(token) = req
+        .header("x-node-token")
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
         for (_, node) in kv::list_json::<Value>("node/")? {
-            let known = node.get("report_token").and_then(Value::as_str).unwrap_or("");
+            let known = node
+                .get("report_token")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !known.is_empty()
                 && common::secret_eq(known, token)
                 && let Some(id) = node.get("id").and_then(Value::as_u64)
@@ -75,7 +82,10 @@ fn report(req: &Request) -> Reply {
     let mut deltas: BTreeMap<String, (u64, Option<u32>)> = BTreeMap::new();
     for e in entries {
         let name = e.get("username").and_then(Value::as_str);
-        let bytes = e.get("bytes").map_or(Some(0), Value::as_u64).filter(|b| *b < 1 << 50);
+        let bytes = e
+            .get("bytes")
+            .map_or(Some(0), Value::as_u64)
+            .filter(|b| *b < 1 << 50);
         let conns = match e.get("connections") {
             None | Some(Value::Null) => Some(None),
             Some(v) => v.as_u64().filter(|c| *c <= 100_000).map(|c| Some(c as u32)),
@@ -104,24 +114,19 @@ fn report(req: &Request) -> Reply {
 /// applied at once. Unknown names are skipped; the count of known ones is
 /// returned.
 pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Result<usize, Fail> {
-    // The kv key of every known user, read outside the transaction.
-    let mut keys = Vec::new();
-    for name in deltas.keys() {
-        if !crate::validate::is_valid_name(name) {
-            continue;
-        }
-        if let Some(owner) = kv::get(&store::name_key(name))? {
-            keys.push((name.clone(), store::user_key(&String::from_utf8_lossy(&owner), name)));
-        }
-    }
     let now = common::now_secs();
-    let (over_quota, flipped) = kv::transaction(|txn| {
+    // Every read, the names' owners included, is in the transaction that
+    // adds the bytes: a count made from an earlier read would overwrite
+    // whatever was committed since, and those bytes would be lost.
+    let (over_quota, flipped, known) = kv::transaction(|txn| {
         let mut sas: BTreeMap<u64, Option<SubAdmin>> = BTreeMap::new();
         let mut flipped = false;
-        for (name, key) in &keys {
-            let Some(mut u) = txn.get_json::<User>(key)? else {
+        let mut known: Vec<&str> = Vec::new();
+        for name in deltas.keys().filter(|n| crate::validate::is_valid_name(n)) {
+            let Some((key, mut u)) = store::user_in(txn, name)? else {
                 continue;
             };
+            known.push(name);
             let (bytes, conns) = deltas[name];
             let was_active = u.is_active();
             apply_report(&mut u, server, bytes, conns, now);
@@ -134,7 +139,7 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
                     sa.used_bytes = sa.used_bytes.saturating_add(bytes);
                 }
             }
-            store::put_user(txn, key, &u)?;
+            store::put_user(txn, &key, &u)?;
         }
         let mut over = Vec::new();
         for (id, sa) in &sas {
@@ -145,12 +150,15 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
                 }
             }
         }
-        Ok((over, flipped))
+        Ok((over, flipped, known))
     })?;
     if let Some(id) = server.strip_prefix("node_").and_then(|n| n.parse().ok()) {
         // Only the known users' bytes: a report cannot inflate a node's
         // total with names nobody has.
-        let total: u64 = keys.iter().map(|(name, _)| deltas[name].0).fold(0, u64::saturating_add);
+        let total: u64 = known
+            .iter()
+            .map(|name| deltas[*name].0)
+            .fold(0, u64::saturating_add);
         crate::nodes::add_traffic(id, total)?;
     }
     let suspended = !over_quota.is_empty();
@@ -162,7 +170,7 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
         crate::sync::changed();
     }
     let _ = ensure_enforcer();
-    Ok(keys.len())
+    Ok(known.len())
 }
 
 /// One server's report for one user.
@@ -170,7 +178,9 @@ pub fn apply_report(u: &mut User, server: &str, bytes: u64, conns: Option<u32>, 
     u.traffic_bytes = u.traffic_bytes.saturating_add(bytes);
     if bytes > 0 && u.activation_type == "flexible_days" && u.activated_at.is_none() {
         u.activated_at = Some(now);
-        u.expiry_at = u.pending_activation_days.map(|d| now + u64::from(d) * 86_400);
+        u.expiry_at = u
+            .pending_activation_days
+            .map(|d| now + u64::from(d) * 86_400);
     }
     if let Some(c) = conns {
         u.connections.insert(server.to_string(), (c, now));
@@ -181,7 +191,17 @@ pub fn apply_report(u: &mut User, server: &str, bytes: u64, conns: Option<u32>, 
     u.enforce(now);
 }
 
-/// Marks every user of sub-admin `id` suspended (its quota is used up).
+/// Whether sub-admin `id`'s users are past its traffic quota, as `txn` sees
+/// it. Suspending and un-suspending ask it in the transaction that changes
+/// the users, so a reset_usage racing a report cannot leave users
+/// suspended under a quota that was reset, or back under one used up.
+pub fn over_quota_in(txn: &kv::Txn, id: u64) -> Result<bool, wasmgate_sdk::Error> {
+    Ok(txn
+        .get_json::<SubAdmin>(&store::sa_key(id))?
+        .is_some_and(|sa| sa.quota_bytes().is_some_and(|q| sa.used_bytes >= q)))
+}
+
+/// Marks every user of sub-admin `id` suspended while its quota is used up.
 fn suspend_users_of(id: u64) -> Result<(), Fail> {
     let mut keys = Vec::new();
     crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
@@ -191,43 +211,81 @@ fn suspend_users_of(id: u64) -> Result<(), Fail> {
         Ok(())
     })?;
     for chunk in keys.chunks(5_000) {
-        kv::transaction(|txn| {
+        let still_over = kv::transaction(|txn| {
+            if !over_quota_in(txn, id)? {
+                return Ok(false);
+            }
             for key in chunk {
                 if let Some(mut u) = txn.get_json::<User>(key)? {
                     u.sa_suspended = true;
                     store::put_user(txn, key, &u)?;
                 }
             }
-            Ok(())
+            Ok(true)
         })?;
+        if !still_over {
+            break;
+        }
     }
     Ok(())
 }
 
 /// The users a node serves: active users allowed on it, with what its
-/// daemons need, and the IPsec PSK.
+/// daemons need, and the IPsec PSK. Pages ([`common::paging`]) run in kv
+/// key order; the cursor is the last user's key.
 fn node_users(req: &Request) -> Reply {
     let server = reporter(req)?;
-    let mut users = Vec::new();
-    crate::users::for_each_user("u/", |_, u| {
+    let page = common::paging(req)?;
+    let after = page.as_ref().and_then(|p| p.cursor.clone());
+    if after.as_ref().is_some_and(|a| !a.starts_with("u/")) {
+        return Err(common::bad_cursor());
+    }
+    // One more than the page: whether there is a next page.
+    let want = page.as_ref().map_or(usize::MAX, |p| p.limit + 1);
+    let mut users: Vec<(String, Value)> = Vec::new();
+    store::scan("u/", after.as_deref(), |key, bytes| {
+        let u: User = serde_json::from_slice(&bytes)
+            .map_err(|e| common::internal(format!("user record {key}: {e}")))?;
         if u.is_active() && u.may_use(&server) {
-            users.push(json!({
-                "username": u.username,
-                "max_clients": u.max_clients,
-                "openvpn": u.enable_openvpn,
-                "l2tp_password": u.enable_l2tp.then_some(u.l2tp_password.clone()).flatten(),
-                "cisco_password": u.enable_cisco.then_some(u.cisco_password.clone()).flatten(),
-                "wg1": u.enable_wg1,
-                "wg_public_key": u.enable_wg1.then_some(u.wg_public_key.clone()).flatten(),
-                "wg_address": u.enable_wg1.then_some(u.wg_address.clone()).flatten(),
-            }));
+            users.push((
+                key,
+                json!({
+                    "username": u.username,
+                    "max_clients": u.max_clients,
+                    "openvpn": u.enable_openvpn,
+                    "l2tp_password": u.enable_l2tp.then_some(u.l2tp_password.clone()).flatten(),
+                    "cisco_password": u.enable_cisco.then_some(u.cisco_password.clone()).flatten(),
+                    "wg1": u.enable_wg1,
+                    "wg_public_key": u.enable_wg1.then_some(u.wg_public_key.clone()).flatten(),
+                    "wg_address": u.enable_wg1.then_some(u.wg_address.clone()).flatten(),
+                }),
+            ));
         }
-        Ok(())
+        Ok(users.len() < want)
     })?;
-    Ok(common::ok_with(
-        200,
-        json!({ "server": server, "ipsec_psk": crate::settings::psk()?, "users": users }),
-    ))
+    let psk = crate::settings::psk()?;
+    let all = users.len();
+    let render = |k: usize| {
+        let mut answer = json!({
+            "success": true,
+            "server": server,
+            "ipsec_psk": psk,
+            "users": users[..k].iter().map(|(_, v)| v).collect::<Vec<_>>(),
+        });
+        if page.is_some() {
+            // The key of the page's last user, when users follow it.
+            let next = (k < all)
+                .then(|| k.checked_sub(1).map(|i| users[i].0.clone()))
+                .flatten();
+            answer["next_cursor"] = json!(next);
+        }
+        answer.to_string().into_bytes()
+    };
+    let body = match &page {
+        None => render(all),
+        Some(p) => common::fitting(all.min(p.limit), render),
+    };
+    Ok(wasmgate_sdk::Response::bytes(200, "application/json", body))
 }
 
 fn interval() -> u64 {
@@ -272,7 +330,10 @@ pub fn enforce_job(payload: &[u8]) -> Result<(), String> {
         if !changed.is_empty() {
             crate::sync::changed();
         } else if crate::wg::sync_main().is_err() {
-            log::write(log::Level::Warn, "vpnpanel: the WireGuard sync of this server failed");
+            log::write(
+                log::Level::Warn,
+                "vpnpanel: the WireGuard sync of this server failed",
+            );
         }
         Ok(())
     })
@@ -293,7 +354,10 @@ mod tests {
         apply_report(&mut u, "main", 0, Some(1), 1_000);
         assert_eq!((u.activated_at, u.expiry_at), (None, None));
         apply_report(&mut u, "main", 10, None, 1_100);
-        assert_eq!((u.activated_at, u.expiry_at), (Some(1_100), Some(1_100 + 30 * 86_400)));
+        assert_eq!(
+            (u.activated_at, u.expiry_at),
+            (Some(1_100), Some(1_100 + 30 * 86_400))
+        );
         apply_report(&mut u, "node_1", 10, None, 1_200);
         assert_eq!(u.activated_at, Some(1_100));
         assert_eq!(u.traffic_bytes, 20);

@@ -2,7 +2,7 @@
 //! sub-admin's counters), get, edit, toggle, revoke, reset_traffic, delete,
 //! sub URL, OpenVPN links, list_all.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
@@ -17,7 +17,7 @@ pub const MAX_BULK: u64 = 10_000;
 
 pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
     match (req.method(), rest) {
-        ("GET", ["list_all"]) => list_all(caller),
+        ("GET", ["list_all"]) => list_all(req, caller),
         ("POST", []) => create(req, caller),
         ("GET", [name]) => get(caller, name),
         ("PUT", [name]) => edit(req, caller, name),
@@ -31,7 +31,8 @@ pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
     }
 }
 
-/// The user `name` if the caller may see it; else 404 with `message`.
+/// The user `name` if the caller may see it; else 404 with `message`. For
+/// answers only: a change reads the user with [`find_in`].
 fn find(caller: &Caller, name: &str, message: &str) -> Result<(String, User), Fail> {
     if !validate::is_valid_name(name) {
         return Err(refuse(404, message));
@@ -42,6 +43,44 @@ fn find(caller: &Caller, name: &str, message: &str) -> Result<(String, User), Fa
     }
 }
 
+/// [`find`] inside `txn`: a change must start from the user as its own
+/// transaction read it, or it writes back a copy that misses whatever was
+/// committed in between (a revoke's token, a toggle, reported traffic).
+fn find_in(
+    txn: &kv::Txn,
+    caller: &Caller,
+    name: &str,
+    message: &str,
+) -> Result<(String, User), Fail> {
+    if !validate::is_valid_name(name) {
+        return Err(refuse(404, message));
+    }
+    match store::user_in(txn, name)? {
+        Some((key, user)) if caller.is_main() || user.owner == caller.owner() => Ok((key, user)),
+        _ => Err(refuse(404, message)),
+    }
+}
+
+/// The servers `body` names in `nodes` (or the legacy `allowed_nodes`)
+/// all exist as `txn` sees them: a user put on a server that is not there
+/// would be served by nobody. Only the servers the caller named are
+/// checked, after [`restrict_nodes`], so a sub-admin learns nothing about
+/// servers outside its `allowed_servers`.
+fn check_servers(txn: &kv::Txn, body: &Map<String, Value>) -> Result<(), Fail> {
+    let given = body
+        .get("nodes")
+        .or_else(|| body.get("allowed_nodes"))
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for server in given.iter().filter_map(Value::as_str) {
+        if !crate::nodes::server_exists_in(txn, server)? {
+            return Err(bad(&format!("Invalid nodes: there is no server {server}.")));
+        }
+    }
+    Ok(())
+}
+
 fn bad(message: &str) -> Fail {
     refuse(400, message)
 }
@@ -50,11 +89,18 @@ fn get_bool(body: &Map<String, Value>, field: &str) -> Result<Option<bool>, Fail
     match body.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(bad(&format!("Invalid value for {field}: expected true or false."))),
+        Some(_) => Err(bad(&format!(
+            "Invalid value for {field}: expected true or false."
+        ))),
     }
 }
 
-fn get_uint(body: &Map<String, Value>, field: &str, min: u64, max: u64) -> Result<Option<u64>, Fail> {
+fn get_uint(
+    body: &Map<String, Value>,
+    field: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, Fail> {
     let v = match body.get(field) {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::Number(n)) => n.as_u64(),
@@ -82,7 +128,12 @@ fn get_secret(body: &Map<String, Value>, field: &str) -> Result<Option<String>, 
 /// Applies the fields of `body` to `user` (creation starts from defaults,
 /// an edit from the stored user), validating each. Unknown fields are
 /// ignored, as the original's form-like update does.
-pub fn apply(body: &Map<String, Value>, user: &mut User, now: u64, creating: bool) -> Result<(), Fail> {
+pub fn apply(
+    body: &Map<String, Value>,
+    user: &mut User,
+    now: u64,
+    creating: bool,
+) -> Result<(), Fail> {
     if let Some(n) = get_uint(body, "max_clients", 1, 1000)? {
         user.max_clients = n as u32;
     }
@@ -105,23 +156,29 @@ pub fn apply(body: &Map<String, Value>, user: &mut User, now: u64, creating: boo
         user.data_limit = limit.filter(|l| *l > 0.0);
     }
     user.data_limit_bytes = match user.data_limit {
-        Some(l) => {
-            Some(validate::limit_bytes(l, &user.data_limit_unit).ok_or_else(|| bad("Invalid data_limit: too large."))?)
-        }
+        Some(l) => Some(
+            validate::limit_bytes(l, &user.data_limit_unit)
+                .ok_or_else(|| bad("Invalid data_limit: too large."))?,
+        ),
         None => None,
     };
 
     if let Some(t) = body.get("activation_type").filter(|v| !v.is_null()) {
         match t.as_str() {
             Some(t @ ("fixed_date" | "flexible_days")) => user.activation_type = t.to_string(),
-            _ => return Err(bad("Invalid activation_type: expected fixed_date or flexible_days.")),
+            _ => {
+                return Err(bad(
+                    "Invalid activation_type: expected fixed_date or flexible_days.",
+                ));
+            }
         }
     }
     let date = match body.get("expiry_date_str") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.trim().is_empty() => Some(None),
         Some(Value::String(s)) => Some(Some(
-            validate::parse_date_end(s.trim()).ok_or_else(|| bad("Invalid expiry_date_str: expected YYYY-MM-DD."))?,
+            validate::parse_date_end(s.trim())
+                .ok_or_else(|| bad("Invalid expiry_date_str: expected YYYY-MM-DD."))?,
         )),
         Some(_) => return Err(bad("Invalid expiry_date_str: expected YYYY-MM-DD.")),
     };
@@ -237,10 +294,16 @@ fn create(req: &Request, caller: &Caller) -> Reply {
     };
     let single = match (bulk, body.get("username")) {
         (None, None | Some(Value::Null)) => return Err(bad("Username is required.")),
-        (None, Some(Value::String(s))) if s.trim().is_empty() => return Err(bad("Username is required.")),
-        (None, Some(Value::String(s))) if validate::is_valid_name(s.trim()) => Some(s.trim().to_string()),
+        (None, Some(Value::String(s))) if s.trim().is_empty() => {
+            return Err(bad("Username is required."));
+        }
+        (None, Some(Value::String(s))) if validate::is_valid_name(s.trim()) => {
+            Some(s.trim().to_string())
+        }
         (None, Some(_)) => {
-            return Err(bad("Invalid username: 3 to 32 letters, digits, '_', '.' or '-'."));
+            return Err(bad(
+                "Invalid username: 3 to 32 letters, digits, '_', '.' or '-'.",
+            ));
         }
         (Some(_), _) => None,
     };
@@ -255,10 +318,6 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         Caller::Sub { id } => Some(*id),
         Caller::Main => get_uint(&body, "sub_admin_id", 1, u64::MAX)?,
     };
-    if let Some(id) = sub_id {
-        let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
-        restrict_nodes(&mut template, &sa)?;
-    }
     template.owner = match sub_id {
         Some(id) => common::sub_owner(id),
         None => "main".into(),
@@ -274,11 +333,12 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         digits += 1;
     }
 
-    let created = kv::transaction(|txn| {
+    let created = common::transaction(|txn| {
         let mut names: Vec<String> = Vec::with_capacity(count);
+        let mut template = template.clone();
         if let Some(name) = &single {
-            if txn.get(&store::name_key(name))?.is_some() {
-                return Err(wasmgate_sdk::Error::conflict("User already exists."));
+            if let Some(owner) = txn.get(&store::name_key(name))? {
+                return Err(name_taken(caller, &owner));
             }
             names.push(name.clone());
         } else {
@@ -300,11 +360,15 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         if let Some(id) = sub_id {
             let mut sa: SubAdmin = txn
                 .get_json(&store::sa_key(id))?
-                .ok_or_else(|| wasmgate_sdk::Error::not_found("Sub-admin not found"))?;
+                .ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+            restrict_nodes(&mut template, &sa)?;
+            check_servers(txn, &body)?;
             check_quota(&sa, count as u64, template.data_limit_bytes)?;
             sa.users_count += count as u64;
             sa.allocated_bytes += template.data_limit_bytes.unwrap_or(0) * count as u64;
             txn.set_json(&store::sa_key(id), &sa)?;
+        } else {
+            check_servers(txn, &body)?;
         }
         let mut pool = crate::wg::Pool::open(txn)?;
         for (name, token) in names.iter().zip(&tokens) {
@@ -317,19 +381,25 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         }
         pool.close(txn)?;
         Ok(names)
-    })
-    .map_err(|e| {
-        if e.status < 500 {
-            refuse(e.status, &e.message)
-        } else {
-            Fail::from(e)
-        }
     })?;
 
     Ok(common::ok_with(
         201,
         json!({ "message": "Users created successfully.", "created_users": created }),
     ))
+}
+
+/// The refusal of a name that is taken (stored owner segment `owner`).
+/// Names are unique across the panel, since they are the logins on every
+/// server, so a sub-admin must be refused another sub-admin's (or the main
+/// admin's) name too; the answer then says only that the name cannot be
+/// had, not that someone the caller may not see has a user by that name.
+fn name_taken(caller: &Caller, owner: &[u8]) -> Fail {
+    if caller.is_main() || owner == caller.owner().as_bytes() {
+        refuse(409, "User already exists.")
+    } else {
+        refuse(409, "Username is not available.")
+    }
 }
 
 /// A sub-admin's users may use only its `allowed_servers` (when it has a
@@ -366,7 +436,12 @@ fn check_quota(sa: &SubAdmin, count: u64, limit: Option<u64>) -> Result<(), wasm
                 "Traffic quota exceeded: a sub-admin with a traffic quota cannot create unlimited users.",
             ));
         };
-        if sa.used_bytes >= quota || sa.allocated_bytes.saturating_add(limit.saturating_mul(count)) > quota {
+        if sa.used_bytes >= quota
+            || sa
+                .allocated_bytes
+                .saturating_add(limit.saturating_mul(count))
+                > quota
+        {
             return Err(wasmgate_sdk::Error::forbidden(
                 "Traffic quota exceeded for this sub-admin.",
             ));
@@ -435,89 +510,87 @@ fn get(caller: &Caller, name: &str) -> Reply {
     ))
 }
 
-/// Updates user `key` in a transaction together with its sub-admin's
-/// allocated bytes (checked against the quota when the limit grows).
-fn save_with_allocation(key: &str, old_limit: Option<u64>, user: &User) -> Result<(), Fail> {
-    let new_limit = user.data_limit_bytes;
-    kv::transaction(|txn| {
-        if let Some(id) = user.sub_admin_id.filter(|_| old_limit != new_limit)
-            && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::sa_key(id))?
-        {
-            let rest = sa.allocated_bytes.saturating_sub(old_limit.unwrap_or(0));
-            if let Some(quota) = sa.quota_bytes() {
-                match new_limit {
-                    None => {
-                        return Err(wasmgate_sdk::Error::forbidden(
-                            "Traffic quota exceeded: a sub-admin with a traffic quota cannot have unlimited users.",
-                        ));
-                    }
-                    Some(l) if rest.saturating_add(l) > quota && new_limit > old_limit => {
-                        return Err(wasmgate_sdk::Error::forbidden(
-                            "Traffic quota exceeded for this sub-admin.",
-                        ));
-                    }
-                    _ => {}
-                }
+/// Moves `user`'s data limit in its sub-admin's allocation from `old_limit`
+/// to its current one, in `txn`; a limit that grows must fit in the quota.
+/// `old_limit` must be the limit `txn` read, or the allocation drifts from
+/// the sum of the limits and the quota stops holding.
+fn reallocate(
+    txn: &kv::Txn,
+    sa: &mut SubAdmin,
+    old_limit: Option<u64>,
+    new_limit: Option<u64>,
+) -> Result<(), Fail> {
+    if old_limit == new_limit {
+        return Ok(());
+    }
+    let rest = sa.allocated_bytes.saturating_sub(old_limit.unwrap_or(0));
+    if let Some(quota) = sa.quota_bytes() {
+        match new_limit {
+            None => {
+                return Err(refuse(
+                    403,
+                    "Traffic quota exceeded: a sub-admin with a traffic quota cannot have unlimited users.",
+                ));
             }
-            sa.allocated_bytes = rest + new_limit.unwrap_or(0);
-            txn.set_json(&store::sa_key(id), &sa)?;
+            Some(l) if rest.saturating_add(l) > quota && new_limit > old_limit => {
+                return Err(refuse(403, "Traffic quota exceeded for this sub-admin."));
+            }
+            _ => {}
         }
-        if txn.get(key)?.is_none() {
-            return Err(wasmgate_sdk::Error::not_found(MSG_USER_NOT_FOUND));
-        }
-        let mut user = user.clone();
-        let mut pool = crate::wg::Pool::open(txn)?;
-        pool.assign(txn, &mut user)?;
-        pool.close(txn)?;
-        store::put_user(txn, key, &user)?;
-        Ok(())
-    })
-    .map_err(|e| {
-        if e.status < 500 {
-            refuse(e.status, &e.message)
-        } else {
-            Fail::from(e)
-        }
-    })
+    }
+    sa.allocated_bytes = rest + new_limit.unwrap_or(0);
+    txn.set_json(&store::sa_key(sa.id), sa)?;
+    Ok(())
 }
 
+/// The user, its sub-admin's allocation and its WireGuard address change in
+/// one transaction that starts by reading the user.
 fn edit(req: &Request, caller: &Caller, name: &str) -> Reply {
-    let (key, mut u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    let body = common::json_object(req)?;
-    let old_limit = u.data_limit_bytes;
-    apply(&body, &mut u, common::now_secs(), false)?;
-    if let Some(sa) = u.sub_admin_id.map(store::load_sub_admin).transpose()?.flatten() {
-        restrict_nodes(&mut u, &sa)?;
-    }
-    save_with_allocation(&key, old_limit, &u)?;
+    let now = common::now_secs();
+    common::transaction(|txn| {
+        let (key, mut u) = find_in(txn, caller, name, MSG_USER_NOT_FOUND)?;
+        let body = common::json_object(req)?;
+        let old_limit = u.data_limit_bytes;
+        apply(&body, &mut u, now, false)?;
+        let sa = match u.sub_admin_id {
+            Some(id) => txn.get_json::<SubAdmin>(&store::sa_key(id))?,
+            None => None,
+        };
+        if let Some(mut sa) = sa {
+            restrict_nodes(&mut u, &sa)?;
+            reallocate(txn, &mut sa, old_limit, u.data_limit_bytes)?;
+        }
+        check_servers(txn, &body)?;
+        let mut pool = crate::wg::Pool::open(txn)?;
+        pool.assign(txn, &mut u)?;
+        pool.close(txn)?;
+        store::put_user(txn, &key, &u)?;
+        Ok(())
+    })?;
     Ok(common::ok("User updated successfully."))
 }
 
-/// Reads, changes and writes one user in a transaction; `f` returns what
-/// the handler answers with.
-fn update<R>(key: &str, mut f: impl FnMut(&mut User) -> R) -> Result<R, Fail> {
-    kv::transaction(|txn| {
-        let mut u: User = txn
-            .get_json(key)?
-            .ok_or_else(|| wasmgate_sdk::Error::not_found(MSG_USER_NOT_FOUND))?;
-        let out = f(&mut u);
-        store::put_user(txn, key, &u)?;
+/// Reads the user `name` the caller may see, changes it with `f` and writes
+/// it, in one transaction; `f` returns what the handler answers with. `f`
+/// may run more than once (on a conflict), each time on a fresh read.
+fn update<R>(
+    caller: &Caller,
+    name: &str,
+    message: &str,
+    mut f: impl FnMut(&kv::Txn, &mut User) -> Result<R, Fail>,
+) -> Result<R, Fail> {
+    common::transaction(|txn| {
+        let (key, mut u) = find_in(txn, caller, name, message)?;
+        let out = f(txn, &mut u)?;
+        store::put_user(txn, &key, &u)?;
         Ok(out)
-    })
-    .map_err(|e| {
-        if e.status < 500 {
-            refuse(e.status, &e.message)
-        } else {
-            Fail::from(e)
-        }
     })
 }
 
 fn toggle(caller: &Caller, name: &str) -> Reply {
-    let (key, _) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    let (enabled, active) = update(&key, |u| {
+    let (enabled, active) = update(caller, name, MSG_USER_NOT_FOUND, |_, u| {
         u.enabled = !u.enabled;
-        (u.enabled, u.is_active())
+        Ok((u.enabled, u.is_active()))
     })?;
     Ok(common::ok_with(
         200,
@@ -526,24 +599,29 @@ fn toggle(caller: &Caller, name: &str) -> Reply {
 }
 
 fn sub_link(req: &Request, u: &User) -> String {
-    format!("{}/sub/{}?token={}", common::public_base(req), u.username, u.token)
+    format!(
+        "{}/sub/{}?token={}",
+        common::public_base(req),
+        u.username,
+        u.token
+    )
 }
 
 fn revoke(req: &Request, caller: &Caller, name: &str) -> Reply {
     const MSG: &str = "User not found or permission denied.";
-    let (key, _) = find(caller, name, MSG)?;
     let token = common::random_hex(32);
-    let u = update(&key, |u| {
+    let u = update(caller, name, MSG, |txn, u| {
         u.token = token.clone();
         // A new WireGuard key too: the old client config stops working.
         if u.wg_public_key.is_some() {
             crate::wg::rotate(u);
         }
         u.cert_generation += 1;
-        u.clone()
+        // The old certificate is on the CRL with the new token; the job
+        // makes the new one.
+        crate::pki::revoke_in(txn, &u.username)?;
+        Ok(u.clone())
     })?;
-    // The old certificate is on the CRL from now on; the job makes the new one.
-    kv::transaction(|txn| crate::pki::revoke_in(txn, &u.username))?;
     let payload = json!({ "username": u.username, "generation": u.cert_generation }).to_string();
     jobs::enqueue(crate::JOB_CERT, payload.as_bytes(), Duration::ZERO)?;
     Ok(common::ok_with(
@@ -576,16 +654,15 @@ pub fn cert_job(payload: &[u8]) -> Result<(), String> {
 }
 
 fn reset_traffic(caller: &Caller, name: &str) -> Reply {
-    let (key, _) = find(caller, name, MSG_USER_NOT_FOUND)?;
     let now = common::now_secs();
-    let re_enabled = update(&key, |u| {
+    let re_enabled = update(caller, name, MSG_USER_NOT_FOUND, |_, u| {
         let was_active = u.is_active();
         let was_limited = u.limited;
         u.traffic_bytes = 0;
         u.enforce(now);
         // Only a user stopped by its traffic limit comes back: one disabled
         // by hand or expired stays off.
-        was_limited && !was_active && u.is_active()
+        Ok(was_limited && !was_active && u.is_active())
     })?;
     Ok(common::ok_with(
         200,
@@ -593,36 +670,36 @@ fn reset_traffic(caller: &Caller, name: &str) -> Reply {
     ))
 }
 
-/// Deletes user `key` and releases its place in its sub-admin's counters.
-pub fn delete_user(key: &str, u: &User) -> Result<(), wasmgate_sdk::Error> {
-    kv::transaction(|txn| {
-        let Some(cur) = txn.get_json::<User>(key)? else {
-            return Ok(());
-        };
-        if let Some(id) = cur.sub_admin_id
+/// Deletes the user `name` the caller may see and releases its place in its
+/// sub-admin's counters, in one transaction.
+fn delete(caller: &Caller, name: &str) -> Reply {
+    common::transaction(|txn| {
+        let (key, u) = find_in(txn, caller, name, MSG_USER_NOT_FOUND)?;
+        if let Some(id) = u.sub_admin_id
             && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::sa_key(id))?
         {
             sa.users_count = sa.users_count.saturating_sub(1);
-            sa.allocated_bytes = sa.allocated_bytes.saturating_sub(cur.data_limit_bytes.unwrap_or(0));
+            sa.allocated_bytes = sa
+                .allocated_bytes
+                .saturating_sub(u.data_limit_bytes.unwrap_or(0));
             txn.set_json(&store::sa_key(id), &sa)?;
         }
-        store::drop_user(txn, key, &u.username)?;
+        store::drop_user(txn, &key, &u.username)?;
         Ok(())
-    })
-}
-
-fn delete(caller: &Caller, name: &str) -> Reply {
-    let (key, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    delete_user(&key, &u)?;
+    })?;
     Ok(common::ok(&format!("User '{name}' deleted successfully.")))
 }
 
 fn sub_url(req: &Request, caller: &Caller, name: &str) -> Reply {
     let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    Ok(common::ok_with(200, json!({ "sub_url": sub_link(req, &u) })))
+    Ok(common::ok_with(
+        200,
+        json!({ "sub_url": sub_link(req, &u) }),
+    ))
 }
 
 fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
+    let page = common::paging(req)?;
     let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
     let base = common::public_base(req);
     let links: Vec<Value> = if u.enable_openvpn {
@@ -641,79 +718,234 @@ fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
     } else {
         Vec::new()
     };
-    Ok(common::ok_with(200, json!({ "username": u.username, "links": links })))
+    let mut fields = Map::new();
+    fields.insert("username".into(), json!(u.username));
+    common::list_answer(page.as_ref(), "links", links, fields)
 }
 
 /// Every user under `prefix`, a page at a time so a large panel never holds
 /// every stored value at once.
-pub fn for_each_user(prefix: &str, mut f: impl FnMut(&str, User) -> Result<(), Fail>) -> Result<(), Fail> {
-    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
-    let mut cursor: Option<String> = None;
-    loop {
-        let page = raw::list(prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
-        for (key, bytes) in page.entries {
-            match serde_json::from_slice::<User>(&bytes) {
-                Ok(u) => f(&key, u)?,
-                Err(e) => return Err(common::internal(format!("user record {key}: {e}"))),
-            }
+pub fn for_each_user(
+    prefix: &str,
+    mut f: impl FnMut(&str, User) -> Result<(), Fail>,
+) -> Result<(), Fail> {
+    store::scan(prefix, None, |key, bytes| {
+        match serde_json::from_slice::<User>(&bytes) {
+            Ok(u) => f(&key, u).map(|()| true),
+            Err(e) => Err(common::internal(format!("user record {key}: {e}"))),
         }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(()),
+    })
+}
+
+/// One entry of list_all, in the order of the whole list: the main admin's
+/// users, then each sub-admin followed by its users. `at` is the entry's
+/// place in that order (a summary's kv key without `ls/`; a sub-admin's is
+/// its owner segment and `/`, which sorts before its users), and the
+/// cursor of the page that ends with it.
+enum Entry {
+    User { at: String, summary: Vec<u8> },
+    Head { at: String },
+}
+
+impl Entry {
+    fn at(&self) -> &str {
+        match self {
+            Entry::User { at, .. } | Entry::Head { at, .. } => at,
         }
     }
 }
 
-/// The stored summaries of `owner`'s users as a JSON array, joined
-/// without parsing.
-fn users_of(owner: &str, out: &mut Vec<u8>) -> Result<(), Fail> {
-    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
-    let prefix = format!("ls/{owner}/");
-    let mut cursor: Option<String> = None;
-    let mut first = true;
+/// Summaries under `ls/<owner>/` after place `after`, until `out` holds `want`.
+fn summaries(
+    owner: &str,
+    after: Option<&str>,
+    want: usize,
+    out: &mut Vec<Entry>,
+) -> Result<(), Fail> {
+    if out.len() >= want {
+        return Ok(());
+    }
+    let after = after.map(|a| format!("ls/{a}"));
+    store::scan(&format!("ls/{owner}/"), after.as_deref(), |key, summary| {
+        let at = key.strip_prefix("ls/").unwrap_or(&key).to_string();
+        out.push(Entry::User { at, summary });
+        Ok(out.len() < want)
+    })
+}
+
+/// The main admin's list_all entries after place `after`, until `want`, and
+/// the `{id, username}` of each sub-admin (by owner segment) they reach.
+fn main_entries(
+    after: Option<&str>,
+    want: usize,
+) -> Result<(Vec<Entry>, BTreeMap<String, Value>), Fail> {
+    let mut out = Vec::new();
+    summaries("main", after, want, &mut out)?;
+    // Only the sub-admins from the cursor's on: a page never reads the
+    // records of the sub-admins before it.
+    let first_sa = after
+        .and_then(|a| a.strip_prefix("sa"))
+        .and_then(|a| a.get(..10))
+        .and_then(|id| id.parse::<u64>().ok())
+        .map(|id| store::sa_key(id.saturating_sub(1)));
+    let mut heads = Vec::new();
+    store::scan("sa/", first_sa.as_deref(), |_, bytes| {
+        if out.len() + heads.len() >= want {
+            return Ok(false);
+        }
+        let sa: SubAdmin = serde_json::from_slice(&bytes)
+            .map_err(|e| common::internal(format!("sub-admin record: {e}")))?;
+        heads.push(sa);
+        Ok(true)
+    })?;
+    let mut names = BTreeMap::new();
+    for sa in heads {
+        if out.len() >= want {
+            break;
+        }
+        let owner = common::sub_owner(sa.id);
+        let head = format!("{owner}/");
+        // Entirely before the cursor: this sub-admin and its users were on
+        // earlier pages.
+        if after.is_some_and(|a| a > head.as_str() && !a.starts_with(&head)) {
+            continue;
+        }
+        names.insert(
+            owner.clone(),
+            json!({ "id": sa.id, "username": sa.username }),
+        );
+        // A sub-admin whose users continue from the page before is not an
+        // entry again; its block still opens this page.
+        if after.is_none_or(|a| a < head.as_str()) {
+            out.push(Entry::Head { at: head.clone() });
+        }
+        summaries(
+            &owner,
+            after.filter(|a| a.starts_with(&head)),
+            want,
+            &mut out,
+        )?;
+    }
+    Ok((out, names))
+}
+
+/// A JSON array of the stored summaries among `entries`, joined without
+/// parsing.
+fn join_users<'a>(entries: impl Iterator<Item = &'a Entry>, out: &mut Vec<u8>) {
     out.push(b'[');
-    loop {
-        let page = raw::list(&prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
-        for (_, bytes) in page.entries {
+    let mut first = true;
+    for e in entries {
+        if let Entry::User { summary, .. } = e {
             if !first {
                 out.push(b',');
             }
             first = false;
-            out.extend_from_slice(&bytes);
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => break,
+            out.extend_from_slice(summary);
         }
     }
     out.push(b']');
-    Ok(())
 }
 
-fn list_all(caller: &Caller) -> Reply {
-    let mut out = Vec::with_capacity(4096);
-    match caller {
-        Caller::Sub { .. } => {
-            out.extend_from_slice(br#"{"success":true,"users":"#);
-            users_of(&caller.owner(), &mut out)?;
-            out.push(b'}');
-        }
-        Caller::Main => {
-            out.extend_from_slice(br#"{"success":true,"main_admin":{"users":"#);
-            users_of("main", &mut out)?;
-            out.extend_from_slice(br#"},"sub_admins":["#);
-            for (i, sa) in store::all_sub_admins()?.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                let head = serde_json::json!({ "id": sa.id, "username": sa.username }).to_string();
-                out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-                out.extend_from_slice(br#","users":"#);
-                users_of(&common::sub_owner(sa.id), &mut out)?;
-                out.push(b'}');
-            }
-            out.extend_from_slice(b"]}");
+/// The owner segment of a list_all place.
+fn owner_of(at: &str) -> &str {
+    at.split('/').next().unwrap_or_default()
+}
+
+/// `{id, username, users}` of the sub-admin whose entries `block` are.
+fn sub_admin_block(block: &[&Entry], names: &BTreeMap<String, Value>, out: &mut Vec<u8>) {
+    let owner = block.first().map(|e| owner_of(e.at())).unwrap_or_default();
+    let head = names
+        .get(owner)
+        .map(Value::to_string)
+        .unwrap_or_else(|| "{}".into());
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    if head.len() > 2 {
+        out.push(b',');
+    }
+    out.extend_from_slice(br#""users":"#);
+    join_users(block.iter().copied(), out);
+    out.push(b'}');
+}
+
+/// `GET /users/list_all`: every user the caller may see, or one page of
+/// them ([`common::paging`]). The cursor is the place of the page's last
+/// entry, so pages stay right while users come and go.
+fn list_all(req: &Request, caller: &Caller) -> Reply {
+    let page = common::paging(req)?;
+    let after = page.as_ref().and_then(|p| p.cursor.clone());
+    if let Some(a) = &after {
+        let valid = match caller {
+            Caller::Sub { .. } => a
+                .strip_prefix(&format!("{}/", caller.owner()))
+                .is_some_and(validate::is_valid_name),
+            Caller::Main => a.split_once('/').is_some_and(|(owner, name)| {
+                (owner == "main" || owner.len() == 12 && owner.starts_with("sa"))
+                    && (name.is_empty() || validate::is_valid_name(name))
+            }),
+        };
+        if !valid {
+            return Err(common::bad_cursor());
         }
     }
-    Ok(Response::bytes(200, "application/json", out))
+    // One more than the page: whether there is a next page.
+    let want = page.as_ref().map_or(usize::MAX, |p| p.limit + 1);
+    let (entries, names) = match caller {
+        Caller::Sub { .. } => {
+            let mut out = Vec::new();
+            summaries(&caller.owner(), after.as_deref(), want, &mut out)?;
+            (out, BTreeMap::new())
+        }
+        Caller::Main => main_entries(after.as_deref(), want)?,
+    };
+    let all = entries.len();
+    let render = |k: usize| {
+        let entries = &entries[..k];
+        let mut out = Vec::with_capacity(4096);
+        match caller {
+            Caller::Sub { .. } => {
+                out.extend_from_slice(br#"{"success":true,"users":"#);
+                join_users(entries.iter(), &mut out);
+            }
+            Caller::Main => {
+                out.extend_from_slice(br#"{"success":true,"main_admin":{"users":"#);
+                join_users(
+                    entries.iter().take_while(|e| e.at().starts_with("main/")),
+                    &mut out,
+                );
+                out.extend_from_slice(br#"},"sub_admins":["#);
+                // One block per sub-admin: its head, or its users continued from
+                // the page before, and the users that follow on this page.
+                let rest: Vec<&Entry> = entries
+                    .iter()
+                    .skip_while(|e| e.at().starts_with("main/"))
+                    .collect();
+                let mut blocks = rest.chunk_by(|a, b| {
+                    matches!(b, Entry::User { .. }) && owner_of(a.at()) == owner_of(b.at())
+                });
+                if let Some(block) = blocks.next() {
+                    sub_admin_block(block, &names, &mut out);
+                    for block in blocks {
+                        out.push(b',');
+                        sub_admin_block(block, &names, &mut out);
+                    }
+                }
+                out.push(b']');
+            }
+        }
+        if page.is_some() {
+            // The place of the page's last entry, when entries follow it.
+            let next = (k < all)
+                .then(|| k.checked_sub(1).map(|i| entries[i].at()))
+                .flatten();
+            out.extend_from_slice(br#","next_cursor":"#);
+            out.extend_from_slice(json!(next).to_string().as_bytes());
+        }
+        out.push(b'}');
+        out
+    };
+    let body = match &page {
+        None => render(all),
+        Some(p) => common::fitting(all.min(p.limit), render),
+    };
+    Ok(Response::bytes(200, "application/json", body))
 }

@@ -57,8 +57,9 @@ pub fn format_timestamp(secs: u64, micros: u32) -> String {
 /// A server identifier a user may be restricted to: `main` or `node_<id>`.
 pub fn is_server_identifier(s: &str) -> bool {
     s == "main"
-        || s.strip_prefix("node_")
-            .is_some_and(|n| !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit()))
+        || s.strip_prefix("node_").is_some_and(|n| {
+            !n.is_empty() && n.len() <= 10 && n.bytes().all(|b| b.is_ascii_digit())
+        })
 }
 
 #[cfg(test)]
@@ -102,7 +103,10 @@ mod tests {
         assert_eq!(parse_date_end("2026-13-01"), None);
         assert_eq!(parse_date_end("2026-1-01"), None);
         assert_eq!(parse_date_end("+026-01-01"), None);
-        assert_eq!(format_timestamp(1_704_110_400, 0), "2024-01-01T12:00:00.000000");
+        assert_eq!(
+            format_timestamp(1_704_110_400, 0),
+            "2024-01-01T12:00:00.000000"
+        );
     }
 
     #[test]

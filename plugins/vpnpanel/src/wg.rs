@@ -70,7 +70,10 @@ impl Subnet {
         let addr: Ipv4Addr = addr.parse().ok()?;
         let prefix: u8 = prefix.parse().ok().filter(|p| (8..=30).contains(p))?;
         let mask = u32::MAX << (32 - prefix);
-        Some(Subnet { net: u32::from(addr) & mask, prefix })
+        Some(Subnet {
+            net: u32::from(addr) & mask,
+            prefix,
+        })
     }
 
     pub fn prefix(&self) -> u8 {
@@ -118,7 +121,8 @@ pub struct Device {
 /// A Linux interface name: 1 to 15 characters, no `/`, space or `:`.
 pub fn is_device_name(s: &str) -> bool {
     (1..=15).contains(&s.len())
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
 /// Setting `wg_device` (and `wg_port`); None when this server runs no
@@ -126,7 +130,10 @@ pub fn is_device_name(s: &str) -> bool {
 pub fn device() -> Option<Device> {
     let name = config::get("wg_device")?.trim().to_string();
     if !is_device_name(&name) {
-        log::write(log::Level::Warn, &format!("vpnpanel: setting wg_device {name:?} is not an interface name"));
+        log::write(
+            log::Level::Warn,
+            &format!("vpnpanel: setting wg_device {name:?} is not an interface name"),
+        );
         return None;
     }
     let port = config::get("wg_port")
@@ -186,7 +193,11 @@ impl Pool {
     pub fn open(txn: &kv::Txn) -> Result<Pool, Error> {
         let subnet = subnet();
         let next = txn.get_json::<u32>(NEXT_ADDR_KEY)?.unwrap_or(0) % subnet.clients();
-        Ok(Pool { subnet, next, moved: false })
+        Ok(Pool {
+            subnet,
+            next,
+            moved: false,
+        })
     }
 
     /// Gives `u` a key pair and an address when wg1 is on and it has none.
@@ -209,7 +220,9 @@ impl Pool {
                 return Ok(());
             }
         }
-        Err(Error::conflict("No WireGuard address is free in wg_subnet."))
+        Err(Error::conflict(
+            "No WireGuard address is free in wg_subnet.",
+        ))
     }
 
     pub fn close(self, txn: &kv::Txn) -> Result<(), Error> {
@@ -255,16 +268,26 @@ pub fn servers_of(u: &User) -> Result<Vec<Server>, Fail> {
 
 /// The user's client config for server `s` (`wg-quick` format).
 pub fn client_config(u: &User, s: &Server) -> Option<String> {
-    let (Some(private), Some(address), Some((public, port))) = (&u.wg_private_key, &u.wg_address, &s.wireguard) else {
+    let (Some(private), Some(address), Some((public, port))) =
+        (&u.wg_private_key, &u.wg_address, &s.wireguard)
+    else {
         return None;
     };
     let allowed = config::get("wg_client_allowed_ips")
         .map(|a| a.trim().to_string())
-        .filter(|a| !a.is_empty() && a.chars().all(|c| c.is_ascii_hexdigit() || ".:/, ".contains(c)))
+        .filter(|a| {
+            !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_hexdigit() || ".:/, ".contains(c))
+        })
         .unwrap_or_else(|| "0.0.0.0/0, ::/0".into());
     let dns = config::get("wg_dns")
         .map(|d| d.trim().to_string())
-        .filter(|d| !d.is_empty() && d.chars().all(|c| c.is_ascii_hexdigit() || ".:, ".contains(c)))
+        .filter(|d| {
+            !d.is_empty()
+                && d.chars()
+                    .all(|c| c.is_ascii_hexdigit() || ".:, ".contains(c))
+        })
         .map(|d| format!("DNS = {d}\n"))
         .unwrap_or_default();
     Some(format!(
@@ -303,15 +326,20 @@ pub fn download(u: &User, server: &str) -> common::Reply {
     let config = if user_view(u).is_null() {
         None
     } else {
-        servers_of(u)?.iter().find(|s| s.id == server).and_then(|s| client_config(u, s))
+        servers_of(u)?
+            .iter()
+            .find(|s| s.id == server)
+            .and_then(|s| client_config(u, s))
     };
     let Some(config) = config else {
         return Err(common::refuse(404, "Profile not found"));
     };
-    Ok(wasmgate_sdk::Response::bytes(200, "text/plain; charset=utf-8", config).with_header(
-        "content-disposition",
-        format!("attachment; filename=\"{}-{server}.conf\"", u.username),
-    ))
+    Ok(
+        wasmgate_sdk::Response::bytes(200, "text/plain; charset=utf-8", config).with_header(
+            "content-disposition",
+            format!("attachment; filename=\"{}-{server}.conf\"", u.username),
+        ),
+    )
 }
 
 /// A peer a server should have.
@@ -364,7 +392,10 @@ pub struct Reading {
 fn ensure_device(d: &Device) -> Result<(bool, wireguard::Device), Error> {
     let key = server_key()?;
     let (created, unchanged) = match wireguard::get_device(&d.name) {
-        Ok(dev) if dev.public_key.as_deref() == Some(key.public_key.as_str()) && dev.listen_port == Some(d.port) => {
+        Ok(dev)
+            if dev.public_key.as_deref() == Some(key.public_key.as_str())
+                && dev.listen_port == Some(d.port) =>
+        {
             (false, Some(dev))
         }
         Ok(_) => {
@@ -374,7 +405,13 @@ fn ensure_device(d: &Device) -> Result<(bool, wireguard::Device), Error> {
         Err(e) if e.status == 404 => {
             wireguard::create_device(&d.name)?;
             wireguard::configure_device(&d.name, Some(&key.private_key), Some(d.port), true)?;
-            log::write(log::Level::Info, &format!("vpnpanel: created WireGuard device {} on port {}", d.name, d.port));
+            log::write(
+                log::Level::Info,
+                &format!(
+                    "vpnpanel: created WireGuard device {} on port {}",
+                    d.name, d.port
+                ),
+            );
             (true, None)
         }
         Err(e) => return Err(e),
@@ -404,10 +441,22 @@ fn count(peers: &[wireguard::Peer], seen: &Seen, now: u64) -> (Vec<Usage>, Seen)
             continue;
         };
         let total = p.rx_bytes.saturating_add(p.tx_bytes);
-        let bytes = if total >= *counted { total - counted } else { total };
-        let connected = p.latest_handshake.is_some_and(|h| now.saturating_sub(h) < CONNECTED_SECS);
-        usage.push(Usage { username: user.clone(), bytes, connected });
-        after.peers.insert(p.public_key.clone(), (user.clone(), total));
+        let bytes = if total >= *counted {
+            total - counted
+        } else {
+            total
+        };
+        let connected = p
+            .latest_handshake
+            .is_some_and(|h| now.saturating_sub(h) < CONNECTED_SECS);
+        usage.push(Usage {
+            username: user.clone(),
+            bytes,
+            connected,
+        });
+        after
+            .peers
+            .insert(p.public_key.clone(), (user.clone(), total));
     }
     (usage, after)
 }
@@ -424,7 +473,12 @@ pub fn read(d: &Device) -> Result<Reading, Error> {
         }
     }
     let (usage, after) = count(&device.peers, &before, common::now_secs());
-    Ok(Reading { device, usage, stored, after })
+    Ok(Reading {
+        device,
+        usage,
+        stored,
+        after,
+    })
 }
 
 /// Records that the reading's traffic is counted; false (nothing written)
@@ -466,7 +520,10 @@ pub fn apply(d: &Device, device: &wireguard::Device, wants: &[Want]) -> Result<(
         let mut seen = txn.get_json::<Seen>(SEEN_KEY)?.unwrap_or_default();
         seen.peers.retain(|k, _| by_key.contains_key(k.as_str()));
         for w in wants {
-            let slot = seen.peers.entry(w.public_key.clone()).or_insert_with(|| (w.username.clone(), 0));
+            let slot = seen
+                .peers
+                .entry(w.public_key.clone())
+                .or_insert_with(|| (w.username.clone(), 0));
             slot.0 = w.username.clone();
         }
         txn.set_json(SEEN_KEY, &seen)
@@ -474,7 +531,10 @@ pub fn apply(d: &Device, device: &wireguard::Device, wants: &[Want]) -> Result<(
     if added + removed > 0 {
         log::write(
             log::Level::Info,
-            &format!("vpnpanel: WireGuard device {}: {added} peer(s) set, {removed} removed", d.name),
+            &format!(
+                "vpnpanel: WireGuard device {}: {added} peer(s) set, {removed} removed",
+                d.name
+            ),
         );
     }
     Ok(())
@@ -505,7 +565,9 @@ pub fn exclusive(mut f: impl FnMut() -> Result<(), Fail>) -> Result<(), Fail> {
         rounds += 1;
         let outcome = f();
         let again = kv::transaction(|txn| {
-            let asked = txn.get_json::<(u64, bool)>(LOCK_KEY)?.is_some_and(|(_, again)| again);
+            let asked = txn
+                .get_json::<(u64, bool)>(LOCK_KEY)?
+                .is_some_and(|(_, again)| again);
             let again = asked && outcome.is_ok() && rounds < 3;
             if again {
                 txn.set_json(LOCK_KEY, &(common::now_secs() + LOCK_SECS, false))?;
@@ -568,7 +630,14 @@ mod tests {
         assert_eq!(s.clients(), 65_533);
         let small = Subnet::parse("192.168.5.0/30").unwrap();
         assert_eq!(small.clients(), 1);
-        for bad in ["10.0.0.0", "10.0.0.0/31", "10.0.0.0/7", "x/16", "10.0.0.0/a", "::/64"] {
+        for bad in [
+            "10.0.0.0",
+            "10.0.0.0/31",
+            "10.0.0.0/7",
+            "x/16",
+            "10.0.0.0/a",
+            "::/64",
+        ] {
             assert!(Subnet::parse(bad).is_none(), "{bad}");
         }
     }
@@ -609,9 +678,17 @@ mod tests {
         assert_eq!(
             usage,
             vec![
-                Usage { username: "alice".into(), bytes: 50, connected: true },
+                Usage {
+                    username: "alice".into(),
+                    bytes: 50,
+                    connected: true
+                },
                 // The counters went down: the device was made afresh.
-                Usage { username: "bob".into(), bytes: 20, connected: false },
+                Usage {
+                    username: "bob".into(),
+                    bytes: 20,
+                    connected: false
+                },
             ]
         );
         assert_eq!(after.peers["A"], ("alice".into(), 150));

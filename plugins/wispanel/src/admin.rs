@@ -1,7 +1,7 @@
 //! The admin surface, at `/plugins/wispanel/admin/...` on the host's admin
 //! listener (behind its bearer token): API tokens, the resources the license
-//! counts, the instance id and the clock's high-water mark. Errors use the
-//! same envelope as the API.
+//! counts, the instance id, the clock's high-water mark and a check of the
+//! staged update. Errors use the same envelope as the API.
 
 use serde_json::{Value, json};
 use wasmgate_sdk::{Request, Response, keys, kv};
@@ -32,14 +32,23 @@ fn route(req: &Request) -> ApiResult {
         ("DELETE", ["resources", kind, id]) => remove_resource(kind, id),
         ("GET", ["instance"]) => ok(&json!({ "instance_id": store::instance_id()? })),
         ("GET", ["clock"]) => clock(),
+        ("GET", ["update", "staged"]) => crate::update::check_staged(),
         ("PUT", ["clock"]) => set_clock(req),
         ("DELETE", ["clock"]) => {
             kv::delete(store::LAST_SEEN)?;
             clock()
         }
-        (_, ["tokens" | "usage" | "resources" | "instance" | "clock", ..]) => {
-            Err(ApiError::new(405, "METHOD_NOT_ALLOWED", "Method not allowed"))
-        }
+        (
+            _,
+            [
+                "tokens" | "usage" | "resources" | "instance" | "clock" | "update",
+                ..,
+            ],
+        ) => Err(ApiError::new(
+            405,
+            "METHOD_NOT_ALLOWED",
+            "Method not allowed",
+        )),
         _ => Err(ApiError::not_found("Not found")),
     }
 }
@@ -90,7 +99,8 @@ fn revoke_token(id: &str) -> ApiResult {
 }
 
 fn kind_of(s: &str) -> Result<Kind, ApiError> {
-    Kind::parse(s).ok_or_else(|| ApiError::validation("kind must be accounts, domains or databases"))
+    Kind::parse(s)
+        .ok_or_else(|| ApiError::validation("kind must be accounts, domains or databases"))
 }
 
 /// `PUT /usage {accounts?, domains?, databases?}`: adds resources named
@@ -99,15 +109,18 @@ fn set_usage(req: &Request) -> ApiResult {
     let body = body_object(req.body())?;
     let now = time::now();
     for kind in Kind::ALL {
-        let Some(v) = body.get(kind.as_str()) else { continue };
-        let want = v
-            .as_u64()
-            .filter(|n| *n <= 100_000)
-            .ok_or_else(|| ApiError::validation(format!("{} must be a count up to 100000", kind.as_str())))?;
+        let Some(v) = body.get(kind.as_str()) else {
+            continue;
+        };
+        let want = v.as_u64().filter(|n| *n <= 100_000).ok_or_else(|| {
+            ApiError::validation(format!("{} must be a count up to 100000", kind.as_str()))
+        })?;
         let have = store::resources(kind)?;
         let n = have.len() as u64;
         if want > n {
-            let names: Vec<String> = (n + 1..=want).map(|i| format!("{}-{i}", kind.as_str())).collect();
+            let names: Vec<String> = (n + 1..=want)
+                .map(|i| format!("{}-{i}", kind.as_str()))
+                .collect();
             store::add_resources(kind, &names, now)?;
         } else {
             for r in have.iter().rev().take((n - want) as usize) {
@@ -126,7 +139,11 @@ fn list_resources(req: &Request) -> ApiResult {
     };
     let mut list = Vec::new();
     for kind in kinds {
-        list.extend(store::resources(kind)?.iter().map(|r| resource_json(r, offset)));
+        list.extend(
+            store::resources(kind)?
+                .iter()
+                .map(|r| resource_json(r, offset)),
+        );
     }
     ok(&json!({ "resources": list }))
 }
@@ -149,7 +166,9 @@ fn add_resource(req: &Request) -> ApiResult {
 
 fn remove_resource(kind: &str, id: &str) -> ApiResult {
     let kind = kind_of(kind)?;
-    let id: u64 = id.parse().map_err(|_| ApiError::not_found("No such resource"))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| ApiError::not_found("No such resource"))?;
     if store::remove_resource(kind, id)? {
         ok(&json!({ "success": true }))
     } else {
@@ -159,7 +178,9 @@ fn remove_resource(kind: &str, id: &str) -> ApiResult {
 
 fn clock() -> ApiResult {
     let seen: Option<i64> = kv::get_json(store::LAST_SEEN)?;
-    ok(&json!({ "now": time::now(), "last_seen": seen, "tolerance_seconds": settings::clock_tolerance()? }))
+    ok(
+        &json!({ "now": time::now(), "last_seen": seen, "tolerance_seconds": settings::clock_tolerance()? }),
+    )
 }
 
 /// `PUT /clock {last_seen}`: sets the high-water mark, e.g. when restoring

@@ -121,7 +121,10 @@ pub fn body_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, ApiErr
 
 /// A string field of a body object: absent, null or blank is None; another
 /// type is a VALIDATION_ERROR naming the field.
-pub fn opt_str(map: &serde_json::Map<String, Value>, field: &str) -> Result<Option<String>, ApiError> {
+pub fn opt_str(
+    map: &serde_json::Map<String, Value>,
+    field: &str,
+) -> Result<Option<String>, ApiError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.trim().is_empty() => Ok(None),
@@ -146,7 +149,10 @@ mod tests {
                     "message": "License key is required", "status": 400 })
         );
         // In the seed's order, too.
-        assert!(String::from_utf8_lossy(&r.body).starts_with(r#"{"success":false,"code":"VALIDATION_ERROR","error""#));
+        assert!(
+            String::from_utf8_lossy(&r.body)
+                .starts_with(r#"{"success":false,"code":"VALIDATION_ERROR","error""#)
+        );
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! (`disabled/<kind>/<id>`), so `disabled-resources` lists them and
 //! `re-enable` knows what to restore.
 
+use std::collections::BTreeSet;
+
 use wasmgate_sdk::kv;
 
 use crate::api::ApiError;
@@ -16,7 +18,9 @@ pub fn plan_disable(active: &[u64], limit: i64) -> Vec<u64> {
     if limit < 0 {
         return Vec::new();
     }
-    let keep = usize::try_from(limit).unwrap_or(usize::MAX).min(active.len());
+    let keep = usize::try_from(limit)
+        .unwrap_or(usize::MAX)
+        .min(active.len());
     active[keep..].to_vec()
 }
 
@@ -26,35 +30,37 @@ pub fn plan_enable(active: usize, disabled: &[u64], limit: i64) -> Vec<u64> {
     let room = if limit < 0 {
         disabled.len()
     } else {
-        usize::try_from(limit).unwrap_or(usize::MAX).saturating_sub(active)
+        usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(active)
     };
     disabled[..room.min(disabled.len())].to_vec()
 }
 
 /// Disables what is over `limits`; returns the newly disabled resources.
+/// For each kind, which to disable is decided in the transaction that
+/// disables them, from the resources as it reads them.
 pub fn enforce(limits: &Limits, reason: &str, now: i64) -> Result<Vec<Resource>, ApiError> {
     let mut out = Vec::new();
     for kind in Kind::ALL {
-        let all = store::resources(kind)?;
-        let active: Vec<u64> = all.iter().filter(|r| !r.disabled).map(|r| r.id).collect();
-        let ids = plan_disable(&active, kind.limit(limits));
-        if ids.is_empty() {
+        let limit = kind.limit(limits);
+        if limit < 0 {
             continue;
         }
         let done = kv::transaction(|txn| {
+            let all = store::resources_in(txn, kind)?;
+            let active: Vec<u64> = all.iter().filter(|r| !r.disabled).map(|r| r.id).collect();
+            let ids: BTreeSet<u64> = plan_disable(&active, limit).into_iter().collect();
             let mut done = Vec::new();
-            for id in &ids {
-                let Some(mut r) = txn.get_json::<Resource>(&store::res_key(kind, *id))? else {
-                    continue;
+            for r in all.into_iter().filter(|r| ids.contains(&r.id)) {
+                let r = Resource {
+                    disabled: true,
+                    disabled_at: Some(now),
+                    disabled_reason: Some(reason.to_string()),
+                    ..r
                 };
-                if r.disabled {
-                    continue;
-                }
-                r.disabled = true;
-                r.disabled_at = Some(now);
-                r.disabled_reason = Some(reason.to_string());
-                txn.set_json(&store::res_key(kind, *id), &r)?;
-                txn.set_json(&store::disabled_key(kind, *id), &r)?;
+                txn.set_json(&store::res_key(kind, r.id), &r)?;
+                txn.set_json(&store::disabled_key(kind, r.id), &r)?;
                 done.push(r);
             }
             Ok(done)
@@ -64,28 +70,29 @@ pub fn enforce(limits: &Limits, reason: &str, now: i64) -> Result<Vec<Resource>,
     Ok(out)
 }
 
-/// Restores what `limits` allow; returns (restored, still disabled).
+/// Restores what `limits` allow; returns (restored, still disabled). For
+/// each kind, how many and which come back is decided in the transaction
+/// that restores them, from the resources as it reads them.
 pub fn re_enable(limits: &Limits) -> Result<(Vec<Resource>, Vec<Resource>), ApiError> {
     let mut restored = Vec::new();
     for kind in Kind::ALL {
-        let all = store::resources(kind)?;
-        let active = all.iter().filter(|r| !r.disabled).count();
-        let disabled: Vec<u64> = all.iter().filter(|r| r.disabled).map(|r| r.id).collect();
-        let ids = plan_enable(active, &disabled, kind.limit(limits));
-        if ids.is_empty() {
-            continue;
-        }
         let done = kv::transaction(|txn| {
+            let all = store::resources_in(txn, kind)?;
+            let active = all.iter().filter(|r| !r.disabled).count();
+            let disabled: Vec<u64> = all.iter().filter(|r| r.disabled).map(|r| r.id).collect();
+            let ids: BTreeSet<u64> = plan_enable(active, &disabled, kind.limit(limits))
+                .into_iter()
+                .collect();
             let mut done = Vec::new();
-            for id in &ids {
-                let Some(mut r) = txn.get_json::<Resource>(&store::res_key(kind, *id))? else {
-                    continue;
+            for r in all.into_iter().filter(|r| ids.contains(&r.id)) {
+                let r = Resource {
+                    disabled: false,
+                    disabled_at: None,
+                    disabled_reason: None,
+                    ..r
                 };
-                r.disabled = false;
-                r.disabled_at = None;
-                r.disabled_reason = None;
-                txn.set_json(&store::res_key(kind, *id), &r)?;
-                txn.delete(&store::disabled_key(kind, *id))?;
+                txn.set_json(&store::res_key(kind, r.id), &r)?;
+                txn.delete(&store::disabled_key(kind, r.id))?;
                 done.push(r);
             }
             Ok(done)

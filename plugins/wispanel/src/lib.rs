@@ -71,7 +71,11 @@ fn authenticate(req: &Request) -> Result<(String, Role), ApiError> {
     };
     match keys::verify(token)? {
         Some(k) => {
-            let role = if k.role == "admin" { Role::Admin } else { Role::Viewer };
+            let role = if k.role == "admin" {
+                Role::Admin
+            } else {
+                Role::Viewer
+            };
             Ok((k.id, role))
         }
         None => Err(ApiError::unauthorized("Invalid or expired API token")),
@@ -124,7 +128,12 @@ const ROUTES: &[(&str, &str, bool, Endpoint)] = &[
     ("GET", "/version/changelog", false, update::changelog),
     ("GET", "/version/update/status", false, update::status),
     ("POST", "/version/update", true, update::update),
-    ("POST", "/version/direct-update", true, update::direct_update),
+    (
+        "POST",
+        "/version/direct-update",
+        true,
+        update::direct_update,
+    ),
     ("GET", "/license", false, license_api::get),
     ("GET", "/license/summary", false, license_api::summary),
     ("GET", "/license/limits", false, license_api::limits),
@@ -157,7 +166,9 @@ fn route(req: &Request, role: Role) -> ApiResult {
             continue;
         }
         if *admin_only && role != Role::Admin {
-            return Err(ApiError::forbidden("This action needs a token with the admin role"));
+            return Err(ApiError::forbidden(
+                "This action needs a token with the admin role",
+            ));
         }
         return endpoint(req);
     }

@@ -43,7 +43,10 @@ impl License {
             v.and_then(Value::as_i64)
                 .ok_or_else(|| format!("{name} is missing or not an integer"))
         };
-        let limits = p.get("limits").and_then(Value::as_object).ok_or("limits is missing")?;
+        let limits = p
+            .get("limits")
+            .and_then(Value::as_object)
+            .ok_or("limits is missing")?;
         let limit = |name: &str| -> Result<i64, String> {
             let n = i(limits.get(name), name)?;
             if n < -1 {
@@ -83,7 +86,9 @@ impl License {
     /// The last moment the file may be honoured without a refresh:
     /// `valid_until` plus the grace period, never past `expires_at`.
     pub fn grace_end(&self) -> i64 {
-        let end = self.valid_until.saturating_add(self.grace_days.saturating_mul(86_400));
+        let end = self
+            .valid_until
+            .saturating_add(self.grace_days.saturating_mul(86_400));
         match self.expires_at {
             Some(exp) => end.min(exp),
             None => end,
@@ -128,7 +133,9 @@ impl Invalid {
     pub fn message(&self) -> String {
         match self {
             Invalid::InstanceMismatch { license, ours } => {
-                format!("The license was issued for instance {license:?}, not this instance ({ours:?})")
+                format!(
+                    "The license was issued for instance {license:?}, not this instance ({ours:?})"
+                )
             }
             Invalid::NotYetValid { .. } => "The license is not valid yet".into(),
             Invalid::Expired { .. } => "The license has expired".into(),
@@ -136,7 +143,8 @@ impl Invalid {
                 "The license file is past its refresh date and grace period; refresh it".into()
             }
             Invalid::ClockRollback { .. } => {
-                "The system clock is earlier than a time this panel has already seen; fix the clock".into()
+                "The system clock is earlier than a time this panel has already seen; fix the clock"
+                    .into()
             }
         }
     }
@@ -156,10 +164,20 @@ pub struct Verdict {
 /// far and how far back the clock may step (NTP corrections) before it
 /// counts as set back. Checked in this order: clock, instance, not-before,
 /// expiry, refresh.
-pub fn evaluate(lic: &License, instance_id: &str, now: i64, last_seen: Option<i64>, tolerance: i64) -> Verdict {
+pub fn evaluate(
+    lic: &License,
+    instance_id: &str,
+    now: i64,
+    last_seen: Option<i64>,
+    tolerance: i64,
+) -> Verdict {
     let needs_refresh = now > lic.valid_until;
-    let invalid = if let Some(seen) = last_seen.filter(|seen| now.saturating_add(tolerance) < *seen) {
-        Some(Invalid::ClockRollback { now, last_seen: seen })
+    let invalid = if let Some(seen) = last_seen.filter(|seen| now.saturating_add(tolerance) < *seen)
+    {
+        Some(Invalid::ClockRollback {
+            now,
+            last_seen: seen,
+        })
     } else if lic.instance_id != instance_id {
         Some(Invalid::InstanceMismatch {
             license: lic.instance_id.clone(),
@@ -251,14 +269,23 @@ mod tests {
             v(2000 + 86_401, None).invalid.unwrap().code(),
             "LICENSE_REFRESH_REQUIRED"
         );
-        assert_eq!(v(100_000_000, None).invalid.unwrap().code(), "LICENSE_EXPIRED");
-        assert_eq!(v(600, None).invalid.unwrap().code(), "LICENSE_NOT_YET_VALID");
+        assert_eq!(
+            v(100_000_000, None).invalid.unwrap().code(),
+            "LICENSE_EXPIRED"
+        );
+        assert_eq!(
+            v(600, None).invalid.unwrap().code(),
+            "LICENSE_NOT_YET_VALID"
+        );
         // Within the tolerance: an NTP step, not a rollback.
         assert_eq!(v(1500, Some(1700)).invalid, None);
         let r = v(1500, Some(1900)).invalid.unwrap();
         assert_eq!((r.code(), r.status()), ("CLOCK_ROLLBACK", 409));
         assert_eq!(
-            evaluate(&l, "other", 1500, None, 300).invalid.unwrap().code(),
+            evaluate(&l, "other", 1500, None, 300)
+                .invalid
+                .unwrap()
+                .code(),
             "LICENSE_INSTANCE_MISMATCH"
         );
     }

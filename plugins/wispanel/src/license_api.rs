@@ -41,7 +41,8 @@ fn invalid(i: &Invalid) -> ApiError {
 /// signature is checked.
 pub fn open(file: &[u8]) -> Result<License, ApiError> {
     let trusted = trusted_keys()?;
-    let opened = signed::open(file, &trusted, "license", crypto::ed25519_verify).map_err(|r| refusal(&r))?;
+    let opened =
+        signed::open(file, &trusted, "license", crypto::ed25519_verify).map_err(|r| refusal(&r))?;
     License::from_payload(&opened.payload).map_err(|why| {
         ApiError::new(
             422,
@@ -108,13 +109,19 @@ impl State {
     /// Why the license does not hold now; None when it does.
     pub fn problem(&self) -> Option<ApiError> {
         match &self.checked {
-            None => Some(ApiError::new(404, "LICENSE_NOT_FOUND", "No license is activated")),
+            None => Some(ApiError::new(
+                404,
+                "LICENSE_NOT_FOUND",
+                "No license is activated",
+            )),
             Some(Err(e)) => Some(e.clone()),
             Some(Ok((_, verdict))) => match &verdict.invalid {
                 Some(i) => Some(invalid(i)),
-                None if self.stored.as_ref().is_some_and(|s| s.revoked) => {
-                    Some(ApiError::new(403, "LICENSE_REVOKED", "License key has been revoked"))
-                }
+                None if self.stored.as_ref().is_some_and(|s| s.revoked) => Some(ApiError::new(
+                    403,
+                    "LICENSE_REVOKED",
+                    "License key has been revoked",
+                )),
                 None => None,
             },
         }
@@ -271,7 +278,10 @@ pub fn summary(_req: &Request) -> ApiResult {
 fn over_limit(limits: &Limits) -> Result<serde_json::Map<String, Value>, ApiError> {
     let mut over = serde_json::Map::new();
     for kind in Kind::ALL {
-        let active = store::resources(kind)?.iter().filter(|r| !r.disabled).count() as i64;
+        let active = store::resources(kind)?
+            .iter()
+            .filter(|r| !r.disabled)
+            .count() as i64;
         let limit = kind.limit(limits);
         over.insert(kind.as_str().into(), json!(limit >= 0 && active > limit));
     }
@@ -286,7 +296,10 @@ pub fn limits(_req: &Request) -> ApiResult {
     let mut remaining = serde_json::Map::new();
     let mut over = serde_json::Map::new();
     for kind in Kind::ALL {
-        let n = store::resources(kind)?.iter().filter(|r| !r.disabled).count() as i64;
+        let n = store::resources(kind)?
+            .iter()
+            .filter(|r| !r.disabled)
+            .count() as i64;
         let limit = kind.limit(&limits);
         active.insert(kind.as_str().into(), json!(n));
         remaining.insert(
@@ -324,7 +337,10 @@ pub fn resource_json(r: &store::Resource, offset: i64) -> Value {
 /// `GET /license/disabled-resources`.
 pub fn disabled_resources(_req: &Request) -> ApiResult {
     let offset = settings::utc_offset()?;
-    let list: Vec<Value> = store::disabled()?.iter().map(|r| resource_json(r, offset)).collect();
+    let list: Vec<Value> = store::disabled()?
+        .iter()
+        .map(|r| resource_json(r, offset))
+        .collect();
     ok(&json!({ "count": list.len(), "disabled_resources": list }))
 }
 
@@ -350,21 +366,12 @@ fn install(key: &str, file: &[u8], checked_with_portal: bool) -> Result<State, A
     if let Some(i) = &verdict.invalid {
         return Err(invalid(i));
     }
-    let previous = store::license()?;
-    store::save_license(&StoredLicense {
-        key: lic.key.clone(),
-        file: String::from_utf8_lossy(file).into_owned(),
-        activated_at: match &previous {
-            Some(p) if p.key == lic.key => p.activated_at,
-            _ => now,
-        },
-        last_checked: if checked_with_portal {
-            Some(now)
-        } else {
-            previous.and_then(|p| p.last_checked)
-        },
-        revoked: false,
-    })?;
+    store::install_license(
+        &lic.key,
+        &String::from_utf8_lossy(file),
+        now,
+        checked_with_portal,
+    )?;
     log::info!(
         "license {} for {} activated: tier {}, instance {}",
         lic.license_id,
@@ -380,7 +387,9 @@ fn file_of(answer: &Value) -> Result<Vec<u8>, ApiError> {
     match answer.get("license") {
         Some(Value::Object(_)) => Ok(answer["license"].to_string().into_bytes()),
         Some(Value::String(s)) => Ok(s.clone().into_bytes()),
-        _ => Err(ApiError::portal("The license portal's answer has no license file")),
+        _ => Err(ApiError::portal(
+            "The license portal's answer has no license file",
+        )),
     }
 }
 
@@ -417,7 +426,11 @@ pub fn activate(req: &Request) -> ApiResult {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone().into_bytes()),
         Some(v @ Value::Object(_)) => Some(v.to_string().into_bytes()),
-        Some(_) => return Err(ApiError::validation("license must be the signed license file")),
+        Some(_) => {
+            return Err(ApiError::validation(
+                "license must be the signed license file",
+            ));
+        }
     };
     if let Some(file) = offline {
         let s = install(&key, &file, false)?;
@@ -442,7 +455,8 @@ pub fn activate(req: &Request) -> ApiResult {
 
 /// `POST /license/refresh`: a new file from the portal for the activated key.
 pub fn refresh(_req: &Request) -> ApiResult {
-    let stored = store::license()?.ok_or_else(|| ApiError::new(404, "LICENSE_NOT_FOUND", "No license is activated"))?;
+    let stored = store::license()?
+        .ok_or_else(|| ApiError::new(404, "LICENSE_NOT_FOUND", "No license is activated"))?;
     let instance_id = store::instance_id()?;
     let a = portal::call(
         "POST",
@@ -451,7 +465,7 @@ pub fn refresh(_req: &Request) -> ApiResult {
     )?;
     if a.status != 200 {
         let e = a.error();
-        mark_revoked(&e)?;
+        mark_revoked(&e, &stored.key)?;
         return Err(e);
     }
     let v = a
@@ -461,14 +475,13 @@ pub fn refresh(_req: &Request) -> ApiResult {
     answer(&s, "License refreshed")
 }
 
-/// Remembers a revocation the portal reported, so the license stops counting
-/// as valid without another round trip.
-fn mark_revoked(e: &ApiError) -> Result<(), ApiError> {
-    if e.code == "LICENSE_REVOKED"
-        && let Some(mut s) = store::license()?
-    {
-        s.revoked = true;
-        store::save_license(&s)?;
+/// Remembers a revocation the portal reported for `key`, so the license
+/// stops counting as valid without another round trip. Only a stored
+/// license of that key is marked: one activated while the portal was asked
+/// is another license.
+fn mark_revoked(e: &ApiError, key: &str) -> Result<(), ApiError> {
+    if e.code == "LICENSE_REVOKED" {
+        store::change_license(key, |s| s.revoked = true)?;
     }
     Ok(())
 }
@@ -482,21 +495,29 @@ pub fn verify(_req: &Request) -> ApiResult {
     if let Some(e) = s.problem() {
         return Err(e);
     }
-    let Some(mut stored) = s.stored.clone() else {
-        return Err(ApiError::new(404, "LICENSE_NOT_FOUND", "No license is activated"));
+    let Some(stored) = s.stored.clone() else {
+        return Err(ApiError::new(
+            404,
+            "LICENSE_NOT_FOUND",
+            "No license is activated",
+        ));
     };
     let body = json!({ "key": stored.key, "instance_id": s.instance_id });
     let portal = match portal::call("POST", "/license/verify", Some(&body)) {
         Ok(a) if a.status == 200 => {
-            stored.last_checked = Some(s.now);
-            store::save_license(&stored)?;
+            // The portal was asked outside any transaction; what it said
+            // is merged into the record as it is now. A refresh that
+            // stored a new file meanwhile keeps it.
+            store::change_license(&stored.key, |l| {
+                l.last_checked = l.last_checked.max(Some(s.now));
+            })?;
             let v = a.json().unwrap_or(Value::Null);
             json!({ "reachable": true, "status": v.get("status"), "revoked": v.get("revoked") })
         }
         Ok(a) => {
             let e = a.error();
             if e.status < 500 {
-                mark_revoked(&e)?;
+                mark_revoked(&e, &stored.key)?;
                 return Err(e);
             }
             json!({ "reachable": false, "error": e.message })
@@ -521,7 +542,10 @@ pub fn enforce(_req: &Request) -> ApiResult {
     let s = State::load()?;
     let (limits, source) = s.effective_limits()?;
     let reason = match s.problem() {
-        None => format!("over the {} tier's limit", s.license().map_or("", |l| l.tier.as_str())),
+        None => format!(
+            "over the {} tier's limit",
+            s.license().map_or("", |l| l.tier.as_str())
+        ),
         Some(e) => format!("over the unlicensed limit ({})", e.code),
     };
     let newly = enforce::enforce(&limits, &reason, s.now)?;

@@ -28,7 +28,9 @@ impl Answer {
             v.get("code").and_then(Value::as_str),
             v.get("message").and_then(Value::as_str),
         ) {
-            (Some(code), Some(message)) => ApiError::new(self.status, portal_code(code), message.to_string()),
+            (Some(code), Some(message)) => {
+                ApiError::new(self.status, portal_code(code), message.to_string())
+            }
             _ => ApiError::portal(format!("the license portal answered HTTP {}", self.status)),
         }
     }
@@ -78,7 +80,9 @@ pub fn send(method: &str, url: &str, body: Option<&Value>) -> Result<Answer, Api
             "URL_NOT_ALLOWED",
             format!("The URL is not allowed by the outbound grant: {why}"),
         )),
-        Err(OutboundError::Invalid(why)) => Err(ApiError::validation(format!("Invalid URL: {why}"))),
+        Err(OutboundError::Invalid(why)) => {
+            Err(ApiError::validation(format!("Invalid URL: {why}")))
+        }
         Err(OutboundError::Timeout) => Err(ApiError::new(
             504,
             "PORTAL_TIMEOUT",
@@ -89,7 +93,9 @@ pub fn send(method: &str, url: &str, body: Option<&Value>) -> Result<Answer, Api
             "DOWNLOAD_TOO_LARGE",
             format!("The answer is larger than the outbound grant's cap of {cap} bytes"),
         )),
-        Err(OutboundError::Connect(why)) => Err(ApiError::portal(format!("Cannot reach the remote host: {why}"))),
+        Err(OutboundError::Connect(why)) => Err(ApiError::portal(format!(
+            "Cannot reach the remote host: {why}"
+        ))),
     }
 }
 

@@ -52,10 +52,14 @@ impl Refusal {
         match self {
             Refusal::Malformed(why) => format!("The {what} is malformed: {why}"),
             Refusal::UnsupportedAlgorithm(alg) => {
-                format!("The {what} uses an unsupported signature algorithm {alg:?}; only ed25519 is accepted")
+                format!(
+                    "The {what} uses an unsupported signature algorithm {alg:?}; only ed25519 is accepted"
+                )
             }
             Refusal::UnknownKey(id) => format!("The {what} is signed with an unknown key {id:?}"),
-            Refusal::BadSignature => format!("The {what}'s signature is invalid: it was forged or tampered with"),
+            Refusal::BadSignature => {
+                format!("The {what}'s signature is invalid: it was forged or tampered with")
+            }
             Refusal::BadPayload(why) => format!("The {what}'s payload is invalid: {why}"),
             Refusal::WrongType(t) => format!("The document is a {t:?}, not a {what}"),
         }
@@ -113,7 +117,9 @@ pub fn open(
     };
     for (name, want) in [("alg", alg), ("key_id", key_id)] {
         if payload.get(name).and_then(Value::as_str) != Some(want) {
-            return Err(Refusal::BadPayload(format!("its {name} differs from the envelope's")));
+            return Err(Refusal::BadPayload(format!(
+                "its {name} differs from the envelope's"
+            )));
         }
     }
     match payload.get("type").and_then(Value::as_str) {
@@ -190,18 +196,26 @@ pub mod tests {
         let t = trusted();
         let o = |d: &[u8]| open(d, &t, "license", fake_verify).unwrap_err();
         assert!(matches!(o(b"nope"), Refusal::Malformed(_)));
-        let mut v: Value = serde_json::from_slice(&envelope(&doc("license"), &[7; 32], "k1")).unwrap();
+        let mut v: Value =
+            serde_json::from_slice(&envelope(&doc("license"), &[7; 32], "k1")).unwrap();
         v["alg"] = json!("rsa");
-        assert_eq!(o(v.to_string().as_bytes()), Refusal::UnsupportedAlgorithm("rsa".into()));
+        assert_eq!(
+            o(v.to_string().as_bytes()),
+            Refusal::UnsupportedAlgorithm("rsa".into())
+        );
         // A key nobody trusts.
         assert_eq!(
             o(&envelope(&doc("license"), &[9; 32], "k9")),
             Refusal::UnknownKey("k9".into())
         );
         // Forged: claims the trusted key, signed with another.
-        assert_eq!(o(&envelope(&doc("license"), &[9; 32], "k1")), Refusal::BadSignature);
+        assert_eq!(
+            o(&envelope(&doc("license"), &[9; 32], "k1")),
+            Refusal::BadSignature
+        );
         // Tampered: the payload changed after signing.
-        let mut v: Value = serde_json::from_slice(&envelope(&doc("license"), &[7; 32], "k1")).unwrap();
+        let mut v: Value =
+            serde_json::from_slice(&envelope(&doc("license"), &[7; 32], "k1")).unwrap();
         let mut p = doc("license");
         p["n"] = json!(2000);
         v["payload"] = json!(B64.encode(serde_json::to_vec(&p).unwrap()));
@@ -213,6 +227,9 @@ pub mod tests {
         );
         let mut p = doc("license");
         p["key_id"] = json!("k2");
-        assert!(matches!(o(&envelope(&p, &[7; 32], "k1")), Refusal::BadPayload(_)));
+        assert!(matches!(
+            o(&envelope(&p, &[7; 32], "k1")),
+            Refusal::BadPayload(_)
+        ));
     }
 }

@@ -9,7 +9,7 @@
 //! | `res/<kind>/<id:016>` | [`Resource`]: an account, domain or database the license counts |
 //! | `disabled/<kind>/<id:016>` | [`Resource`]: the same resource while `enforce` keeps it disabled |
 //! | `update/state` | [`crate::update::UpdateState`] |
-//! | `update/blob/<n:04>` | the staged artefact in chunks of [`crate::update::CHUNK`] bytes |
+//! | `update/blob/<blob id>/<n:04>` | an artefact in chunks of [`crate::update::CHUNK`] bytes; `update/state` names the staged one's blob id (releases before blob ids kept one at `update/blob/<n:04>`) |
 
 use serde::{Deserialize, Serialize};
 use wasmgate_sdk::{config, crypto, kv};
@@ -96,8 +96,55 @@ pub fn license() -> Result<Option<StoredLicense>, ApiError> {
     Ok(kv::get_json(LICENSE)?)
 }
 
-pub fn save_license(l: &StoredLicense) -> Result<(), ApiError> {
-    Ok(kv::set_json(LICENSE, l)?)
+/// Stores the verified `file` for `key` (`now`: when it was verified;
+/// `checked_with_portal`: the portal issued it just now), in one
+/// transaction with the read of what it replaces: the activation time and
+/// the last portal check carry over from a record of the same key as it is
+/// when this commits, never from one read earlier or from another key's.
+pub fn install_license(
+    key: &str,
+    file: &str,
+    now: i64,
+    checked_with_portal: bool,
+) -> Result<(), ApiError> {
+    Ok(kv::transaction(|txn| {
+        let previous: Option<StoredLicense> = txn.get_json(LICENSE)?;
+        let same = previous.filter(|p| p.key == key);
+        let last_checked = same.as_ref().and_then(|p| p.last_checked);
+        txn.set_json(
+            LICENSE,
+            &StoredLicense {
+                key: key.to_string(),
+                file: file.to_string(),
+                activated_at: same.as_ref().map_or(now, |p| p.activated_at),
+                last_checked: if checked_with_portal {
+                    last_checked.max(Some(now))
+                } else {
+                    last_checked
+                },
+                revoked: false,
+            },
+        )
+    })?)
+}
+
+/// Applies `f` to the stored license if it is (still) the one of `key`,
+/// reading and writing it in one transaction: a change decided from what a
+/// request read earlier (before a portal call) lands on the record as it is
+/// now, and never on a license another request activated meanwhile. Returns
+/// whether it applied.
+pub fn change_license(key: &str, f: impl Fn(&mut StoredLicense)) -> Result<bool, ApiError> {
+    Ok(kv::transaction(|txn| {
+        let Some(mut current) = txn.get_json::<StoredLicense>(LICENSE)? else {
+            return Ok(false);
+        };
+        if current.key != key {
+            return Ok(false);
+        }
+        f(&mut current);
+        txn.set_json(LICENSE, &current)?;
+        Ok(true)
+    })?)
 }
 
 /// This panel's instance id: the `instance_id` setting, or one made from 8
@@ -114,11 +161,13 @@ pub fn instance_id() -> Result<String, ApiError> {
     }
     let fresh = crypto::hex(&crypto::random_bytes(8));
     // Two first requests at once: one id wins and both use it.
-    Ok(kv::transaction(|txn| match txn.get_json::<String>("instance_id")? {
-        Some(id) => Ok(id),
-        None => {
-            txn.set_json("instance_id", &fresh)?;
-            Ok(fresh.clone())
+    Ok(kv::transaction(|txn| {
+        match txn.get_json::<String>("instance_id")? {
+            Some(id) => Ok(id),
+            None => {
+                txn.set_json("instance_id", &fresh)?;
+                Ok(fresh.clone())
+            }
         }
     })?)
 }
@@ -142,10 +191,33 @@ pub fn observe_clock(now: i64) -> Result<Option<i64>, ApiError> {
 
 /// Every resource of `kind`, oldest first.
 pub fn resources(kind: Kind) -> Result<Vec<Resource>, ApiError> {
-    Ok(kv::list_json::<Resource>(&format!("res/{}/", kind.as_str()))?
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect())
+    Ok(
+        kv::list_json::<Resource>(&format!("res/{}/", kind.as_str()))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect(),
+    )
+}
+
+/// Every resource of `kind` as `txn` sees it, oldest first, for a decision
+/// that must hold when `txn` commits (how many to disable or restore). The
+/// kind's id sequence is read in `txn` before the records are listed, so a
+/// resource added after that read makes the commit conflict, and one added
+/// before it is in the listing; each listed record is then read in `txn`,
+/// so a change to any of them (or its removal) conflicts too.
+pub fn resources_in(txn: &kv::Txn, kind: Kind) -> Result<Vec<Resource>, wasmgate_sdk::Error> {
+    txn.get(&seq_key(kind))?;
+    let mut out = Vec::new();
+    for (key, _) in kv::list(&format!("res/{}/", kind.as_str()))? {
+        if let Some(r) = txn.get_json::<Resource>(&key)? {
+            out.push(r);
+        }
+    }
+    Ok(out)
+}
+
+fn seq_key(kind: Kind) -> String {
+    format!("seq/{}", kind.as_str())
 }
 
 /// How many resources of `kind` exist, disabled or not.
@@ -164,7 +236,7 @@ pub fn disabled() -> Result<Vec<Resource>, ApiError> {
 /// Adds `names.len()` resources of `kind` in one transaction.
 pub fn add_resources(kind: Kind, names: &[String], now: i64) -> Result<Vec<Resource>, ApiError> {
     Ok(kv::transaction(|txn| {
-        let seq_key = format!("seq/{}", kind.as_str());
+        let seq_key = seq_key(kind);
         let mut seq: u64 = txn.get_json(&seq_key)?.unwrap_or(0);
         let mut out = Vec::with_capacity(names.len());
         for name in names {

@@ -3,9 +3,9 @@
 //! (default `+00:00`), and come in as RFC 3339 with any offset or as Unix
 //! seconds. The clock and the calendar arithmetic are [`wasmgate_sdk::time`]'s.
 
+use wasmgate_sdk::time::{civil_from_days, now_secs};
 #[cfg(test)]
 use wasmgate_sdk::time::{days_from_civil, days_in_month};
-use wasmgate_sdk::time::{civil_from_days, now_secs};
 
 /// Unix seconds now.
 pub fn now() -> i64 {
@@ -70,7 +70,12 @@ pub fn parse(text: &str) -> Option<i64> {
         return None;
     }
     let b = text.as_bytes();
-    if b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let y: i64 = digits(&text[0..4])?;

@@ -53,22 +53,34 @@ pub struct Staged {
     /// Unix seconds.
     pub staged_at: i64,
     pub chunks: u32,
+    /// The chunks are at `update/blob/<blob>/<n:04>`; None: at
+    /// `update/blob/<n:04>`, where releases before this one put them.
+    #[serde(default)]
+    pub blob: Option<String>,
 }
 
-fn load_state() -> Result<UpdateState, ApiError> {
-    Ok(kv::get_json(STATE)?.unwrap_or_else(|| UpdateState {
+fn idle() -> UpdateState {
+    UpdateState {
         state: "idle".into(),
         message: "No update has been staged".into(),
         ..UpdateState::default()
-    }))
+    }
 }
 
+fn load_state() -> Result<UpdateState, ApiError> {
+    Ok(kv::get_json(STATE)?.unwrap_or_else(idle))
+}
+
+/// Changes `update/state` with `f`, read and written in one transaction, so
+/// a change never writes back fields another request changed meanwhile.
 fn set_state(f: impl Fn(&mut UpdateState)) -> Result<UpdateState, ApiError> {
-    let mut s = load_state()?;
-    f(&mut s);
-    s.updated_at = Some(time::now());
-    kv::set_json(STATE, &s)?;
-    Ok(s)
+    Ok(kv::transaction(|txn| {
+        let mut s = txn.get_json(STATE)?.unwrap_or_else(idle);
+        f(&mut s);
+        s.updated_at = Some(time::now());
+        txn.set_json(STATE, &s)?;
+        Ok(s)
+    })?)
 }
 
 /// `a > b` as versions: semver when both parse, else numeric dotted parts.
@@ -76,7 +88,11 @@ pub fn newer(a: &str, b: &str) -> bool {
     match (semver::Version::parse(a), semver::Version::parse(b)) {
         (Ok(a), Ok(b)) => a > b,
         _ => {
-            let parts = |v: &str| v.split('.').map(|p| p.parse::<u64>().unwrap_or(0)).collect::<Vec<_>>();
+            let parts = |v: &str| {
+                v.split('.')
+                    .map(|p| p.parse::<u64>().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            };
             parts(a) > parts(b)
         }
     }
@@ -168,9 +184,21 @@ pub fn changelog(_req: &Request) -> ApiResult {
         return Err(a.error());
     }
     let v = a.json().unwrap_or(Value::Null);
-    let all: Vec<Value> = v.get("releases").and_then(Value::as_array).cloned().unwrap_or_default();
-    let version = |r: &Value| r.get("version").and_then(Value::as_str).unwrap_or("").to_string();
-    let mut shown: Vec<&Value> = all.iter().filter(|r| newer(&version(r), &current)).collect();
+    let all: Vec<Value> = v
+        .get("releases")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let version = |r: &Value| {
+        r.get("version")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut shown: Vec<&Value> = all
+        .iter()
+        .filter(|r| newer(&version(r), &current))
+        .collect();
     if shown.is_empty() {
         shown = all.iter().filter(|r| version(r) == current).collect();
     }
@@ -210,6 +238,112 @@ fn staged_json(st: &Staged, offset: i64) -> Value {
     })
 }
 
+const BLOB_PREFIX: &str = "update/blob/";
+
+/// The kv key of chunk `n` of the artefact kept under `blob` (None: the
+/// layout before blob ids).
+fn blob_key(blob: Option<&str>, n: u32) -> String {
+    match blob {
+        Some(id) => format!("{BLOB_PREFIX}{id}/{n:04}"),
+        None => format!("{BLOB_PREFIX}{n:04}"),
+    }
+}
+
+/// A new blob id: the Unix time it was made, then random hex, so that a
+/// blob left behind by a staging that never finished can be told from one
+/// still being written.
+fn new_blob_id(now: i64) -> String {
+    format!("{now:011}-{}", crypto::hex(&crypto::random_bytes(8)))
+}
+
+/// How long a staging may run before its unreferenced chunks count as left
+/// behind (far longer than any request may take).
+const ABANDONED_AFTER_SECS: i64 = 3600;
+
+/// Deletes the chunks of `blob`.
+fn delete_blob(blob: Option<&str>, chunks: u32) -> Result<(), ApiError> {
+    for n in 0..chunks {
+        kv::delete(&blob_key(blob, n))?;
+    }
+    Ok(())
+}
+
+/// Whether the chunk at `update/blob/<rest>` is left behind: of the layout
+/// before blob ids, or of a blob that is not `keep` and was begun more than
+/// [`ABANDONED_AFTER_SECS`] before `now`.
+fn is_abandoned(rest: &str, keep: &str, now: i64) -> bool {
+    match rest.split_once('/') {
+        None => true,
+        Some((id, _)) => {
+            id != keep
+                && id
+                    .split('-')
+                    .next()
+                    .and_then(|t| t.parse::<i64>().ok())
+                    .is_none_or(|t| t + ABANDONED_AFTER_SECS < now)
+        }
+    }
+}
+
+/// Deletes chunks nothing refers to: those of the previous layout and
+/// those of a staging that began more than [`ABANDONED_AFTER_SECS`] ago and
+/// is not `keep` (the one staged now). A staging in progress is younger and
+/// keeps its chunks. Pages of two entries, to hold few chunks in memory.
+fn delete_abandoned(keep: &str, now: i64) -> Result<(), ApiError> {
+    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
+    let mut cursor: Option<String> = None;
+    loop {
+        let page =
+            raw::list(BLOB_PREFIX, cursor.as_deref(), 2).map_err(wasmgate_sdk::Error::from)?;
+        for (key, _) in &page.entries {
+            let abandoned = is_abandoned(&key[BLOB_PREFIX.len()..], keep, now);
+            if abandoned {
+                kv::delete(key)?;
+            }
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(()),
+        }
+    }
+}
+
+/// `GET /update/staged` on the admin surface: the staged artefact as kv
+/// holds it, checked against what `update/state` says was staged, so an
+/// operator (or the installer) can tell that the bytes are whole before
+/// installing them. The state and every chunk are read in one transaction.
+pub fn check_staged() -> ApiResult {
+    let found = kv::transaction(|txn| {
+        let Some(staged) = txn.get_json::<UpdateState>(STATE)?.and_then(|s| s.staged) else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(usize::try_from(staged.size).unwrap_or(0));
+        let mut chunks = 0u32;
+        for n in 0..staged.chunks {
+            let Some(chunk) = txn.get(&blob_key(staged.blob.as_deref(), n))? else {
+                break;
+            };
+            bytes.extend_from_slice(&chunk);
+            chunks += 1;
+        }
+        Ok(Some((staged, chunks, bytes)))
+    })?;
+    let Some((staged, chunks, bytes)) = found else {
+        return Err(ApiError::not_found("No update is staged"));
+    };
+    let sha256 = crypto::hex(&crypto::sha256(&bytes));
+    let intact = chunks == staged.chunks
+        && bytes.len() as u64 == staged.size
+        && crypto::constant_time_eq(sha256.as_bytes(), staged.sha256.as_bytes());
+    let offset = settings::utc_offset()?;
+    ok(&json!({
+        "success": true,
+        "staged": staged_json(&staged, offset),
+        "stored": { "chunks": chunks, "size": bytes.len(), "sha256": sha256 },
+        "intact": intact,
+    }))
+}
+
 /// `GET /version/update/status`.
 pub fn status(_req: &Request) -> ApiResult {
     let s = load_state()?;
@@ -247,17 +381,18 @@ fn open_manifest(doc: &Value) -> Result<Manifest, ApiError> {
         }
     };
     let trusted = settings::trusted_keys()?;
-    let opened = signed::open(&bytes, &trusted, "release", crypto::ed25519_verify).map_err(|r| {
-        let code = match r {
-            Refusal::Malformed(_) => "UPDATE_MALFORMED",
-            Refusal::UnsupportedAlgorithm(_) => "UPDATE_ALGORITHM_UNSUPPORTED",
-            Refusal::UnknownKey(_) => "UPDATE_KEY_UNKNOWN",
-            Refusal::BadSignature => "UPDATE_SIGNATURE_INVALID",
-            Refusal::BadPayload(_) => "UPDATE_PAYLOAD_INVALID",
-            Refusal::WrongType(_) => "UPDATE_WRONG_TYPE",
-        };
-        ApiError::new(422, code, r.message("release manifest"))
-    })?;
+    let opened =
+        signed::open(&bytes, &trusted, "release", crypto::ed25519_verify).map_err(|r| {
+            let code = match r {
+                Refusal::Malformed(_) => "UPDATE_MALFORMED",
+                Refusal::UnsupportedAlgorithm(_) => "UPDATE_ALGORITHM_UNSUPPORTED",
+                Refusal::UnknownKey(_) => "UPDATE_KEY_UNKNOWN",
+                Refusal::BadSignature => "UPDATE_SIGNATURE_INVALID",
+                Refusal::BadPayload(_) => "UPDATE_PAYLOAD_INVALID",
+                Refusal::WrongType(_) => "UPDATE_WRONG_TYPE",
+            };
+            ApiError::new(422, code, r.message("release manifest"))
+        })?;
     let p = &opened.payload;
     let s = |k: &str| p.get(k).and_then(Value::as_str).map(str::to_string);
     match (
@@ -288,6 +423,7 @@ fn stage(m: &Manifest, url: &str) -> ApiResult {
             s.state = "failed".into();
             s.progress = 0;
             s.message = format!("Update {} failed", m.version);
+            s.target_version = Some(m.version.clone());
             s.error = Some(ErrorInfo {
                 code: e.code.to_string(),
                 message: e.message.clone(),
@@ -333,13 +469,18 @@ fn stage(m: &Manifest, url: &str) -> ApiResult {
             "The artefact's SHA-256 differs from the signed manifest's",
         )));
     }
-    // Old chunks first, then the new ones; the state names what is there.
-    for (k, _) in kv::list("update/blob/")? {
-        kv::delete(&k)?;
-    }
+    // The chunks go under a blob id of their own, so no other staging
+    // writes over them; then one transaction makes the state name them, and
+    // only then are the chunks it named before deleted. The state never
+    // names bytes that are not all there, or are another artefact's.
+    let now = time::now();
+    let blob = new_blob_id(now);
     let mut chunks = 0u32;
     for (n, chunk) in a.body.chunks(CHUNK).enumerate() {
-        kv::set(&format!("update/blob/{n:04}"), chunk)?;
+        if let Err(e) = kv::set(&blob_key(Some(&blob), n as u32), chunk) {
+            let _ = delete_blob(Some(&blob), chunks + 1);
+            return Err(fail(e.into()));
+        }
         chunks += 1;
     }
     let staged = Staged {
@@ -348,19 +489,37 @@ fn stage(m: &Manifest, url: &str) -> ApiResult {
         size: m.size,
         sha256: digest,
         source: url.to_string(),
-        staged_at: time::now(),
+        staged_at: now,
         chunks,
+        blob: Some(blob.clone()),
     };
-    let s = set_state(|s| {
+    let swapped = kv::transaction(|txn| {
+        let mut s: UpdateState = txn.get_json(STATE)?.unwrap_or_else(idle);
+        let replaced = s.staged.take();
         s.state = "staged".into();
         s.progress = 100;
         s.message = format!(
             "WisPanel {} is downloaded, verified and staged; restart to install",
             m.version
         );
+        s.target_version = Some(m.version.clone());
         s.staged = Some(staged.clone());
         s.error = None;
-    })?;
+        s.updated_at = Some(time::now());
+        txn.set_json(STATE, &s)?;
+        Ok((s, replaced))
+    });
+    let (s, replaced) = match swapped {
+        Ok(done) => done,
+        Err(e) => {
+            let _ = delete_blob(Some(&blob), chunks);
+            return Err(fail(e.into()));
+        }
+    };
+    if let Some(old) = replaced.filter(|old| old.blob.as_deref() != Some(blob.as_str())) {
+        delete_blob(old.blob.as_deref(), old.chunks)?;
+    }
+    delete_abandoned(&blob, now)?;
     log::info!(
         "staged WisPanel {} ({} bytes, sha256 {})",
         staged.version,
@@ -439,7 +598,9 @@ pub fn direct_update(req: &Request) -> ApiResult {
         return Err(ApiError::validation("url is required"));
     };
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(ApiError::validation("url must be an absolute http:// or https:// URL"));
+        return Err(ApiError::validation(
+            "url must be an absolute http:// or https:// URL",
+        ));
     }
     let Some(manifest) = body.get("manifest").filter(|v| !v.is_null()) else {
         return Err(ApiError::validation(
@@ -452,7 +613,7 @@ pub fn direct_update(req: &Request) -> ApiResult {
 
 #[cfg(test)]
 mod tests {
-    use super::newer;
+    use super::{is_abandoned, newer};
 
     #[test]
     fn versions_compare_numerically() {
@@ -460,5 +621,19 @@ mod tests {
         assert!(!newer("1.4.2", "1.4.2"));
         assert!(!newer("1.4.1", "1.4.2"));
         assert!(newer("2.0", "1.9.9"));
+    }
+
+    #[test]
+    fn only_chunks_nobody_can_still_be_writing_are_left_behind() {
+        let now = 1_800_000_000;
+        let keep = "01799999990-00112233aabbccdd";
+        // The layout before blob ids.
+        assert!(is_abandoned("0000", keep, now));
+        // The staged blob, however old; a young one being written.
+        assert!(!is_abandoned(&format!("{keep}/0001"), keep, now));
+        assert!(!is_abandoned("01799999000-aa/0000", keep, now));
+        // One begun more than an hour ago that nothing names.
+        assert!(is_abandoned("01799990000-aa/0000", keep, now));
+        assert!(is_abandoned("junk/0000", keep, now));
     }
 }
