@@ -412,3 +412,51 @@ fn a_transfer_encoding_other_than_chunked_is_refused_and_stores_nothing() {
         .unwrap();
     conn.read_response(false).unwrap().expect(204);
 }
+
+#[test]
+fn password_hashing_in_one_plugin_does_not_stall_requests_to_others() {
+    let server = serve(
+        "",
+        &[
+            Plugin::fixture("fx").timeout_ms(60_000),
+            Plugin::hello("hello"),
+        ],
+    );
+    let addr = server.addr();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Sixteen clients hashing passwords without pause (three PBKDF2 runs of
+    // 600,000 iterations per request).
+    let hashers: Vec<_> = (0..16)
+        .map(|_| {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                let mut done = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    http::send(addr, "GET", "/fx/crypto/selftest", &[], b"")
+                        .unwrap()
+                        .expect(200);
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        http::send(addr, "GET", "/hello/", &[], b"")
+            .unwrap()
+            .expect(200);
+        slowest = slowest.max(t.elapsed());
+        thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let hashed: u32 = hashers.into_iter().map(|h| h.join().unwrap()).sum();
+    assert!(hashed > 0);
+    // Hashing on the executor made these take seconds (p50 2 s on 2 cores).
+    assert!(
+        slowest < Duration::from_millis(1000),
+        "a hello request took {slowest:?} beside the hashing"
+    );
+}
