@@ -235,26 +235,65 @@ pub fn disabled() -> Result<Vec<Resource>, ApiError> {
 
 /// Adds `names.len()` resources of `kind` in one transaction.
 pub fn add_resources(kind: Kind, names: &[String], now: i64) -> Result<Vec<Resource>, ApiError> {
+    Ok(kv::transaction(|txn| add_in(txn, kind, names, now))?)
+}
+
+/// Adds `names.len()` resources of `kind` in `txn`, numbered on from the
+/// kind's id sequence as `txn` reads it.
+fn add_in(
+    txn: &kv::Txn,
+    kind: Kind,
+    names: &[String],
+    now: i64,
+) -> Result<Vec<Resource>, wasmgate_sdk::Error> {
+    let seq_key = seq_key(kind);
+    let mut seq: u64 = txn.get_json(&seq_key)?.unwrap_or(0);
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        seq += 1;
+        let r = Resource {
+            kind,
+            id: seq,
+            name: name.clone(),
+            created_at: now,
+            disabled: false,
+            disabled_at: None,
+            disabled_reason: None,
+        };
+        txn.set_json(&res_key(kind, seq), &r)?;
+        out.push(r);
+    }
+    txn.set_json(&seq_key, &seq)?;
+    Ok(out)
+}
+
+/// Brings each kind of `wants` to its count, in one transaction: adds
+/// resources named `<kind>-<n>` (n from the count plus one) or removes the
+/// newest, with their disabled records. How many to add or remove is
+/// decided from the resources as that transaction reads them
+/// ([`resources_in`]), so requests at once end as if made one after the
+/// other, whichever kinds they set.
+pub fn set_counts(wants: &[(Kind, u64)], now: i64) -> Result<(), ApiError> {
     Ok(kv::transaction(|txn| {
-        let seq_key = seq_key(kind);
-        let mut seq: u64 = txn.get_json(&seq_key)?.unwrap_or(0);
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            seq += 1;
-            let r = Resource {
-                kind,
-                id: seq,
-                name: name.clone(),
-                created_at: now,
-                disabled: false,
-                disabled_at: None,
-                disabled_reason: None,
-            };
-            txn.set_json(&res_key(kind, seq), &r)?;
-            out.push(r);
+        for &(kind, want) in wants {
+            let have = resources_in(txn, kind)?;
+            let n = have.len() as u64;
+            if want > n {
+                let names: Vec<String> = (n + 1..=want)
+                    .map(|i| format!("{}-{i}", kind.as_str()))
+                    .collect();
+                add_in(txn, kind, &names, now)?;
+            } else {
+                for r in have.iter().rev().take((n - want) as usize) {
+                    txn.delete(&res_key(kind, r.id))?;
+                    let disabled = disabled_key(kind, r.id);
+                    if txn.get(&disabled)?.is_some() {
+                        txn.delete(&disabled)?;
+                    }
+                }
+            }
         }
-        txn.set_json(&seq_key, &seq)?;
-        Ok(out)
+        Ok(())
     })?)
 }
 
