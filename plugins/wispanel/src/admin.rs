@@ -105,7 +105,8 @@ fn kind_of(s: &str) -> Result<Kind, ApiError> {
 
 /// `PUT /usage {accounts?, domains?, databases?}`: adds resources named
 /// `<kind>-<n>` or removes the newest until each given count is reached,
-/// all in one transaction ([`store::set_counts`]).
+/// all in one transaction ([`store::set_counts`]), which refuses a change
+/// over the host's keys per transaction.
 fn set_usage(req: &Request) -> ApiResult {
     let body = body_object(req.body())?;
     let mut wants = Vec::new();
