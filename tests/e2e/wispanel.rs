@@ -603,6 +603,74 @@ fn enforce_disables_the_newest_over_the_limit_and_re_enable_restores_them() {
     assert_eq!(p.get("/license/summary").json()["disabled_resources"], 1);
 }
 
+/// `PUT /usage` makes every change of a request in one kv transaction, and
+/// the host lets one transaction write at most 100000 keys: a resource
+/// added or removed is one key (a disabled one removed two), and each kind
+/// added to one more (its id sequence). Up to the limit the request
+/// passes; one key over it is refused before anything is written.
+#[test]
+fn usage_changes_up_to_the_hosts_key_limit_at_once_and_refuses_one_key_more() {
+    let signer = Signer::new(1);
+    let p = Panel::offline(&signer, "");
+    let put = |body: Value| p.admin("PUT", "/usage", &body);
+    let usage = || p.admin("GET", "/usage", &Value::Null).json()["usage"].clone();
+    let refused = |r: &Response, keys: u64| {
+        let v = expect_error(r, 400, "VALIDATION_ERROR");
+        let msg = v["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains(&format!("{keys} keys")) && msg.contains("at most 100000"),
+            "{v}"
+        );
+    };
+
+    // From none, 100000 accounts are 100000 records and the sequence.
+    refused(&put(json!({ "accounts": 100_000 })), 100_001);
+    assert_eq!(
+        usage(),
+        json!({ "accounts": 0, "databases": 0, "domains": 0 })
+    );
+    let r = put(json!({ "accounts": 99_999 }));
+    r.expect(200);
+    assert_eq!(r.json()["usage"]["accounts"], 99_999);
+    // The maximum count, in a second step.
+    put(json!({ "accounts": 100_000 })).expect(200);
+    assert_eq!(usage()["accounts"], 100_000);
+    expect_error(
+        &put(json!({ "accounts": 100_001 })),
+        400,
+        "VALIDATION_ERROR",
+    );
+
+    // Two disabled: removing all is 100002 keys, down to 2 is 100000.
+    let mut lic = signer.license(SEED_KEY, INSTANCE);
+    lic["limits"] = json!({ "max_users": 99_998, "max_domains": -1, "max_databases": -1 });
+    p.upload(SEED_KEY, &signer.envelope(&lic)).expect(200);
+    let r = p.post("/license/enforce", &Value::Null);
+    r.expect(200);
+    assert_eq!(r.json()["disabled_total"], 2, "{}", r.text());
+    refused(&put(json!({ "accounts": 0 })), 100_002);
+    assert_eq!(usage()["accounts"], 100_000);
+    assert_eq!(p.get("/license/disabled-resources").json()["count"], 2);
+    put(json!({ "accounts": 2 })).expect(200);
+    assert_eq!(usage()["accounts"], 2);
+    assert_eq!(p.get("/license/disabled-resources").json()["count"], 0);
+
+    // The kinds of one request add up.
+    refused(
+        &put(json!({ "domains": 50_000, "databases": 50_000 })),
+        100_002,
+    );
+    assert_eq!(
+        usage(),
+        json!({ "accounts": 2, "databases": 0, "domains": 0 })
+    );
+    put(json!({ "domains": 49_999, "databases": 49_999 })).expect(200);
+    assert_eq!(
+        usage(),
+        json!({ "accounts": 2, "databases": 49_999, "domains": 49_999 })
+    );
+}
+
 #[test]
 fn the_61st_request_in_a_window_is_429_with_the_headers_and_a_later_one_passes() {
     let signer = Signer::new(1);

@@ -8,6 +8,9 @@
 //!   written over a key activated meanwhile.
 //! - Enforcement (enforce.rs): re-enables at once each restored the same
 //!   resources and each said so.
+//! - Usage (admin.rs): two `PUT /usage` at once each added or removed what
+//!   the counts it had read called for, so together they overshot (or
+//!   undershot) both counts asked for, and named two resources alike.
 //! - Updates (update.rs): two stagings at once left the state naming one
 //!   artefact and the chunks holding another, or half of each; a staging
 //!   that failed wrote back the state it read before another one staged.
@@ -197,6 +200,90 @@ fn enforcing_and_re_enabling_at_once_disable_and_restore_each_resource_once() {
             (json!(6), json!(0)),
             "round {round}: {l}"
         );
+    }
+}
+
+// ---- Usage ---------------------------------------------------------------
+
+/// The kinds the usage rounds set.
+const USAGE_KINDS: [&str; 2] = ["accounts", "domains"];
+
+/// The counts of [`USAGE_KINDS`] after `puts` in this order, from `start`.
+fn counts_after(start: &Value, puts: [&Value; 2]) -> Vec<u64> {
+    USAGE_KINDS
+        .iter()
+        .map(|k| {
+            puts.iter()
+                .rev()
+                .find_map(|p| p[*k].as_u64())
+                .or(start[*k].as_u64())
+                .expect("start sets every kind")
+        })
+        .collect()
+}
+
+#[test]
+fn usage_set_at_once_ends_at_the_counts_of_one_order_of_the_requests() {
+    let signer = Signer::new(1);
+    let p = Panel::offline(&signer, NO_RATE_LIMIT);
+    // (start, a, b): both add, both remove, one adds while the other
+    // removes, and each sets two kinds, one up and one down.
+    let cases = [
+        (
+            json!({ "accounts": 2, "domains": 2 }),
+            json!({ "accounts": 5 }),
+            json!({ "accounts": 4 }),
+        ),
+        (
+            json!({ "accounts": 6, "domains": 2 }),
+            json!({ "accounts": 3 }),
+            json!({ "accounts": 1 }),
+        ),
+        (
+            json!({ "accounts": 3, "domains": 2 }),
+            json!({ "accounts": 6 }),
+            json!({ "accounts": 1 }),
+        ),
+        (
+            json!({ "accounts": 2, "domains": 2 }),
+            json!({ "accounts": 5, "domains": 1 }),
+            json!({ "accounts": 1, "domains": 5 }),
+        ),
+    ];
+    for round in 0..2 * ROUNDS {
+        let (start, a, b) = &cases[round % cases.len()];
+        p.admin("PUT", "/usage", start).expect(200);
+        let (ra, rb) = both(
+            || p.admin("PUT", "/usage", a),
+            || p.admin("PUT", "/usage", b),
+        );
+        ra.expect(200);
+        rb.expect(200);
+        let usage = p.admin("GET", "/usage", &Value::Null).json()["usage"].clone();
+        let got: Vec<u64> = USAGE_KINDS
+            .iter()
+            .map(|k| usage[*k].as_u64().expect("a count"))
+            .collect();
+        let (ab, ba) = (counts_after(start, [a, b]), counts_after(start, [b, a]));
+        assert!(
+            got == ab || got == ba,
+            "round {round}: from {start}, {a} and {b} at once left {usage}; \
+             one after the other they leave {ab:?} or {ba:?}"
+        );
+        // A serial order leaves `<kind>-1` .. `<kind>-<n>`, oldest first.
+        for (kind, n) in USAGE_KINDS.iter().zip(&got) {
+            let list = p
+                .admin("GET", &format!("/resources?kind={kind}"), &Value::Null)
+                .json();
+            let names: Vec<&str> = list["resources"]
+                .as_array()
+                .expect("resources")
+                .iter()
+                .map(|r| r["name"].as_str().expect("name"))
+                .collect();
+            let want: Vec<String> = (1..=*n).map(|i| format!("{kind}-{i}")).collect();
+            assert_eq!(names, want, "round {round}: {kind}");
+        }
     }
 }
 

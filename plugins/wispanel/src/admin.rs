@@ -104,10 +104,12 @@ fn kind_of(s: &str) -> Result<Kind, ApiError> {
 }
 
 /// `PUT /usage {accounts?, domains?, databases?}`: adds resources named
-/// `<kind>-<n>` or removes the newest until each given count is reached.
+/// `<kind>-<n>` or removes the newest until each given count is reached,
+/// all in one transaction ([`store::set_counts`]), which refuses a change
+/// over the host's keys per transaction.
 fn set_usage(req: &Request) -> ApiResult {
     let body = body_object(req.body())?;
-    let now = time::now();
+    let mut wants = Vec::new();
     for kind in Kind::ALL {
         let Some(v) = body.get(kind.as_str()) else {
             continue;
@@ -115,19 +117,9 @@ fn set_usage(req: &Request) -> ApiResult {
         let want = v.as_u64().filter(|n| *n <= 100_000).ok_or_else(|| {
             ApiError::validation(format!("{} must be a count up to 100000", kind.as_str()))
         })?;
-        let have = store::resources(kind)?;
-        let n = have.len() as u64;
-        if want > n {
-            let names: Vec<String> = (n + 1..=want)
-                .map(|i| format!("{}-{i}", kind.as_str()))
-                .collect();
-            store::add_resources(kind, &names, now)?;
-        } else {
-            for r in have.iter().rev().take((n - want) as usize) {
-                store::remove_resource(kind, r.id)?;
-            }
-        }
+        wants.push((kind, want));
     }
+    store::set_counts(&wants, time::now())?;
     ok(&json!({ "success": true, "usage": usage()? }))
 }
 

@@ -233,29 +233,117 @@ pub fn disabled() -> Result<Vec<Resource>, ApiError> {
         .collect())
 }
 
-/// Adds `names.len()` resources of `kind` in one transaction.
+/// The most keys one kv transaction may write: the host's limit (its
+/// `MAX_TXN_WRITES`). Its byte limit (64 MiB) is far off: a record
+/// `PUT /usage` adds is under 200 bytes with its key, and a removal
+/// buffers only its key.
+pub const MAX_TXN_KEYS: u64 = 100_000;
+
+/// What one request changes writes more keys than one transaction may.
+fn too_many_keys(keys: u64) -> ApiError {
+    ApiError::validation(format!(
+        "this change writes {keys} keys (one per resource added or removed, \
+         two per disabled one removed, one per kind added to) and one request \
+         writes at most {MAX_TXN_KEYS}: make it in smaller steps"
+    ))
+}
+
+/// Adds `names.len()` resources of `kind` in one transaction (at most
+/// [`MAX_TXN_KEYS`] - 1: the kind's id sequence is written too).
 pub fn add_resources(kind: Kind, names: &[String], now: i64) -> Result<Vec<Resource>, ApiError> {
-    Ok(kv::transaction(|txn| {
-        let seq_key = seq_key(kind);
-        let mut seq: u64 = txn.get_json(&seq_key)?.unwrap_or(0);
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            seq += 1;
-            let r = Resource {
-                kind,
-                id: seq,
-                name: name.clone(),
-                created_at: now,
-                disabled: false,
-                disabled_at: None,
-                disabled_reason: None,
-            };
-            txn.set_json(&res_key(kind, seq), &r)?;
-            out.push(r);
+    let keys = names.len() as u64 + 1;
+    if keys > MAX_TXN_KEYS {
+        return Err(too_many_keys(keys));
+    }
+    Ok(kv::transaction(|txn| add_in(txn, kind, names, now))?)
+}
+
+/// Adds `names.len()` resources of `kind` in `txn`, numbered on from the
+/// kind's id sequence as `txn` reads it.
+fn add_in(
+    txn: &kv::Txn,
+    kind: Kind,
+    names: &[String],
+    now: i64,
+) -> Result<Vec<Resource>, wasmgate_sdk::Error> {
+    let seq_key = seq_key(kind);
+    let mut seq: u64 = txn.get_json(&seq_key)?.unwrap_or(0);
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        seq += 1;
+        let r = Resource {
+            kind,
+            id: seq,
+            name: name.clone(),
+            created_at: now,
+            disabled: false,
+            disabled_at: None,
+            disabled_reason: None,
+        };
+        txn.set_json(&res_key(kind, seq), &r)?;
+        out.push(r);
+    }
+    txn.set_json(&seq_key, &seq)?;
+    Ok(out)
+}
+
+/// Brings each kind of `wants` to its count, in one transaction: adds
+/// resources named `<kind>-<n>` (n from the count plus one) or removes the
+/// newest, with their disabled records. How many to add or remove is
+/// decided from the resources as that transaction reads them
+/// ([`resources_in`]), so requests at once end as if made one after the
+/// other, whichever kinds they set. A change that would write more than
+/// [`MAX_TXN_KEYS`] keys is refused (VALIDATION_ERROR, naming how many)
+/// before anything is written.
+pub fn set_counts(wants: &[(Kind, u64)], now: i64) -> Result<(), ApiError> {
+    enum Change {
+        /// The counts to add, `first..=last`.
+        Add(u64, u64),
+        /// The ids to remove, with whether each has a disabled record.
+        Remove(Vec<(u64, bool)>),
+    }
+    kv::transaction(|txn| {
+        let mut changes = Vec::new();
+        let mut keys = 0u64;
+        for &(kind, want) in wants {
+            let have = resources_in(txn, kind)?;
+            let n = have.len() as u64;
+            if want > n {
+                keys += want - n + 1;
+                changes.push((kind, Change::Add(n + 1, want)));
+            } else if want < n {
+                let mut gone = Vec::new();
+                for r in have.iter().rev().take((n - want) as usize) {
+                    let disabled = txn.get(&disabled_key(kind, r.id))?.is_some();
+                    keys += 1 + u64::from(disabled);
+                    gone.push((r.id, disabled));
+                }
+                changes.push((kind, Change::Remove(gone)));
+            }
         }
-        txn.set_json(&seq_key, &seq)?;
-        Ok(out)
-    })?)
+        if keys > MAX_TXN_KEYS {
+            return Ok(Err(too_many_keys(keys)));
+        }
+        for (kind, change) in changes {
+            match change {
+                Change::Add(first, last) => {
+                    let names: Vec<String> = (first..=last)
+                        .map(|i| format!("{}-{i}", kind.as_str()))
+                        .collect();
+                    add_in(txn, kind, &names, now)?;
+                }
+                Change::Remove(gone) => {
+                    for (id, disabled) in gone {
+                        txn.delete(&res_key(kind, id))?;
+                        if disabled {
+                            txn.delete(&disabled_key(kind, id))?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Ok(()))
+    })?
 }
 
 /// Removes a resource (and its disabled record); returns whether it existed.
@@ -266,4 +354,17 @@ pub fn remove_resource(kind: Kind, id: u64) -> Result<bool, ApiError> {
         txn.delete(&disabled_key(kind, id))?;
         Ok(existed)
     })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adding_more_than_one_transaction_writes_is_refused_before_kv() {
+        let names = vec![String::new(); MAX_TXN_KEYS as usize];
+        let e = add_resources(Kind::Accounts, &names, 0).unwrap_err();
+        assert_eq!((e.status, e.code), (400, "VALIDATION_ERROR"));
+        assert!(e.message.contains("100001 keys"), "{}", e.message);
+    }
 }
