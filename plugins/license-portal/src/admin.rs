@@ -28,11 +28,17 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
 }
 
 fn new_signing_key(_: &Request, _: &Params) -> Result<Response, Error> {
-    Ok(Response::json(201, &json!({ "success": true, "key": signing::generate()? })))
+    Ok(Response::json(
+        201,
+        &json!({ "success": true, "key": signing::generate()? }),
+    ))
 }
 
 fn signing_keys(_: &Request, _: &Params) -> Result<Response, Error> {
-    Ok(Response::json(200, &json!({ "success": true, "keys": signing::list()? })))
+    Ok(Response::json(
+        200,
+        &json!({ "success": true, "keys": signing::list()? }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -67,28 +73,59 @@ fn create_key(req: &Request, _: &Params) -> Result<Response, Error> {
         Err(e) => return Ok(fail(400, "VALIDATION_ERROR", &format!("invalid body: {e}"))),
     };
     if !store::valid_tier(&new.tier) {
-        return Ok(fail(400, "VALIDATION_ERROR", "tier must be 1 to 32 characters of a-z 0-9 - _"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "tier must be 1 to 32 characters of a-z 0-9 - _",
+        ));
     }
-    if [new.max_users, new.max_domains, new.max_databases].iter().any(|n| *n < -1) {
-        return Ok(fail(400, "VALIDATION_ERROR", "limits are -1 (unlimited) or at least 0"));
+    if [new.max_users, new.max_domains, new.max_databases]
+        .iter()
+        .any(|n| *n < -1)
+    {
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "limits are -1 (unlimited) or at least 0",
+        ));
     }
     if new.note.len() > 1024 {
-        return Ok(fail(400, "VALIDATION_ERROR", "note is longer than 1024 bytes"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "note is longer than 1024 bytes",
+        ));
     }
     let now = store::now();
     let expires_at = match (new.expires_at, new.valid_days) {
         (Some(_), Some(_)) => {
-            return Ok(fail(400, "VALIDATION_ERROR", "give expires_at or valid_days, not both"));
+            return Ok(fail(
+                400,
+                "VALIDATION_ERROR",
+                "give expires_at or valid_days, not both",
+            ));
         }
         (Some(e), None) => Some(e),
         (None, Some(d)) if d > 0 && d <= 36_500 => Some(now + d * 86_400),
-        (None, Some(_)) => return Ok(fail(400, "VALIDATION_ERROR", "valid_days must be 1 to 36500")),
+        (None, Some(_)) => {
+            return Ok(fail(
+                400,
+                "VALIDATION_ERROR",
+                "valid_days must be 1 to 36500",
+            ));
+        }
         (None, None) => None,
     };
     let key = match &new.key {
         Some(k) => match store::normalise_key(k) {
             Some(k) => k,
-            None => return Ok(fail(400, "VALIDATION_ERROR", "key must be 8 to 64 characters of A-Z 0-9 -")),
+            None => {
+                return Ok(fail(
+                    400,
+                    "VALIDATION_ERROR",
+                    "key must be 8 to 64 characters of A-Z 0-9 -",
+                ));
+            }
         },
         None => store::new_key(&crypto::random_bytes(12)),
     };
@@ -120,7 +157,10 @@ fn create_key(req: &Request, _: &Params) -> Result<Response, Error> {
     if !created {
         return Ok(fail(409, "KEY_EXISTS", "That license key exists"));
     }
-    Ok(Response::json(201, &json!({ "success": true, "key": record.view() })))
+    Ok(Response::json(
+        201,
+        &json!({ "success": true, "key": record.view() }),
+    ))
 }
 
 fn list_keys(_: &Request, _: &Params) -> Result<Response, Error> {
@@ -130,7 +170,10 @@ fn list_keys(_: &Request, _: &Params) -> Result<Response, Error> {
         .collect();
     keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.key.cmp(&b.key)));
     let keys: Vec<Value> = keys.iter().map(LicenseKey::view).collect();
-    Ok(Response::json(200, &json!({ "success": true, "keys": keys })))
+    Ok(Response::json(
+        200,
+        &json!({ "success": true, "keys": keys }),
+    ))
 }
 
 fn show_key(_: &Request, p: &Params) -> Result<Response, Error> {
@@ -138,7 +181,10 @@ fn show_key(_: &Request, p: &Params) -> Result<Response, Error> {
         return Ok(fail(404, "LICENSE_NOT_FOUND", "Unknown license key"));
     };
     match kv::get_json::<LicenseKey>(&store::license_kv(&key))? {
-        Some(k) => Ok(Response::json(200, &json!({ "success": true, "key": k.view() }))),
+        Some(k) => Ok(Response::json(
+            200,
+            &json!({ "success": true, "key": k.view() }),
+        )),
         None => Ok(fail(404, "LICENSE_NOT_FOUND", "Unknown license key")),
     }
 }
@@ -157,7 +203,10 @@ fn update_key(p: &Params, change: impl Fn(&mut LicenseKey)) -> Result<Response, 
         Ok(Some(record))
     })?;
     match updated {
-        Some(k) => Ok(Response::json(200, &json!({ "success": true, "key": k.view() }))),
+        Some(k) => Ok(Response::json(
+            200,
+            &json!({ "success": true, "key": k.view() }),
+        )),
         None => Ok(fail(404, "LICENSE_NOT_FOUND", "Unknown license key")),
     }
 }
@@ -215,20 +264,40 @@ fn publish(req: &Request, _: &Params) -> Result<Response, Error> {
         Err(e) => return Ok(fail(400, "VALIDATION_ERROR", &format!("invalid body: {e}"))),
     };
     if store::parse_version(&new.version).is_none() {
-        return Ok(fail(400, "VALIDATION_ERROR", "version must be MAJOR.MINOR.PATCH, digits only"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "version must be MAJOR.MINOR.PATCH, digits only",
+        ));
     }
     if !store::valid_channel(&new.channel) {
-        return Ok(fail(400, "VALIDATION_ERROR", "channel must be 1 to 32 characters of a-z 0-9 -"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "channel must be 1 to 32 characters of a-z 0-9 -",
+        ));
     }
     if new.changelog.len() > MAX_CHANGELOG {
-        return Ok(fail(400, "VALIDATION_ERROR", &format!("changelog is longer than {MAX_CHANGELOG} bytes")));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            &format!("changelog is longer than {MAX_CHANGELOG} bytes"),
+        ));
     }
     let Ok(artefact) = B64.decode(new.artefact.as_bytes()) else {
-        return Ok(fail(400, "VALIDATION_ERROR", "artefact is not standard base64"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "artefact is not standard base64",
+        ));
     };
     let max = store::setting_u64("max_artefact_bytes", 8 << 20)?;
     if artefact.is_empty() || artefact.len() as u64 > max {
-        return Ok(fail(400, "VALIDATION_ERROR", &format!("artefact must be 1 to {max} bytes")));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            &format!("artefact must be 1 to {max} bytes"),
+        ));
     }
     let Some(signer) = Active::load()? else {
         return Ok(fail(503, "NO_SIGNING_KEY", "The portal has no signing key"));
@@ -261,26 +330,44 @@ fn publish(req: &Request, _: &Params) -> Result<Response, Error> {
             return Ok(false);
         }
         for (n, chunk) in artefact.chunks(CHUNK).enumerate() {
-            t.set(&store::chunk_kv(&release.channel, &release.version, n as u32), chunk)?;
+            t.set(
+                &store::chunk_kv(&release.channel, &release.version, n as u32),
+                chunk,
+            )?;
         }
         t.set_json(&meta, &release)?;
         Ok(true)
     })?;
     if !published {
-        return Ok(fail(409, "RELEASE_EXISTS", "That version is already published on that channel"));
+        return Ok(fail(
+            409,
+            "RELEASE_EXISTS",
+            "That version is already published on that channel",
+        ));
     }
-    Ok(Response::json(201, &json!({ "success": true, "release": release.view(true) })))
+    Ok(Response::json(
+        201,
+        &json!({ "success": true, "release": release.view(true) }),
+    ))
 }
 
 fn all_releases(_: &Request, _: &Params) -> Result<Response, Error> {
     let mut channels: Vec<String> = kv::list(store::RELEASE_PREFIX)?
         .into_iter()
-        .filter_map(|(k, _)| k.strip_prefix(store::RELEASE_PREFIX)?.split('/').next().map(str::to_string))
+        .filter_map(|(k, _)| {
+            k.strip_prefix(store::RELEASE_PREFIX)?
+                .split('/')
+                .next()
+                .map(str::to_string)
+        })
         .collect();
     channels.dedup();
     let mut out = Vec::new();
     for c in channels {
         out.extend(channel_releases(&c)?.iter().map(|r| r.view(false)));
     }
-    Ok(Response::json(200, &json!({ "success": true, "releases": out })))
+    Ok(Response::json(
+        200,
+        &json!({ "success": true, "releases": out }),
+    ))
 }

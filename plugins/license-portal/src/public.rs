@@ -21,7 +21,10 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
 }
 
 fn keys(_: &Request, _: &Params) -> Result<Response, Error> {
-    Ok(Response::json(200, &json!({ "success": true, "keys": signing::list()? })))
+    Ok(Response::json(
+        200,
+        &json!({ "success": true, "keys": signing::list()? }),
+    ))
 }
 
 /// The signed license payload; field order is the order of the bytes.
@@ -72,9 +75,16 @@ fn license(req: &Request, mode: Mode) -> Result<Response, Error> {
         return Ok(fail(400, "VALIDATION_ERROR", "License key is required"));
     }
     let Some(key) = store::normalise_key(key) else {
-        return Ok(fail(400, "VALIDATION_ERROR", "License key format is invalid"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "License key format is invalid",
+        ));
     };
-    let instance = body.get("instance_id").and_then(Value::as_str).unwrap_or("");
+    let instance = body
+        .get("instance_id")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if instance.is_empty() {
         return Ok(fail(400, "VALIDATION_ERROR", "instance_id is required"));
     }
@@ -95,7 +105,10 @@ fn license(req: &Request, mode: Mode) -> Result<Response, Error> {
     };
     let refresh_days = store::setting_u64("refresh_days", 14)?;
     let grace_days = store::setting_u64("grace_days", 7)?;
-    let license_id = format!("lic_{}", wasmgate_sdk::crypto::hex(&wasmgate_sdk::crypto::random_bytes(8)));
+    let license_id = format!(
+        "lic_{}",
+        wasmgate_sdk::crypto::hex(&wasmgate_sdk::crypto::random_bytes(8))
+    );
 
     // One transaction: two panels activating an unbound key at once cannot
     // both bind it.
@@ -105,17 +118,29 @@ fn license(req: &Request, mode: Mode) -> Result<Response, Error> {
             return Ok(Err(fail(404, "LICENSE_NOT_FOUND", "Unknown license key")));
         };
         if record.revoked {
-            return Ok(Err(fail(403, "LICENSE_REVOKED", "License key has been revoked")));
+            return Ok(Err(fail(
+                403,
+                "LICENSE_REVOKED",
+                "License key has been revoked",
+            )));
         }
         if record.expires_at.is_some_and(|e| e <= now) {
             return Ok(Err(fail(403, "LICENSE_EXPIRED", "License key has expired")));
         }
         match (&record.instance_id, mode) {
             (Some(bound), _) if bound != instance => {
-                return Ok(Err(fail(409, "INSTANCE_MISMATCH", "License key is activated on another instance")));
+                return Ok(Err(fail(
+                    409,
+                    "INSTANCE_MISMATCH",
+                    "License key is activated on another instance",
+                )));
             }
             (None, Mode::Refresh | Mode::Verify) => {
-                return Ok(Err(fail(409, "NOT_ACTIVATED", "License key is not activated")));
+                return Ok(Err(fail(
+                    409,
+                    "NOT_ACTIVATED",
+                    "License key is not activated",
+                )));
             }
             _ => {}
         }
@@ -176,10 +201,11 @@ fn license(req: &Request, mode: Mode) -> Result<Response, Error> {
 
 /// Every release of `channel`, highest version first.
 pub fn channel_releases(channel: &str) -> Result<Vec<Release>, Error> {
-    let mut all: Vec<Release> = kv::list_json::<Release>(&format!("{}{channel}/", store::RELEASE_PREFIX))?
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
+    let mut all: Vec<Release> =
+        kv::list_json::<Release>(&format!("{}{channel}/", store::RELEASE_PREFIX))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect();
     all.sort_by_key(|r| std::cmp::Reverse(store::parse_version(&r.version)));
     Ok(all)
 }
@@ -189,7 +215,11 @@ fn channel_of(req: &Request) -> Result<String, Response> {
     if store::valid_channel(&channel) {
         Ok(channel)
     } else {
-        Err(fail(400, "VALIDATION_ERROR", "channel must be 1 to 32 characters of a-z 0-9 -"))
+        Err(fail(
+            400,
+            "VALIDATION_ERROR",
+            "channel must be 1 to 32 characters of a-z 0-9 -",
+        ))
     }
 }
 
@@ -199,8 +229,15 @@ fn latest(req: &Request, _: &Params) -> Result<Response, Error> {
         Err(r) => return Ok(r),
     };
     match channel_releases(&channel)?.first() {
-        Some(r) => Ok(Response::json(200, &json!({ "success": true, "release": r.view(true) }))),
-        None => Ok(fail(404, "NO_RELEASE", &format!("No release on channel {channel}"))),
+        Some(r) => Ok(Response::json(
+            200,
+            &json!({ "success": true, "release": r.view(true) }),
+        )),
+        None => Ok(fail(
+            404,
+            "NO_RELEASE",
+            &format!("No release on channel {channel}"),
+        )),
     }
 }
 
@@ -209,8 +246,14 @@ fn releases(req: &Request, _: &Params) -> Result<Response, Error> {
         Ok(c) => c,
         Err(r) => return Ok(r),
     };
-    let list: Vec<Value> = channel_releases(&channel)?.iter().map(|r| r.view(false)).collect();
-    Ok(Response::json(200, &json!({ "success": true, "releases": list })))
+    let list: Vec<Value> = channel_releases(&channel)?
+        .iter()
+        .map(|r| r.view(false))
+        .collect();
+    Ok(Response::json(
+        200,
+        &json!({ "success": true, "releases": list }),
+    ))
 }
 
 fn download(_: &Request, p: &Params) -> Result<Response, Error> {
@@ -231,6 +274,9 @@ fn download(_: &Request, p: &Params) -> Result<Response, Error> {
         .with_header("x-artefact-sha256", release.sha256.clone())
         .with_header(
             "content-disposition",
-            format!("attachment; filename=\"wispanel-{}-{}.bin\"", release.channel, release.version),
+            format!(
+                "attachment; filename=\"wispanel-{}-{}.bin\"",
+                release.channel, release.version
+            ),
         ))
 }

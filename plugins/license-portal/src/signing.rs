@@ -48,7 +48,8 @@ impl Active {
     /// The envelope of `payload`, serialised exactly once: those bytes are
     /// what the signature covers.
     pub fn seal<T: Serialize>(&self, payload: &T) -> Result<serde_json::Value, Error> {
-        let bytes = serde_json::to_vec(payload).map_err(|e| Error::internal(format!("encoding: {e}")))?;
+        let bytes =
+            serde_json::to_vec(payload).map_err(|e| Error::internal(format!("encoding: {e}")))?;
         let signature = self.key.sign(&bytes);
         Ok(json!({
             "alg": ALG,
@@ -87,7 +88,11 @@ pub fn list() -> Result<Vec<serde_json::Value>, Error> {
         .into_iter()
         .map(|(_, r)| r)
         .collect();
-    keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.key_id.cmp(&b.key_id)));
+    keys.sort_by(|a, b| {
+        b.created_at
+            .cmp(&a.created_at)
+            .then(a.key_id.cmp(&b.key_id))
+    });
     Ok(keys
         .iter()
         .map(|r| public_view(r, active.as_deref() == Some(r.key_id.as_str())))
