@@ -34,5 +34,6 @@ mod e2e {
     mod wgdashboard;
     mod wireguard;
     mod wispanel;
+    mod wispanel_lists;
     mod wispanel_races;
 }
