@@ -28,6 +28,7 @@ mod e2e {
     mod vpnpanel_races;
     mod vpnpanel_wg;
     mod license_portal;
+    mod license_portal_lists;
     mod server;
     mod shutdown;
     mod storage;

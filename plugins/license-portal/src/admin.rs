@@ -5,11 +5,12 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use wasmgate_sdk::{Error, Params, Request, Response, Router, crypto, kv};
 
 use crate::fail;
-use crate::public::channel_releases;
+use crate::paging;
+use crate::public::order;
 use crate::signing::{self, ALG, Active};
 use crate::store::{self, CHUNK, LicenseKey, Limits, MAX_CHANGELOG, Release};
 
@@ -34,11 +35,8 @@ fn new_signing_key(_: &Request, _: &Params) -> Result<Response, Error> {
     ))
 }
 
-fn signing_keys(_: &Request, _: &Params) -> Result<Response, Error> {
-    Ok(Response::json(
-        200,
-        &json!({ "success": true, "keys": signing::list()? }),
-    ))
+fn signing_keys(req: &Request, _: &Params) -> Result<Response, Error> {
+    signing::list(req)
 }
 
 #[derive(Deserialize)]
@@ -163,17 +161,39 @@ fn create_key(req: &Request, _: &Params) -> Result<Response, Error> {
     ))
 }
 
-fn list_keys(_: &Request, _: &Params) -> Result<Response, Error> {
-    let mut keys: Vec<LicenseKey> = kv::list_json::<LicenseKey>(store::LICENSE_PREFIX)?
-        .into_iter()
-        .map(|(_, k)| k)
-        .collect();
-    keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.key.cmp(&b.key)));
-    let keys: Vec<Value> = keys.iter().map(LicenseKey::view).collect();
-    Ok(Response::json(
-        200,
-        &json!({ "success": true, "keys": keys }),
-    ))
+/// `GET /keys`: `{"keys":[...],"success":true}`, oldest first, then by
+/// key; pages with `limit` and `cursor` (a key).
+fn list_keys(req: &Request, _: &Params) -> Result<Response, Error> {
+    let paging = match paging::paging(req) {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused),
+    };
+    let after = match paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        Some(c) => match kv::get_json::<LicenseKey>(&store::license_kv(c))? {
+            Some(k) => Some((k.created_at, k.key)),
+            None => return Ok(paging::bad_cursor()),
+        },
+        None => None,
+    };
+    let mut items = Vec::new();
+    paging::walk(
+        store::LICENSE_PREFIX,
+        paging::MAX_LIMIT as u32,
+        |key, value| {
+            let k: LicenseKey = serde_json::from_slice(value)
+                .map_err(|e| Error::internal(format!("{key}: {e}")))?;
+            items.push(((k.created_at, k.key.clone()), k.key));
+            Ok(())
+        },
+    )?;
+    paging::sorted(
+        "keys",
+        paging.as_ref(),
+        items,
+        after,
+        |_, key| key.to_string(),
+        |key| Ok(kv::get_json::<LicenseKey>(&store::license_kv(key))?.map(|k| k.view())),
+    )
 }
 
 fn show_key(_: &Request, p: &Params) -> Result<Response, Error> {
@@ -351,23 +371,48 @@ fn publish(req: &Request, _: &Params) -> Result<Response, Error> {
     ))
 }
 
-fn all_releases(_: &Request, _: &Params) -> Result<Response, Error> {
-    let mut channels: Vec<String> = kv::list(store::RELEASE_PREFIX)?
-        .into_iter()
-        .filter_map(|(k, _)| {
-            k.strip_prefix(store::RELEASE_PREFIX)?
-                .split('/')
-                .next()
-                .map(str::to_string)
-        })
-        .collect();
-    channels.dedup();
-    let mut out = Vec::new();
-    for c in channels {
-        out.extend(channel_releases(&c)?.iter().map(|r| r.view(false)));
-    }
-    Ok(Response::json(
-        200,
-        &json!({ "success": true, "releases": out }),
-    ))
+/// `GET /releases`: `{"releases":[...],"success":true}`, channel by
+/// channel, each highest version first, without manifests; pages with
+/// `limit` and `cursor` (`<channel>/<version>`).
+fn all_releases(req: &Request, _: &Params) -> Result<Response, Error> {
+    let paging = match paging::paging(req) {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused),
+    };
+    let after = match paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        Some(c) => match c.split_once('/').and_then(|(channel, version)| {
+            let o = store::valid_channel(channel).then(|| order(version))??;
+            Some((channel.to_string(), o))
+        }) {
+            Some(a) => Some(a),
+            None => return Ok(paging::bad_cursor()),
+        },
+        None => None,
+    };
+    let mut items = Vec::new();
+    paging::walk(store::RELEASE_PREFIX, store::RELEASE_PAGE, |key, _| {
+        let rest = &key[store::RELEASE_PREFIX.len()..];
+        if let Some((channel, version)) = rest.split_once('/')
+            && let Some(o) = order(version)
+        {
+            items.push(((channel.to_string(), o), rest.to_string()));
+        }
+        Ok(())
+    })?;
+    paging::sorted(
+        "releases",
+        paging.as_ref(),
+        items,
+        after,
+        |_, id| id.to_string(),
+        |id| {
+            let Some((channel, version)) = id.split_once('/') else {
+                return Ok(None);
+            };
+            Ok(
+                kv::get_json::<Release>(&store::release_kv(channel, version))?
+                    .map(|r| r.view(false)),
+            )
+        },
+    )
 }

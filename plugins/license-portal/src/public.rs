@@ -4,7 +4,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use wasmgate_sdk::{Error, Params, Request, Response, Router, kv};
 
+use std::cmp::Reverse;
+
 use crate::fail;
+use crate::paging;
 use crate::signing::{self, ALG, Active};
 use crate::store::{self, LicenseKey, Limits, Release};
 
@@ -20,11 +23,8 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
         .handle(req)
 }
 
-fn keys(_: &Request, _: &Params) -> Result<Response, Error> {
-    Ok(Response::json(
-        200,
-        &json!({ "success": true, "keys": signing::list()? }),
-    ))
+fn keys(req: &Request, _: &Params) -> Result<Response, Error> {
+    signing::list(req)
 }
 
 /// The signed license payload; field order is the order of the bytes.
@@ -199,14 +199,28 @@ fn license(req: &Request, mode: Mode) -> Result<Response, Error> {
     Ok(outcome.unwrap_or_else(|refused| refused))
 }
 
-/// Every release of `channel`, highest version first.
-pub fn channel_releases(channel: &str) -> Result<Vec<Release>, Error> {
-    let mut all: Vec<Release> =
-        kv::list_json::<Release>(&format!("{}{channel}/", store::RELEASE_PREFIX))?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect();
-    all.sort_by_key(|r| std::cmp::Reverse(store::parse_version(&r.version)));
+/// Where a release is in its channel's list: highest version first
+/// (numerically), then by the version's text.
+pub type Order = (Reverse<(u64, u64, u64)>, String);
+
+pub fn order(version: &str) -> Option<Order> {
+    Some((Reverse(store::parse_version(version)?), version.to_string()))
+}
+
+/// The releases of `channel` in their order, as (order, version), from
+/// their kv keys: a release's value (its changelog and manifest) is read
+/// only when it is listed.
+pub fn channel_versions(channel: &str) -> Result<Vec<(Order, String)>, Error> {
+    let prefix = format!("{}{channel}/", store::RELEASE_PREFIX);
+    let mut all = Vec::new();
+    paging::walk(&prefix, store::RELEASE_PAGE, |key, _| {
+        let version = &key[prefix.len()..];
+        if let Some(o) = order(version) {
+            all.push((o, version.to_string()));
+        }
+        Ok(())
+    })?;
+    all.sort();
     Ok(all)
 }
 
@@ -228,7 +242,11 @@ fn latest(req: &Request, _: &Params) -> Result<Response, Error> {
         Ok(c) => c,
         Err(r) => return Ok(r),
     };
-    match channel_releases(&channel)?.first() {
+    let highest = match channel_versions(&channel)?.first() {
+        Some((_, version)) => kv::get_json::<Release>(&store::release_kv(&channel, version))?,
+        None => None,
+    };
+    match highest {
         Some(r) => Ok(Response::json(
             200,
             &json!({ "success": true, "release": r.view(true) }),
@@ -241,19 +259,38 @@ fn latest(req: &Request, _: &Params) -> Result<Response, Error> {
     }
 }
 
+/// `GET releases?channel=`: `{"releases":[...],"success":true}`, highest
+/// version first, without manifests; pages with `limit` and `cursor` (a
+/// version: the page lists the releases below it).
 fn releases(req: &Request, _: &Params) -> Result<Response, Error> {
     let channel = match channel_of(req) {
         Ok(c) => c,
         Err(r) => return Ok(r),
     };
-    let list: Vec<Value> = channel_releases(&channel)?
-        .iter()
-        .map(|r| r.view(false))
-        .collect();
-    Ok(Response::json(
-        200,
-        &json!({ "success": true, "releases": list }),
-    ))
+    let paging = match paging::paging(req) {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused),
+    };
+    let after = match paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        Some(c) => match order(c) {
+            Some(o) => Some(o),
+            None => return Ok(paging::bad_cursor()),
+        },
+        None => None,
+    };
+    paging::sorted(
+        "releases",
+        paging.as_ref(),
+        channel_versions(&channel)?,
+        after,
+        |_, version| version.to_string(),
+        |version| {
+            Ok(
+                kv::get_json::<Release>(&store::release_kv(&channel, version))?
+                    .map(|r| r.view(false)),
+            )
+        },
+    )
 }
 
 fn download(_: &Request, p: &Params) -> Result<Response, Error> {

@@ -18,6 +18,9 @@ pub const LICENSE_PREFIX: &str = "lk/";
 pub const RELEASE_PREFIX: &str = "rel/";
 /// kv values are capped at 1 MiB by the host.
 pub const CHUNK: usize = 512 * 1024;
+/// Releases are listed this many kv entries at a time: each value holds a
+/// changelog of up to [`MAX_CHANGELOG`] bytes.
+pub const RELEASE_PAGE: u32 = 64;
 /// The longest changelog accepted, in bytes.
 pub const MAX_CHANGELOG: usize = 64 * 1024;
 
