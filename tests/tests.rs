@@ -28,11 +28,13 @@ mod e2e {
     mod vpnpanel_races;
     mod vpnpanel_wg;
     mod license_portal;
+    mod license_portal_lists;
     mod server;
     mod shutdown;
     mod storage;
     mod wgdashboard;
     mod wireguard;
     mod wispanel;
+    mod wispanel_lists;
     mod wispanel_races;
 }

@@ -5,11 +5,12 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use wasmgate_sdk::{Error, Params, Request, Response, Router, crypto, kv};
 
 use crate::fail;
-use crate::public::channel_releases;
+use crate::paging;
+use crate::public::order;
 use crate::signing::{self, ALG, Active};
 use crate::store::{self, CHUNK, LicenseKey, Limits, MAX_CHANGELOG, Release};
 
@@ -28,11 +29,14 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
 }
 
 fn new_signing_key(_: &Request, _: &Params) -> Result<Response, Error> {
-    Ok(Response::json(201, &json!({ "success": true, "key": signing::generate()? })))
+    Ok(Response::json(
+        201,
+        &json!({ "success": true, "key": signing::generate()? }),
+    ))
 }
 
-fn signing_keys(_: &Request, _: &Params) -> Result<Response, Error> {
-    Ok(Response::json(200, &json!({ "success": true, "keys": signing::list()? })))
+fn signing_keys(req: &Request, _: &Params) -> Result<Response, Error> {
+    signing::list(req)
 }
 
 #[derive(Deserialize)]
@@ -67,28 +71,59 @@ fn create_key(req: &Request, _: &Params) -> Result<Response, Error> {
         Err(e) => return Ok(fail(400, "VALIDATION_ERROR", &format!("invalid body: {e}"))),
     };
     if !store::valid_tier(&new.tier) {
-        return Ok(fail(400, "VALIDATION_ERROR", "tier must be 1 to 32 characters of a-z 0-9 - _"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "tier must be 1 to 32 characters of a-z 0-9 - _",
+        ));
     }
-    if [new.max_users, new.max_domains, new.max_databases].iter().any(|n| *n < -1) {
-        return Ok(fail(400, "VALIDATION_ERROR", "limits are -1 (unlimited) or at least 0"));
+    if [new.max_users, new.max_domains, new.max_databases]
+        .iter()
+        .any(|n| *n < -1)
+    {
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "limits are -1 (unlimited) or at least 0",
+        ));
     }
     if new.note.len() > 1024 {
-        return Ok(fail(400, "VALIDATION_ERROR", "note is longer than 1024 bytes"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "note is longer than 1024 bytes",
+        ));
     }
     let now = store::now();
     let expires_at = match (new.expires_at, new.valid_days) {
         (Some(_), Some(_)) => {
-            return Ok(fail(400, "VALIDATION_ERROR", "give expires_at or valid_days, not both"));
+            return Ok(fail(
+                400,
+                "VALIDATION_ERROR",
+                "give expires_at or valid_days, not both",
+            ));
         }
         (Some(e), None) => Some(e),
         (None, Some(d)) if d > 0 && d <= 36_500 => Some(now + d * 86_400),
-        (None, Some(_)) => return Ok(fail(400, "VALIDATION_ERROR", "valid_days must be 1 to 36500")),
+        (None, Some(_)) => {
+            return Ok(fail(
+                400,
+                "VALIDATION_ERROR",
+                "valid_days must be 1 to 36500",
+            ));
+        }
         (None, None) => None,
     };
     let key = match &new.key {
         Some(k) => match store::normalise_key(k) {
             Some(k) => k,
-            None => return Ok(fail(400, "VALIDATION_ERROR", "key must be 8 to 64 characters of A-Z 0-9 -")),
+            None => {
+                return Ok(fail(
+                    400,
+                    "VALIDATION_ERROR",
+                    "key must be 8 to 64 characters of A-Z 0-9 -",
+                ));
+            }
         },
         None => store::new_key(&crypto::random_bytes(12)),
     };
@@ -120,17 +155,45 @@ fn create_key(req: &Request, _: &Params) -> Result<Response, Error> {
     if !created {
         return Ok(fail(409, "KEY_EXISTS", "That license key exists"));
     }
-    Ok(Response::json(201, &json!({ "success": true, "key": record.view() })))
+    Ok(Response::json(
+        201,
+        &json!({ "success": true, "key": record.view() }),
+    ))
 }
 
-fn list_keys(_: &Request, _: &Params) -> Result<Response, Error> {
-    let mut keys: Vec<LicenseKey> = kv::list_json::<LicenseKey>(store::LICENSE_PREFIX)?
-        .into_iter()
-        .map(|(_, k)| k)
-        .collect();
-    keys.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.key.cmp(&b.key)));
-    let keys: Vec<Value> = keys.iter().map(LicenseKey::view).collect();
-    Ok(Response::json(200, &json!({ "success": true, "keys": keys })))
+/// `GET /keys`: `{"keys":[...],"success":true}`, oldest first, then by
+/// key; pages with `limit` and `cursor` (a key).
+fn list_keys(req: &Request, _: &Params) -> Result<Response, Error> {
+    let paging = match paging::paging(req) {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused),
+    };
+    let after = match paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        Some(c) => match kv::get_json::<LicenseKey>(&store::license_kv(c))? {
+            Some(k) => Some((k.created_at, k.key)),
+            None => return Ok(paging::bad_cursor()),
+        },
+        None => None,
+    };
+    let mut items = Vec::new();
+    paging::walk(
+        store::LICENSE_PREFIX,
+        paging::MAX_LIMIT as u32,
+        |key, value| {
+            let k: LicenseKey = serde_json::from_slice(value)
+                .map_err(|e| Error::internal(format!("{key}: {e}")))?;
+            items.push(((k.created_at, k.key.clone()), k.key));
+            Ok(())
+        },
+    )?;
+    paging::sorted(
+        "keys",
+        paging.as_ref(),
+        items,
+        after,
+        |_, key| key.to_string(),
+        |key| Ok(kv::get_json::<LicenseKey>(&store::license_kv(key))?.map(|k| k.view())),
+    )
 }
 
 fn show_key(_: &Request, p: &Params) -> Result<Response, Error> {
@@ -138,7 +201,10 @@ fn show_key(_: &Request, p: &Params) -> Result<Response, Error> {
         return Ok(fail(404, "LICENSE_NOT_FOUND", "Unknown license key"));
     };
     match kv::get_json::<LicenseKey>(&store::license_kv(&key))? {
-        Some(k) => Ok(Response::json(200, &json!({ "success": true, "key": k.view() }))),
+        Some(k) => Ok(Response::json(
+            200,
+            &json!({ "success": true, "key": k.view() }),
+        )),
         None => Ok(fail(404, "LICENSE_NOT_FOUND", "Unknown license key")),
     }
 }
@@ -157,7 +223,10 @@ fn update_key(p: &Params, change: impl Fn(&mut LicenseKey)) -> Result<Response, 
         Ok(Some(record))
     })?;
     match updated {
-        Some(k) => Ok(Response::json(200, &json!({ "success": true, "key": k.view() }))),
+        Some(k) => Ok(Response::json(
+            200,
+            &json!({ "success": true, "key": k.view() }),
+        )),
         None => Ok(fail(404, "LICENSE_NOT_FOUND", "Unknown license key")),
     }
 }
@@ -215,20 +284,43 @@ fn publish(req: &Request, _: &Params) -> Result<Response, Error> {
         Err(e) => return Ok(fail(400, "VALIDATION_ERROR", &format!("invalid body: {e}"))),
     };
     if store::parse_version(&new.version).is_none() {
-        return Ok(fail(400, "VALIDATION_ERROR", "version must be MAJOR.MINOR.PATCH, digits only"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "version must be MAJOR.MINOR.PATCH, digits only",
+        ));
     }
     if !store::valid_channel(&new.channel) {
-        return Ok(fail(400, "VALIDATION_ERROR", "channel must be 1 to 32 characters of a-z 0-9 -"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "channel must be 1 to 32 characters of a-z 0-9 -",
+        ));
     }
     if new.changelog.len() > MAX_CHANGELOG {
-        return Ok(fail(400, "VALIDATION_ERROR", &format!("changelog is longer than {MAX_CHANGELOG} bytes")));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            &format!("changelog is longer than {MAX_CHANGELOG} bytes"),
+        ));
     }
     let Ok(artefact) = B64.decode(new.artefact.as_bytes()) else {
-        return Ok(fail(400, "VALIDATION_ERROR", "artefact is not standard base64"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "artefact is not standard base64",
+        ));
     };
-    let max = store::setting_u64("max_artefact_bytes", 8 << 20)?;
+    // A download answers the artefact as its body: one that would not fit
+    // in the response cap could be published but never fetched.
+    let max = store::setting_u64("max_artefact_bytes", 8 << 20)?
+        .min(crate::paging::max_response_bytes()? as u64);
     if artefact.is_empty() || artefact.len() as u64 > max {
-        return Ok(fail(400, "VALIDATION_ERROR", &format!("artefact must be 1 to {max} bytes")));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            &format!("artefact must be 1 to {max} bytes"),
+        ));
     }
     let Some(signer) = Active::load()? else {
         return Ok(fail(503, "NO_SIGNING_KEY", "The portal has no signing key"));
@@ -261,26 +353,69 @@ fn publish(req: &Request, _: &Params) -> Result<Response, Error> {
             return Ok(false);
         }
         for (n, chunk) in artefact.chunks(CHUNK).enumerate() {
-            t.set(&store::chunk_kv(&release.channel, &release.version, n as u32), chunk)?;
+            t.set(
+                &store::chunk_kv(&release.channel, &release.version, n as u32),
+                chunk,
+            )?;
         }
         t.set_json(&meta, &release)?;
         Ok(true)
     })?;
     if !published {
-        return Ok(fail(409, "RELEASE_EXISTS", "That version is already published on that channel"));
+        return Ok(fail(
+            409,
+            "RELEASE_EXISTS",
+            "That version is already published on that channel",
+        ));
     }
-    Ok(Response::json(201, &json!({ "success": true, "release": release.view(true) })))
+    Ok(Response::json(
+        201,
+        &json!({ "success": true, "release": release.view(true) }),
+    ))
 }
 
-fn all_releases(_: &Request, _: &Params) -> Result<Response, Error> {
-    let mut channels: Vec<String> = kv::list(store::RELEASE_PREFIX)?
-        .into_iter()
-        .filter_map(|(k, _)| k.strip_prefix(store::RELEASE_PREFIX)?.split('/').next().map(str::to_string))
-        .collect();
-    channels.dedup();
-    let mut out = Vec::new();
-    for c in channels {
-        out.extend(channel_releases(&c)?.iter().map(|r| r.view(false)));
-    }
-    Ok(Response::json(200, &json!({ "success": true, "releases": out })))
+/// `GET /releases`: `{"releases":[...],"success":true}`, channel by
+/// channel, each highest version first, without manifests; pages with
+/// `limit` and `cursor` (`<channel>/<version>`).
+fn all_releases(req: &Request, _: &Params) -> Result<Response, Error> {
+    let paging = match paging::paging(req) {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused),
+    };
+    let after = match paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        Some(c) => match c.split_once('/').and_then(|(channel, version)| {
+            let o = store::valid_channel(channel).then(|| order(version))??;
+            Some((channel.to_string(), o))
+        }) {
+            Some(a) => Some(a),
+            None => return Ok(paging::bad_cursor()),
+        },
+        None => None,
+    };
+    let mut items = Vec::new();
+    paging::walk(store::RELEASE_PREFIX, store::RELEASE_PAGE, |key, _| {
+        let rest = &key[store::RELEASE_PREFIX.len()..];
+        if let Some((channel, version)) = rest.split_once('/')
+            && let Some(o) = order(version)
+        {
+            items.push(((channel.to_string(), o), rest.to_string()));
+        }
+        Ok(())
+    })?;
+    paging::sorted(
+        "releases",
+        paging.as_ref(),
+        items,
+        after,
+        |_, id| id.to_string(),
+        |id| {
+            let Some((channel, version)) = id.split_once('/') else {
+                return Ok(None);
+            };
+            Ok(
+                kv::get_json::<Release>(&store::release_kv(channel, version))?
+                    .map(|r| r.view(false)),
+            )
+        },
+    )
 }

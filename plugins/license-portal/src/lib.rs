@@ -9,13 +9,15 @@
 //!    (signing keys, license keys, publishing releases);
 //! 3. [`signing`]: the signed envelope shared by license files and release
 //!    manifests, and the signing keys;
-//! 4. [`store`]: records, their kv keys and the small helpers.
+//! 4. [`store`]: records, their kv keys and the small helpers;
+//!    [`paging`]: how every list pages past the response cap.
 //!
 //! Signing runs in the guest (ed25519-dalek): the host's crypto capability
 //! verifies only, and the private seed never leaves this plugin's kv
 //! namespace, which no other plugin can read.
 
 mod admin;
+mod paging;
 mod public;
 mod signing;
 mod store;

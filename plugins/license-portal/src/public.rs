@@ -4,7 +4,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use wasmgate_sdk::{Error, Params, Request, Response, Router, kv};
 
+use std::cmp::Reverse;
+
 use crate::fail;
+use crate::paging;
 use crate::signing::{self, ALG, Active};
 use crate::store::{self, LicenseKey, Limits, Release};
 
@@ -20,8 +23,8 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
         .handle(req)
 }
 
-fn keys(_: &Request, _: &Params) -> Result<Response, Error> {
-    Ok(Response::json(200, &json!({ "success": true, "keys": signing::list()? })))
+fn keys(req: &Request, _: &Params) -> Result<Response, Error> {
+    signing::list(req)
 }
 
 /// The signed license payload; field order is the order of the bytes.
@@ -72,9 +75,16 @@ fn license(req: &Request, mode: Mode) -> Result<Response, Error> {
         return Ok(fail(400, "VALIDATION_ERROR", "License key is required"));
     }
     let Some(key) = store::normalise_key(key) else {
-        return Ok(fail(400, "VALIDATION_ERROR", "License key format is invalid"));
+        return Ok(fail(
+            400,
+            "VALIDATION_ERROR",
+            "License key format is invalid",
+        ));
     };
-    let instance = body.get("instance_id").and_then(Value::as_str).unwrap_or("");
+    let instance = body
+        .get("instance_id")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if instance.is_empty() {
         return Ok(fail(400, "VALIDATION_ERROR", "instance_id is required"));
     }
@@ -95,7 +105,10 @@ fn license(req: &Request, mode: Mode) -> Result<Response, Error> {
     };
     let refresh_days = store::setting_u64("refresh_days", 14)?;
     let grace_days = store::setting_u64("grace_days", 7)?;
-    let license_id = format!("lic_{}", wasmgate_sdk::crypto::hex(&wasmgate_sdk::crypto::random_bytes(8)));
+    let license_id = format!(
+        "lic_{}",
+        wasmgate_sdk::crypto::hex(&wasmgate_sdk::crypto::random_bytes(8))
+    );
 
     // One transaction: two panels activating an unbound key at once cannot
     // both bind it.
@@ -105,17 +118,29 @@ fn license(req: &Request, mode: Mode) -> Result<Response, Error> {
             return Ok(Err(fail(404, "LICENSE_NOT_FOUND", "Unknown license key")));
         };
         if record.revoked {
-            return Ok(Err(fail(403, "LICENSE_REVOKED", "License key has been revoked")));
+            return Ok(Err(fail(
+                403,
+                "LICENSE_REVOKED",
+                "License key has been revoked",
+            )));
         }
         if record.expires_at.is_some_and(|e| e <= now) {
             return Ok(Err(fail(403, "LICENSE_EXPIRED", "License key has expired")));
         }
         match (&record.instance_id, mode) {
             (Some(bound), _) if bound != instance => {
-                return Ok(Err(fail(409, "INSTANCE_MISMATCH", "License key is activated on another instance")));
+                return Ok(Err(fail(
+                    409,
+                    "INSTANCE_MISMATCH",
+                    "License key is activated on another instance",
+                )));
             }
             (None, Mode::Refresh | Mode::Verify) => {
-                return Ok(Err(fail(409, "NOT_ACTIVATED", "License key is not activated")));
+                return Ok(Err(fail(
+                    409,
+                    "NOT_ACTIVATED",
+                    "License key is not activated",
+                )));
             }
             _ => {}
         }
@@ -174,13 +199,28 @@ fn license(req: &Request, mode: Mode) -> Result<Response, Error> {
     Ok(outcome.unwrap_or_else(|refused| refused))
 }
 
-/// Every release of `channel`, highest version first.
-pub fn channel_releases(channel: &str) -> Result<Vec<Release>, Error> {
-    let mut all: Vec<Release> = kv::list_json::<Release>(&format!("{}{channel}/", store::RELEASE_PREFIX))?
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
-    all.sort_by_key(|r| std::cmp::Reverse(store::parse_version(&r.version)));
+/// Where a release is in its channel's list: highest version first
+/// (numerically), then by the version's text.
+pub type Order = (Reverse<(u64, u64, u64)>, String);
+
+pub fn order(version: &str) -> Option<Order> {
+    Some((Reverse(store::parse_version(version)?), version.to_string()))
+}
+
+/// The releases of `channel` in their order, as (order, version), from
+/// their kv keys: a release's value (its changelog and manifest) is read
+/// only when it is listed.
+pub fn channel_versions(channel: &str) -> Result<Vec<(Order, String)>, Error> {
+    let prefix = format!("{}{channel}/", store::RELEASE_PREFIX);
+    let mut all = Vec::new();
+    paging::walk(&prefix, store::RELEASE_PAGE, |key, _| {
+        let version = &key[prefix.len()..];
+        if let Some(o) = order(version) {
+            all.push((o, version.to_string()));
+        }
+        Ok(())
+    })?;
+    all.sort();
     Ok(all)
 }
 
@@ -189,7 +229,11 @@ fn channel_of(req: &Request) -> Result<String, Response> {
     if store::valid_channel(&channel) {
         Ok(channel)
     } else {
-        Err(fail(400, "VALIDATION_ERROR", "channel must be 1 to 32 characters of a-z 0-9 -"))
+        Err(fail(
+            400,
+            "VALIDATION_ERROR",
+            "channel must be 1 to 32 characters of a-z 0-9 -",
+        ))
     }
 }
 
@@ -198,19 +242,55 @@ fn latest(req: &Request, _: &Params) -> Result<Response, Error> {
         Ok(c) => c,
         Err(r) => return Ok(r),
     };
-    match channel_releases(&channel)?.first() {
-        Some(r) => Ok(Response::json(200, &json!({ "success": true, "release": r.view(true) }))),
-        None => Ok(fail(404, "NO_RELEASE", &format!("No release on channel {channel}"))),
+    let highest = match channel_versions(&channel)?.first() {
+        Some((_, version)) => kv::get_json::<Release>(&store::release_kv(&channel, version))?,
+        None => None,
+    };
+    match highest {
+        Some(r) => Ok(Response::json(
+            200,
+            &json!({ "success": true, "release": r.view(true) }),
+        )),
+        None => Ok(fail(
+            404,
+            "NO_RELEASE",
+            &format!("No release on channel {channel}"),
+        )),
     }
 }
 
+/// `GET releases?channel=`: `{"releases":[...],"success":true}`, highest
+/// version first, without manifests; pages with `limit` and `cursor` (a
+/// version: the page lists the releases below it).
 fn releases(req: &Request, _: &Params) -> Result<Response, Error> {
     let channel = match channel_of(req) {
         Ok(c) => c,
         Err(r) => return Ok(r),
     };
-    let list: Vec<Value> = channel_releases(&channel)?.iter().map(|r| r.view(false)).collect();
-    Ok(Response::json(200, &json!({ "success": true, "releases": list })))
+    let paging = match paging::paging(req) {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused),
+    };
+    let after = match paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        Some(c) => match order(c) {
+            Some(o) => Some(o),
+            None => return Ok(paging::bad_cursor()),
+        },
+        None => None,
+    };
+    paging::sorted(
+        "releases",
+        paging.as_ref(),
+        channel_versions(&channel)?,
+        after,
+        |_, version| version.to_string(),
+        |version| {
+            Ok(
+                kv::get_json::<Release>(&store::release_kv(&channel, version))?
+                    .map(|r| r.view(false)),
+            )
+        },
+    )
 }
 
 fn download(_: &Request, p: &Params) -> Result<Response, Error> {
@@ -231,6 +311,9 @@ fn download(_: &Request, p: &Params) -> Result<Response, Error> {
         .with_header("x-artefact-sha256", release.sha256.clone())
         .with_header(
             "content-disposition",
-            format!("attachment; filename=\"wispanel-{}-{}.bin\"", release.channel, release.version),
+            format!(
+                "attachment; filename=\"wispanel-{}-{}.bin\"",
+                release.channel, release.version
+            ),
         ))
 }

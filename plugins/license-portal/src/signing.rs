@@ -8,8 +8,11 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signer, SigningKey};
 use serde::Serialize;
 use serde_json::json;
-use wasmgate_sdk::{Error, crypto, kv};
+use std::cmp::Reverse;
 
+use wasmgate_sdk::{Error, Request, Response, crypto, kv};
+
+use crate::paging;
 use crate::store::{self, ACTIVE_KEY, SIGNING_PREFIX, SigningRecord};
 
 pub const ALG: &str = "ed25519";
@@ -48,7 +51,8 @@ impl Active {
     /// The envelope of `payload`, serialised exactly once: those bytes are
     /// what the signature covers.
     pub fn seal<T: Serialize>(&self, payload: &T) -> Result<serde_json::Value, Error> {
-        let bytes = serde_json::to_vec(payload).map_err(|e| Error::internal(format!("encoding: {e}")))?;
+        let bytes =
+            serde_json::to_vec(payload).map_err(|e| Error::internal(format!("encoding: {e}")))?;
         let signature = self.key.sign(&bytes);
         Ok(json!({
             "alg": ALG,
@@ -80,18 +84,47 @@ pub fn generate() -> Result<serde_json::Value, Error> {
     Ok(public_view(&record, true))
 }
 
-/// Every signing key's public part, newest first.
-pub fn list() -> Result<Vec<serde_json::Value>, Error> {
+/// Where a signing key is in the list: newest first, then by key id.
+type Order = (Reverse<u64>, String);
+
+fn order(r: &SigningRecord) -> Order {
+    (Reverse(r.created_at), r.key_id.clone())
+}
+
+fn record(key_id: &str) -> Result<Option<SigningRecord>, Error> {
+    kv::get_json::<SigningRecord>(&format!("{SIGNING_PREFIX}{key_id}"))
+}
+
+/// `{"keys":[...],"success":true}`: every signing key's public part,
+/// newest first; pages with `limit` and `cursor` (a key id).
+pub fn list(req: &Request) -> Result<Response, Error> {
+    let paging = match paging::paging(req) {
+        Ok(p) => p,
+        Err(refused) => return Ok(refused),
+    };
+    let after = match paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        Some(c) => match record(c)? {
+            Some(r) => Some(order(&r)),
+            None => return Ok(paging::bad_cursor()),
+        },
+        None => None,
+    };
     let active = kv::get(ACTIVE_KEY)?.map(|v| String::from_utf8_lossy(&v).into_owned());
-    let mut keys: Vec<SigningRecord> = kv::list_json::<SigningRecord>(SIGNING_PREFIX)?
-        .into_iter()
-        .map(|(_, r)| r)
-        .collect();
-    keys.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.key_id.cmp(&b.key_id)));
-    Ok(keys
-        .iter()
-        .map(|r| public_view(r, active.as_deref() == Some(r.key_id.as_str())))
-        .collect())
+    let mut items = Vec::new();
+    paging::walk(SIGNING_PREFIX, paging::MAX_LIMIT as u32, |key, value| {
+        let r: SigningRecord =
+            serde_json::from_slice(value).map_err(|e| Error::internal(format!("{key}: {e}")))?;
+        items.push((order(&r), r.key_id));
+        Ok(())
+    })?;
+    paging::sorted(
+        "keys",
+        paging.as_ref(),
+        items,
+        after,
+        |_, id| id.to_string(),
+        |id| Ok(record(id)?.map(|r| public_view(&r, active.as_deref() == Some(r.key_id.as_str())))),
+    )
 }
 
 fn public_view(r: &SigningRecord, active: bool) -> serde_json::Value {

@@ -18,6 +18,9 @@ pub const LICENSE_PREFIX: &str = "lk/";
 pub const RELEASE_PREFIX: &str = "rel/";
 /// kv values are capped at 1 MiB by the host.
 pub const CHUNK: usize = 512 * 1024;
+/// Releases are listed this many kv entries at a time: each value holds a
+/// changelog of up to [`MAX_CHANGELOG`] bytes.
+pub const RELEASE_PAGE: u32 = 64;
 /// The longest changelog accepted, in bytes.
 pub const MAX_CHANGELOG: usize = 64 * 1024;
 
@@ -145,28 +148,42 @@ pub fn now() -> u64 {
 /// `WISP-****SA6T`: the part before the first `-`, then `-****`, then the last 4 characters.
 pub fn mask(key: &str) -> String {
     let head = key.split('-').next().unwrap_or("");
-    let tail: String = key.chars().rev().take(4).collect::<Vec<_>>().into_iter().rev().collect();
+    let tail: String = key
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
     format!("{head}-****{tail}")
 }
 
 /// A key as the client typed it, normalised; `None` if it cannot be one.
 pub fn normalise_key(key: &str) -> Option<String> {
     let k = key.trim().to_ascii_uppercase();
-    let ok = (8..=64).contains(&k.len()) && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let ok =
+        (8..=64).contains(&k.len()) && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     ok.then_some(k)
 }
 
 pub fn valid_instance_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-'))
 }
 
 pub fn valid_channel(c: &str) -> bool {
-    (1..=32).contains(&c.len()) && c.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    (1..=32).contains(&c.len())
+        && c.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
 }
 
 pub fn valid_tier(t: &str) -> bool {
-    (1..=32).contains(&t.len()) && t.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    (1..=32).contains(&t.len())
+        && t.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
 }
 
 /// `MAJOR.MINOR.PATCH`, digits only.
@@ -192,7 +209,11 @@ pub fn setting_u64(name: &str, default: u64) -> Result<u64, Error> {
 pub fn new_key(random: &[u8]) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     let prefix = config::get_or("key_prefix", "WISP");
-    let chars: Vec<char> = random.iter().take(12).map(|b| ALPHABET[usize::from(b & 31)] as char).collect();
+    let chars: Vec<char> = random
+        .iter()
+        .take(12)
+        .map(|b| ALPHABET[usize::from(b & 31)] as char)
+        .collect();
     let groups: Vec<String> = chars.chunks(4).map(|c| c.iter().collect()).collect();
     format!("{prefix}-{}", groups.join("-"))
 }

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use wasmgate_sdk::{Request, Response, keys, kv};
 
 use crate::api::{ApiError, ApiResult, body_object, ok, opt_str};
-use crate::license_api::{resource_json, usage};
+use crate::license_api::{parse_resource_cursor, resource_entries, resource_json, usage};
+use crate::paging;
 use crate::settings;
 use crate::store::{self, Kind};
 use crate::time;
@@ -22,7 +23,7 @@ fn route(req: &Request) -> ApiResult {
     let path = req.path().trim_end_matches('/');
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     match (req.method(), segs.as_slice()) {
-        ("GET", ["tokens"]) => list_tokens(),
+        ("GET", ["tokens"]) => list_tokens(req),
         ("POST", ["tokens"]) => issue_token(req),
         ("DELETE", ["tokens", id]) => revoke_token(id),
         ("GET", ["usage"]) => ok(&json!({ "usage": usage()? })),
@@ -57,9 +58,25 @@ fn token_json(k: &keys::KeyInfo) -> Value {
     json!({ "id": k.id, "role": k.role, "label": k.label, "created_at": k.created_at, "expires_at": k.expires_at })
 }
 
-fn list_tokens() -> ApiResult {
-    let list: Vec<Value> = keys::list()?.iter().map(token_json).collect();
-    ok(&json!({ "tokens": list }))
+/// `GET /tokens`: `{tokens}` by id; pages with `limit` and `cursor` (an id).
+fn list_tokens(req: &Request) -> ApiResult {
+    let paging = paging::paging(req)?;
+    // The host lists them by id.
+    let tokens = keys::list()?;
+    let start = paging
+        .as_ref()
+        .and_then(|p| p.cursor.as_deref())
+        .map_or(0, |c| tokens.partition_point(|k| k.id.as_str() <= c));
+    paging::answer(
+        &paging::Shape {
+            head: b"",
+            field: "tokens",
+        },
+        paging.as_ref(),
+        tokens[start..]
+            .iter()
+            .map(|k| Ok((k.id.clone(), paging::to_json(&token_json(k))?))),
+    )
 }
 
 /// `POST /tokens {role: admin|viewer, label?, expires_at?: unix secs}`:
@@ -124,20 +141,36 @@ fn set_usage(req: &Request) -> ApiResult {
 }
 
 fn list_resources(req: &Request) -> ApiResult {
+    // `GET /resources?kind=`: `{resources}`, kind by kind (accounts,
+    // domains, databases) by id; pages with `limit` and `cursor`.
+    let paging = paging::paging(req)?;
     let offset = settings::utc_offset()?;
-    let kinds = match req.query("kind") {
+    let mut kinds = match req.query("kind") {
         Some(k) => vec![kind_of(&k)?],
         None => Kind::ALL.to_vec(),
     };
-    let mut list = Vec::new();
-    for kind in kinds {
-        list.extend(
-            store::resources(kind)?
-                .iter()
-                .map(|r| resource_json(r, offset)),
-        );
+    let mut after = None;
+    if let Some(c) = paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        let (kind, id) = parse_resource_cursor(c)?;
+        let at = kinds
+            .iter()
+            .position(|k| *k == kind)
+            .ok_or_else(paging::bad_cursor)?;
+        kinds.drain(..at);
+        after = Some(store::res_key(kind, id));
     }
-    ok(&json!({ "resources": list }))
+    let page = paging::kv_page(paging.as_ref());
+    let records = kinds
+        .into_iter()
+        .flat_map(move |kind| paging::KvIter::new(store::res_prefix(kind), after.take(), page));
+    paging::answer(
+        &paging::Shape {
+            head: b"",
+            field: "resources",
+        },
+        paging.as_ref(),
+        resource_entries(records, offset),
+    )
 }
 
 /// `POST /resources {kind, name}`: one more account, domain or database.

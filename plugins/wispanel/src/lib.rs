@@ -11,13 +11,15 @@
 //! 4. [`license_api`], [`enforce`]: the license endpoints;
 //! 5. [`update`]: the version endpoints and update staging;
 //! 6. [`portal`]: the portal over `outbound`; [`store`]: kv layout;
-//!    [`settings`]; [`admin`]: tokens and resources on the admin listener.
+//!    [`settings`]; [`admin`]: tokens and resources on the admin listener;
+//!    [`paging`]: how every list pages past the response cap.
 
 mod admin;
 mod api;
 mod enforce;
 mod license;
 mod license_api;
+mod paging;
 mod portal;
 mod settings;
 mod signed;

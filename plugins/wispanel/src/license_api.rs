@@ -14,6 +14,7 @@ use wasmgate_sdk::{Request, crypto, log};
 use crate::api::{ApiError, ApiResult, body_object, ok, opt_str};
 use crate::enforce;
 use crate::license::{self, Invalid, License, Limits, Verdict};
+use crate::paging;
 use crate::portal;
 use crate::settings;
 use crate::signed::{self, Refusal};
@@ -271,7 +272,7 @@ pub fn summary(_req: &Request) -> ApiResult {
         "limits": limits,
         "usage": usage()?,
         "over_limit": over.values().any(|v| v.as_bool() == Some(true)),
-        "disabled_resources": store::disabled()?.len(),
+        "disabled_resources": store::disabled_count()?,
     }))
 }
 
@@ -334,14 +335,66 @@ pub fn resource_json(r: &store::Resource, offset: i64) -> Value {
     })
 }
 
-/// `GET /license/disabled-resources`.
-pub fn disabled_resources(_req: &Request) -> ApiResult {
+/// A resource's cursor in a list: `<kind>/<id>`.
+pub fn resource_cursor(r: &store::Resource) -> String {
+    format!("{}/{}", r.kind.as_str(), r.id)
+}
+
+/// The kind and id of a cursor [`resource_cursor`] handed out.
+pub fn parse_resource_cursor(cursor: &str) -> Result<(Kind, u64), ApiError> {
+    let (kind, id) = cursor.split_once('/').ok_or_else(paging::bad_cursor)?;
+    let kind = Kind::parse(kind).ok_or_else(paging::bad_cursor)?;
+    if id.is_empty() || id.len() > 16 || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(paging::bad_cursor());
+    }
+    Ok((kind, id.parse().map_err(|_| paging::bad_cursor())?))
+}
+
+/// The list entries of stored resources (`res/...` or `disabled/...`
+/// records) as `(cursor, JSON)`.
+pub fn resource_entries(
+    records: impl Iterator<Item = Result<(String, Vec<u8>), ApiError>>,
+    offset: i64,
+) -> impl Iterator<Item = paging::Entry> {
+    records.map(move |record| {
+        let (key, bytes) = record?;
+        let r: store::Resource = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::internal(format!("{key}: {e}")))?;
+        Ok((
+            resource_cursor(&r),
+            paging::to_json(&resource_json(&r, offset))?,
+        ))
+    })
+}
+
+/// `GET /license/disabled-resources`: `{count, disabled_resources}`, by
+/// kind (accounts, databases, domains) then id; pages with `limit` and
+/// `cursor` (`count` is then the total).
+pub fn disabled_resources(req: &Request) -> ApiResult {
+    let paging = paging::paging(req)?;
+    let after = match paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        Some(c) => {
+            let (kind, id) = parse_resource_cursor(c)?;
+            Some(store::disabled_key(kind, id))
+        }
+        None => None,
+    };
     let offset = settings::utc_offset()?;
-    let list: Vec<Value> = store::disabled()?
-        .iter()
-        .map(|r| resource_json(r, offset))
-        .collect();
-    ok(&json!({ "count": list.len(), "disabled_resources": list }))
+    let count = store::disabled_count()?;
+    let head = format!("\"count\":{count},");
+    let records = paging::KvIter::new(
+        store::DISABLED_PREFIX.to_string(),
+        after,
+        paging::kv_page(paging.as_ref()),
+    );
+    paging::answer(
+        &paging::Shape {
+            head: head.as_bytes(),
+            field: "disabled_resources",
+        },
+        paging.as_ref(),
+        resource_entries(records, offset),
+    )
 }
 
 /// Stores a verified file for `key` after checking it holds here and now.
@@ -552,16 +605,30 @@ pub fn enforce(_req: &Request) -> ApiResult {
     if !newly.is_empty() {
         log::warn!("enforce disabled {} resources {reason}", newly.len());
     }
-    let all = store::disabled()?;
-    ok(&json!({
+    let message = if newly.is_empty() {
+        "Usage is within the limits".to_string()
+    } else {
+        format!("Disabled {} resources over the limits", newly.len())
+    };
+    let mut answer = json!({
         "success": true,
-        "message": if newly.is_empty() { "Usage is within the limits".to_string() } else { format!("Disabled {} resources over the limits", newly.len()) },
+        "message": message,
         "limits_source": source,
         "limits": limits,
         "disabled": newly.iter().map(|r| resource_json(r, s.offset)).collect::<Vec<_>>(),
-        "disabled_total": all.len(),
+        "disabled_count": newly.len(),
+        "disabled_total": store::disabled_count()?,
         "usage": usage()?,
-    }))
+    });
+    if let Some(r) = paging::fitting(&answer)? {
+        return Ok(r);
+    }
+    // The resources are disabled already: say so, and where to list them.
+    answer["disabled"] = Value::Null;
+    answer["message"] = json!(format!(
+        "{message}; the list is too large for one answer: page GET /license/disabled-resources with limit and cursor"
+    ));
+    ok(&answer)
 }
 
 /// `POST /license/re-enable`: restores disabled resources, oldest first, as
@@ -570,13 +637,27 @@ pub fn re_enable(_req: &Request) -> ApiResult {
     let s = State::load()?;
     let (limits, source) = s.effective_limits()?;
     let (restored, still) = enforce::re_enable(&limits)?;
-    ok(&json!({
+    let message = format!("Re-enabled {} resources", restored.len());
+    let mut answer = json!({
         "success": true,
-        "message": format!("Re-enabled {} resources", restored.len()),
+        "message": message,
         "limits_source": source,
         "limits": limits,
         "re_enabled": restored.iter().map(|r| resource_json(r, s.offset)).collect::<Vec<_>>(),
+        "re_enabled_count": restored.len(),
         "still_disabled": still.iter().map(|r| resource_json(r, s.offset)).collect::<Vec<_>>(),
+        "still_disabled_count": still.len(),
         "usage": usage()?,
-    }))
+    });
+    if let Some(r) = paging::fitting(&answer)? {
+        return Ok(r);
+    }
+    // The resources are restored already: say so with the counts, and
+    // where to list what is still disabled.
+    answer["re_enabled"] = Value::Null;
+    answer["still_disabled"] = Value::Null;
+    answer["message"] = json!(format!(
+        "{message}; the lists are too large for one answer: page GET /license/disabled-resources with limit and cursor for those still disabled"
+    ));
+    ok(&answer)
 }

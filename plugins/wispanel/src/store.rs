@@ -220,6 +220,18 @@ fn seq_key(kind: Kind) -> String {
     format!("seq/{}", kind.as_str())
 }
 
+pub const DISABLED_PREFIX: &str = "disabled/";
+
+/// How many resources are disabled.
+pub fn disabled_count() -> Result<u64, ApiError> {
+    Ok(kv::count(DISABLED_PREFIX)?)
+}
+
+/// The key prefix of the resources of `kind`.
+pub fn res_prefix(kind: Kind) -> String {
+    format!("res/{}/", kind.as_str())
+}
+
 /// How many resources of `kind` exist, disabled or not.
 pub fn count(kind: Kind) -> Result<u64, ApiError> {
     Ok(kv::count(&format!("res/{}/", kind.as_str()))?)

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use wasmgate_sdk::{Request, crypto, kv, log};
 
 use crate::api::{ApiError, ApiResult, body_object, ok, opt_str};
+use crate::paging;
 use crate::portal;
 use crate::settings;
 use crate::signed::{self, Refusal};
@@ -173,58 +174,198 @@ pub fn check(_req: &Request) -> ApiResult {
     })
 }
 
+/// A version as the portal publishes them, `MAJOR.MINOR.PATCH` in digits:
+/// what a changelog cursor is.
+fn is_release_version(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('.').collect();
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| (1..=9).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The releases of a channel as the portal lists them (highest version
+/// first), fetched a page of the portal's `GET /releases` at a time, from
+/// the first release below `after`.
+struct PortalReleases {
+    channel: String,
+    page: usize,
+    /// The page's cursor: only releases below it are listed, even from a
+    /// portal that does not page and answers them all.
+    below: Option<String>,
+    after: Option<String>,
+    buffer: std::collections::VecDeque<Value>,
+    done: bool,
+}
+
+impl PortalReleases {
+    fn new(channel: String, after: Option<String>, page: usize) -> PortalReleases {
+        PortalReleases {
+            channel,
+            page: page.clamp(1, paging::MAX_LIMIT),
+            below: after.clone(),
+            after,
+            buffer: Default::default(),
+            done: false,
+        }
+    }
+
+    fn fetch(&mut self) -> Result<(), ApiError> {
+        let mut path = format!("/releases?channel={}&limit={}", self.channel, self.page);
+        if let Some(after) = &self.after {
+            path.push_str(&format!("&cursor={after}"));
+        }
+        let a = portal::call("GET", &path, None)?;
+        if a.status != 200 {
+            return Err(a.error());
+        }
+        let v = a
+            .json()
+            .ok_or_else(|| ApiError::portal("The license portal's answer is not JSON"))?;
+        let list = v
+            .get("releases")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        // A portal that does not page answers every release at once,
+        // without next_cursor.
+        let next = v
+            .get("next_cursor")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        self.done = list.is_empty() || next.is_none() || next == self.after;
+        self.after = next;
+        self.buffer.extend(list);
+        Ok(())
+    }
+
+    fn next(&mut self) -> Result<Option<Value>, ApiError> {
+        loop {
+            if self.buffer.is_empty() && !self.done {
+                self.fetch()?;
+            }
+            let Some(r) = self.buffer.pop_front() else {
+                return Ok(None);
+            };
+            let v = r.get("version").and_then(Value::as_str).unwrap_or("");
+            if self.below.as_deref().is_none_or(|b| newer(b, v)) {
+                return Ok(Some(r));
+            }
+        }
+    }
+}
+
 /// `GET /version/changelog`: the releases of our channel newer than this
 /// panel, newest first, and their changelogs joined; with none newer, the
-/// current version's own entry.
-pub fn changelog(_req: &Request) -> ApiResult {
+/// current version's own entry. Pages with `limit` and `cursor` (a
+/// version): a page's `changelog` joins its own entries.
+pub fn changelog(req: &Request) -> ApiResult {
+    let paging = paging::paging(req)?;
+    let after = match paging.as_ref().and_then(|p| p.cursor.as_deref()) {
+        Some(c) if is_release_version(c) => Some(c.to_string()),
+        Some(_) => return Err(paging::bad_cursor()),
+        None => None,
+    };
+    let cap = paging::max_response_bytes()?;
     let current = settings::version();
     let channel = settings::channel();
-    let a = portal::call("GET", &format!("/releases?channel={channel}"), None)?;
-    if a.status != 200 {
-        return Err(a.error());
-    }
-    let v = a.json().unwrap_or(Value::Null);
-    let all: Vec<Value> = v
-        .get("releases")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let offset = settings::utc_offset()?;
     let version = |r: &Value| {
         r.get("version")
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string()
     };
-    let mut shown: Vec<&Value> = all
-        .iter()
-        .filter(|r| newer(&version(r), &current))
-        .collect();
-    if shown.is_empty() {
-        shown = all.iter().filter(|r| version(r) == current).collect();
+    // One more than a page holds, to know whether more follow.
+    let portal_page = paging.as_ref().map_or(paging::MAX_LIMIT, |p| p.limit + 1);
+    let mut releases = PortalReleases::new(channel.clone(), after.clone(), portal_page);
+    let first = releases.next()?;
+    let highest = match (&after, &first) {
+        (None, Some(r)) => Some(version(r)),
+        (None, None) => None,
+        // The highest is before the cursor: the portal's latest.
+        (Some(_), _) => latest()?.as_ref().map(version),
+    };
+    let latest_version = highest
+        .filter(|v| newer(v, &current))
+        .unwrap_or_else(|| current.clone());
+
+    let answer = |entries: Vec<Value>, text: String, next: Option<Option<&str>>| {
+        let mut v = json!({
+            "current_version": current,
+            "latest_version": latest_version,
+            "channel": channel,
+            "changelog": text,
+            "releases": entries,
+        });
+        if let Some(next) = next {
+            v["next_cursor"] = json!(next);
+        }
+        v
+    };
+    // Every byte but the entries and their changelogs (and a page's
+    // next_cursor, whose room each entry keeps free).
+    let mut size = paging::to_json(&answer(Vec::new(), String::new(), None))?.len();
+    let cursor_key = ",\"next_cursor\":".len();
+    let mut entries: Vec<Value> = Vec::new();
+    let mut text = String::new();
+    let mut more = false;
+    let mut next = first;
+    while let Some(r) = next.take() {
+        let v = version(&r);
+        let own = after.is_none() && entries.is_empty() && v == current;
+        if !newer(&v, &current) && !own {
+            break;
+        }
+        if paging.as_ref().is_some_and(|p| entries.len() == p.limit) {
+            more = true;
+            break;
+        }
+        let log = r.get("changelog").and_then(Value::as_str).unwrap_or("");
+        let entry = json!({
+            "version": v,
+            "published_at": r.get("published_at").and_then(Value::as_i64).map(|t| time::format(t, offset)),
+            "changelog": log,
+        });
+        let sep = if entries.is_empty() { 0 } else { 1 + 4 };
+        let grows = paging::to_json(&entry)?.len() + paging::to_json(log)?.len() - 2 + sep;
+        let room = match &paging {
+            Some(_) => cursor_key + paging::to_json(&v)?.len().max(4),
+            None => 0,
+        };
+        if size + grows + room > cap {
+            if paging.is_none() {
+                return Err(paging::too_large(cap));
+            }
+            if entries.is_empty() {
+                return Err(paging::entry_too_large(cap));
+            }
+            more = true;
+            break;
+        }
+        size += grows;
+        if !entries.is_empty() {
+            text.push_str("\n\n");
+        }
+        text.push_str(log);
+        entries.push(entry);
+        if own {
+            break;
+        }
+        next = releases.next()?;
     }
-    let offset = settings::utc_offset()?;
-    let entries: Vec<Value> = shown
-        .iter()
-        .map(|r| {
-            json!({
-                "version": version(r),
-                "published_at": r.get("published_at").and_then(Value::as_i64).map(|t| time::format(t, offset)),
-                "changelog": r.get("changelog").and_then(Value::as_str).unwrap_or(""),
-            })
-        })
-        .collect();
-    let text = entries
-        .iter()
-        .filter_map(|e| e["changelog"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n\n");
-    ok(&json!({
-        "current_version": current,
-        "latest_version": all.iter().map(version).fold(current.clone(), |m, v| if newer(&v, &m) { v } else { m }),
-        "channel": channel,
-        "changelog": text,
-        "releases": entries,
-    }))
+    let last = entries
+        .last()
+        .and_then(|e| e["version"].as_str())
+        .map(str::to_string);
+    let next = paging
+        .as_ref()
+        .map(|_| if more { last.as_deref() } else { None });
+    let body = paging::to_json(&answer(entries, text, next))?;
+    if body.len() > cap {
+        return Err(paging::too_large(cap));
+    }
+    Ok(wasmgate_sdk::Response::bytes(200, "application/json", body))
 }
 
 fn staged_json(st: &Staged, offset: i64) -> Value {
