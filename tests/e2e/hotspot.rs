@@ -1,5 +1,5 @@
-//! The hotspot plugin (plugins/hotspot) through the real server: the seed's
-//! API (seed 000, FACTS.md section 1) field by field, the captive-portal
+//! The hotspot plugin (plugins/hotspot) through the real server: the
+//! original API's documented calls field by field, the captive-portal
 //! calls that feed it, the admin surface, and the guest hosts read from a
 //! real network namespace's neighbour table.
 //!

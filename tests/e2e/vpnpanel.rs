@@ -1,6 +1,6 @@
 //! The vpnpanel plugin's core (plugins/vpnpanel: users, sub-admins, keys,
 //! settings, traffic reports, subscriptions) through the real server: the
-//! seed's examples (seed 003, FACTS.md section 3) field by field, both roles
+//! API document's examples field by field, both roles
 //! on every endpoint, quota races, a bulk of 10,000, flexible activation,
 //! the limited/expired/disabled rules and OpenVPN profiles.
 //!

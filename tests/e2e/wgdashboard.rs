@@ -1,5 +1,5 @@
 //! The wgdashboard plugin (plugins/wgdashboard) through the real server: the
-//! seed's examples (seed 002, FACTS.md section 2) byte for byte, the auth
+//! API document's examples byte for byte, the auth
 //! rules (API keys with expiry, sessions, TOTP with a ±1 step window and no
 //! reuse, rate-limited logins, signout), the endpoints beyond the seed, and a
 //! configuration toggled on as a real WireGuard device: `wireguard-go` in a

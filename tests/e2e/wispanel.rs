@@ -1,5 +1,5 @@
 //! The wispanel plugin (plugins/wispanel) through the real server: the
-//! seed's examples (seed 004, FACTS.md section 4) field by field, bearer
+//! API document's examples field by field, bearer
 //! tokens and roles, the per-token rate limit, signed licenses (forged,
 //! tampered, expired, another instance's, a clock set back), enforcement of
 //! a license's limits, and the panel with the license-portal plugin end to

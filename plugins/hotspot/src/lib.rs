@@ -1,5 +1,5 @@
 //! hotspot: hotspot vouchers, guest sign-ins and a captive-portal backend,
-//! re-implementing the WAVER OS "API Access" API (seed 000) as a wasmgate
+//! re-implementing the WAVER OS "API Access" API as a wasmgate
 //! plugin.
 //!
 //! Reading order:

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use wasmgate_sdk::{Error, Request, Response, crypto, keys, kv, log};
 
-/// The seed's messages (FACTS.md section 3), word for word.
+/// The original panel's messages, word for word: its clients match on them.
 pub const MSG_KEY_MISSING: &str = "API key is missing";
 pub const MSG_KEY_INVALID: &str = "Invalid or inactive API key";
 pub const MSG_MAIN_REQUIRED: &str = "Permission denied: Main admin API key required.";

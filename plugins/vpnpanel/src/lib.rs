@@ -1,5 +1,4 @@
-//! vpnpanel: the multi-protocol VPN panel v3 API (seed 003, FACTS.md
-//! section 3) as a wasmgate plugin.
+//! vpnpanel: the multi-protocol VPN panel v3 API as a wasmgate plugin.
 //!
 //! Reading order:
 //! 1. this file: the dispatch by mount (`/api/v1/`, `/sub/`, `/download/`)

@@ -3,7 +3,7 @@
 //! so the order never depends on serde_json's map features).
 //!
 //! Business failures are HTTP 200 with `status: false`; only a missing or
-//! invalid session or API key is a 401 (FACTS.md section 2).
+//! invalid session or API key is a 401, as in the original.
 
 use serde::Serialize;
 use serde_json::Value;

@@ -1,4 +1,4 @@
-//! wgdashboard: the WGDashboard v4 API (seed 002, FACTS.md section 2) as a
+//! wgdashboard: the WGDashboard v4 API as a
 //! wasmgate plugin, on real WireGuard devices through the host's
 //! `wireguard` capability and their addresses through `net`.
 //!

@@ -1,5 +1,5 @@
-//! wispanel: the WisPanel version, update and license API (seed 004,
-//! FACTS.md section 4) as a wasmgate plugin, mounted at `/api/v1`.
+//! wispanel: the WisPanel version, update and license API as a wasmgate
+//! plugin, mounted at `/api/v1`.
 //!
 //! Reading order:
 //! 1. this file: authentication (`Authorization: Bearer <token>` checked
