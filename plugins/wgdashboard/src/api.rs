@@ -1,8 +1,9 @@
-//! The public API under the mount prefix (`/api/`): authentication first
-//! ([`auth::caller`]), then one function per endpoint, named as the
-//! original's. Endpoints that name a configuration take it from the path
-//! (`addPeers/wg0`) or, where the original used the query, from
-//! `configurationName`.
+//! The public API under the mount prefix (`/api/`): every endpoint is one
+//! line of [`ENDPOINTS`]; [`handle`] authenticates the caller
+//! ([`auth::caller`]), finds the endpoint, checks its method and runs its
+//! handler with the [`Call`]. Endpoints that name a configuration take it
+//! from the path (`addPeers/wg0`) or, where the original used the query,
+//! from `configurationName`.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,21 +22,116 @@ use crate::store::{self, Conf, PeerRec};
 use crate::time;
 use crate::validate::{self, Cidr};
 
+use Access::{Authenticated, Public};
+
+/// Every endpoint under the mount, one line each: its path, its method, who
+/// may call it, its handler. The path is the endpoint's name, plus
+/// `/<configuration>` when the configuration may be named in the path
+/// (`addPeers/wg0`) instead of in `?configurationName=`; any other path
+/// below a name is 404.
+#[rustfmt::skip]
+const ENDPOINTS: &[Endpoint] = &[
+    //       path                                  method  access         handler
+    Endpoint("handshake",                          "GET",  Authenticated, handshake),
+    Endpoint("validateAuthentication",             "GET",  Public,        auth::validate),
+    Endpoint("isTotpEnabled",                      "GET",  Public,        auth::totp_enabled),
+    Endpoint("authenticate",                       "POST", Public,        auth::authenticate),
+    Endpoint("signout",                            "GET",  Authenticated, auth::signout),
+    Endpoint("getWireguardConfigurations",         "GET",  Authenticated, get_configurations),
+    Endpoint("addWireguardConfiguration",          "POST", Authenticated, add_configuration),
+    Endpoint("toggleWireguardConfiguration",       "GET",  Authenticated, toggle),
+    Endpoint("getWireguardConfigurationInfo",      "GET",  Authenticated, configuration_info),
+    Endpoint("deleteWireguardConfiguration",       "POST", Authenticated, delete_configuration),
+    Endpoint("addPeers/<configuration>",           "POST", Authenticated, add_peers),
+    Endpoint("deletePeers/<configuration>",        "POST", Authenticated, delete_peers),
+    Endpoint("restrictPeers/<configuration>",      "POST", Authenticated, restrict_peers),
+    Endpoint("allowAccessPeers/<configuration>",   "POST", Authenticated, allow_access_peers),
+    Endpoint("updatePeerSettings/<configuration>", "POST", Authenticated, update_peer),
+    Endpoint("resetPeerData/<configuration>",      "POST", Authenticated, reset_peer_data),
+    Endpoint("downloadPeer/<configuration>",       "GET",  Authenticated, download_peer),
+    Endpoint("getAvailableIPs/<configuration>",    "GET",  Authenticated, available_ips),
+    Endpoint("getDashboardAPIKeys",                "GET",  Authenticated, auth::get_keys),
+    Endpoint("newDashboardAPIKey",                 "POST", Authenticated, auth::new_key),
+    Endpoint("deleteDashboardAPIKey",              "POST", Authenticated, auth::delete_key),
+];
+
+/// The suffix of an endpoint's path that names its configuration.
+const CONFIGURATION_SEGMENT: &str = "/<configuration>";
+
 /// The most peers one bulk add makes.
 pub const MAX_BULK: u64 = 1000;
 /// The most addresses getAvailableIPs lists.
 pub const MAX_AVAILABLE: usize = 1000;
 
+/// Who may call an endpoint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Anyone, even without an API key or a session.
+    Public,
+    /// A live API key or session only; anyone else gets 401.
+    Authenticated,
+}
+
+/// An endpoint's handler: runs after authentication, path and method are
+/// checked.
+type Handler = fn(&Call) -> Result<Response, Error>;
+
+/// One line of [`ENDPOINTS`]: path, method, access, handler.
+struct Endpoint(&'static str, &'static str, Access, Handler);
+
+impl Endpoint {
+    /// The first segment of the path, as requested.
+    fn name(&self) -> &'static str {
+        self.0.strip_suffix(CONFIGURATION_SEGMENT).unwrap_or(self.0)
+    }
+
+    /// Whether the path may carry a configuration after the name.
+    fn takes_configuration(&self) -> bool {
+        self.0.ends_with(CONFIGURATION_SEGMENT)
+    }
+}
+
+/// One request, as an endpoint's handler sees it.
+pub struct Call<'a> {
+    pub req: &'a Request,
+    pub caller: &'a Caller,
+    /// The configuration named in the path (percent-decoded), or "".
+    path_configuration: &'a str,
+}
+
+impl Call<'_> {
+    /// The configuration the request names: in the path, else in
+    /// `?configurationName=` (else "").
+    pub fn configuration(&self) -> String {
+        if self.path_configuration.is_empty() {
+            self.req.query("configurationName").unwrap_or_default()
+        } else {
+            self.path_configuration.to_string()
+        }
+    }
+
+    /// The JSON object body; anything else is a 400.
+    pub fn body(&self) -> Result<Map<String, Value>, Error> {
+        self.req
+            .json::<Map<String, Value>>()
+            .map_err(|_| Error::bad_request("Request body must be a JSON object"))
+    }
+
+    /// A key from the query: form decoding turns an unescaped '+' of base64
+    /// into a space, which a key never has.
+    pub fn query_key(&self, name: &str) -> String {
+        self.req.query(name).unwrap_or_default().replace(' ', "+")
+    }
+}
+
 pub fn handle(req: &Request) -> Response {
     let path = req.path().trim_start_matches('/');
-    let (endpoint, arg) = match path.split_once('/') {
+    let (name, arg) = match path.split_once('/') {
         Some((e, rest)) => (e, rest.trim_end_matches('/')),
         None => (path, ""),
     };
-    let public = matches!(
-        endpoint,
-        "validateAuthentication" | "authenticate" | "isTotpEnabled"
-    );
+    let endpoint = ENDPOINTS.iter().find(|e| e.name() == name);
+    let public = endpoint.is_some_and(|e| e.2 == Public);
     let caller = match auth::caller(req) {
         Ok(c) => c,
         Err(answer) => return answer,
@@ -44,121 +140,35 @@ pub fn handle(req: &Request) -> Response {
         return envelope::unauthorized(auth::UNAUTHORIZED);
     }
     let arg = percent_decode_str(arg).decode_utf8_lossy().into_owned();
-    route(req, &caller, endpoint, &arg).unwrap_or_else(|e| envelope::from_error(&e))
-}
-
-fn route(req: &Request, caller: &Caller, endpoint: &str, arg: &str) -> Result<Response, Error> {
-    let takes_arg = matches!(
-        endpoint,
-        "addPeers"
-            | "deletePeers"
-            | "restrictPeers"
-            | "allowAccessPeers"
-            | "updatePeerSettings"
-            | "resetPeerData"
-            | "downloadPeer"
-            | "getAvailableIPs"
-    );
-    if (!arg.is_empty() && !takes_arg) || arg.contains('/') {
-        return Ok(not_found());
-    }
-    let method = req.method();
-    let (want, result) = match endpoint {
-        "handshake" => ("GET", Some(done())),
-        "validateAuthentication" => ("GET", Some(auth::validate(caller))),
-        "isTotpEnabled" => ("GET", None),
-        "authenticate" => ("POST", None),
-        "signout" => ("GET", None),
-        "getWireguardConfigurations" => ("GET", None),
-        "addWireguardConfiguration" => ("POST", None),
-        "toggleWireguardConfiguration" => ("GET", None),
-        "getWireguardConfigurationInfo" => ("GET", None),
-        "deleteWireguardConfiguration" => ("POST", None),
-        "addPeers" | "deletePeers" | "restrictPeers" | "allowAccessPeers"
-        | "updatePeerSettings" | "resetPeerData" => ("POST", None),
-        "downloadPeer" | "getAvailableIPs" => ("GET", None),
-        "getDashboardAPIKeys" => ("GET", None),
-        "newDashboardAPIKey" | "deleteDashboardAPIKey" => ("POST", None),
-        _ => return Ok(not_found()),
+    let Some(&Endpoint(_, method, _, handler)) =
+        endpoint.filter(|e| (arg.is_empty() || e.takes_configuration()) && !arg.contains('/'))
+    else {
+        return not_found();
     };
-    if method != want {
-        return Ok(answer(
+    if req.method() != method {
+        return answer(
             405,
             false,
             &Value::String("Method not allowed".into()),
             &Value::Null,
         )
-        .with_header("allow", want));
+        .with_header("allow", method);
     }
-    if let Some(r) = result {
-        return Ok(r);
-    }
-    let conf_arg = || -> String {
-        if arg.is_empty() {
-            req.query("configurationName").unwrap_or_default()
-        } else {
-            arg.to_string()
-        }
+    let call = Call {
+        req,
+        caller: &caller,
+        path_configuration: &arg,
     };
-    match endpoint {
-        "isTotpEnabled" => auth::totp_enabled(),
-        "authenticate" => auth::authenticate(req, caller),
-        "signout" => auth::signout(caller),
-        "getDashboardAPIKeys" => match paging::paging(req) {
-            Ok(p) => auth::get_keys(p),
-            Err(answer) => Ok(answer),
-        },
-        "newDashboardAPIKey" => auth::new_key(req),
-        "deleteDashboardAPIKey" => auth::delete_key(req),
-        "getWireguardConfigurations" => match paging::paging(req) {
-            Ok(p) => get_configurations(p),
-            Err(answer) => Ok(answer),
-        },
-        "addWireguardConfiguration" => with_body(req, add_configuration),
-        "toggleWireguardConfiguration" => {
-            toggle(&req.query("configurationName").unwrap_or_default())
-        }
-        "getWireguardConfigurationInfo" => match paging::paging(req) {
-            Ok(p) => configuration_info(&req.query("configurationName").unwrap_or_default(), p),
-            Err(answer) => Ok(answer),
-        },
-        "deleteWireguardConfiguration" => with_body(req, delete_configuration),
-        "addPeers" => with_body(req, |b| add_peers(&conf_arg(), b)),
-        "deletePeers" => with_body(req, |b| change_peers(&conf_arg(), b, Change::Delete)),
-        "restrictPeers" => with_body(req, |b| change_peers(&conf_arg(), b, Change::Restrict)),
-        "allowAccessPeers" => with_body(req, |b| change_peers(&conf_arg(), b, Change::Allow)),
-        "updatePeerSettings" => with_body(req, |b| update_peer(&conf_arg(), b)),
-        "resetPeerData" => with_body(req, |b| reset_peer_data(&conf_arg(), b)),
-        "downloadPeer" => download_peer(&conf_arg(), &query_key(req, "id")),
-        "getAvailableIPs" => available_ips(&conf_arg()),
-        _ => Ok(not_found()),
-    }
+    handler(&call).unwrap_or_else(|e| envelope::from_error(&e))
 }
 
 fn not_found() -> Response {
     answer(404, false, &Value::String("Not found".into()), &Value::Null)
 }
 
-/// Runs `f` with the JSON object body, or answers 400.
-fn with_body(
-    req: &Request,
-    f: impl FnOnce(&Map<String, Value>) -> Result<Response, Error>,
-) -> Result<Response, Error> {
-    match req.json::<Map<String, Value>>() {
-        Ok(body) => f(&body),
-        Err(_) => Ok(answer(
-            400,
-            false,
-            &Value::String("Request body must be a JSON object".into()),
-            &Value::Null,
-        )),
-    }
-}
-
-/// A key from the query: form decoding turns an unescaped '+' of base64
-/// into a space, which a key never has.
-fn query_key(req: &Request, name: &str) -> String {
-    req.query(name).unwrap_or_default().replace(' ', "+")
+/// GET /api/handshake.
+fn handshake(_: &Call) -> Result<Response, Error> {
+    Ok(done())
 }
 
 fn str_field<'a>(body: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
@@ -204,7 +214,11 @@ fn names_under(prefix: &str) -> Result<HashSet<String>, Error> {
 /// peer) and its DataUsage only changes with its revision: the cached
 /// [`store::Sum`] answers while it is current, so listing configurations
 /// that are off reads four small prefixes instead of every peer.
-fn get_configurations(paging: Option<paging::Paging>) -> Result<Response, Error> {
+fn get_configurations(call: &Call) -> Result<Response, Error> {
+    let paging = match paging::paging(call.req) {
+        Ok(p) => p,
+        Err(answer) => return Ok(answer),
+    };
     let confs = store::confs()?;
     let revs: HashMap<String, u64> = kv::list_json::<u64>(store::REV_PREFIX)?
         .into_iter()
@@ -248,7 +262,8 @@ fn get_configurations(paging: Option<paging::Paging>) -> Result<Response, Error>
 const REQUIRED: &str = "Please provide all required parameters.";
 
 /// POST /api/addWireguardConfiguration.
-fn add_configuration(body: &Map<String, Value>) -> Result<Response, Error> {
+fn add_configuration(call: &Call) -> Result<Response, Error> {
+    let body = &call.body()?;
     let name = str_field(body, "ConfigurationName").unwrap_or_default();
     let address = match body.get("Address") {
         Some(Value::String(s)) => s.trim().to_string(),
@@ -349,7 +364,9 @@ fn add_configuration(body: &Map<String, Value>) -> Result<Response, Error> {
 
 /// GET /api/toggleWireguardConfiguration/?configurationName=: data is the
 /// status after the toggle.
-fn toggle(name: &str) -> Result<Response, Error> {
+fn toggle(call: &Call) -> Result<Response, Error> {
+    let name = call.configuration();
+    let name = name.as_str();
     let Some(conf) = (if validate::is_name(name) {
         store::conf(name)?
     } else {
@@ -376,7 +393,13 @@ fn toggle(name: &str) -> Result<Response, Error> {
 /// GET /api/getWireguardConfigurationInfo?configurationName=. A page holds
 /// the next peers in public-key order, each in the list it belongs to;
 /// `configurationInfo` is the whole configuration's on every page.
-fn configuration_info(name: &str, paging: Option<paging::Paging>) -> Result<Response, Error> {
+fn configuration_info(call: &Call) -> Result<Response, Error> {
+    let paging = match paging::paging(call.req) {
+        Ok(p) => p,
+        Err(answer) => return Ok(answer),
+    };
+    let name = call.configuration();
+    let name = name.as_str();
     const MID: &[u8] = b"],\"configurationRestrictedPeers\":[";
     const CLOSE: &[u8] = b"]}";
     let Some(conf) = (if validate::is_name(name) {
@@ -450,7 +473,8 @@ fn configuration_info(name: &str, paging: Option<paging::Paging>) -> Result<Resp
 
 /// POST /api/deleteWireguardConfiguration {Name}: the device (if any),
 /// then every record of the configuration.
-fn delete_configuration(body: &Map<String, Value>) -> Result<Response, Error> {
+fn delete_configuration(call: &Call) -> Result<Response, Error> {
+    let body = &call.body()?;
     let name = str_field(body, "Name").unwrap_or_default();
     let Some(conf) = (if validate::is_name(name) {
         store::conf(name)?
@@ -615,7 +639,10 @@ fn stamp(now: u64) -> String {
 /// `bulkAdd` of `bulkAddAmount` generated peers on the first free
 /// addresses. Answers the new peers. Adding never toggles the
 /// configuration on; when it is on, the peers go on the device at once.
-fn add_peers(conf_name: &str, body: &Map<String, Value>) -> Result<Response, Error> {
+fn add_peers(call: &Call) -> Result<Response, Error> {
+    let body = &call.body()?;
+    let conf_name = call.configuration();
+    let conf_name = conf_name.as_str();
     let Some(conf) = (if validate::is_name(conf_name) {
         store::conf(conf_name)?
     } else {
@@ -824,13 +851,25 @@ enum Change {
     Allow,
 }
 
-/// POST /api/deletePeers|restrictPeers|allowAccessPeers/<configuration>
-/// {peers: [public keys]}.
-fn change_peers(
-    conf_name: &str,
-    body: &Map<String, Value>,
-    change: Change,
-) -> Result<Response, Error> {
+/// POST /api/deletePeers/<configuration> {peers: [public keys]}.
+fn delete_peers(call: &Call) -> Result<Response, Error> {
+    change_peers(call, Change::Delete)
+}
+
+/// POST /api/restrictPeers/<configuration> {peers: [public keys]}.
+fn restrict_peers(call: &Call) -> Result<Response, Error> {
+    change_peers(call, Change::Restrict)
+}
+
+/// POST /api/allowAccessPeers/<configuration> {peers: [public keys]}.
+fn allow_access_peers(call: &Call) -> Result<Response, Error> {
+    change_peers(call, Change::Allow)
+}
+
+fn change_peers(call: &Call, change: Change) -> Result<Response, Error> {
+    let body = &call.body()?;
+    let conf_name = call.configuration();
+    let conf_name = conf_name.as_str();
     let Some(conf) = (if validate::is_name(conf_name) {
         store::conf(conf_name)?
     } else {
@@ -944,7 +983,10 @@ fn set_restricted(conf: &str, ids: &[String], restricted: bool) -> Result<Vec<Pe
 /// POST /api/updatePeerSettings/<configuration> {id, name, private_key,
 /// DNS, allowed_ip, endpoint_allowed_ip, preshared_key, mtu, keepalive};
 /// a field left out keeps its value.
-fn update_peer(conf_name: &str, body: &Map<String, Value>) -> Result<Response, Error> {
+fn update_peer(call: &Call) -> Result<Response, Error> {
+    let body = &call.body()?;
+    let conf_name = call.configuration();
+    let conf_name = conf_name.as_str();
     const NO_PEER: &str = "Peer does not exist";
     let id = str_field(body, "id").unwrap_or_default().to_string();
     let conf = if validate::is_name(conf_name) {
@@ -1044,7 +1086,10 @@ fn update_peer(conf_name: &str, body: &Map<String, Value>) -> Result<Response, E
 }
 
 /// POST /api/resetPeerData/<configuration> {id, type: total|receive|sent}.
-fn reset_peer_data(conf_name: &str, body: &Map<String, Value>) -> Result<Response, Error> {
+fn reset_peer_data(call: &Call) -> Result<Response, Error> {
+    let body = &call.body()?;
+    let conf_name = call.configuration();
+    let conf_name = conf_name.as_str();
     const NO_PEER: &str = "Configuration/Peer does not exist";
     let id = str_field(body, "id").unwrap_or_default();
     let conf = if validate::is_name(conf_name) {
@@ -1142,7 +1187,11 @@ pub fn client_conf(conf: &Conf, p: &PeerRec, remote_endpoint: &str) -> String {
 }
 
 /// GET /api/downloadPeer/<configuration>?id= (or ?configurationName=&id=).
-fn download_peer(conf_name: &str, id: &str) -> Result<Response, Error> {
+fn download_peer(call: &Call) -> Result<Response, Error> {
+    let conf_name = call.configuration();
+    let conf_name = conf_name.as_str();
+    let id = call.query_key("id");
+    let id = id.as_str();
     let Some(conf) = (if validate::is_name(conf_name) {
         store::conf(conf_name)?
     } else {
@@ -1177,7 +1226,9 @@ fn valid_remote(text: &str) -> bool {
 
 /// GET /api/getAvailableIPs/<configuration>: the first free addresses (at
 /// most [`MAX_AVAILABLE`]); status false when there are none.
-fn available_ips(conf_name: &str) -> Result<Response, Error> {
+fn available_ips(call: &Call) -> Result<Response, Error> {
+    let conf_name = call.configuration();
+    let conf_name = conf_name.as_str();
     let Some(conf) = (if validate::is_name(conf_name) {
         store::conf(conf_name)?
     } else {
@@ -1193,6 +1244,25 @@ fn available_ips(conf_name: &str) -> Result<Response, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_endpoint_is_one_well_formed_line() {
+        let mut names = HashSet::new();
+        for e in ENDPOINTS {
+            let name = e.name();
+            assert!(
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric()),
+                "{}: a path is a name, plus {CONFIGURATION_SEGMENT} or nothing",
+                e.0
+            );
+            assert!(names.insert(name), "{name} is listed twice");
+            assert!(
+                !e.1.is_empty() && e.1.chars().all(|c| c.is_ascii_uppercase()),
+                "{name}: method {:?}",
+                e.1
+            );
+        }
+    }
 
     #[test]
     fn file_names_are_safe() {

@@ -4,9 +4,9 @@
 //!
 //! The order is the original's: a non-empty API key header is checked first
 //! and, when it is not a live key, the answer is 401 "API Key does not
-//! exist" whatever the endpoint; without one, every endpoint but
-//! validateAuthentication, authenticate and isTotpEnabled needs a live
-//! session, else 401 "Unauthorized access.".
+//! exist" whatever the endpoint; without one, every endpoint that the table
+//! in [`crate::api`] does not mark `Public` needs a live session, else 401
+//! "Unauthorized access.".
 //!
 //! Keys are the host's `keys` capability: it keeps SHA-256 digests and checks
 //! expiry on every verify. Sessions are kv records under the SHA-256 of the
@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 use wasmgate_sdk::crypto::{self, HmacAlgorithm};
 use wasmgate_sdk::{Error, Request, Response, keys, kv, log, ratelimit};
 
+use crate::api::Call;
 use crate::envelope::{self, done, fail, ok};
 use crate::paging;
 use crate::store::{self, Account, Session};
@@ -149,23 +150,23 @@ fn clear_cookie() -> String {
 }
 
 /// GET /api/validateAuthentication: whether the cookie's session is live.
-pub fn validate(caller: &Caller) -> Response {
-    match caller {
+pub fn validate(call: &Call) -> Result<Response, Error> {
+    Ok(match call.caller {
         Caller::Session(_) => done(),
         _ => fail("Invalid authentication."),
-    }
+    })
 }
 
 /// GET /api/signout: ends the cookie's session (an API key has none).
-pub fn signout(caller: &Caller) -> Result<Response, Error> {
-    if let Caller::Session(key) = caller {
+pub fn signout(call: &Call) -> Result<Response, Error> {
+    if let Caller::Session(key) = call.caller {
         kv::delete(key)?;
     }
     Ok(done().with_header("set-cookie", clear_cookie()))
 }
 
 /// GET /api/isTotpEnabled.
-pub fn totp_enabled() -> Result<Response, Error> {
+pub fn totp_enabled(_: &Call) -> Result<Response, Error> {
     let on = store::account()?.is_some_and(|a| a.totp_secret.is_some());
     Ok(ok(&on))
 }
@@ -237,7 +238,8 @@ fn over_login_limit(settings: &store::Settings, client: &str, username: &str) ->
 /// are compared in constant time. A TOTP step that already logged in, or an
 /// earlier one, is refused. With a valid API key the original starts a
 /// session without a password; so does this.
-pub fn authenticate(req: &Request, caller: &Caller) -> Result<Response, Error> {
+pub fn authenticate(call: &Call) -> Result<Response, Error> {
+    let (req, caller) = (call.req, call.caller);
     let account = store::account()?;
     let welcome = Value::Bool(account.as_ref().is_none_or(|a| a.welcome_session));
     if matches!(caller, Caller::ApiKey) {
@@ -353,7 +355,11 @@ fn key_json(k: &KeyJson) -> Result<Vec<u8>, Error> {
 }
 
 /// GET /api/getDashboardAPIKeys, paged by key id.
-pub fn get_keys(paging: Option<paging::Paging>) -> Result<Response, Error> {
+pub fn get_keys(call: &Call) -> Result<Response, Error> {
+    let paging = match paging::paging(call.req) {
+        Ok(p) => p,
+        Err(answer) => return Ok(answer),
+    };
     let mut keys = key_list(None)?;
     keys.sort_by(|a, b| a.key.cmp(&b.key));
     paging::list(&keys, |k| k.key.as_str(), key_json, paging)
@@ -361,8 +367,8 @@ pub fn get_keys(paging: Option<paging::Paging>) -> Result<Response, Error> {
 
 /// POST /api/newDashboardAPIKey {NeverExpire, ExpiredAt}: the list, in
 /// which the new key's `Key` is its secret, this once.
-pub fn new_key(req: &Request) -> Result<Response, Error> {
-    let Ok(body) = req.json::<Map<String, Value>>() else {
+pub fn new_key(call: &Call) -> Result<Response, Error> {
+    let Ok(body) = call.req.json::<Map<String, Value>>() else {
         return Ok(fail("Invalid JSON body"));
     };
     let never = body
@@ -408,8 +414,8 @@ pub fn new_key(req: &Request) -> Result<Response, Error> {
 }
 
 /// POST /api/deleteDashboardAPIKey {Key}: by id (as listed) or by secret.
-pub fn delete_key(req: &Request) -> Result<Response, Error> {
-    let body: Map<String, Value> = req.json().unwrap_or_default();
+pub fn delete_key(call: &Call) -> Result<Response, Error> {
+    let body: Map<String, Value> = call.req.json().unwrap_or_default();
     let given = body.get("Key").and_then(Value::as_str).unwrap_or_default();
     if given.is_empty() {
         return Ok(fail(NO_SUCH_KEY));
