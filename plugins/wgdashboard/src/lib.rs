@@ -3,8 +3,11 @@
 //! `wireguard` capability and their addresses through `net`.
 //!
 //! Reading order:
-//! 1. [`api`]: the endpoints under the mount (`/api/`), after
-//! 2. [`auth`]: API keys, sessions, login with TOTP, the key list;
+//! 1. [`api`]: the endpoints under the mount (`/api/`), one line each in a
+//!    table, and the checks every request passes before its handler;
+//! 2. the handlers: [`configurations`]; [`peers`] (and the free addresses);
+//!    [`download`] (a peer's `.conf`); [`auth`]: API keys, sessions, login
+//!    with TOTP, the key list;
 //! 3. [`envelope`]: `{data, message, status}`; [`json`]: configuration and
 //!    peer shapes;
 //! 4. [`device`]: toggling a configuration on and off, live counters;
@@ -16,11 +19,14 @@
 mod admin;
 mod api;
 mod auth;
+mod configurations;
 mod device;
+mod download;
 mod envelope;
 mod ipalloc;
 mod json;
 mod paging;
+mod peers;
 mod store;
 mod totp;
 mod validate;
