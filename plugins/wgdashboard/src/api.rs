@@ -110,6 +110,9 @@ impl Call<'_> {
     }
 }
 
+/// Every request, in the original's order: the caller (a bad API key is 401
+/// whatever the path; nobody is 401 unless the endpoint is public), then
+/// the endpoint (404), its method (405), then its handler.
 pub fn handle(req: &Request) -> Response {
     let path = req.path().trim_start_matches('/');
     let (name, arg) = match path.split_once('/') {
@@ -117,7 +120,7 @@ pub fn handle(req: &Request) -> Response {
         None => (path, ""),
     };
     let endpoint = ENDPOINTS.iter().find(|e| e.name() == name);
-    let public = endpoint.is_some_and(|e| e.2 == Public);
+    let public = endpoint.is_some_and(|&Endpoint(_, _, access, _)| access == Public);
     let caller = match auth::caller(req) {
         Ok(c) => c,
         Err(answer) => return answer,
