@@ -9,11 +9,12 @@
 pub mod bindings;
 pub mod caps;
 pub mod config;
-pub mod datadir;
 pub mod db;
 pub mod listener;
 pub mod metrics;
 pub mod router;
 pub mod runtime;
+pub mod scheduler;
 pub mod server;
 pub mod slots;
+pub mod util;

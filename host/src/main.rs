@@ -89,7 +89,7 @@ enum Command {
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    wasmgate::datadir::restrict_umask();
+    wasmgate::util::fs::restrict_umask();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -36,6 +36,7 @@ use crate::config::{AllocatorKind, Grants, Limits, PluginConfig, RuntimeConfig};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::slots::{SlotError, Slots};
+use crate::util::deadline::DeadlineExceeded;
 
 /// How often the epoch advances; the granularity of deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -146,11 +147,6 @@ async fn catch_host_panic<T>(
         }
     }
 }
-
-/// Raised from the epoch callback when a call runs past its budget.
-#[derive(Debug, thiserror::Error)]
-#[error("deadline exceeded")]
-pub struct DeadlineExceeded;
 
 /// Why a call into a plugin produced no usable response.
 #[derive(Debug, thiserror::Error)]
@@ -505,7 +501,7 @@ impl Plugin {
             anyhow::bail!(CallError::NoExport("job-handler"));
         };
         let _slot = self.slot().await?;
-        let request_id = format!("job-{}", crate::server::request_id());
+        let request_id = format!("job-{}", crate::util::ids::request_id());
         let mut store = self.new_store(&request_id);
         let result = async {
             let instance = self.pre.instantiate_async(&mut store).await?;
@@ -635,8 +631,8 @@ impl Cache {
         let key = match std::fs::read(&key_path) {
             Ok(k) if k.len() == 32 => k,
             _ => {
-                let k = crate::caps::crypto::random(32)?;
-                crate::server::write_private(&key_path, &k)?;
+                let k = crate::util::ids::random(32)?;
+                crate::util::fs::write_private(&key_path, &k)?;
                 k
             }
         };
@@ -652,7 +648,7 @@ impl Cache {
         let mut hasher = Sha256Hasher(digest::Context::new(&digest::SHA256));
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         hasher.0.update(&bytes);
-        let id = crate::caps::crypto::hex(hasher.0.finish().as_ref());
+        let id = crate::util::ids::hex(hasher.0.finish().as_ref());
         let path = self.dir.join(format!("{id}.cwasm"));
         if let Ok(sealed) = std::fs::read(&path) {
             if sealed.len() > TAG_LEN {
@@ -691,7 +687,7 @@ fn store_artefact(path: &Path, sealed: &[u8]) -> std::io::Result<()> {
         _ => {}
     }
     let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    crate::server::write_private(&tmp, sealed)?;
+    crate::util::fs::write_private(&tmp, sealed)?;
     std::fs::rename(&tmp, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&tmp);
     })

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -28,12 +28,12 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::bindings::Request;
-use crate::caps::jobs::Scheduler;
 use crate::config::Config;
 use crate::db::Db;
 use crate::listener::{Activity, ConnCaps, Watched, watchdog};
 use crate::router::Router;
 use crate::runtime::{Cache, CallError, Plugin, Runtime, Shared};
+use crate::scheduler::Scheduler;
 
 type Body = Full<Bytes>;
 type HttpResponse = hyper::Response<Body>;
@@ -44,42 +44,6 @@ const ADMIN_BODY_BYTES: usize = 1 << 20;
 const ADMIN_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for in-flight requests beyond the longest plugin timeout.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
-/// Writes `bytes` to `path`, readable and writable by the owner only.
-/// A file that could not be written whole (a full disk) is removed, so that
-/// nothing half-written is read at the next start.
-pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    let written = f.write_all(bytes).and_then(|()| f.sync_all());
-    if written.is_err() {
-        drop(f);
-        let _ = std::fs::remove_file(path);
-    }
-    written
-}
-
-/// A process-unique request id: a random prefix and a counter.
-pub fn request_id() -> String {
-    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        crate::caps::crypto::random(4)
-            .ok()
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-            .unwrap_or(0)
-    });
-    format!(
-        "{prefix:08x}{:08x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
 
 /// Everything `serve`, `call` and `check` share: the engine and the loaded plugins.
 pub struct Host {
@@ -95,7 +59,7 @@ impl Host {
     /// `accept_empty_db` lets a 0-byte database file be started afresh.
     pub fn load(config: Config, only: Option<&str>, accept_empty_db: bool) -> anyhow::Result<Host> {
         let dir = &config.data_dir;
-        crate::datadir::prepare(dir)
+        crate::util::fs::prepare_data_dir(dir)
             .with_context(|| format!("cannot prepare the data directory {}", dir.display()))?;
         let db = Db::open(dir, accept_empty_db)?;
         Host::with_db(config, db, only)
@@ -225,8 +189,8 @@ fn admin_token(dir: &Path) -> anyhow::Result<String> {
     match std::fs::read_to_string(&path) {
         Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
         _ => {
-            let token = crate::caps::crypto::hex(&crate::caps::crypto::random(32)?);
-            write_private(&path, format!("{token}\n").as_bytes())
+            let token = crate::util::ids::hex(&crate::util::ids::random(32)?);
+            crate::util::fs::write_private(&path, format!("{token}\n").as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             tracing::info!(path = %path.display(), "created the admin token");
             Ok(token)
@@ -269,7 +233,7 @@ impl Bound {
                 loop {
                     let (stream, peer) = tokio::select! {
                         x = crate::listener::accept(&listener) => x,
-                        _ = stopped(&mut stop) => return,
+                        _ = crate::util::shutdown::stopped(&mut stop) => return,
                     };
                     let Some(admitted) = caps.admit(peer.ip()) else {
                         tracing::debug!(%peer, open = caps.open(), "connection refused: over a connection cap");
@@ -339,11 +303,6 @@ impl Bound {
     }
 }
 
-/// Resolves once `stop` says the server is stopping (at once if it already is).
-pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopping| *stopping).await;
-}
-
 /// SIGINT and SIGTERM, registered before `ready` is printed so that a signal
 /// arriving right after it cannot take the default action (dying).
 struct ShutdownSignals {
@@ -385,7 +344,7 @@ async fn dispatch(
     req: hyper::Request<Incoming>,
 ) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
-    let id = request_id();
+    let id = crate::util::ids::request_id();
     let (plugin_name, mut response) = match protocol_error(&req) {
         Some(r) => (None, r),
         None => match kind {
@@ -930,7 +889,7 @@ pub fn local_request(
         body,
         client_addr: "127.0.0.1:0".to_string(),
         prefix,
-        request_id: request_id(),
+        request_id: crate::util::ids::request_id(),
     }
 }
 

@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
-use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac, pbkdf2, signature};
 use wasmtime::component::{HasSelf, Linker};
 
 use super::Capability;
 use crate::bindings::crypto::{HmacAlgorithm, Host};
-use crate::runtime::{Ctx, DeadlineExceeded, PluginShared};
+use crate::runtime::{Ctx, PluginShared};
+use crate::util::ids::random;
 
 pub const CAP: Capability = Capability {
     name: "crypto",
@@ -29,20 +29,6 @@ pub const PBKDF2_ITERATIONS: u32 = 600_000;
 /// Iteration counts accepted when verifying, so a stored hash cannot make
 /// verification run for minutes.
 const PBKDF2_MAX_ITERATIONS: u32 = 10_000_000;
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `n` bytes from the OS RNG.
-pub fn random(n: usize) -> wasmtime::Result<Vec<u8>> {
-    let mut out = vec![0u8; n];
-    SystemRandom::new()
-        .fill(&mut out)
-        .map_err(|_| wasmtime::format_err!("the OS random number generator failed"))?;
-    Ok(out)
-}
 
 /// See `password-hash` in wit/caps.wit.
 pub fn password_hash(password: &str) -> wasmtime::Result<String> {
@@ -115,7 +101,7 @@ impl Host for Ctx {
         if len > MAX_RANDOM_BYTES {
             wasmtime::bail!("crypto.random-bytes: {len} is over the limit of {MAX_RANDOM_BYTES}");
         }
-        random(len as usize)
+        Ok(random(len as usize)?)
     }
 
     async fn sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
@@ -192,16 +178,14 @@ async fn off_the_executor<T: Send + 'static>(
     deadline: std::time::Instant,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> wasmtime::Result<T> {
-    let deadline = tokio::time::Instant::from_std(deadline);
     let permits = async {
         let own = plugin.blocking.acquire().await?;
         let host = plugin.host.blocking.acquire().await?;
         Ok::<_, tokio::sync::AcquireError>((own, host))
     };
-    let permits = match tokio::time::timeout_at(deadline, permits).await {
-        Ok(p) => p.map_err(|_| wasmtime::format_err!("the host is shutting down"))?,
-        Err(_) => return Err(wasmtime::Error::new(DeadlineExceeded)),
-    };
+    let permits = crate::util::deadline::until(deadline, permits)
+        .await?
+        .map_err(|_| wasmtime::format_err!("the host is shutting down"))?;
     let out = tokio::task::spawn_blocking(f).await;
     drop(permits);
     out.map_err(|e| wasmtime::format_err!("a blocking host call failed: {e}"))

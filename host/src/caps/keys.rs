@@ -12,11 +12,13 @@ use ring::digest::{SHA256, digest};
 use serde::{Deserialize, Serialize};
 use wasmtime::component::{HasSelf, Linker};
 
-use super::crypto::{constant_time_eq, hex, random};
-use super::{Capability, unix_now};
+use super::Capability;
+use super::crypto::constant_time_eq;
 use crate::bindings::keys::{Error, Host, Issued, KeyInfo};
 use crate::db::{DbError, KEY_DIGESTS, KEYS};
 use crate::runtime::Ctx;
+use crate::util::ids::{hex, random};
+use crate::util::time::{unix_now, unix_now_ms};
 
 pub const CAP: Capability = Capability {
     name: "keys",
@@ -102,7 +104,7 @@ impl Ctx {
         }
         let secret = URL_SAFE_NO_PAD.encode(random(32)?);
         // Time first, so ids sort in issue order.
-        let id = format!("{:012x}{}", super::unix_now_ms(), hex(&random(4)?));
+        let id = format!("{:012x}{}", unix_now_ms(), hex(&random(4)?));
         let digest_bytes = digest(&SHA256, secret.as_bytes());
         let record = KeyRecord {
             role,

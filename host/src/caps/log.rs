@@ -10,9 +10,10 @@ use std::task::{Context, Poll};
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use super::{Capability, unix_now};
+use super::Capability;
 use crate::bindings::log::{Host, Level};
 use crate::runtime::Ctx;
+use crate::util::time::unix_now;
 
 pub const CAP: Capability = Capability {
     name: "log",

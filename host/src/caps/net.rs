@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -46,7 +46,7 @@ use wasmtime::component::{HasSelf, Linker};
 use super::Capability;
 use crate::bindings::net::{Address, Error, Host, Link, Neighbour, NeighbourState, OperState};
 use crate::config::{MAX_LINK_NAME, NetGrant};
-use crate::runtime::{Ctx, DeadlineExceeded, PluginShared};
+use crate::runtime::{Ctx, PluginShared};
 
 pub const CAP: Capability = Capability {
     name: "net",
@@ -178,25 +178,8 @@ impl Connections {
 
 /// A netlink route socket created inside the namespace at `path`.
 async fn socket_in(path: &Path) -> io::Result<rtnetlink::sys::Socket> {
-    if tokio::runtime::Handle::try_current().is_err() {
-        return Err(io::Error::other("no tokio runtime"));
-    }
     let ns = std::fs::File::open(path)?;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("wasmgate-netns".into())
-        .spawn(move || {
-            // This thread only enters the namespace and creates the socket; it
-            // ends right after, so nothing else ever runs in the namespace.
-            let socket = if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } == 0 {
-                rtnetlink::sys::Socket::new(NETLINK_ROUTE)
-            } else {
-                Err(io::Error::last_os_error())
-            };
-            let _ = tx.send(socket);
-        })?;
-    rx.await
-        .map_err(|_| io::Error::other("the namespace thread ended without an answer"))?
+    crate::util::netns::make_in_async(ns, || rtnetlink::sys::Socket::new(NETLINK_ROUTE)).await
 }
 
 /// The errno of a kernel refusal, if it was one.
@@ -216,7 +199,7 @@ pub(crate) fn os(e: rtnetlink::Error) -> Error {
 
 /// A name as repeated in an error message: bounded.
 fn shown(name: &str) -> String {
-    name.chars().take(MAX_NAME_IN_MESSAGE).collect()
+    crate::util::text::shown(name, MAX_NAME_IN_MESSAGE)
 }
 
 fn no_link(name: &str) -> Error {
@@ -616,24 +599,13 @@ where
         let net = Net::open(plugin, access).await?;
         f(net).await
     };
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(wasmtime::Error::new(DeadlineExceeded));
+    match crate::util::deadline::bound(deadline, NET_TIMEOUT, work).await? {
+        Some(r) => Ok(r),
+        None => Ok(Err(Error::Os(format!(
+            "netlink did not answer within {} s",
+            NET_TIMEOUT.as_secs()
+        )))),
     }
-    if left < NET_TIMEOUT {
-        return match tokio::time::timeout(left, work).await {
-            Ok(r) => Ok(r),
-            Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
-        };
-    }
-    Ok(tokio::time::timeout(NET_TIMEOUT, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Os(format!(
-                "netlink did not answer within {} s",
-                NET_TIMEOUT.as_secs()
-            )))
-        }))
 }
 
 impl Host for Ctx {
@@ -714,6 +686,7 @@ mod tests {
     use super::*;
     use crate::config::Grants;
     use crate::runtime::{test_ctx, test_shared};
+    use crate::util::deadline::DeadlineExceeded;
 
     #[test]
     fn globs_match_whole_names_with_star_and_question_mark() {

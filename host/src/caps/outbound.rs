@@ -37,7 +37,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use super::Capability;
 use crate::bindings::outbound::{Error, Host, IncomingResponse, OutgoingRequest};
-use crate::runtime::{Ctx, DeadlineExceeded, PluginShared};
+use crate::runtime::{Ctx, PluginShared};
 
 pub const CAP: Capability = Capability {
     name: "outbound",
@@ -231,7 +231,7 @@ struct Checked {
 }
 
 fn shown(host: &str) -> String {
-    host.chars().take(MAX_HOST_IN_MESSAGE).collect()
+    crate::util::text::shown(host, MAX_HOST_IN_MESSAGE)
 }
 
 /// Step 2: everything about the request that needs no I/O.
@@ -479,21 +479,14 @@ async fn send(
         }
     };
     let (host, port) = (checked.host.clone(), checked.port);
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(wasmtime::Error::new(DeadlineExceeded));
-    }
     let started = Instant::now();
-    let result = if left < timeout {
-        match tokio::time::timeout(left, exchange(checked, grant.max_response_bytes)).await {
-            Ok(r) => r,
-            Err(_) => return Err(wasmtime::Error::new(DeadlineExceeded)),
-        }
-    } else {
-        tokio::time::timeout(timeout, exchange(checked, grant.max_response_bytes))
-            .await
-            .unwrap_or(Err(Error::Timeout))
-    };
+    let result = crate::util::deadline::bound(
+        deadline,
+        timeout,
+        exchange(checked, grant.max_response_bytes),
+    )
+    .await?
+    .unwrap_or(Err(Error::Timeout));
     let ms = started.elapsed().as_millis() as u64;
     match &result {
         Ok(r) => {
@@ -520,6 +513,7 @@ mod tests {
     use super::*;
     use crate::config::Grants;
     use crate::runtime::{test_ctx, test_shared};
+    use crate::util::deadline::DeadlineExceeded;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn grant(hosts: &[&str]) -> OutboundGrant {

@@ -14,9 +14,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use wasmtime::component::{HasSelf, Linker};
 
-use super::{Capability, unix_now_ms};
+use super::Capability;
 use crate::bindings::ratelimit::{Decision, Host};
 use crate::runtime::Ctx;
+use crate::util::time::unix_now_ms;
 
 pub const CAP: Capability = Capability {
     name: "ratelimit",
@@ -77,7 +78,7 @@ impl RateLimiter {
     pub fn check(&self, bucket: &str, limit: u32, window_ms: u64, now_ms: u64) -> Decision {
         let window_ms = window_ms.max(1);
         let mut bucket = if bucket.len() > MAX_BUCKET_BYTES {
-            crate::caps::crypto::hex(
+            crate::util::ids::hex(
                 ring::digest::digest(&ring::digest::SHA256, bucket.as_bytes()).as_ref(),
             )
         } else {

@@ -60,7 +60,7 @@ use super::net::{errno, find_link, glob_match, link_name, set_up_by_index, valid
 use super::wireguard_kernel::{Change, Kernel, KernelDevice, PeerChange};
 use crate::bindings::wireguard::{Device, Error, Host, Keypair, Peer, PeerConfig};
 use crate::config::{WireguardBackend, WireguardGrant};
-use crate::runtime::{Ctx, DeadlineExceeded, PluginShared};
+use crate::runtime::{Ctx, PluginShared};
 
 pub const CAP: Capability = Capability {
     name: "wireguard",
@@ -100,7 +100,7 @@ pub fn socket_path(name: &str) -> PathBuf {
 /// A fresh X25519 private key, clamped as `wg genkey` prints it.
 fn new_private_key() -> wasmtime::Result<[u8; 32]> {
     let mut key = [0u8; 32];
-    key.copy_from_slice(&super::crypto::random(32)?);
+    key.copy_from_slice(&crate::util::ids::random(32)?);
     key[0] &= 248;
     key[31] &= 127;
     key[31] |= 64;
@@ -126,7 +126,7 @@ fn decode_key(what: &str, text: &str) -> Result<[u8; 32], Error> {
 }
 
 fn hex_key(key: &[u8; 32]) -> String {
-    super::crypto::hex(key)
+    crate::util::ids::hex(key)
 }
 
 fn unhex_key(text: &str) -> Option<[u8; 32]> {
@@ -145,7 +145,7 @@ fn unhex_key(text: &str) -> Option<[u8; 32]> {
 
 /// A name as repeated in an error message: bounded.
 fn shown(name: &str) -> String {
-    name.chars().take(MAX_NAME_IN_MESSAGE).collect()
+    crate::util::text::shown(name, MAX_NAME_IN_MESSAGE)
 }
 
 fn no_device(name: &str) -> Error {
@@ -607,10 +607,8 @@ fn spawn_child(
             if libc::getppid() != parent {
                 return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
-            if let Some(fd) = ns_fd
-                && libc::setns(fd, libc::CLONE_NEWNET) != 0
-            {
-                return Err(io::Error::last_os_error());
+            if let Some(fd) = ns_fd {
+                crate::util::netns::enter(fd)?;
             }
             Ok(())
         });
@@ -1191,24 +1189,13 @@ where
         Ok(wg) => wg,
         Err(e) => return Ok(Err(e)),
     };
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(wasmtime::Error::new(DeadlineExceeded));
+    match crate::util::deadline::bound(deadline, WG_TIMEOUT, f(wg)).await? {
+        Some(r) => Ok(r),
+        None => Ok(Err(Error::Os(format!(
+            "WireGuard did not answer within {} s",
+            WG_TIMEOUT.as_secs()
+        )))),
     }
-    if left < WG_TIMEOUT {
-        return match tokio::time::timeout(left, f(wg)).await {
-            Ok(r) => Ok(r),
-            Err(_) => Err(wasmtime::Error::new(DeadlineExceeded)),
-        };
-    }
-    Ok(tokio::time::timeout(WG_TIMEOUT, f(wg))
-        .await
-        .unwrap_or_else(|_| {
-            Err(Error::Os(format!(
-                "WireGuard did not answer within {} s",
-                WG_TIMEOUT.as_secs()
-            )))
-        }))
 }
 
 impl Host for Ctx {
@@ -1222,7 +1209,7 @@ impl Host for Ctx {
 
     async fn generate_preshared_key(&mut self) -> wasmtime::Result<String> {
         let mut key = [0u8; 32];
-        key.copy_from_slice(&super::crypto::random(32)?);
+        key.copy_from_slice(&crate::util::ids::random(32)?);
         Ok(encode_key(&key))
     }
 
@@ -1307,6 +1294,7 @@ mod tests {
     use super::*;
     use crate::config::Grants;
     use crate::runtime::{test_ctx, test_shared};
+    use crate::util::deadline::DeadlineExceeded;
 
     fn grant(devices: &[&str], backend: WireguardBackend, netns: Option<&str>) -> Grants {
         Grants {

@@ -114,24 +114,8 @@ fn socket_in(netns: Option<&Path>) -> io::Result<Socket> {
     let Some(path) = netns else {
         return Socket::new(NETLINK_GENERIC);
     };
-    let ns = std::fs::File::open(path).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("network namespace {}: {e}", path.display()),
-        )
-    })?;
-    std::thread::Builder::new()
-        .name("wasmgate-netns".into())
-        .spawn(move || {
-            // SAFETY: setns on a descriptor this thread owns; the thread ends
-            // right after making the socket.
-            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Socket::new(NETLINK_GENERIC)
-        })?
-        .join()
-        .map_err(|_| io::Error::other("the namespace thread panicked"))?
+    let ns = crate::util::netns::open(path)?;
+    crate::util::netns::make_in(ns, || Socket::new(NETLINK_GENERIC))
 }
 
 fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {

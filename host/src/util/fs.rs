@@ -1,15 +1,42 @@
-//! The data directory holds the database (plugins' secrets among its rows),
-//! the admin token and the cache key: nobody but the host's own user may
-//! read any of it.
+//! Private files, and the data directory: it holds the database (plugins'
+//! secrets among its rows), the admin token and the cache key, so nobody
+//! but the host's own user may read any of it.
 //!
 //! The process runs with umask 077 ([`restrict_umask`], first thing in
-//! `main`), so everything it creates is private; [`prepare`] creates the
+//! `main`), so everything it creates is private; [`prepare_data_dir`] creates the
 //! directory 0700, and makes an existing one private again (0700 for
 //! directories, 0600 for files) with a warning, for installs made before.
 
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// Writes `bytes` to `path`, readable and writable by the owner only. A
+/// file that could not be written whole (a full disk) is removed, so that
+/// nothing half-written is read at the next start.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    let written = f.write_all(bytes).and_then(|()| f.sync_all());
+    if written.is_err() {
+        drop(f);
+        let _ = std::fs::remove_file(path);
+    }
+    written
+}
+
+/// Creates `dir` and its parents, mode 0700.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
 
 /// Files and directories the process creates are its user's alone.
 pub fn restrict_umask() {
@@ -21,12 +48,9 @@ pub fn restrict_umask() {
 
 /// Creates `dir` (mode 0700) or makes an existing one and everything in it
 /// private. Returns the paths that were readable by others, already fixed.
-pub fn prepare(dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub fn prepare_data_dir(dir: &Path) -> io::Result<Vec<PathBuf>> {
     if !dir.exists() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
+        create_private_dir(dir)?;
         return Ok(Vec::new());
     }
     let mut fixed = Vec::new();
@@ -85,7 +109,7 @@ mod tests {
             std::fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        let fixed = prepare(&dir).unwrap();
+        let fixed = prepare_data_dir(&dir).unwrap();
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("wasmgate.redb")), 0o600);
@@ -97,7 +121,7 @@ mod tests {
         );
 
         let fresh = tmp.path().join("a/b/data");
-        assert!(prepare(&fresh).unwrap().is_empty());
+        assert!(prepare_data_dir(&fresh).unwrap().is_empty());
         assert_eq!(mode(&fresh), 0o700);
     }
 }

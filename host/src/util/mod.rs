@@ -1,0 +1,15 @@
+//! Leaf helpers every layer may use; they import nothing else of the host.
+//!
+//! [`time`] (Unix time), [`ids`] (random bytes, hex, request ids), [`fs`]
+//! (private files, the data directory), [`shutdown`] (the stop signal),
+//! [`deadline`] (bounding a host call that waits), [`netns`] (work done
+//! inside a network namespace), [`text`] (bounding what an error message
+//! repeats).
+
+pub mod deadline;
+pub mod fs;
+pub mod ids;
+pub mod netns;
+pub mod shutdown;
+pub mod text;
+pub mod time;
