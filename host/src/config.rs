@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::caps::Grants;
+
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -231,227 +233,6 @@ pub struct Mount {
     pub listen: String,
     /// Path prefix starting with `/`; the longest matching prefix wins.
     pub prefix: String,
-}
-
-/// Capability grants. Each defaults to withheld.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct Grants {
-    /// Its own key-value namespace in the host's redb database.
-    #[serde(default)]
-    pub kv: bool,
-    /// API keys for its callers, stored hashed by the host.
-    #[serde(default)]
-    pub keys: bool,
-    /// Hashes, HMAC, password hashing, Ed25519 verification, random bytes.
-    #[serde(default)]
-    pub crypto: bool,
-    /// Reading its own `settings:`.
-    #[serde(default)]
-    pub config: bool,
-    /// Writing to the host log.
-    #[serde(default)]
-    pub log: bool,
-    /// Queueing background jobs.
-    #[serde(default)]
-    pub jobs: bool,
-    /// Fixed-window rate limit counters.
-    #[serde(default)]
-    pub ratelimit: bool,
-    /// Netlink on the links whose names match; withheld when absent.
-    #[serde(default)]
-    pub net: Option<NetGrant>,
-    /// HTTP requests to the listed hosts only; withheld when absent.
-    #[serde(default)]
-    pub outbound: Option<crate::caps::outbound::OutboundGrant>,
-    /// WireGuard devices whose names match; withheld when absent.
-    #[serde(default)]
-    pub wireguard: Option<WireguardGrant>,
-}
-
-/// The `wireguard` grant: which devices a plugin may see, create and change,
-/// and how the host drives them.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct WireguardGrant {
-    /// Glob patterns over device names (`*` any run, `?` one character); at
-    /// least one. A device matching none is invisible to the plugin.
-    pub devices: Vec<String>,
-    /// Which WireGuard drives the devices the plugin creates.
-    #[serde(default)]
-    pub backend: WireguardBackend,
-    /// The userspace implementation the host starts per device, as
-    /// `<binary> -f <name>`: an absolute path, or a name looked up in the
-    /// host's `PATH`.
-    #[serde(default = "default_userspace_binary")]
-    pub userspace_binary: String,
-    /// The network namespace of the devices, as for `net.netns`. Absent: the
-    /// host's own namespace.
-    #[serde(default)]
-    pub netns: Option<String>,
-}
-
-fn default_userspace_binary() -> String {
-    "wireguard-go".to_string()
-}
-
-/// See [`WireguardGrant::backend`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WireguardBackend {
-    /// The kernel's where its generic netlink family `wireguard` resolves
-    /// (probed once per namespace while the host runs), else userspace.
-    #[default]
-    Auto,
-    /// The kernel's WireGuard over generic netlink; a clear error where the
-    /// kernel has none.
-    Kernel,
-    /// A userspace implementation (`userspace_binary`) and its UAPI socket.
-    Userspace,
-}
-
-/// The `net` grant: which links a plugin may see and whether it may change them.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct NetGrant {
-    /// Glob patterns over link names (`*` any run, `?` one character); at
-    /// least one. A link matching none is invisible to the plugin.
-    pub links: Vec<String>,
-    /// Also allow setting links up or down and adding or removing addresses.
-    #[serde(default)]
-    pub write: bool,
-    /// The network namespace: a name under `/var/run/netns` (as made by
-    /// `ip netns add`) or an absolute path to a namespace file. Absent: the
-    /// host's own namespace.
-    #[serde(default)]
-    pub netns: Option<String>,
-}
-
-/// Where `ip netns add NAME` puts the namespace file.
-pub const NETNS_DIR: &str = "/var/run/netns";
-/// The longest link name Linux allows (IFNAMSIZ less the terminating NUL).
-pub const MAX_LINK_NAME: usize = 15;
-/// The longest link pattern accepted.
-const MAX_LINK_PATTERN: usize = 64;
-
-impl NetGrant {
-    /// The namespace file to open, or `None` for the host's own namespace.
-    pub fn netns_path(&self) -> Option<PathBuf> {
-        self.netns.as_deref().map(netns_file)
-    }
-
-    /// What serde cannot check: `(key under grants.net, message)` on failure.
-    fn validate(&self) -> Result<(), (String, String)> {
-        validate_patterns("links", &self.links, "guest*")?;
-        validate_netns(self.netns.as_deref())
-    }
-}
-
-/// The namespace file of a grant's `netns`: a name under [`NETNS_DIR`] or an
-/// absolute path.
-fn netns_file(ns: &str) -> PathBuf {
-    if ns.starts_with('/') {
-        PathBuf::from(ns)
-    } else {
-        Path::new(NETNS_DIR).join(ns)
-    }
-}
-
-/// Name patterns of a grant (`key` is `links` or `devices`): at least one,
-/// each of the characters a link name may have and the two wildcards.
-fn validate_patterns(
-    key: &str,
-    patterns: &[String],
-    example: &str,
-) -> Result<(), (String, String)> {
-    if patterns.is_empty() {
-        return Err((
-            key.into(),
-            format!("needs at least one pattern, e.g. [\"{example}\"]"),
-        ));
-    }
-    for (j, pattern) in patterns.iter().enumerate() {
-        let bad = pattern.chars().find(|c| {
-            !(c.is_ascii_alphanumeric() || matches!(c, '*' | '?' | '-' | '_' | '.' | '@' | '+'))
-        });
-        let message = if pattern.is_empty() {
-            Some("is empty".to_string())
-        } else if pattern.len() > MAX_LINK_PATTERN {
-            Some(format!("is longer than {MAX_LINK_PATTERN} characters"))
-        } else {
-            bad.map(|c| format!("`{pattern}` has {c:?}: use letters, digits, - _ . @ + and the wildcards * and ?"))
-        };
-        if let Some(message) = message {
-            return Err((format!("{key}[{j}]"), message));
-        }
-    }
-    Ok(())
-}
-
-/// A grant's `netns`: a namespace name (no `/`, no `..`) or an absolute path.
-fn validate_netns(netns: Option<&str>) -> Result<(), (String, String)> {
-    if let Some(ns) = netns {
-        let ok = if ns.starts_with('/') {
-            !ns.contains('\0')
-        } else {
-            !ns.is_empty()
-                && ns != "."
-                && !ns.contains('/')
-                && !ns.contains("..")
-                && !ns.contains('\0')
-        };
-        if !ok {
-            return Err((
-                "netns".into(),
-                format!(
-                    "`{ns}` is neither a namespace name (no `/`, no `..`) nor an absolute path"
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-impl WireguardGrant {
-    /// The namespace file to open, or `None` for the host's own namespace.
-    pub fn netns_path(&self) -> Option<PathBuf> {
-        self.netns.as_deref().map(netns_file)
-    }
-
-    /// What serde cannot check: `(key under grants.wireguard, message)` on failure.
-    fn validate(&self) -> Result<(), (String, String)> {
-        validate_patterns("devices", &self.devices, "wg*")?;
-        let b = &self.userspace_binary;
-        if b.is_empty() || b.contains('\0') || (!b.starts_with('/') && b.contains('/')) {
-            return Err((
-                "userspace_binary".into(),
-                format!("`{b}` is neither a program name (no `/`) nor an absolute path"),
-            ));
-        }
-        validate_netns(self.netns.as_deref())
-    }
-}
-
-impl Grants {
-    /// The granted capability names, in WIT order.
-    pub fn names(&self) -> Vec<&'static str> {
-        let all = [
-            ("kv", self.kv),
-            ("keys", self.keys),
-            ("crypto", self.crypto),
-            ("config", self.config),
-            ("log", self.log),
-            ("jobs", self.jobs),
-            ("ratelimit", self.ratelimit),
-            ("net", self.net.is_some()),
-            ("wireguard", self.wireguard.is_some()),
-            ("outbound", self.outbound.is_some()),
-        ];
-        all.into_iter()
-            .filter(|(_, on)| *on)
-            .map(|(n, _)| n)
-            .collect()
-    }
 }
 
 /// Per-request resource caps.
@@ -699,21 +480,9 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(net) = &p.grants.net {
-                net.validate().map_err(|(key, message)| {
-                    invalid(name, at(&format!("grants.net.{key}")), message)
-                })?;
-            }
-            if let Some(outbound) = &p.grants.outbound {
-                outbound.validate().map_err(|(key, message)| {
-                    invalid(name, at(&format!("grants.outbound.{key}")), message)
-                })?;
-            }
-            if let Some(wg) = &p.grants.wireguard {
-                wg.validate().map_err(|(key, message)| {
-                    invalid(name, at(&format!("grants.wireguard.{key}")), message)
-                })?;
-            }
+            p.grants
+                .validate()
+                .map_err(|(key, message)| invalid(name, at(&format!("grants.{key}")), message))?;
         }
         Ok(())
     }
@@ -764,6 +533,7 @@ fn line_of_plugin(text: &str, name: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caps::wireguard::WireguardBackend;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("config.yaml"), Path::new("/base"))

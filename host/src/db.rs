@@ -66,6 +66,7 @@ pub enum OpenError {
 }
 
 /// The open database.
+#[derive(Clone)]
 pub struct Db {
     inner: Arc<Inner>,
 }

@@ -6,7 +6,6 @@
 //! plugin), [`caps`] (what a plugin may do, one module per capability),
 //! [`server`] (listeners, admin surface, shutdown).
 
-pub mod bindings;
 pub mod caps;
 pub mod config;
 pub mod db;

@@ -13,7 +13,6 @@
 //!    every epoch tick, instantiate, call, drop. A trap or deadline fails
 //!    only that call.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ring::{digest, hmac};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, types::ComponentItem};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
@@ -29,10 +28,10 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{Request, Response, admin, handler, job_handler};
-use crate::caps::log::{LogBudget, Output};
-use crate::caps::ratelimit::RateLimiter;
-use crate::config::{AllocatorKind, Grants, Limits, PluginConfig, RuntimeConfig};
+use crate::caps::log::Output;
+use crate::caps::wit::{Request, Response, admin, handler, job_handler};
+use crate::caps::{Call, CapsHost, HostCaps, HostEnv, PluginCaps, PluginEnv};
+use crate::config::{AllocatorKind, Limits, PluginConfig, RuntimeConfig};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::slots::{SlotError, Slots};
@@ -50,61 +49,53 @@ const MAX_RESPONSE_HEADERS: usize = 100;
 /// State shared by every plugin and request.
 pub struct Shared {
     pub db: Db,
-    pub jobs_wake: Arc<Notify>,
+    /// Every capability's host-wide state.
+    pub caps: Arc<HostCaps>,
     pub metrics: Metrics,
-    /// Netlink connections for the `net` capability, one per namespace.
-    pub net: crate::caps::net::Connections,
-    /// The `wireguard-go` children of the `wireguard` capability.
-    pub wireguard: crate::caps::wireguard::Devices,
     /// Instance slots, shared fairly between plugins (see [`crate::slots`]).
     pub slots: Arc<Slots>,
     /// Bytes of request bodies that may be held in memory at once.
     pub body_budget: Arc<Semaphore>,
-    /// Threads for expensive host calls (password hashing), across plugins.
-    pub blocking: Arc<Semaphore>,
+    /// Threads for expensive host calls, as `runtime.blocking_threads` says.
+    pub blocking_threads: usize,
 }
 
 impl Shared {
     /// Shared state for `config`, over `db`.
     pub fn new(config: &crate::config::Config, db: Db) -> Shared {
         let rt = &config.runtime;
+        let blocking_threads = rt.blocking_threads();
         Shared {
+            caps: HostCaps::new(&HostEnv {
+                db: db.clone(),
+                blocking_threads,
+            }),
             db,
-            jobs_wake: Arc::new(Notify::new()),
             metrics: Metrics::default(),
-            net: Default::default(),
-            wireguard: Default::default(),
             slots: Slots::new(rt.max_instances as usize),
             body_budget: Arc::new(Semaphore::new(
                 rt.max_buffered_body_bytes.min(u32::MAX as u64) as usize,
             )),
-            blocking: Arc::new(Semaphore::new(rt.blocking_threads())),
+            blocking_threads,
         }
     }
 }
 
-/// What a capability needs to know about the plugin it serves.
+/// A loaded plugin's part of the host: its capabilities, its limits, its
+/// instance slot.
 pub struct PluginShared {
     pub name: String,
-    pub grants: Grants,
+    pub caps: PluginCaps,
     pub limits: Limits,
-    pub settings: BTreeMap<String, serde_json::Value>,
-    /// `settings` as one JSON object, rendered once.
-    pub settings_json: String,
     pub host: Arc<Shared>,
-    pub log_budget: LogBudget,
     /// Its index in [`Shared::slots`].
     pub slot: usize,
-    /// Its share of [`Shared::blocking`]: at most half the threads.
-    pub blocking: Semaphore,
-    /// Its `ratelimit` counters.
-    pub ratelimit: RateLimiter,
 }
 
 /// The data of one `Store`: one request or one job.
 pub struct Ctx {
-    pub plugin: Arc<PluginShared>,
-    pub request_id: String,
+    plugin: Arc<PluginShared>,
+    request_id: String,
     /// When the call's `timeout_ms` runs out. The epoch callback enforces it
     /// while wasm runs; an async host function bounds its own waiting by it.
     pub deadline: Instant,
@@ -113,6 +104,30 @@ pub struct Ctx {
     pub stderr: Output,
     wasi: WasiCtx,
     limits: StoreLimits,
+}
+
+impl CapsHost for Ctx {
+    fn call(&mut self) -> Call<'_> {
+        Call {
+            plugin: &self.plugin.caps,
+            host: &self.plugin.host.caps,
+            request_id: &self.request_id,
+            deadline: self.deadline,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl Ctx {
+    /// Sends what the plugin printed to the log.
+    fn flush_output(&self) {
+        crate::caps::log::flush_output(
+            &self.plugin.caps,
+            &self.request_id,
+            &self.stdout,
+            &self.stderr,
+        );
+    }
 }
 
 impl WasiView for Ctx {
@@ -295,11 +310,7 @@ impl Runtime {
         check_imports(&self.engine, &component, config)?;
         let mut linker: Linker<Ctx> = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        for cap in crate::caps::ALL {
-            if (cap.granted)(&config.grants) {
-                (cap.add_to_linker)(&mut linker)?;
-            }
-        }
+        crate::caps::add_to_linker(&mut linker, &config.grants)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
@@ -321,18 +332,17 @@ impl Runtime {
         let slot = host
             .slots
             .register(config.limits.max_concurrency, config.limits.max_queue);
-        let blocking = Semaphore::new((host.blocking.available_permits() / 2).max(1));
+        let env = PluginEnv {
+            name,
+            settings: &config.settings,
+            blocking_threads: host.blocking_threads,
+        };
         let shared = Arc::new(PluginShared {
             name: name.clone(),
-            grants: config.grants.clone(),
+            caps: PluginCaps::new(&env, config.grants.clone()),
             limits: config.limits.clone(),
-            settings_json: serde_json::to_string(&config.settings)?,
-            settings: config.settings.clone(),
             host,
-            log_budget: LogBudget::default(),
             slot,
-            blocking,
-            ratelimit: RateLimiter::default(),
         });
         Ok(Plugin {
             shared,
@@ -364,11 +374,12 @@ fn check_imports(
             continue;
         }
         let iface = rest.split('@').next().unwrap_or(rest);
-        match crate::caps::ALL.iter().find(|c| c.name == iface) {
+        match crate::caps::all().iter().find(|c| c.name == iface) {
             Some(cap) if (cap.granted)(&config.grants) => {}
-            Some(_) => anyhow::bail!(
-                "plugin `{}` imports `{import}` but its grants do not include `{iface}` (add `grants: {{ {iface}: true }}`)",
-                config.name
+            Some(cap) => anyhow::bail!(
+                "plugin `{}` imports `{import}` but its grants do not include `{iface}` (add `{iface}: {}` under its `grants:`)",
+                config.name,
+                cap.example
             ),
             None if iface == "types" => {}
             None => anyhow::bail!(
@@ -702,42 +713,4 @@ impl std::hash::Hasher for Sha256Hasher {
     fn write(&mut self, bytes: &[u8]) {
         self.0.update(bytes);
     }
-}
-
-/// A `Ctx` outside any store, for capability unit tests.
-#[cfg(test)]
-pub(crate) fn test_ctx(host: &Arc<Shared>, name: &str, grants: Grants) -> Ctx {
-    let shared = Arc::new(PluginShared {
-        name: name.to_string(),
-        grants,
-        limits: Limits::default(),
-        settings: BTreeMap::new(),
-        settings_json: "{}".into(),
-        host: host.clone(),
-        log_budget: LogBudget::default(),
-        slot: host.slots.register(None, 8),
-        blocking: Semaphore::new(1),
-        ratelimit: RateLimiter::default(),
-    });
-    Ctx {
-        plugin: shared,
-        request_id: "test".into(),
-        deadline: Instant::now() + Duration::from_secs(60),
-        table: ResourceTable::new(),
-        stdout: Output::default(),
-        stderr: Output::default(),
-        wasi: WasiCtx::builder().build(),
-        limits: StoreLimitsBuilder::new().build(),
-    }
-}
-
-/// Shared state over an in-memory database, for capability unit tests.
-#[cfg(test)]
-pub(crate) fn test_shared() -> Arc<Shared> {
-    let config = crate::config::Config::parse("{}", Path::new("test.yaml"), Path::new("."))
-        .expect("empty config");
-    Arc::new(Shared::new(
-        &config,
-        Db::in_memory().expect("in-memory redb"),
-    ))
 }

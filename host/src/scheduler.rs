@@ -44,7 +44,7 @@ impl Scheduler {
     /// The loop: start what is due, then sleep until the next due job, a
     /// wake-up from `enqueue`, or a second, whichever comes first.
     pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let wake = self.host.jobs_wake.clone();
+        let wake = self.host.caps.jobs.wake.clone();
         loop {
             // A damaged table must not end the scheduler's task.
             let started =
@@ -117,7 +117,7 @@ impl Scheduler {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&key);
                 drop(permit);
-                host.jobs_wake.notify_one();
+                host.caps.jobs.wake.notify_one();
             });
         }
         Ok(None)

@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::bindings::Request;
+use crate::caps::wit::Request;
 use crate::config::Config;
 use crate::db::Db;
 use crate::listener::{Activity, ConnCaps, Watched, watchdog};
@@ -297,7 +297,7 @@ impl Bound {
             tracing::warn!("connections still open after the grace period; closing them");
         }
         let _ = scheduler.await;
-        self.host.shared.wireguard.stop_all();
+        self.host.shared.caps.wireguard.stop_all();
         tracing::info!("stopped");
         Ok(())
     }
@@ -546,7 +546,10 @@ fn to_wit_request(
 }
 
 /// Turns a plugin's answer or failure into the HTTP response.
-fn plugin_response(result: Result<crate::bindings::Response, CallError>, id: &str) -> HttpResponse {
+fn plugin_response(
+    result: Result<crate::caps::wit::Response, CallError>,
+    id: &str,
+) -> HttpResponse {
     match result {
         Ok(r) => {
             let mut out = hyper::Response::new(Full::new(Bytes::from(r.body)));
@@ -603,7 +606,7 @@ pub fn call_error_body(e: &CallError, id: &str) -> (StatusCode, serde_json::Valu
 
 /// Whether `plugin` may touch the database (so cannot work while it is down).
 fn uses_storage(plugin: &Plugin) -> bool {
-    let g = &plugin.shared.grants;
+    let g = &plugin.shared.caps.grants;
     g.kv || g.keys || g.jobs
 }
 

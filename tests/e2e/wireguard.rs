@@ -679,7 +679,7 @@ fn a_wireguard_grant_without_patterns_or_with_bad_values_is_a_config_error() {
 /// `wireguard` resolves, as the host's own probe asks (which loads the
 /// module where it can be loaded, so `/sys/module` alone would not do).
 fn kernel_has_wireguard() -> bool {
-    wasmgate::caps::wireguard_kernel::Kernel::open(None)
+    wasmgate::caps::wireguard::kernel::Kernel::open(None)
         .expect("a generic netlink socket")
         .is_some()
 }

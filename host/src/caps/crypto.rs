@@ -3,24 +3,89 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
 use ring::{digest, hmac, pbkdf2, signature};
-use wasmtime::component::{HasSelf, Linker};
+use tokio::sync::Semaphore;
+use wasmtime::component::{HasData, Linker};
 
-use super::Capability;
-use crate::bindings::crypto::{HmacAlgorithm, Host};
-use crate::runtime::{Ctx, PluginShared};
+use super::wit::crypto::{HmacAlgorithm, Host};
+use super::{Call, Capability, CapsHost, HostEnv, PluginCaps, PluginEnv};
 use crate::util::ids::random;
 
-pub const CAP: Capability = Capability {
-    name: "crypto",
-    granted: |g| g.crypto,
-    add_to_linker: |l: &mut Linker<Ctx>| {
-        crate::bindings::crypto::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
-    },
-};
+pub struct Crypto;
+
+impl Capability for Crypto {
+    const NAME: &'static str = "crypto";
+    const EXAMPLE: &'static str = "true";
+    type Grant = bool;
+    /// The host's threads for expensive calls (`runtime.blocking_threads`).
+    type State = Arc<Semaphore>;
+    /// The plugin's share of them: at most half, at least one.
+    type PluginState = Arc<Semaphore>;
+
+    fn granted(grant: &bool) -> bool {
+        *grant
+    }
+
+    fn state(env: &HostEnv) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(env.blocking_threads.max(1)))
+    }
+
+    fn plugin_state(env: &PluginEnv<'_>, _: &bool) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new((env.blocking_threads / 2).max(1)))
+    }
+
+    fn add_to_linker<T: CapsHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        super::wit::crypto::add_to_linker::<T, HasView>(linker, |t| View::new(t.call()))
+    }
+}
+
+/// One call's view: the grant, the blocking pool and the call's deadline.
+pub struct View<'a> {
+    plugin: &'a PluginCaps,
+    host_threads: &'a Arc<Semaphore>,
+    deadline: Instant,
+}
+
+struct HasView;
+
+impl HasData for HasView {
+    type Data<'a> = View<'a>;
+}
+
+impl<'a> View<'a> {
+    pub fn new(call: Call<'a>) -> View<'a> {
+        View {
+            plugin: call.plugin,
+            host_threads: &call.host.crypto,
+            deadline: call.deadline,
+        }
+    }
+
+    fn granted(&self) -> wasmtime::Result<()> {
+        if !self.plugin.grants.crypto {
+            return Err(self.plugin.not_granted(Crypto::NAME));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on tokio's blocking threads (see [`off_the_executor`]).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> wasmtime::Result<T> {
+        off_the_executor(
+            self.plugin.states.crypto.clone(),
+            self.host_threads.clone(),
+            self.deadline,
+            f,
+        )
+        .await
+    }
+}
 
 /// The most random bytes one call returns.
 pub const MAX_RANDOM_BYTES: u32 = 65_536;
@@ -95,9 +160,9 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     hmac::verify(&key, b, tag.as_ref()).is_ok()
 }
 
-impl Host for Ctx {
+impl Host for View<'_> {
     async fn random_bytes(&mut self, len: u32) -> wasmtime::Result<Vec<u8>> {
-        self.crypto_granted()?;
+        self.granted()?;
         if len > MAX_RANDOM_BYTES {
             wasmtime::bail!("crypto.random-bytes: {len} is over the limit of {MAX_RANDOM_BYTES}");
         }
@@ -105,7 +170,7 @@ impl Host for Ctx {
     }
 
     async fn sha256(&mut self, data: Vec<u8>) -> wasmtime::Result<Vec<u8>> {
-        self.crypto_granted()?;
+        self.granted()?;
         Ok(digest::digest(&digest::SHA256, &data).as_ref().to_vec())
     }
 
@@ -115,7 +180,7 @@ impl Host for Ctx {
         key: Vec<u8>,
         data: Vec<u8>,
     ) -> wasmtime::Result<Vec<u8>> {
-        self.crypto_granted()?;
+        self.granted()?;
         let alg = match algorithm {
             HmacAlgorithm::Sha1 => hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
             HmacAlgorithm::Sha256 => hmac::HMAC_SHA256,
@@ -126,19 +191,14 @@ impl Host for Ctx {
     }
 
     async fn password_hash(&mut self, password: String) -> wasmtime::Result<String> {
-        self.crypto_granted()?;
-        off_the_executor(self.plugin.clone(), self.deadline, move || {
-            password_hash(&password)
-        })
-        .await?
+        self.granted()?;
+        self.blocking(move || password_hash(&password)).await?
     }
 
     async fn password_verify(&mut self, password: String, hash: String) -> wasmtime::Result<bool> {
-        self.crypto_granted()?;
-        off_the_executor(self.plugin.clone(), self.deadline, move || {
-            password_verify(&password, &hash)
-        })
-        .await
+        self.granted()?;
+        self.blocking(move || password_verify(&password, &hash))
+            .await
     }
 
     async fn ed25519_verify(
@@ -147,24 +207,14 @@ impl Host for Ctx {
         message: Vec<u8>,
         sig: Vec<u8>,
     ) -> wasmtime::Result<bool> {
-        self.crypto_granted()?;
+        self.granted()?;
         let key = signature::UnparsedPublicKey::new(&signature::ED25519, &public_key);
         Ok(key.verify(&message, &sig).is_ok())
     }
 
     async fn constant_time_eq(&mut self, a: Vec<u8>, b: Vec<u8>) -> wasmtime::Result<bool> {
-        self.crypto_granted()?;
+        self.granted()?;
         Ok(constant_time_eq(&a, &b))
-    }
-}
-
-impl Ctx {
-    /// `crypto` has no error type of its own: without the grant, a call traps.
-    fn crypto_granted(&self) -> wasmtime::Result<()> {
-        if !self.plugin.grants.crypto {
-            wasmtime::bail!("plugin `{}` has no `crypto` grant", self.plugin.name);
-        }
-        Ok(())
     }
 }
 
@@ -174,13 +224,14 @@ impl Ctx {
 /// serves every other request nor takes every thread from other plugins.
 /// Waiting for a thread is bounded by the call's deadline.
 async fn off_the_executor<T: Send + 'static>(
-    plugin: Arc<PluginShared>,
-    deadline: std::time::Instant,
+    own: Arc<Semaphore>,
+    host: Arc<Semaphore>,
+    deadline: Instant,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> wasmtime::Result<T> {
     let permits = async {
-        let own = plugin.blocking.acquire().await?;
-        let host = plugin.host.blocking.acquire().await?;
+        let own = own.acquire_owned().await?;
+        let host = host.acquire_owned().await?;
         Ok::<_, tokio::sync::AcquireError>((own, host))
     };
     let permits = crate::util::deadline::until(deadline, permits)
@@ -194,6 +245,40 @@ async fn off_the_executor<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn without_the_grant_a_call_traps() {
+        use crate::caps::Grants;
+        use crate::caps::testing::Fixture;
+        let mut f = Fixture::new("p", Grants::default());
+        assert!(
+            Host::sha256(&mut View::new(f.call()), b"x".to_vec())
+                .await
+                .is_err()
+        );
+        let mut f = Fixture::new(
+            "p",
+            Grants {
+                crypto: true,
+                ..Grants::default()
+            },
+        );
+        assert_eq!(
+            Host::sha256(&mut View::new(f.call()), b"abc".to_vec())
+                .await
+                .unwrap()
+                .len(),
+            32
+        );
+        let h = Host::password_hash(&mut View::new(f.call()), "pw".into())
+            .await
+            .unwrap();
+        assert!(
+            Host::password_verify(&mut View::new(f.call()), "pw".into(), h)
+                .await
+                .unwrap()
+        );
+    }
 
     #[test]
     fn a_password_hash_verifies_only_its_password() {

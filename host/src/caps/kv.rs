@@ -12,20 +12,68 @@ use std::ops::Bound;
 
 use redb::{ReadableTable, WriteTransaction};
 use ring::digest::{SHA256, digest};
-use wasmtime::component::{HasSelf, Linker, Resource};
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use super::Capability;
-use crate::bindings::kv::{Error, Host, HostTxn, Page};
-use crate::db::{DbError, KV};
-use crate::runtime::Ctx;
+use super::wit::kv::{Error, Host, HostTxn, Page};
+use super::{Call, Capability, CapsHost, HostEnv, OrTrap, PluginCaps, PluginEnv, Trappable};
+use crate::db::{Db, DbError, KV};
 
-pub const CAP: Capability = Capability {
-    name: "kv",
-    granted: |g| g.kv,
-    add_to_linker: |l: &mut Linker<Ctx>| {
-        crate::bindings::kv::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
-    },
-};
+type KvError = Trappable<Error>;
+
+pub struct Kv;
+
+impl Capability for Kv {
+    const NAME: &'static str = "kv";
+    const EXAMPLE: &'static str = "true";
+    type Grant = bool;
+    type State = Db;
+    type PluginState = ();
+
+    fn granted(grant: &bool) -> bool {
+        *grant
+    }
+
+    fn state(env: &HostEnv) -> Db {
+        env.db.clone()
+    }
+
+    fn plugin_state(_: &PluginEnv<'_>, _: &bool) {}
+
+    fn add_to_linker<T: CapsHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        super::wit::kv::add_to_linker::<T, HasView>(linker, |t| View::new(t.call()))
+    }
+}
+
+/// One call's view: the plugin's namespace in the database, and its open
+/// transactions.
+pub struct View<'a> {
+    plugin: &'a PluginCaps,
+    db: &'a Db,
+    table: &'a mut ResourceTable,
+}
+
+struct HasView;
+
+impl HasData for HasView {
+    type Data<'a> = View<'a>;
+}
+
+impl<'a> View<'a> {
+    pub fn new(call: Call<'a>) -> View<'a> {
+        View {
+            plugin: call.plugin,
+            db: &call.host.kv,
+            table: call.table,
+        }
+    }
+
+    fn granted(&self) -> Result<(), KvError> {
+        if !self.plugin.grants.kv {
+            return Err(Trappable::trap(self.plugin.not_granted(Kv::NAME)));
+        }
+        Ok(())
+    }
+}
 
 /// The longest key, in bytes.
 pub const MAX_KEY_BYTES: u32 = 1024;
@@ -76,13 +124,9 @@ fn value_digest(v: &[u8]) -> [u8; 32] {
     out
 }
 
-impl Ctx {
-    fn kv_denied(&self) -> Option<Error> {
-        (!self.plugin.grants.kv).then_some(Error::Denied)
-    }
-
+impl View<'_> {
     fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
-        let tx = self.plugin.host.db.read().map_err(storage)?;
+        let tx = self.db.read().map_err(storage)?;
         let table = tx.open_table(KV).map_err(storage)?;
         let value = table
             .get((self.plugin.name.as_str(), key))
@@ -94,9 +138,7 @@ impl Ctx {
         &self,
         f: impl FnOnce(&WriteTransaction, &str) -> Result<bool, Error>,
     ) -> Result<bool, Error> {
-        self.plugin
-            .host
-            .db
+        self.db
             .write(|tx| f(tx, &self.plugin.name).map_err(KvWriteError))
             .map_err(|e| e.0)
     }
@@ -117,42 +159,37 @@ impl From<Error> for KvWriteError {
     }
 }
 
-impl Host for Ctx {
-    fn get(&mut self, key: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        if let Some(e) = self.kv_denied() {
-            return Ok(Err(e));
-        }
-        Ok(check_key(&key).and_then(|()| self.kv_get(&key)))
+impl Host for View<'_> {
+    fn convert_error(&mut self, err: KvError) -> wasmtime::Result<Error> {
+        err.into_wit()
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
-        if let Some(e) = self.kv_denied() {
-            return Ok(Err(e));
-        }
-        if let Err(e) = check_key(&key).and_then(|()| check_value(&value)) {
-            return Ok(Err(e));
-        }
-        let r = self.plugin.host.db.write(|tx| -> Result<(), KvWriteError> {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        self.granted()?;
+        check_key(&key)?;
+        Ok(self.kv_get(&key)?)
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
+        self.granted()?;
+        check_key(&key).and_then(|()| check_value(&value))?;
+        let r = self.db.write(|tx| -> Result<(), KvWriteError> {
             let mut t = tx.open_table(KV).map_err(DbError::from)?;
             t.insert((self.plugin.name.as_str(), key.as_str()), value.as_slice())
                 .map_err(DbError::from)?;
             Ok(())
         });
-        Ok(r.map_err(|e| e.0))
+        Ok(r.map_err(|e| e.0)?)
     }
 
-    fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, Error>> {
-        if let Some(e) = self.kv_denied() {
-            return Ok(Err(e));
-        }
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
+    fn delete(&mut self, key: String) -> Result<bool, KvError> {
+        self.granted()?;
+        check_key(&key)?;
         Ok(self.kv_write(|tx, plugin| {
             let mut t = tx.open_table(KV).map_err(storage)?;
             let existed = t.remove((plugin, key.as_str())).map_err(storage)?.is_some();
             Ok(existed)
-        }))
+        })?)
     }
 
     fn list(
@@ -160,20 +197,16 @@ impl Host for Ctx {
         prefix: String,
         cursor: Option<String>,
         limit: u32,
-    ) -> wasmtime::Result<Result<Page, Error>> {
-        if let Some(e) = self.kv_denied() {
-            return Ok(Err(e));
-        }
-        Ok(self.kv_list(&prefix, cursor.as_deref(), limit))
+    ) -> Result<Page, KvError> {
+        self.granted()?;
+        Ok(self.kv_list(&prefix, cursor.as_deref(), limit)?)
     }
 
-    fn count(&mut self, prefix: String) -> wasmtime::Result<Result<u64, Error>> {
-        if let Some(e) = self.kv_denied() {
-            return Ok(Err(e));
-        }
+    fn count(&mut self, prefix: String) -> Result<u64, KvError> {
+        self.granted()?;
         let plugin = self.plugin.name.as_str();
-        let r = (|| {
-            let tx = self.plugin.host.db.read().map_err(storage)?;
+        let r = (|| -> Result<u64, Error> {
+            let tx = self.db.read().map_err(storage)?;
             let t = tx.open_table(KV).map_err(storage)?;
             let mut n = 0u64;
             for item in t.range((plugin, prefix.as_str())..).map_err(storage)? {
@@ -186,15 +219,15 @@ impl Host for Ctx {
             }
             Ok(n)
         })();
-        Ok(r)
+        Ok(r?)
     }
 }
 
-impl Ctx {
+impl View<'_> {
     fn kv_list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, Error> {
         let plugin = self.plugin.name.as_str();
         let limit = limit.clamp(1, MAX_PAGE) as usize;
-        let tx = self.plugin.host.db.read().map_err(storage)?;
+        let tx = self.db.read().map_err(storage)?;
         let t = tx.open_table(KV).map_err(storage)?;
         let start = match cursor {
             Some(c) if c >= prefix => Bound::Excluded((plugin, c)),
@@ -221,80 +254,54 @@ impl Ctx {
     }
 }
 
-impl HostTxn for Ctx {
+impl HostTxn for View<'_> {
     fn new(&mut self) -> wasmtime::Result<Resource<Txn>> {
         Ok(self.table.push(Txn::default())?)
     }
 
-    fn get(
-        &mut self,
-        txn: Resource<Txn>,
-        key: String,
-    ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-        if let Some(e) = self.kv_denied() {
-            return Ok(Err(e));
-        }
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        let t = self.table.get(&txn)?;
+    fn get(&mut self, txn: Resource<Txn>, key: String) -> Result<Option<Vec<u8>>, KvError> {
+        self.granted()?;
+        check_key(&key)?;
+        let t = self.table.get(&txn).or_trap()?;
         if t.closed {
-            return Ok(Err(Error::Closed));
+            return Err(Error::Closed.into());
         }
         if let Some(w) = t.writes.get(&key) {
-            return Ok(Ok(w.clone()));
+            return Ok(w.clone());
         }
-        let value = match self.kv_get(&key) {
-            Ok(v) => v,
-            Err(e) => return Ok(Err(e)),
-        };
-        let t = self.table.get_mut(&txn)?;
+        let value = self.kv_get(&key)?;
+        let t = self.table.get_mut(&txn).or_trap()?;
         t.reads
             .entry(key)
             .or_insert_with(|| value.as_deref().map(value_digest));
-        Ok(Ok(value))
+        Ok(value)
     }
 
-    fn set(
-        &mut self,
-        txn: Resource<Txn>,
-        key: String,
-        value: Vec<u8>,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        if let Some(e) = self.kv_denied() {
-            return Ok(Err(e));
-        }
-        if let Err(e) = check_key(&key).and_then(|()| check_value(&value)) {
-            return Ok(Err(e));
-        }
-        let t = self.table.get_mut(&txn)?;
-        Ok(t.buffer(key, Some(value)))
+    fn set(&mut self, txn: Resource<Txn>, key: String, value: Vec<u8>) -> Result<(), KvError> {
+        self.granted()?;
+        check_key(&key).and_then(|()| check_value(&value))?;
+        let t = self.table.get_mut(&txn).or_trap()?;
+        Ok(t.buffer(key, Some(value))?)
     }
 
-    fn delete(&mut self, txn: Resource<Txn>, key: String) -> wasmtime::Result<Result<(), Error>> {
-        if let Some(e) = self.kv_denied() {
-            return Ok(Err(e));
-        }
-        if let Err(e) = check_key(&key) {
-            return Ok(Err(e));
-        }
-        let t = self.table.get_mut(&txn)?;
-        Ok(t.buffer(key, None))
+    fn delete(&mut self, txn: Resource<Txn>, key: String) -> Result<(), KvError> {
+        self.granted()?;
+        check_key(&key)?;
+        let t = self.table.get_mut(&txn).or_trap()?;
+        Ok(t.buffer(key, None)?)
     }
 
-    fn commit(&mut self, txn: Resource<Txn>) -> wasmtime::Result<Result<(), Error>> {
-        if let Some(e) = self.kv_denied() {
-            return Ok(Err(e));
-        }
-        let t = self.table.get_mut(&txn)?;
+    fn commit(&mut self, txn: Resource<Txn>) -> Result<(), KvError> {
+        self.granted()?;
+        let t = self.table.get_mut(&txn).or_trap()?;
         if t.closed {
-            return Ok(Err(Error::Closed));
+            return Err(Error::Closed.into());
         }
         t.closed = true;
         let writes = std::mem::take(&mut t.writes);
         let reads = std::mem::take(&mut t.reads);
         let plugin = self.plugin.name.clone();
-        let r = self.plugin.host.db.write(|tx| -> Result<(), KvWriteError> {
+        let r = self.db.write(|tx| -> Result<(), KvWriteError> {
             let mut table = tx.open_table(KV).map_err(DbError::from)?;
             for (key, seen) in &reads {
                 let now = table
@@ -317,7 +324,7 @@ impl HostTxn for Ctx {
             }
             Ok(())
         });
-        Ok(r.map_err(|e| e.0))
+        Ok(r.map_err(|e| e.0)?)
     }
 
     fn drop(&mut self, txn: Resource<Txn>) -> wasmtime::Result<()> {
@@ -351,8 +358,73 @@ impl Txn {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Grants;
-    use crate::runtime::{test_ctx, test_shared};
+    use crate::caps::Grants;
+    use crate::caps::testing::Fixture;
+
+    /// The interface as a plugin sees it: each call through a fresh view,
+    /// its error as the WIT error (or a trap).
+    struct P(Fixture);
+
+    fn wit<T>(r: Result<T, KvError>) -> wasmtime::Result<Result<T, Error>> {
+        match r {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) => e.into_wit().map(Err),
+        }
+    }
+
+    impl P {
+        fn v(&mut self) -> View<'_> {
+            View::new(self.0.call())
+        }
+        fn get(&mut self, k: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+            wit(Host::get(&mut self.v(), k))
+        }
+        fn set(&mut self, k: String, v: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
+            wit(Host::set(&mut self.v(), k, v))
+        }
+        fn delete(&mut self, k: String) -> wasmtime::Result<Result<bool, Error>> {
+            wit(Host::delete(&mut self.v(), k))
+        }
+        fn list(
+            &mut self,
+            p: String,
+            c: Option<String>,
+            l: u32,
+        ) -> wasmtime::Result<Result<Page, Error>> {
+            wit(Host::list(&mut self.v(), p, c, l))
+        }
+        fn count(&mut self, p: String) -> wasmtime::Result<Result<u64, Error>> {
+            wit(Host::count(&mut self.v(), p))
+        }
+        fn txn_new(&mut self) -> wasmtime::Result<Resource<Txn>> {
+            HostTxn::new(&mut self.v())
+        }
+        fn txn_get(
+            &mut self,
+            t: Resource<Txn>,
+            k: String,
+        ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
+            wit(HostTxn::get(&mut self.v(), t, k))
+        }
+        fn txn_set(
+            &mut self,
+            t: Resource<Txn>,
+            k: String,
+            v: Vec<u8>,
+        ) -> wasmtime::Result<Result<(), Error>> {
+            wit(HostTxn::set(&mut self.v(), t, k, v))
+        }
+        fn txn_commit(&mut self, t: Resource<Txn>) -> wasmtime::Result<Result<(), Error>> {
+            wit(HostTxn::commit(&mut self.v(), t))
+        }
+        fn txn_drop(&mut self, t: Resource<Txn>) -> wasmtime::Result<()> {
+            HostTxn::drop(&mut self.v(), t)
+        }
+    }
+
+    fn plugin(host: &std::sync::Arc<crate::caps::HostCaps>, name: &str, grants: Grants) -> P {
+        P(Fixture::on(host, name, grants))
+    }
 
     fn kv_only() -> Grants {
         Grants {
@@ -363,44 +435,38 @@ mod tests {
 
     #[test]
     fn a_plugin_cannot_read_or_list_another_plugins_keys() {
-        let host = test_shared();
-        let mut a = test_ctx(&host, "a", kv_only());
-        let mut b = test_ctx(&host, "b", kv_only());
-        Host::set(&mut a, "secret".into(), b"a's".to_vec())
-            .unwrap()
-            .unwrap();
-        assert_eq!(Host::get(&mut b, "secret".into()).unwrap().unwrap(), None);
+        let host = Fixture::host();
+        let mut a = plugin(&host, "a", kv_only());
+        let mut b = plugin(&host, "b", kv_only());
+        a.set("secret".into(), b"a's".to_vec()).unwrap().unwrap();
+        assert_eq!(b.get("secret".into()).unwrap().unwrap(), None);
         assert!(
-            Host::list(&mut b, "".into(), None, 100)
+            b.list("".into(), None, 100)
                 .unwrap()
                 .unwrap()
                 .entries
                 .is_empty()
         );
-        assert_eq!(Host::count(&mut b, "".into()).unwrap().unwrap(), 0);
-        assert!(!Host::delete(&mut b, "secret".into()).unwrap().unwrap());
+        assert_eq!(b.count("".into()).unwrap().unwrap(), 0);
+        assert!(!b.delete("secret".into()).unwrap().unwrap());
         assert_eq!(
-            Host::get(&mut a, "secret".into()).unwrap().unwrap(),
+            a.get("secret".into()).unwrap().unwrap(),
             Some(b"a's".to_vec())
         );
     }
 
     #[test]
     fn listing_pages_through_a_prefix_with_a_cursor() {
-        let host = test_shared();
-        let mut a = test_ctx(&host, "a", kv_only());
+        let host = Fixture::host();
+        let mut a = plugin(&host, "a", kv_only());
         for i in 0..25 {
-            Host::set(&mut a, format!("n/{i:03}"), vec![i])
-                .unwrap()
-                .unwrap();
+            a.set(format!("n/{i:03}"), vec![i]).unwrap().unwrap();
         }
-        Host::set(&mut a, "o/x".into(), vec![]).unwrap().unwrap();
+        a.set("o/x".into(), vec![]).unwrap().unwrap();
         let mut seen = Vec::new();
         let mut cursor = None;
         loop {
-            let page = Host::list(&mut a, "n/".into(), cursor, 10)
-                .unwrap()
-                .unwrap();
+            let page = a.list("n/".into(), cursor, 10).unwrap().unwrap();
             seen.extend(page.entries.into_iter().map(|(k, _)| k));
             cursor = page.next;
             if cursor.is_none() {
@@ -411,100 +477,74 @@ mod tests {
             seen,
             (0..25).map(|i| format!("n/{i:03}")).collect::<Vec<_>>()
         );
-        assert_eq!(Host::count(&mut a, "n/".into()).unwrap().unwrap(), 25);
+        assert_eq!(a.count("n/".into()).unwrap().unwrap(), 25);
     }
 
     #[test]
     fn sizes_are_checked_with_typed_errors() {
-        let host = test_shared();
-        let mut a = test_ctx(&host, "a", kv_only());
+        let host = Fixture::host();
+        let mut a = plugin(&host, "a", kv_only());
         let long_key = "k".repeat(MAX_KEY_BYTES as usize + 1);
         assert!(matches!(
-            Host::set(&mut a, long_key, vec![]).unwrap(),
+            a.set(long_key, vec![]).unwrap(),
             Err(Error::KeyTooLarge(MAX_KEY_BYTES))
         ));
         let big = vec![0; MAX_VALUE_BYTES as usize + 1];
         assert!(matches!(
-            Host::set(&mut a, "k".into(), big).unwrap(),
+            a.set("k".into(), big).unwrap(),
             Err(Error::ValueTooLarge(_))
         ));
-        assert!(matches!(
-            Host::get(&mut a, "".into()).unwrap(),
-            Err(Error::EmptyKey)
-        ));
+        assert!(matches!(a.get("".into()).unwrap(), Err(Error::EmptyKey)));
     }
 
     #[test]
-    fn without_the_grant_every_call_is_denied() {
-        let host = test_shared();
-        let mut a = test_ctx(&host, "a", Grants::default());
-        assert!(matches!(
-            Host::get(&mut a, "k".into()).unwrap(),
-            Err(Error::Denied)
-        ));
-        assert!(matches!(
-            Host::set(&mut a, "k".into(), vec![]).unwrap(),
-            Err(Error::Denied)
-        ));
+    fn without_the_grant_every_call_traps() {
+        let host = Fixture::host();
+        let mut a = plugin(&host, "a", Grants::default());
+        assert!(a.get("k".into()).is_err());
+        assert!(a.set("k".into(), vec![]).is_err());
+        assert!(a.list("".into(), None, 10).is_err());
     }
 
     #[test]
     fn a_transaction_commits_all_or_nothing_and_sees_its_own_writes() {
-        let host = test_shared();
-        let mut a = test_ctx(&host, "a", kv_only());
-        let t = HostTxn::new(&mut a).unwrap();
-        HostTxn::set(
-            &mut a,
-            Resource::new_borrow(t.rep()),
-            "x".into(),
-            b"1".to_vec(),
-        )
-        .unwrap()
-        .unwrap();
-        HostTxn::set(
-            &mut a,
-            Resource::new_borrow(t.rep()),
-            "y".into(),
-            b"2".to_vec(),
-        )
-        .unwrap()
-        .unwrap();
+        let host = Fixture::host();
+        let mut a = plugin(&host, "a", kv_only());
+        let t = a.txn_new().unwrap();
+        a.txn_set(Resource::new_borrow(t.rep()), "x".into(), b"1".to_vec())
+            .unwrap()
+            .unwrap();
+        a.txn_set(Resource::new_borrow(t.rep()), "y".into(), b"2".to_vec())
+            .unwrap()
+            .unwrap();
         assert_eq!(
-            HostTxn::get(&mut a, Resource::new_borrow(t.rep()), "x".into())
+            a.txn_get(Resource::new_borrow(t.rep()), "x".into())
                 .unwrap()
                 .unwrap(),
             Some(b"1".to_vec())
         );
         assert_eq!(
-            Host::get(&mut a, "x".into()).unwrap().unwrap(),
+            a.get("x".into()).unwrap().unwrap(),
             None,
             "nothing is visible before commit"
         );
-        HostTxn::commit(&mut a, Resource::new_borrow(t.rep()))
+        a.txn_commit(Resource::new_borrow(t.rep()))
             .unwrap()
             .unwrap();
         assert!(matches!(
-            HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap(),
+            a.txn_commit(Resource::new_borrow(t.rep())).unwrap(),
             Err(Error::Closed)
         ));
-        HostTxn::drop(&mut a, t).unwrap();
-        assert_eq!(
-            Host::get(&mut a, "y".into()).unwrap().unwrap(),
-            Some(b"2".to_vec())
-        );
+        a.txn_drop(t).unwrap();
+        assert_eq!(a.get("y".into()).unwrap().unwrap(), Some(b"2".to_vec()));
 
-        let t = HostTxn::new(&mut a).unwrap();
-        HostTxn::set(
-            &mut a,
-            Resource::new_borrow(t.rep()),
-            "z".into(),
-            b"3".to_vec(),
-        )
-        .unwrap()
-        .unwrap();
-        HostTxn::drop(&mut a, t).unwrap();
+        let t = a.txn_new().unwrap();
+        a.txn_set(Resource::new_borrow(t.rep()), "z".into(), b"3".to_vec())
+            .unwrap()
+            .unwrap();
+        a.txn_drop(t).unwrap();
         assert_eq!(
-            Host::get(&mut a, "z".into()).unwrap().unwrap(),
+            a.get("z".into()).unwrap().unwrap(),
             None,
             "a dropped transaction writes nothing"
         );
@@ -512,47 +552,31 @@ mod tests {
 
     #[test]
     fn a_commit_fails_with_conflict_when_a_key_it_read_changed() {
-        let host = test_shared();
-        let mut a = test_ctx(&host, "a", kv_only());
-        let mut a2 = test_ctx(&host, "a", kv_only());
-        Host::set(&mut a, "quota".into(), b"1".to_vec())
-            .unwrap()
-            .unwrap();
-        let t = HostTxn::new(&mut a).unwrap();
-        let read = HostTxn::get(&mut a, Resource::new_borrow(t.rep()), "quota".into())
+        let host = Fixture::host();
+        let mut a = plugin(&host, "a", kv_only());
+        let mut a2 = plugin(&host, "a", kv_only());
+        a.set("quota".into(), b"1".to_vec()).unwrap().unwrap();
+        let t = a.txn_new().unwrap();
+        let read = a
+            .txn_get(Resource::new_borrow(t.rep()), "quota".into())
             .unwrap()
             .unwrap();
         assert_eq!(read, Some(b"1".to_vec()));
         // Another request changes the key between the read and the commit.
-        Host::set(&mut a2, "quota".into(), b"2".to_vec())
+        a2.set("quota".into(), b"2".to_vec()).unwrap().unwrap();
+        a.txn_set(Resource::new_borrow(t.rep()), "quota".into(), b"0".to_vec())
             .unwrap()
             .unwrap();
-        HostTxn::set(
-            &mut a,
-            Resource::new_borrow(t.rep()),
-            "quota".into(),
-            b"0".to_vec(),
-        )
-        .unwrap()
-        .unwrap();
-        HostTxn::set(
-            &mut a,
-            Resource::new_borrow(t.rep()),
-            "other".into(),
-            b"x".to_vec(),
-        )
-        .unwrap()
-        .unwrap();
+        a.txn_set(Resource::new_borrow(t.rep()), "other".into(), b"x".to_vec())
+            .unwrap()
+            .unwrap();
         assert!(matches!(
-            HostTxn::commit(&mut a, Resource::new_borrow(t.rep())).unwrap(),
+            a.txn_commit(Resource::new_borrow(t.rep())).unwrap(),
             Err(Error::Conflict)
         ));
+        assert_eq!(a.get("quota".into()).unwrap().unwrap(), Some(b"2".to_vec()));
         assert_eq!(
-            Host::get(&mut a, "quota".into()).unwrap().unwrap(),
-            Some(b"2".to_vec())
-        );
-        assert_eq!(
-            Host::get(&mut a, "other".into()).unwrap().unwrap(),
+            a.get("other".into()).unwrap().unwrap(),
             None,
             "a conflicted commit writes nothing"
         );

@@ -7,21 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasData, Linker};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
-use super::Capability;
-use crate::bindings::log::{Host, Level};
-use crate::runtime::Ctx;
+use super::wit::log::{Host, Level};
+use super::{Call, Capability, CapsHost, HostEnv, PluginCaps, PluginEnv};
 use crate::util::time::unix_now;
-
-pub const CAP: Capability = Capability {
-    name: "log",
-    granted: |g| g.log,
-    add_to_linker: |l: &mut Linker<Ctx>| {
-        crate::bindings::log::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
-    },
-};
 
 /// The longest line kept, in bytes.
 pub const MAX_LINE_BYTES: usize = 4096;
@@ -84,51 +75,97 @@ pub fn sanitize(text: &str) -> String {
     out
 }
 
-impl Ctx {
-    /// Writes one plugin line, if the plugin's budget allows.
-    pub fn emit(&self, level: Level, stream: &str, text: &str) {
-        if !self.plugin.log_budget.take(&self.plugin.name) {
-            return;
-        }
-        let plugin = self.plugin.name.as_str();
-        let request_id = self.request_id.as_str();
-        let text = sanitize(text);
-        match level {
-            Level::Trace => tracing::trace!(plugin, request_id, stream, "{text}"),
-            Level::Debug => tracing::debug!(plugin, request_id, stream, "{text}"),
-            Level::Info => tracing::info!(plugin, request_id, stream, "{text}"),
-            Level::Warn => tracing::warn!(plugin, request_id, stream, "{text}"),
-            Level::Error => tracing::error!(plugin, request_id, stream, "{text}"),
-        }
+pub struct Log;
+
+impl Capability for Log {
+    const NAME: &'static str = "log";
+    const EXAMPLE: &'static str = "true";
+    type Grant = bool;
+    type State = ();
+    /// The plugin's line budget; its stdout and stderr draw on it too.
+    type PluginState = LogBudget;
+
+    fn granted(grant: &bool) -> bool {
+        *grant
     }
 
-    /// Sends what the plugin printed to the log, a line at a time.
-    pub fn flush_output(&self) {
-        for (name, out) in [("stdout", &self.stdout), ("stderr", &self.stderr)] {
-            let (bytes, dropped) = out.take();
-            if bytes.is_empty() {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&bytes);
-            for line in text.lines().filter(|l| !l.is_empty()) {
-                self.emit(Level::Info, name, line);
-            }
-            if dropped > 0 {
-                self.emit(
-                    Level::Warn,
-                    name,
-                    &format!("{dropped} more bytes of {name} were discarded"),
-                );
-            }
+    fn state(_: &HostEnv) {}
+
+    fn plugin_state(_: &PluginEnv<'_>, _: &bool) -> LogBudget {
+        LogBudget::default()
+    }
+
+    fn add_to_linker<T: CapsHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        super::wit::log::add_to_linker::<T, HasView>(linker, |t| View::new(t.call()))
+    }
+}
+
+/// Writes one plugin line, if the plugin's budget allows.
+pub fn emit(plugin: &PluginCaps, request_id: &str, level: Level, stream: &str, text: &str) {
+    if !plugin.states.log.take(&plugin.name) {
+        return;
+    }
+    let plugin = plugin.name.as_str();
+    let text = sanitize(text);
+    match level {
+        Level::Trace => tracing::trace!(plugin, request_id, stream, "{text}"),
+        Level::Debug => tracing::debug!(plugin, request_id, stream, "{text}"),
+        Level::Info => tracing::info!(plugin, request_id, stream, "{text}"),
+        Level::Warn => tracing::warn!(plugin, request_id, stream, "{text}"),
+        Level::Error => tracing::error!(plugin, request_id, stream, "{text}"),
+    }
+}
+
+/// Sends what the plugin printed to the log, a line at a time.
+pub fn flush_output(plugin: &PluginCaps, request_id: &str, stdout: &Output, stderr: &Output) {
+    for (name, out) in [("stdout", stdout), ("stderr", stderr)] {
+        let (bytes, dropped) = out.take();
+        if bytes.is_empty() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            emit(plugin, request_id, Level::Info, name, line);
+        }
+        if dropped > 0 {
+            emit(
+                plugin,
+                request_id,
+                Level::Warn,
+                name,
+                &format!("{dropped} more bytes of {name} were discarded"),
+            );
         }
     }
 }
 
-impl Host for Ctx {
-    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
-        if self.plugin.grants.log {
-            self.emit(level, "log", &message);
+/// One call's view: the plugin and the request it logs for.
+pub struct View<'a> {
+    plugin: &'a PluginCaps,
+    request_id: &'a str,
+}
+
+struct HasView;
+
+impl HasData for HasView {
+    type Data<'a> = View<'a>;
+}
+
+impl<'a> View<'a> {
+    pub fn new(call: Call<'a>) -> View<'a> {
+        View {
+            plugin: call.plugin,
+            request_id: call.request_id,
         }
+    }
+}
+
+impl Host for View<'_> {
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        if !self.plugin.grants.log {
+            return Err(self.plugin.not_granted(Log::NAME));
+        }
+        emit(self.plugin, self.request_id, level, "log", &message);
         Ok(())
     }
 }
@@ -199,6 +236,22 @@ mod tests {
         let s = sanitize(&long);
         assert!(s.ends_with(" [truncated]"));
         assert!(s.len() <= MAX_LINE_BYTES + 12);
+    }
+
+    #[test]
+    fn without_the_grant_a_line_traps() {
+        use crate::caps::Grants;
+        use crate::caps::testing::Fixture;
+        let mut f = Fixture::new("p", Grants::default());
+        assert!(Host::log(&mut View::new(f.call()), Level::Info, "x".into()).is_err());
+        let mut f = Fixture::new(
+            "p",
+            Grants {
+                log: true,
+                ..Grants::default()
+            },
+        );
+        assert!(Host::log(&mut View::new(f.call()), Level::Info, "x".into()).is_ok());
     }
 
     #[test]

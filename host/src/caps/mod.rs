@@ -1,21 +1,37 @@
-//! Host capabilities: one module per WIT interface a plugin may import.
+//! Host capabilities: one self-contained unit per WIT interface a plugin may
+//! import. The runtime only composes them.
 //!
-//! Every module has the same parts, in this order:
-//! 1. `CAP`: its name, how to read its grant from the config, and how to link
-//!    its WIT interface. The runtime links an interface only for plugins whose
-//!    grant allows it, so a component importing an interface it was not
-//!    granted fails to load with a message naming the plugin and the grant.
-//! 2. Per-request state, if any, kept in [`crate::runtime::Ctx`].
-//! 3. The host functions, implemented on `Ctx`; each re-checks the grant and
-//!    answers a typed `denied` error (never a panic) when it is missing.
+//! Every unit (a module here) has the same parts:
+//! 1. A type implementing [`Capability`]: its grant (the value under
+//!    `grants.<name>` in config.yaml, with its validation), its host-wide
+//!    state, its per-plugin state, and how it links its WIT interface.
+//! 2. Its per-call view, `View<'a>`, made from a [`Call`] (what the store
+//!    hands out through [`CapsHost`]); the WIT host traits are implemented on
+//!    the view, never on the runtime's store type, the way wasmtime-wasi
+//!    implements its interfaces on `WasiCtxView`.
+//! 3. Its host functions. Each re-checks the grant; a call without it traps
+//!    (the one denial rule: such a call can only come from a component the
+//!    load-time check let through by mistake). Refusals of an argument (a
+//!    link outside the grant) are the interface's own typed errors.
 //!
-//! Adding a capability: a WIT interface in `wit/`, a grant field in
-//! [`crate::config::Grants`], a module here, and one line in [`ALL`].
+//! [`capabilities!`] below is the one registry: from its list come the
+//! [`Grants`] type and its validation, the host-wide and per-plugin states,
+//! the linking, the grant names and the load-time import check.
+//!
+//! Adding a capability: a WIT file in `wit/` and its line in the world, a
+//! module here with its `Capability` type and its view, one line in the
+//! registry below, an SDK module, tests (docs/capabilities.md lists the
+//! steps).
 
-use wasmtime::component::Linker;
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Instant;
 
-use crate::config::Grants;
-use crate::runtime::Ctx;
+use serde::{Deserialize, Serialize};
+use wasmtime::component::{Linker, ResourceTable};
+
+use crate::db::Db;
 
 pub mod config;
 pub mod crypto;
@@ -27,28 +43,308 @@ pub mod net;
 pub mod outbound;
 pub mod ratelimit;
 pub mod wireguard;
-pub mod wireguard_kernel;
+pub mod wit;
 
-/// How the runtime knows a capability.
-pub struct Capability {
-    /// The WIT interface name within `wasmgate:plugin`, also the grant's key.
-    pub name: &'static str,
-    /// Whether `grants` allows it.
-    pub granted: fn(&Grants) -> bool,
-    /// Links its host functions.
-    pub add_to_linker: fn(&mut Linker<Ctx>) -> wasmtime::Result<()>,
+/// What the host gives capabilities to build their host-wide state.
+pub struct HostEnv {
+    pub db: Db,
+    /// Threads for expensive host calls (password hashing), across plugins.
+    pub blocking_threads: usize,
 }
 
-/// Every capability the host offers.
-pub const ALL: &[Capability] = &[
-    kv::CAP,
-    keys::CAP,
-    crypto::CAP,
-    config::CAP,
-    log::CAP,
-    jobs::CAP,
-    ratelimit::CAP,
-    net::CAP,
-    wireguard::CAP,
-    outbound::CAP,
-];
+/// What the host gives capabilities to build one plugin's state.
+pub struct PluginEnv<'a> {
+    pub name: &'a str,
+    pub settings: &'a std::collections::BTreeMap<String, serde_json::Value>,
+    pub blocking_threads: usize,
+}
+
+/// One capability: its grant, its states, its linking.
+pub trait Capability {
+    /// Its WIT interface in `wasmgate:plugin`, and its key under `grants:`.
+    const NAME: &'static str;
+    /// A grant as written in config.yaml, for messages that tell what to add.
+    const EXAMPLE: &'static str;
+    /// `grants.<NAME>` in config.yaml; the default withholds it.
+    type Grant: Clone
+        + Default
+        + fmt::Debug
+        + PartialEq
+        + Serialize
+        + for<'de> Deserialize<'de>
+        + Send
+        + Sync
+        + 'static;
+    /// Host-wide state, made once.
+    type State: Send + Sync + 'static;
+    /// Per-plugin state, made when the plugin loads.
+    type PluginState: Send + Sync + 'static;
+
+    /// Whether `grant` gives the capability at all.
+    fn granted(grant: &Self::Grant) -> bool;
+    /// What serde cannot check: `(key under grants.<NAME>, message)`.
+    fn validate(_grant: &Self::Grant) -> Result<(), (String, String)> {
+        Ok(())
+    }
+    fn state(env: &HostEnv) -> Self::State;
+    fn plugin_state(env: &PluginEnv<'_>, grant: &Self::Grant) -> Self::PluginState;
+    /// Links its WIT interface, its host functions reached through `T`'s views.
+    fn add_to_linker<T: CapsHost>(linker: &mut Linker<T>) -> wasmtime::Result<()>;
+}
+
+/// What a host function sees of the call it serves.
+pub struct Call<'a> {
+    pub plugin: &'a PluginCaps,
+    pub host: &'a HostCaps,
+    pub request_id: &'a str,
+    /// When the call's `timeout_ms` runs out: a host function that waits
+    /// bounds its wait by it ([`crate::util::deadline`]).
+    pub deadline: Instant,
+    pub table: &'a mut ResourceTable,
+}
+
+/// The store data of a call: it hands out the [`Call`] every view is made of.
+pub trait CapsHost: Send + 'static {
+    fn call(&mut self) -> Call<'_>;
+}
+
+/// One plugin's capabilities: its name, its grants and each capability's
+/// state for it.
+pub struct PluginCaps {
+    pub name: String,
+    pub grants: Grants,
+    pub states: PluginStates,
+}
+
+impl PluginCaps {
+    pub fn new(env: &PluginEnv<'_>, grants: Grants) -> PluginCaps {
+        PluginCaps {
+            name: env.name.to_string(),
+            states: PluginStates::new(env, &grants),
+            grants,
+        }
+    }
+
+    /// The trap for a host function called without its grant.
+    pub fn not_granted(&self, cap: &str) -> wasmtime::Error {
+        wasmtime::format_err!(
+            "plugin `{}` called `{cap}` without the `{cap}` grant",
+            self.name
+        )
+    }
+}
+
+/// A WIT error or a trap, so that host functions use `?` for both
+/// (`trappable_error_type` in [`wit`]).
+pub struct Trappable<E> {
+    err: wasmtime::Error,
+    _error: PhantomData<E>,
+}
+
+impl<E> Trappable<E> {
+    pub fn trap(err: impl Into<wasmtime::Error>) -> Trappable<E> {
+        Trappable {
+            err: err.into(),
+            _error: PhantomData,
+        }
+    }
+
+    /// The WIT error for the guest, or the trap.
+    pub fn into_wit(self) -> wasmtime::Result<E>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.err.downcast()
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for Trappable<E> {
+    fn from(e: E) -> Self {
+        Trappable::trap(e)
+    }
+}
+
+impl<E> fmt::Debug for Trappable<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.err.fmt(f)
+    }
+}
+
+impl<E> fmt::Display for Trappable<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.err.fmt(f)
+    }
+}
+
+impl<E> std::error::Error for Trappable<E> {}
+
+/// `?` on a trap inside a host function that returns a [`Trappable`].
+pub trait OrTrap<T> {
+    fn or_trap<E>(self) -> Result<T, Trappable<E>>;
+}
+
+impl<T, X: Into<wasmtime::Error>> OrTrap<T> for Result<T, X> {
+    fn or_trap<E>(self) -> Result<T, Trappable<E>> {
+        self.map_err(Trappable::trap)
+    }
+}
+
+/// What the runtime knows of a capability by name.
+pub struct Descriptor {
+    pub name: &'static str,
+    pub example: &'static str,
+    /// Whether `grants` gives it.
+    pub granted: fn(&Grants) -> bool,
+}
+
+/// The registry: every capability the host offers, in WIT order.
+macro_rules! capabilities {
+    ($($name:ident: $cap:ty),* $(,)?) => {
+        /// Capability grants, one per capability; each is withheld by default.
+        #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Grants {
+            $(
+                #[serde(default)]
+                pub $name: <$cap as Capability>::Grant,
+            )*
+        }
+
+        impl Grants {
+            /// The granted capability names, in WIT order.
+            pub fn names(&self) -> Vec<&'static str> {
+                let mut out = Vec::new();
+                $(
+                    if <$cap as Capability>::granted(&self.$name) {
+                        out.push(<$cap as Capability>::NAME);
+                    }
+                )*
+                out
+            }
+
+            /// What serde cannot check: `(key under grants, message)`.
+            pub fn validate(&self) -> Result<(), (String, String)> {
+                $(
+                    <$cap as Capability>::validate(&self.$name)
+                        .map_err(|(key, message)| (format!("{}.{key}", <$cap as Capability>::NAME), message))?;
+                )*
+                Ok(())
+            }
+        }
+
+        /// Every capability's host-wide state.
+        pub struct HostCaps {
+            $(pub $name: <$cap as Capability>::State,)*
+        }
+
+        impl HostCaps {
+            pub fn new(env: &HostEnv) -> Arc<HostCaps> {
+                Arc::new(HostCaps {
+                    $($name: <$cap as Capability>::state(env),)*
+                })
+            }
+        }
+
+        /// Every capability's state for one plugin.
+        pub struct PluginStates {
+            $(pub $name: <$cap as Capability>::PluginState,)*
+        }
+
+        impl PluginStates {
+            fn new(env: &PluginEnv<'_>, grants: &Grants) -> PluginStates {
+                PluginStates {
+                    $($name: <$cap as Capability>::plugin_state(env, &grants.$name),)*
+                }
+            }
+        }
+
+        /// Links the capabilities `grants` gives, and no other.
+        pub fn add_to_linker<T: CapsHost>(linker: &mut Linker<T>, grants: &Grants) -> wasmtime::Result<()> {
+            $(
+                if <$cap as Capability>::granted(&grants.$name) {
+                    <$cap as Capability>::add_to_linker(linker)?;
+                }
+            )*
+            Ok(())
+        }
+
+        /// Every capability, in WIT order.
+        pub fn all() -> &'static [Descriptor] {
+            &[
+                $(Descriptor {
+                    name: <$cap as Capability>::NAME,
+                    example: <$cap as Capability>::EXAMPLE,
+                    granted: |g| <$cap as Capability>::granted(&g.$name),
+                },)*
+            ]
+        }
+    };
+}
+
+capabilities! {
+    kv: kv::Kv,
+    keys: keys::Keys,
+    crypto: crypto::Crypto,
+    config: config::Config,
+    log: log::Log,
+    jobs: jobs::Jobs,
+    ratelimit: ratelimit::RateLimit,
+    net: net::Net,
+    wireguard: wireguard::Wireguard,
+    outbound: outbound::Outbound,
+}
+
+/// A call outside any store, for capability unit tests: each builds its
+/// view from [`Fixture::call`] without the runtime.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    pub struct Fixture {
+        pub host: Arc<HostCaps>,
+        pub plugin: PluginCaps,
+        pub table: ResourceTable,
+        pub deadline: Instant,
+    }
+
+    impl Fixture {
+        /// A plugin `name` with `grants` over a database in memory.
+        pub fn new(name: &str, grants: Grants) -> Fixture {
+            Fixture::on(&Fixture::host(), name, grants)
+        }
+
+        /// Host-wide state over a database in memory, to share between fixtures.
+        pub fn host() -> Arc<HostCaps> {
+            HostCaps::new(&HostEnv {
+                db: Db::in_memory().expect("in-memory redb"),
+                blocking_threads: 2,
+            })
+        }
+
+        /// A plugin `name` with `grants` on `host`.
+        pub fn on(host: &Arc<HostCaps>, name: &str, grants: Grants) -> Fixture {
+            let settings = Default::default();
+            let env = PluginEnv {
+                name,
+                settings: &settings,
+                blocking_threads: 2,
+            };
+            Fixture {
+                host: host.clone(),
+                plugin: PluginCaps::new(&env, grants),
+                table: ResourceTable::new(),
+                deadline: Instant::now() + std::time::Duration::from_secs(60),
+            }
+        }
+
+        pub fn call(&mut self) -> Call<'_> {
+            Call {
+                plugin: &self.plugin,
+                host: &self.host,
+                request_id: "test",
+                deadline: self.deadline,
+                table: &mut self.table,
+            }
+        }
+    }
+}

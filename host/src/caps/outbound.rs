@@ -33,19 +33,59 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasData, Linker};
 
-use super::Capability;
-use crate::bindings::outbound::{Error, Host, IncomingResponse, OutgoingRequest};
-use crate::runtime::{Ctx, PluginShared};
+use super::wit::outbound::{Error, Host, IncomingResponse, OutgoingRequest};
+use super::{Call, Capability, CapsHost, HostEnv, PluginCaps, PluginEnv, Trappable};
 
-pub const CAP: Capability = Capability {
-    name: "outbound",
-    granted: |g| g.outbound.is_some(),
-    add_to_linker: |l: &mut Linker<Ctx>| {
-        crate::bindings::outbound::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
-    },
-};
+type OutboundError = Trappable<Error>;
+
+pub struct Outbound;
+
+impl Capability for Outbound {
+    const NAME: &'static str = "outbound";
+    const EXAMPLE: &'static str = "{ hosts: [\"api.example.com\"] }";
+    type Grant = Option<OutboundGrant>;
+    type State = ();
+    type PluginState = ();
+
+    fn granted(grant: &Option<OutboundGrant>) -> bool {
+        grant.is_some()
+    }
+
+    fn validate(grant: &Option<OutboundGrant>) -> Result<(), (String, String)> {
+        grant.as_ref().map_or(Ok(()), OutboundGrant::validate)
+    }
+
+    fn state(_: &HostEnv) {}
+
+    fn plugin_state(_: &PluginEnv<'_>, _: &Option<OutboundGrant>) {}
+
+    fn add_to_linker<T: CapsHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        super::wit::outbound::add_to_linker::<T, HasView>(linker, |t| View::new(t.call()))
+    }
+}
+
+/// One call's view: the plugin's grant and the call's deadline.
+pub struct View<'a> {
+    plugin: &'a PluginCaps,
+    deadline: Instant,
+}
+
+struct HasView;
+
+impl HasData for HasView {
+    type Data<'a> = View<'a>;
+}
+
+impl<'a> View<'a> {
+    pub fn new(call: Call<'a>) -> View<'a> {
+        View {
+            plugin: call.plugin,
+            deadline: call.deadline,
+        }
+    }
+}
 
 /// The longest `timeout_ms` a grant may set.
 pub const MAX_TIMEOUT_MS: u64 = 300_000;
@@ -459,14 +499,12 @@ async fn exchange(checked: Checked, cap: u64) -> Result<IncomingResponse, Error>
 
 /// One call: steps 1 to 5 under the timeout.
 async fn send(
-    plugin: &PluginShared,
+    plugin: &PluginCaps,
     deadline: Instant,
     req: OutgoingRequest,
-) -> wasmtime::Result<Result<IncomingResponse, Error>> {
+) -> Result<IncomingResponse, OutboundError> {
     let Some(grant) = plugin.grants.outbound.as_ref() else {
-        return Ok(Err(Error::Denied(
-            "`outbound` is not granted to this plugin".into(),
-        )));
+        return Err(Trappable::trap(plugin.not_granted(Outbound::NAME)));
     };
     let method = req.method.clone();
     let asked = req.timeout_ms.map(u64::from).unwrap_or(grant.timeout_ms);
@@ -475,7 +513,7 @@ async fn send(
         Ok(c) => c,
         Err(e) => {
             tracing::debug!(plugin = %plugin.name, method = %shown(&method), "outbound refused before connecting");
-            return Ok(Err(e));
+            return Err(e.into());
         }
     };
     let (host, port) = (checked.host.clone(), checked.port);
@@ -485,7 +523,8 @@ async fn send(
         timeout,
         exchange(checked, grant.max_response_bytes),
     )
-    .await?
+    .await
+    .map_err(Trappable::trap)?
     .unwrap_or(Err(Error::Timeout));
     let ms = started.elapsed().as_millis() as u64;
     match &result {
@@ -496,23 +535,24 @@ async fn send(
             tracing::info!(plugin = %plugin.name, %method, host = %shown(&host), port, error = ?e, ms, "outbound failed")
         }
     }
-    Ok(result)
+    Ok(result?)
 }
 
-impl Host for Ctx {
-    async fn send(
-        &mut self,
-        request: OutgoingRequest,
-    ) -> wasmtime::Result<Result<IncomingResponse, Error>> {
-        send(&self.plugin, self.deadline, request).await
+impl Host for View<'_> {
+    fn convert_error(&mut self, err: OutboundError) -> wasmtime::Result<Error> {
+        err.into_wit()
+    }
+
+    async fn send(&mut self, request: OutgoingRequest) -> Result<IncomingResponse, OutboundError> {
+        send(self.plugin, self.deadline, request).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Grants;
-    use crate::runtime::{test_ctx, test_shared};
+    use crate::caps::Grants;
+    use crate::caps::testing::Fixture;
     use crate::util::deadline::DeadlineExceeded;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -658,18 +698,31 @@ mod tests {
         port
     }
 
-    fn ctx_with(grant: OutboundGrant) -> Ctx {
-        let host = test_shared();
-        let mut ctx = test_ctx(
-            &host,
+    /// The interface as a plugin sees it, its error as the WIT error (or a trap).
+    struct P(Fixture);
+
+    impl P {
+        async fn send(
+            &mut self,
+            r: OutgoingRequest,
+        ) -> wasmtime::Result<Result<IncomingResponse, Error>> {
+            match Host::send(&mut View::new(self.0.call()), r).await {
+                Ok(v) => Ok(Ok(v)),
+                Err(e) => e.into_wit().map(Err),
+            }
+        }
+    }
+
+    fn ctx_with(grant: OutboundGrant) -> P {
+        let mut f = Fixture::new(
             "a",
             Grants {
                 outbound: Some(grant),
                 ..Grants::default()
             },
         );
-        ctx.deadline = Instant::now() + Duration::from_secs(30);
-        ctx
+        f.deadline = Instant::now() + Duration::from_secs(30);
+        P(f)
     }
 
     #[tokio::test]
@@ -680,7 +733,8 @@ mod tests {
         )
         .await;
         let mut ctx = ctx_with(grant(&[&format!("127.0.0.1:{port}")]));
-        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+        let r = ctx
+            .send(get(&format!("http://127.0.0.1:{port}/")))
             .await
             .unwrap()
             .unwrap();
@@ -713,7 +767,8 @@ mod tests {
         let mut g = grant(&[&format!("127.0.0.1:{port}")]);
         g.max_response_bytes = 4096;
         let mut ctx = ctx_with(g.clone());
-        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+        let r = ctx
+            .send(get(&format!("http://127.0.0.1:{port}/")))
             .await
             .unwrap();
         assert!(matches!(r, Err(Error::TooLarge(4096))), "{r:?}");
@@ -725,7 +780,8 @@ mod tests {
         .await;
         g.hosts = vec![format!("127.0.0.1:{port}")];
         let mut ctx = ctx_with(g);
-        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+        let r = ctx
+            .send(get(&format!("http://127.0.0.1:{port}/")))
             .await
             .unwrap();
         assert!(matches!(r, Err(Error::TooLarge(4096))), "{r:?}");
@@ -742,7 +798,7 @@ mod tests {
         let mut req = get(&format!("http://127.0.0.1:{port}/"));
         req.timeout_ms = Some(200);
         let started = Instant::now();
-        let r = Host::send(&mut ctx, req).await.unwrap();
+        let r = ctx.send(req).await.unwrap();
         assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
@@ -755,8 +811,9 @@ mod tests {
         )
         .await;
         let mut ctx = ctx_with(grant(&[&format!("127.0.0.1:{port}")]));
-        ctx.deadline = Instant::now() + Duration::from_millis(200);
-        let trap = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+        ctx.0.deadline = Instant::now() + Duration::from_millis(200);
+        let trap = ctx
+            .send(get(&format!("http://127.0.0.1:{port}/")))
             .await
             .unwrap_err();
         assert!(
@@ -766,13 +823,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_the_grant_a_call_is_denied() {
-        let host = test_shared();
-        let mut ctx = test_ctx(&host, "a", Grants::default());
-        let r = Host::send(&mut ctx, get("http://127.0.0.1:1/"))
-            .await
-            .unwrap();
-        assert!(matches!(r, Err(Error::Denied(_))));
+    async fn without_the_grant_a_call_traps() {
+        let mut ctx = P(Fixture::new("a", Grants::default()));
+        assert!(ctx.send(get("http://127.0.0.1:1/")).await.is_err());
     }
 
     #[tokio::test]
@@ -785,7 +838,8 @@ mod tests {
         )
         .await;
         let mut ctx = ctx_with(grant(&[&format!("127.0.0.1:{port}")]));
-        let r = Host::send(&mut ctx, get(&format!("https://127.0.0.1:{port}/")))
+        let r = ctx
+            .send(get(&format!("https://127.0.0.1:{port}/")))
             .await
             .unwrap();
         assert!(matches!(r, Err(Error::Connect(_))), "{r:?}");
@@ -797,7 +851,8 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         drop(listener);
         let mut ctx = ctx_with(grant(&[&format!("127.0.0.1:{port}")]));
-        let r = Host::send(&mut ctx, get(&format!("http://127.0.0.1:{port}/")))
+        let r = ctx
+            .send(get(&format!("http://127.0.0.1:{port}/")))
             .await
             .unwrap();
         assert!(matches!(r, Err(Error::Connect(_))), "{r:?}");

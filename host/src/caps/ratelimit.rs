@@ -12,20 +12,54 @@ use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasData, Linker};
 
-use super::Capability;
-use crate::bindings::ratelimit::{Decision, Host};
-use crate::runtime::Ctx;
+use super::wit::ratelimit::{Decision, Host};
+use super::{Call, Capability, CapsHost, HostEnv, PluginCaps, PluginEnv};
 use crate::util::time::unix_now_ms;
 
-pub const CAP: Capability = Capability {
-    name: "ratelimit",
-    granted: |g| g.ratelimit,
-    add_to_linker: |l: &mut Linker<Ctx>| {
-        crate::bindings::ratelimit::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
-    },
-};
+pub struct RateLimit;
+
+impl Capability for RateLimit {
+    const NAME: &'static str = "ratelimit";
+    const EXAMPLE: &'static str = "true";
+    type Grant = bool;
+    type State = ();
+    type PluginState = RateLimiter;
+
+    fn granted(grant: &bool) -> bool {
+        *grant
+    }
+
+    fn state(_: &HostEnv) {}
+
+    fn plugin_state(_: &PluginEnv<'_>, _: &bool) -> RateLimiter {
+        RateLimiter::default()
+    }
+
+    fn add_to_linker<T: CapsHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        super::wit::ratelimit::add_to_linker::<T, HasView>(linker, |t| View::new(t.call()))
+    }
+}
+
+/// One call's view: the plugin's counters.
+pub struct View<'a> {
+    plugin: &'a PluginCaps,
+}
+
+struct HasView;
+
+impl HasData for HasView {
+    type Data<'a> = View<'a>;
+}
+
+impl<'a> View<'a> {
+    pub fn new(call: Call<'a>) -> View<'a> {
+        View {
+            plugin: call.plugin,
+        }
+    }
+}
 
 /// Live buckets one plugin may have. Past it, a check on a new bucket
 /// counts in one of [`OVERFLOW_BUCKETS`] shared buckets chosen by the name's
@@ -163,18 +197,14 @@ impl RateLimiter {
     }
 }
 
-impl Host for Ctx {
+impl Host for View<'_> {
     fn check(&mut self, bucket: String, limit: u32, window_ms: u64) -> wasmtime::Result<Decision> {
         if !self.plugin.grants.ratelimit {
-            return Ok(Decision {
-                allowed: false,
-                limit,
-                remaining: 0,
-                reset_at: 0,
-            });
+            return Err(self.plugin.not_granted(RateLimit::NAME));
         }
         Ok(self
             .plugin
+            .states
             .ratelimit
             .check(&bucket, limit, window_ms, unix_now_ms()))
     }
@@ -183,6 +213,26 @@ impl Host for Ctx {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_the_grant_a_check_traps() {
+        use crate::caps::Grants;
+        use crate::caps::testing::Fixture;
+        let mut f = Fixture::new("p", Grants::default());
+        assert!(Host::check(&mut View::new(f.call()), "b".into(), 1, 1000).is_err());
+        let mut f = Fixture::new(
+            "p",
+            Grants {
+                ratelimit: true,
+                ..Grants::default()
+            },
+        );
+        assert!(
+            Host::check(&mut View::new(f.call()), "b".into(), 1, 1000)
+                .unwrap()
+                .allowed
+        );
+    }
 
     #[test]
     fn a_window_allows_its_limit_then_refuses_until_it_ends() {

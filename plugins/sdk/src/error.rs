@@ -115,7 +115,6 @@ impl From<kv::Error> for Error {
                 Self::payload_too_large(TOO_LARGE)
             }
             kv::Error::EmptyKey => Self::bad_request("empty key"),
-            kv::Error::Denied => Self::internal("kv not granted to this plugin"),
             kv::Error::Conflict => Self::conflict("conflicting concurrent update, retry"),
             kv::Error::Closed => Self::internal("kv transaction already committed"),
             kv::Error::Storage(detail) => Self::internal(format!("kv storage: {detail}")),
@@ -127,7 +126,6 @@ impl From<keys::Error> for Error {
     fn from(err: keys::Error) -> Self {
         match err {
             keys::Error::Invalid(why) => Self::bad_request(why),
-            keys::Error::Denied => Self::internal("keys not granted to this plugin"),
             keys::Error::Storage(detail) => Self::internal(format!("keys storage: {detail}")),
         }
     }
@@ -140,7 +138,6 @@ impl From<jobs::Error> for Error {
                 eprintln!("jobs: name or payload longer than {limit} bytes");
                 Self::payload_too_large(TOO_LARGE)
             }
-            jobs::Error::Denied => Self::internal("jobs not granted to this plugin"),
             jobs::Error::Storage(detail) => Self::internal(format!("jobs storage: {detail}")),
         }
     }

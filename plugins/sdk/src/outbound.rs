@@ -41,8 +41,12 @@ pub fn get_json(url: &str) -> Result<(u16, serde_json::Value), crate::Error> {
 }
 
 /// A `POST` of `body` as JSON; the status and the answer parsed as JSON.
-pub fn post_json<T: Serialize + ?Sized>(url: &str, body: &T) -> Result<(u16, serde_json::Value), crate::Error> {
-    let bytes = serde_json::to_vec(body).map_err(|e| crate::Error::internal(format!("encoding JSON: {e}")))?;
+pub fn post_json<T: Serialize + ?Sized>(
+    url: &str,
+    body: &T,
+) -> Result<(u16, serde_json::Value), crate::Error> {
+    let bytes = serde_json::to_vec(body)
+        .map_err(|e| crate::Error::internal(format!("encoding JSON: {e}")))?;
     json_exchange("POST", url, &[], Some(bytes))
 }
 
@@ -69,7 +73,10 @@ pub fn json_exchange(
         serde_json::Value::Null
     } else {
         serde_json::from_slice(&response.body).map_err(|e| {
-            crate::Error::new(502, format!("the answer (status {}) is not JSON: {e}", response.status))
+            crate::Error::new(
+                502,
+                format!("the answer (status {}) is not JSON: {e}", response.status),
+            )
         })?
     };
     Ok((response.status, value))
@@ -78,7 +85,10 @@ pub fn json_exchange(
 impl Response {
     /// The first value of a header (`name` in lower case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 

@@ -7,7 +7,7 @@
 //! netlink socket made inside the grant's namespace, with a receive
 //! timeout, used from a blocking task.
 //!
-//! Only checked values reach here ([`super::wireguard`] parses keys,
+//! Only checked values reach here (the capability, [`super`], parses keys,
 //! endpoints and addresses first).
 
 use std::io;

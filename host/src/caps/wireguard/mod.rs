@@ -22,7 +22,7 @@
 //! and the host stops them all when it shuts down. The children are started
 //! from one long-lived thread with `PR_SET_PDEATHSIG`, so that they also end
 //! when the host dies without shutting down. The kernel's WireGuard over
-//! generic netlink ([`super::wireguard_kernel`]) serves `backend: kernel`,
+//! generic netlink ([`kernel`]) serves `backend: kernel`,
 //! and `auto` where the kernel has WireGuard (its generic netlink family
 //! `wireguard` resolves in the grant's namespace; probed at the first
 //! `create-device` there and remembered while the host runs), else
@@ -53,92 +53,98 @@ use futures_util::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::{Handle, LinkWireguard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::{HasData, Linker};
 
-use super::Capability;
-use super::net::{errno, find_link, glob_match, link_name, set_up_by_index, valid_link_name};
-use super::wireguard_kernel::{Change, Kernel, KernelDevice, PeerChange};
-use crate::bindings::wireguard::{Device, Error, Host, Keypair, Peer, PeerConfig};
-use crate::config::{WireguardBackend, WireguardGrant};
-use crate::runtime::{Ctx, PluginShared};
+use super::net::grant::{glob_match, valid_link_name};
+use super::net::links::{errno, find_link, link_name, set_up_by_index};
+use super::wit::wireguard::{Device, Error, Host, Keypair, Peer, PeerConfig};
+use super::{Call, Capability, CapsHost, HostCaps, HostEnv, PluginCaps, PluginEnv, Trappable};
 
-pub const CAP: Capability = Capability {
-    name: "wireguard",
-    granted: |g| g.wireguard.is_some(),
-    add_to_linker: |l: &mut Linker<Ctx>| {
-        crate::bindings::wireguard::add_to_linker::<Ctx, HasSelf<Ctx>>(l, |c| c)
-    },
-};
+pub mod grant;
+pub mod kernel;
+mod keys;
+mod peers;
+mod uapi;
+mod userspace;
+
+pub use grant::{WireguardBackend, WireguardGrant};
+use kernel::{Change, Kernel, KernelDevice, PeerChange};
+use keys::*;
+use peers::*;
+use uapi::*;
+pub use userspace::Devices;
+use userspace::*;
+
+type WgError = Trappable<Error>;
+
+pub struct Wireguard;
+
+impl Capability for Wireguard {
+    const NAME: &'static str = "wireguard";
+    const EXAMPLE: &'static str = "{ devices: [\"wg*\"] }";
+    type Grant = Option<WireguardGrant>;
+    /// The userspace implementation's child processes, and the kernel
+    /// probes per namespace.
+    type State = Devices;
+    type PluginState = ();
+
+    fn granted(grant: &Option<WireguardGrant>) -> bool {
+        grant.is_some()
+    }
+
+    fn validate(grant: &Option<WireguardGrant>) -> Result<(), (String, String)> {
+        grant.as_ref().map_or(Ok(()), WireguardGrant::validate)
+    }
+
+    fn state(_: &HostEnv) -> Devices {
+        Devices::default()
+    }
+
+    fn plugin_state(_: &PluginEnv<'_>, _: &Option<WireguardGrant>) {}
+
+    fn add_to_linker<T: CapsHost>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
+        super::wit::wireguard::add_to_linker::<T, HasView>(linker, |t| View::new(t.call()))
+    }
+}
+
+/// One call's view: the plugin's grant, the host's devices and netlink
+/// connections, the deadline.
+pub struct View<'a> {
+    plugin: &'a PluginCaps,
+    host: &'a HostCaps,
+    deadline: Instant,
+}
+
+struct HasView;
+
+impl HasData for HasView {
+    type Data<'a> = View<'a>;
+}
+
+impl<'a> View<'a> {
+    pub fn new(call: Call<'a>) -> View<'a> {
+        View {
+            plugin: call.plugin,
+            host: call.host,
+            deadline: call.deadline,
+        }
+    }
+
+    fn granted(&self) -> Result<(), WgError> {
+        if self.plugin.grants.wireguard.is_none() {
+            return Err(Trappable::trap(self.plugin.not_granted(Wireguard::NAME)));
+        }
+        Ok(())
+    }
+}
 
 /// The longest one call may take when the request's deadline is further:
 /// starting `wireguard-go` takes a few hundred milliseconds, the rest
 /// microseconds.
 pub const WG_TIMEOUT: Duration = Duration::from_secs(10);
-/// Where userspace implementations put their UAPI sockets.
-pub const SOCKET_DIR: &str = "/var/run/wireguard";
-/// How long a new `wireguard-go` may take to open its UAPI socket.
-const START_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a stopped `wireguard-go` may take to end after SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(2);
-/// The most allowed IPs one peer may have.
-const MAX_ALLOWED_IPS: usize = 1024;
-/// The largest UAPI answer read (a `get` of a few thousand peers).
-const MAX_UAPI_REPLY: usize = 16 << 20;
-/// How many lines of a child's output are kept for an error message.
-const OUTPUT_TAIL: usize = 8;
+
 /// How much of a refused name an error message repeats.
 const MAX_NAME_IN_MESSAGE: usize = 64;
-
-/// The UAPI socket of device `name`.
-pub fn socket_path(name: &str) -> PathBuf {
-    Path::new(SOCKET_DIR).join(format!("{name}.sock"))
-}
-
-// ---------------------------------------------------------------------------
-// Keys
-
-/// A fresh X25519 private key, clamped as `wg genkey` prints it.
-fn new_private_key() -> wasmtime::Result<[u8; 32]> {
-    let mut key = [0u8; 32];
-    key.copy_from_slice(&crate::util::ids::random(32)?);
-    key[0] &= 248;
-    key[31] &= 127;
-    key[31] |= 64;
-    Ok(key)
-}
-
-fn public_of(private: &[u8; 32]) -> [u8; 32] {
-    let secret = x25519_dalek::StaticSecret::from(*private);
-    x25519_dalek::PublicKey::from(&secret).to_bytes()
-}
-
-fn encode_key(key: &[u8; 32]) -> String {
-    BASE64.encode(key)
-}
-
-/// A base64 key of 32 bytes; `what` names it in the error.
-fn decode_key(what: &str, text: &str) -> Result<[u8; 32], Error> {
-    BASE64
-        .decode(text.as_bytes())
-        .ok()
-        .and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok())
-        .ok_or_else(|| Error::Invalid(format!("{what} is not the base64 of 32 bytes")))
-}
-
-fn hex_key(key: &[u8; 32]) -> String {
-    crate::util::ids::hex(key)
-}
-
-fn unhex_key(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
 
 // ---------------------------------------------------------------------------
 // Arguments
@@ -150,124 +156,6 @@ fn shown(name: &str) -> String {
 
 fn no_device(name: &str) -> Error {
     Error::NotFound(format!("no WireGuard device `{}`", shown(name)))
-}
-
-/// `ip:port` or `[ip6]:port`, no host names (the host never resolves them).
-fn parse_endpoint(text: &str) -> Result<SocketAddr, Error> {
-    let addr: SocketAddr = text.parse().map_err(|_| {
-        Error::Invalid(format!(
-            "endpoint `{}` is not ip:port or [ip6]:port",
-            shown(text)
-        ))
-    })?;
-    if addr.port() == 0 || addr.ip().is_unspecified() || addr.ip().is_multicast() {
-        return Err(Error::Invalid(format!(
-            "endpoint `{addr}` cannot be reached"
-        )));
-    }
-    Ok(addr)
-}
-
-/// A CIDR such as `10.0.0.2/32`; a bare address means its host route.
-fn parse_allowed_ip(text: &str) -> Result<(IpAddr, u8), Error> {
-    let bad = || {
-        Error::Invalid(format!(
-            "allowed IP `{}` is not a CIDR like 10.0.0.2/32",
-            shown(text)
-        ))
-    };
-    let (ip, len) = match text.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (text, None),
-    };
-    let ip: IpAddr = ip.parse().map_err(|_| bad())?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        None => max,
-        Some(l) if !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()) && l.len() <= 3 => {
-            l.parse::<u8>().map_err(|_| bad())?
-        }
-        Some(_) => return Err(bad()),
-    };
-    if len > max {
-        return Err(Error::Invalid(format!(
-            "allowed IP `{}`: prefix length {len} is over {max}",
-            shown(text)
-        )));
-    }
-    Ok((ip, len))
-}
-
-/// A peer's settings, checked and typed.
-struct CheckedPeer {
-    public_key: [u8; 32],
-    preshared_key: Option<[u8; 32]>,
-    endpoint: Option<SocketAddr>,
-    /// 0 is off.
-    keepalive: u16,
-    allowed_ips: Vec<(IpAddr, u8)>,
-}
-
-fn check_peer(peer: &PeerConfig) -> Result<CheckedPeer, Error> {
-    if peer.allowed_ips.len() > MAX_ALLOWED_IPS {
-        return Err(Error::Invalid(format!(
-            "more than {MAX_ALLOWED_IPS} allowed IPs"
-        )));
-    }
-    Ok(CheckedPeer {
-        public_key: decode_key("public-key", &peer.public_key)?,
-        preshared_key: peer
-            .preshared_key
-            .as_deref()
-            .map(|k| decode_key("preshared-key", k))
-            .transpose()?,
-        endpoint: peer.endpoint.as_deref().map(parse_endpoint).transpose()?,
-        keepalive: peer.persistent_keepalive.unwrap_or(0),
-        allowed_ips: peer
-            .allowed_ips
-            .iter()
-            .map(|a| parse_allowed_ip(a))
-            .collect::<Result<_, _>>()?,
-    })
-}
-
-/// The UAPI `set=1` lines of one peer, from checked values only.
-#[cfg(test)]
-fn peer_lines(peer: &PeerConfig) -> Result<String, Error> {
-    check_peer(peer).map(|p| uapi_lines(&p))
-}
-
-/// The UAPI `set=1` lines of a checked peer.
-fn uapi_lines(p: &CheckedPeer) -> String {
-    let mut out = String::new();
-    let _ = writeln!(out, "public_key={}", hex_key(&p.public_key));
-    // All zeroes is how UAPI says "no preshared key".
-    let _ = writeln!(
-        out,
-        "preshared_key={}",
-        hex_key(&p.preshared_key.unwrap_or([0u8; 32]))
-    );
-    if let Some(endpoint) = p.endpoint {
-        let _ = writeln!(out, "endpoint={endpoint}");
-    }
-    let _ = writeln!(out, "persistent_keepalive_interval={}", p.keepalive);
-    out.push_str("replace_allowed_ips=true\n");
-    for (ip, len) in &p.allowed_ips {
-        let _ = writeln!(out, "allowed_ip={ip}/{len}");
-    }
-    out
-}
-
-/// A checked peer as a kernel change.
-fn peer_change(p: CheckedPeer) -> PeerChange {
-    PeerChange {
-        public_key: p.public_key,
-        remove: false,
-        preshared_key: Some(p.preshared_key),
-        endpoint: p.endpoint,
-        persistent_keepalive: Some(p.keepalive),
-        allowed_ips: Some(p.allowed_ips),
-    }
 }
 
 /// A kernel device as the capability shows it.
@@ -299,411 +187,14 @@ fn device_from_kernel(name: &str, up: bool, d: KernelDevice) -> Device {
 }
 
 // ---------------------------------------------------------------------------
-// UAPI
-
-/// One UAPI operation on device `name`: `request` (ending in an empty line)
-/// out, the answer up to its terminating empty line back, `errno` checked.
-async fn uapi(name: &str, request: &str) -> Result<String, Error> {
-    let path = socket_path(name);
-    let mut stream = tokio::net::UnixStream::connect(&path)
-        .await
-        .map_err(|e| Error::Os(format!("UAPI socket {}: {e}", path.display())))?;
-    let io_err = |e: io::Error| Error::Os(format!("UAPI socket {}: {e}", path.display()));
-    stream.write_all(request.as_bytes()).await.map_err(io_err)?;
-    let mut reply = Vec::new();
-    let mut chunk = [0u8; 8192];
-    while !reply.ends_with(b"\n\n") {
-        let n = stream.read(&mut chunk).await.map_err(io_err)?;
-        if n == 0 {
-            break;
-        }
-        reply.extend_from_slice(&chunk[..n]);
-        if reply.len() > MAX_UAPI_REPLY {
-            return Err(Error::Os(format!(
-                "the UAPI answer of `{name}` is over {MAX_UAPI_REPLY} bytes"
-            )));
-        }
-    }
-    let text = String::from_utf8(reply)
-        .map_err(|_| Error::Os(format!("the UAPI answer of `{name}` is not UTF-8")))?;
-    let errno = text
-        .lines()
-        .rev()
-        .find_map(|l| l.strip_prefix("errno="))
-        .and_then(|n| n.trim().parse::<i32>().ok())
-        .ok_or_else(|| Error::Os(format!("the UAPI answer of `{name}` has no errno")))?;
-    if errno != 0 {
-        return Err(Error::Os(format!(
-            "the userspace implementation refused: {}",
-            io::Error::from_raw_os_error(errno)
-        )));
-    }
-    Ok(text)
-}
-
-async fn uapi_set(name: &str, body: &str) -> Result<(), Error> {
-    uapi(name, &format!("set=1\n{body}\n")).await.map(drop)
-}
-
-/// What `get=1` says about a device.
-#[derive(Debug, Default)]
-struct Reading {
-    public_key: Option<String>,
-    listen_port: Option<u16>,
-    peers: Vec<Peer>,
-}
-
-fn parse_get(text: &str) -> Reading {
-    let mut r = Reading::default();
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        if key == "public_key" {
-            r.peers.push(Peer {
-                public_key: unhex_key(value).map(|k| encode_key(&k)).unwrap_or_default(),
-                has_preshared_key: false,
-                endpoint: None,
-                allowed_ips: Vec::new(),
-                latest_handshake: None,
-                rx_bytes: 0,
-                tx_bytes: 0,
-                persistent_keepalive: None,
-            });
-            continue;
-        }
-        match (r.peers.last_mut(), key) {
-            (None, "private_key") => {
-                r.public_key = unhex_key(value)
-                    .filter(|k| *k != [0u8; 32])
-                    .map(|k| encode_key(&public_of(&k)));
-            }
-            (None, "listen_port") => r.listen_port = value.parse().ok().filter(|p| *p != 0),
-            (Some(p), "preshared_key") => {
-                p.has_preshared_key = unhex_key(value).is_some_and(|k| k != [0u8; 32])
-            }
-            (Some(p), "endpoint") => p.endpoint = Some(value.to_string()),
-            (Some(p), "allowed_ip") => p.allowed_ips.push(value.to_string()),
-            (Some(p), "last_handshake_time_sec") => {
-                p.latest_handshake = value.parse().ok().filter(|s| *s != 0);
-            }
-            (Some(p), "rx_bytes") => p.rx_bytes = value.parse().unwrap_or(0),
-            (Some(p), "tx_bytes") => p.tx_bytes = value.parse().unwrap_or(0),
-            (Some(p), "persistent_keepalive_interval") => {
-                p.persistent_keepalive = value.parse().ok().filter(|s| *s != 0);
-            }
-            _ => {}
-        }
-    }
-    r
-}
-
-// ---------------------------------------------------------------------------
-// Userspace children
-
-/// The userspace implementations this host started, by device name.
-#[derive(Default)]
-pub struct Devices {
-    slots: Mutex<HashMap<String, Slot>>,
-    /// The kernel's `wireguard` generic netlink family id by namespace
-    /// (`None`: the host's), `None` where it has no WireGuard, as first
-    /// probed: `auto` keeps one backend for the host's lifetime, and kernel
-    /// calls reuse the id instead of resolving it again.
-    kernel: Mutex<HashMap<Option<PathBuf>, Option<u16>>>,
-}
-
-enum Slot {
-    /// A `create-device` is starting it.
-    Starting,
-    Running(Userspace),
-}
-
-/// One running `wireguard-go`.
-struct Userspace {
-    child: Child,
-    /// The namespace it was started in (`None`: the host's).
-    netns: Option<PathBuf>,
-    /// The last lines it printed.
-    output: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl Devices {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Reserves `name` for a start; false if it is taken.
-    fn reserve(&self, name: &str) -> bool {
-        let mut slots = self.lock();
-        if slots.contains_key(name) {
-            return false;
-        }
-        slots.insert(name.to_string(), Slot::Starting);
-        true
-    }
-
-    fn kernel_probes(&self) -> std::sync::MutexGuard<'_, HashMap<Option<PathBuf>, Option<u16>>> {
-        self.kernel.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// What the probe of `netns` found (the family id, or none), if it has run.
-    fn kernel_known(&self, netns: Option<&Path>) -> Option<Option<u16>> {
-        self.kernel_probes()
-            .get(&netns.map(Path::to_path_buf))
-            .copied()
-    }
-
-    fn remember_kernel(&self, netns: Option<&Path>, family: Option<u16>) {
-        self.kernel_probes()
-            .insert(netns.map(Path::to_path_buf), family);
-    }
-
-    /// Takes the running child of `name` if it runs in `netns`.
-    fn take(&self, name: &str, netns: Option<&Path>) -> Option<Userspace> {
-        let mut slots = self.lock();
-        match slots.get(name) {
-            Some(Slot::Running(u)) if u.netns.as_deref() == netns => match slots.remove(name) {
-                Some(Slot::Running(u)) => Some(u),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-
-    /// Forgets children that have ended by themselves (their link was
-    /// deleted from outside, or they crashed).
-    fn reap(&self) {
-        self.lock().retain(|name, slot| match slot {
-            Slot::Running(u) => match u.child.try_wait() {
-                Ok(None) => true,
-                _ => {
-                    tracing::warn!(device = %name, "wireguard-go ended by itself");
-                    let _ = std::fs::remove_file(socket_path(name));
-                    false
-                }
-            },
-            Slot::Starting => true,
-        });
-    }
-
-    /// Stops every child and removes its socket: on shutdown.
-    pub fn stop_all(&self) {
-        let running: Vec<(String, Userspace)> = self
-            .lock()
-            .drain()
-            .filter_map(|(n, s)| match s {
-                Slot::Running(u) => Some((n, u)),
-                Slot::Starting => None,
-            })
-            .collect();
-        for (_, u) in &running {
-            terminate(&u.child);
-        }
-        for (name, mut u) in running {
-            stop(&name, &mut u.child);
-            tracing::info!(device = %name, "stopped wireguard-go");
-        }
-    }
-}
-
-impl Drop for Devices {
-    fn drop(&mut self) {
-        self.stop_all();
-    }
-}
-
-fn terminate(child: &Child) {
-    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
-        // SAFETY: a signal to our own child, which has not been reaped yet
-        // (so the pid cannot have been reused).
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
-}
-
-/// Stops a child (SIGTERM, then SIGKILL after [`STOP_GRACE`]), reaps it and
-/// removes its socket. Blocks for up to [`STOP_GRACE`].
-fn stop(name: &str, child: &mut Child) {
-    if matches!(child.try_wait(), Ok(None)) {
-        terminate(child);
-        let started = Instant::now();
-        while matches!(child.try_wait(), Ok(None)) && started.elapsed() < STOP_GRACE {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = child.kill();
-    }
-    let _ = child.wait();
-    let _ = std::fs::remove_file(socket_path(name));
-}
-
-/// What the spawning thread is asked to start.
-struct SpawnRequest {
-    program: PathBuf,
-    name: String,
-    netns: Option<std::fs::File>,
-    reply: tokio::sync::oneshot::Sender<io::Result<(Child, io::PipeReader)>>,
-}
-
-/// The one thread that starts children. `PR_SET_PDEATHSIG` fires when the
-/// *thread* that forked a child ends, so children are forked from a thread
-/// that lives as long as the process, never from a tokio worker.
-static SPAWNER: Mutex<Option<mpsc::Sender<SpawnRequest>>> = Mutex::new(None);
-
-fn send_spawn(request: SpawnRequest) -> io::Result<()> {
-    let mut spawner = SPAWNER.lock().unwrap_or_else(|p| p.into_inner());
-    if spawner.is_none() {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("wasmgate-wireguard".into())
-            .spawn(move || {
-                for r in rx {
-                    let result = spawn_child(&r.program, &r.name, r.netns.as_ref());
-                    let _ = r.reply.send(result);
-                }
-            })?;
-        *spawner = Some(tx);
-    }
-    match spawner.as_ref() {
-        Some(tx) => tx
-            .send(request)
-            .map_err(|_| io::Error::other("the spawning thread has ended")),
-        None => Err(io::Error::other("no spawning thread")),
-    }
-}
-
-/// `program -f name`, with an empty environment, its output on a pipe,
-/// inside `netns`, ending with its parent.
-fn spawn_child(
-    program: &Path,
-    name: &str,
-    netns: Option<&std::fs::File>,
-) -> io::Result<(Child, io::PipeReader)> {
-    let (reader, writer) = io::pipe()?;
-    let mut cmd = Command::new(program);
-    cmd.arg("-f")
-        .arg(name)
-        .env_clear()
-        .env("LOG_LEVEL", "error")
-        .stdin(Stdio::null())
-        .stdout(writer.try_clone()?)
-        .stderr(writer);
-    let ns_fd = netns.map(|f| f.as_raw_fd());
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the closure only makes async-signal-safe system calls and
-    // allocates nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGTERM as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent died before the line above: nothing would stop us.
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            if let Some(fd) = ns_fd {
-                crate::util::netns::enter(fd)?;
-            }
-            Ok(())
-        });
-    }
-    let child = cmd.spawn()?;
-    // The command holds the pipe's write ends; dropping it lets the reader
-    // see the end of the output when the child ends.
-    drop(cmd);
-    Ok((child, reader))
-}
-
-/// `binary` as configured: an absolute path, or a name in the host's `PATH`.
-fn resolve_binary(binary: &str) -> Result<PathBuf, Error> {
-    if binary.starts_with('/') {
-        return Ok(PathBuf::from(binary));
-    }
-    let path = std::env::var_os("PATH")
-        .unwrap_or_else(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(binary))
-        .find(|candidate| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::metadata(candidate).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .ok_or_else(|| {
-            Error::Os(format!(
-                "the userspace implementation `{binary}` is not in PATH (install wireguard-go, or set `userspace_binary`)"
-            ))
-        })
-}
-
-/// Copies a child's output into the host log, keeping its last lines.
-fn follow_output(name: String, reader: io::PipeReader, tail: Arc<Mutex<VecDeque<String>>>) {
-    let spawned = std::thread::Builder::new()
-        .name("wasmgate-wg-log".into())
-        .spawn(move || {
-            for line in BufReader::new(reader).lines().map_while(Result::ok) {
-                let line = line.trim();
-                // wireguard-go's banner about the kernel module is box art.
-                if line.is_empty() || line.starts_with(['│', '┌', '└']) {
-                    continue;
-                }
-                tracing::debug!(device = %name, "wireguard-go: {line}");
-                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
-                if tail.len() == OUTPUT_TAIL {
-                    tail.pop_front();
-                }
-                tail.push_back(line.chars().take(300).collect());
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot follow wireguard-go's output");
-    }
-}
-
-/// A start in progress: on drop (failure, or the request's deadline) the
-/// child is stopped and the name released.
-struct Starting<'a> {
-    devices: &'a Devices,
-    name: String,
-    running: Option<Userspace>,
-}
-
-impl Starting<'_> {
-    fn commit(mut self) {
-        if let Some(u) = self.running.take() {
-            self.devices
-                .lock()
-                .insert(self.name.clone(), Slot::Running(u));
-        }
-    }
-}
-
-impl Drop for Starting<'_> {
-    fn drop(&mut self) {
-        let mut slots = self.devices.lock();
-        if let Some(mut u) = self.running.take() {
-            let _ = u.child.kill();
-            let _ = u.child.wait();
-            let _ = std::fs::remove_file(socket_path(&self.name));
-        }
-        if matches!(slots.get(&self.name), Some(Slot::Starting)) {
-            slots.remove(&self.name);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
 // One call
 
 /// One call's view of the capability: the grant, re-checked, and the
 /// netlink connection of its namespace.
 struct Wg<'a> {
     grant: &'a WireguardGrant,
-    plugin: &'a PluginShared,
+    plugin: &'a PluginCaps,
+    host: &'a HostCaps,
     netns: Option<PathBuf>,
 }
 
@@ -717,17 +208,13 @@ enum Kind {
 }
 
 impl<'a> Wg<'a> {
-    fn open(plugin: &'a PluginShared) -> Result<Wg<'a>, Error> {
-        let grant = plugin
-            .grants
-            .wireguard
-            .as_ref()
-            .ok_or_else(|| Error::Denied("`wireguard` is not granted to this plugin".into()))?;
-        Ok(Wg {
+    fn open(grant: &'a WireguardGrant, plugin: &'a PluginCaps, host: &'a HostCaps) -> Wg<'a> {
+        Wg {
             grant,
             plugin,
+            host,
             netns: grant.netns_path(),
-        })
+        }
     }
 
     fn check(&self, name: &str) -> Result<(), Error> {
@@ -742,8 +229,7 @@ impl<'a> Wg<'a> {
     }
 
     async fn handle(&self) -> Result<Handle, Error> {
-        self.plugin
-            .host
+        self.host
             .net
             .handle(self.netns.as_deref())
             .await
@@ -752,9 +238,9 @@ impl<'a> Wg<'a> {
 
     fn netlink_failed(&self, e: rtnetlink::Error) -> Error {
         if e == rtnetlink::Error::RequestFailed {
-            self.plugin.host.net.forget(self.netns.as_deref());
+            self.host.net.forget(self.netns.as_deref());
         }
-        from_net(super::net::os(e))
+        from_net(super::net::links::os(e))
     }
 
     /// The link of `name` in the namespace, if any.
@@ -806,7 +292,7 @@ impl<'a> Wg<'a> {
     /// namespace, none where it has no WireGuard (ENOENT). Probed once per
     /// namespace and remembered; a failed probe (no such namespace) is not.
     async fn kernel_family(&self) -> Result<Option<u16>, Error> {
-        let devices = &self.plugin.host.wireguard;
+        let devices = &self.host.wireguard;
         if let Some(known) = devices.kernel_known(self.netns.as_deref()) {
             return Ok(known);
         }
@@ -887,7 +373,7 @@ impl<'a> Wg<'a> {
         }
         let program = resolve_binary(&self.grant.userspace_binary)?;
         let handle = self.handle().await?;
-        let devices = &self.plugin.host.wireguard;
+        let devices = &self.host.wireguard;
         devices.reap();
         let exists = || Error::Exists(format!("device `{}` already exists", shown(name)));
         if !devices.reserve(name) {
@@ -1009,7 +495,7 @@ impl<'a> Wg<'a> {
     async fn delete_device(&self, name: &str) -> Result<(), Error> {
         self.check(name)?;
         let handle = self.handle().await?;
-        let devices = &self.plugin.host.wireguard;
+        let devices = &self.host.wireguard;
         if let Some(mut u) = devices.take(name, self.netns.as_deref()) {
             let name = name.to_string();
             tokio::task::spawn_blocking(move || stop(&name, &mut u.child))
@@ -1141,8 +627,8 @@ impl<'a> Wg<'a> {
 }
 
 /// A netlink failure as `net` words it, as an `os` error here.
-fn from_net(e: crate::bindings::net::Error) -> Error {
-    use crate::bindings::net::Error as Net;
+fn from_net(e: crate::caps::wit::net::Error) -> Error {
+    use crate::caps::wit::net::Error as Net;
     match e {
         Net::Denied(m) | Net::NotFound(m) | Net::Invalid(m) | Net::Os(m) => Error::Os(m),
     }
@@ -1176,30 +662,37 @@ fn kind_of(link: &LinkMessage, name: &str) -> Option<Kind> {
 /// whole call by [`WG_TIMEOUT`] and by the request's own deadline, which
 /// the epoch callback cannot check while the fibre waits here: running past
 /// it traps the call as a deadline, like wasm code running past it.
-async fn call<'a, T, F, Fut>(
-    plugin: &'a PluginShared,
-    deadline: Instant,
-    f: F,
-) -> wasmtime::Result<Result<T, Error>>
+async fn call<'a, T, F, Fut>(view: &View<'a>, f: F) -> Result<T, WgError>
 where
     F: FnOnce(Wg<'a>) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
 {
-    let wg = match Wg::open(plugin) {
-        Ok(wg) => wg,
-        Err(e) => return Ok(Err(e)),
+    let Some(grant) = view.plugin.grants.wireguard.as_ref() else {
+        return Err(Trappable::trap(view.plugin.not_granted(Wireguard::NAME)));
     };
-    match crate::util::deadline::bound(deadline, WG_TIMEOUT, f(wg)).await? {
-        Some(r) => Ok(r),
-        None => Ok(Err(Error::Os(format!(
+    let wg = Wg::open(grant, view.plugin, view.host);
+    match crate::util::deadline::bound(view.deadline, WG_TIMEOUT, f(wg))
+        .await
+        .map_err(Trappable::trap)?
+    {
+        Some(r) => Ok(r?),
+        None => Err(Error::Os(format!(
             "WireGuard did not answer within {} s",
             WG_TIMEOUT.as_secs()
-        )))),
+        ))
+        .into()),
     }
 }
 
-impl Host for Ctx {
+impl Host for View<'_> {
+    fn convert_error(&mut self, err: WgError) -> wasmtime::Result<Error> {
+        err.into_wit()
+    }
+
     async fn generate_keypair(&mut self) -> wasmtime::Result<Keypair> {
+        if self.plugin.grants.wireguard.is_none() {
+            return Err(self.plugin.not_granted(Wireguard::NAME));
+        }
         let private = new_private_key()?;
         Ok(Keypair {
             public_key: encode_key(&public_of(&private)),
@@ -1208,41 +701,36 @@ impl Host for Ctx {
     }
 
     async fn generate_preshared_key(&mut self) -> wasmtime::Result<String> {
+        if self.plugin.grants.wireguard.is_none() {
+            return Err(self.plugin.not_granted(Wireguard::NAME));
+        }
         let mut key = [0u8; 32];
         key.copy_from_slice(&crate::util::ids::random(32)?);
         Ok(encode_key(&key))
     }
 
-    async fn public_key(&mut self, private_key: String) -> wasmtime::Result<Result<String, Error>> {
-        Ok(decode_key("private-key", &private_key).map(|k| encode_key(&public_of(&k))))
+    async fn public_key(&mut self, private_key: String) -> Result<String, WgError> {
+        self.granted()?;
+        Ok(encode_key(&public_of(&decode_key(
+            "private-key",
+            &private_key,
+        )?)))
     }
 
-    async fn list_devices(&mut self) -> wasmtime::Result<Result<Vec<String>, Error>> {
-        call(&self.plugin, self.deadline, |wg| async move {
-            wg.list_devices().await
-        })
-        .await
+    async fn list_devices(&mut self) -> Result<Vec<String>, WgError> {
+        call(self, |wg| async move { wg.list_devices().await }).await
     }
 
-    async fn get_device(&mut self, name: String) -> wasmtime::Result<Result<Device, Error>> {
-        call(&self.plugin, self.deadline, |wg| async move {
-            wg.get_device(&name).await
-        })
-        .await
+    async fn get_device(&mut self, name: String) -> Result<Device, WgError> {
+        call(self, |wg| async move { wg.get_device(&name).await }).await
     }
 
-    async fn create_device(&mut self, name: String) -> wasmtime::Result<Result<(), Error>> {
-        call(&self.plugin, self.deadline, |wg| async move {
-            wg.create_device(&name).await
-        })
-        .await
+    async fn create_device(&mut self, name: String) -> Result<(), WgError> {
+        call(self, |wg| async move { wg.create_device(&name).await }).await
     }
 
-    async fn delete_device(&mut self, name: String) -> wasmtime::Result<Result<(), Error>> {
-        call(&self.plugin, self.deadline, |wg| async move {
-            wg.delete_device(&name).await
-        })
-        .await
+    async fn delete_device(&mut self, name: String) -> Result<(), WgError> {
+        call(self, |wg| async move { wg.delete_device(&name).await }).await
     }
 
     async fn configure_device(
@@ -1251,50 +739,113 @@ impl Host for Ctx {
         private_key: Option<String>,
         listen_port: Option<u16>,
         replace_peers: bool,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        call(&self.plugin, self.deadline, |wg| async move {
+    ) -> Result<(), WgError> {
+        call(self, |wg| async move {
             wg.configure_device(&name, private_key.as_deref(), listen_port, replace_peers)
                 .await
         })
         .await
     }
 
-    async fn set_peer(
-        &mut self,
-        name: String,
-        peer: PeerConfig,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        call(&self.plugin, self.deadline, |wg| async move {
-            wg.set_peer(&name, &peer).await
-        })
-        .await
+    async fn set_peer(&mut self, name: String, peer: PeerConfig) -> Result<(), WgError> {
+        call(self, |wg| async move { wg.set_peer(&name, &peer).await }).await
     }
 
-    async fn remove_peer(
-        &mut self,
-        name: String,
-        public_key: String,
-    ) -> wasmtime::Result<Result<(), Error>> {
-        call(&self.plugin, self.deadline, |wg| async move {
+    async fn remove_peer(&mut self, name: String, public_key: String) -> Result<(), WgError> {
+        call(self, |wg| async move {
             wg.remove_peer(&name, &public_key).await
         })
         .await
     }
 
-    async fn set_up(&mut self, name: String, up: bool) -> wasmtime::Result<Result<(), Error>> {
-        call(&self.plugin, self.deadline, |wg| async move {
-            wg.set_up(&name, up).await
-        })
-        .await
+    async fn set_up(&mut self, name: String, up: bool) -> Result<(), WgError> {
+        call(self, |wg| async move { wg.set_up(&name, up).await }).await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Grants;
-    use crate::runtime::{test_ctx, test_shared};
+    use crate::caps::Grants;
+    use crate::caps::testing::Fixture;
     use crate::util::deadline::DeadlineExceeded;
+
+    /// The interface as a plugin sees it: each call through a fresh view,
+    /// its error as the WIT error (or a trap).
+    struct P(Fixture);
+
+    fn wit<T>(r: Result<T, WgError>) -> wasmtime::Result<Result<T, Error>> {
+        match r {
+            Ok(v) => Ok(Ok(v)),
+            Err(e) => e.into_wit().map(Err),
+        }
+    }
+
+    impl P {
+        fn v(&mut self) -> View<'_> {
+            View::new(self.0.call())
+        }
+        async fn generate_keypair(&mut self) -> wasmtime::Result<Keypair> {
+            Host::generate_keypair(&mut self.v()).await
+        }
+        async fn generate_preshared_key(&mut self) -> wasmtime::Result<String> {
+            Host::generate_preshared_key(&mut self.v()).await
+        }
+        async fn public_key(&mut self, k: String) -> wasmtime::Result<Result<String, Error>> {
+            wit(Host::public_key(&mut self.v(), k).await)
+        }
+        async fn list_devices(&mut self) -> wasmtime::Result<Result<Vec<String>, Error>> {
+            wit(Host::list_devices(&mut self.v()).await)
+        }
+        async fn get_device(&mut self, n: String) -> wasmtime::Result<Result<Device, Error>> {
+            wit(Host::get_device(&mut self.v(), n).await)
+        }
+        async fn create_device(&mut self, n: String) -> wasmtime::Result<Result<(), Error>> {
+            wit(Host::create_device(&mut self.v(), n).await)
+        }
+        async fn delete_device(&mut self, n: String) -> wasmtime::Result<Result<(), Error>> {
+            wit(Host::delete_device(&mut self.v(), n).await)
+        }
+        async fn configure_device(
+            &mut self,
+            n: String,
+            k: Option<String>,
+            p: Option<u16>,
+            r: bool,
+        ) -> wasmtime::Result<Result<(), Error>> {
+            wit(Host::configure_device(&mut self.v(), n, k, p, r).await)
+        }
+        async fn set_peer(
+            &mut self,
+            n: String,
+            p: PeerConfig,
+        ) -> wasmtime::Result<Result<(), Error>> {
+            wit(Host::set_peer(&mut self.v(), n, p).await)
+        }
+        async fn remove_peer(
+            &mut self,
+            n: String,
+            k: String,
+        ) -> wasmtime::Result<Result<(), Error>> {
+            wit(Host::remove_peer(&mut self.v(), n, k).await)
+        }
+        async fn set_up(&mut self, n: String, up: bool) -> wasmtime::Result<Result<(), Error>> {
+            wit(Host::set_up(&mut self.v(), n, up).await)
+        }
+        /// The per-call helper the host functions use, for the backend tests.
+        fn wg(&self) -> Wg<'_> {
+            let f = &self.0;
+            Wg::open(
+                f.plugin.grants.wireguard.as_ref().expect("granted"),
+                &f.plugin,
+                &f.host,
+            )
+        }
+    }
+
+    fn plugin(host: &std::sync::Arc<crate::caps::HostCaps>, name: &str, grants: Grants) -> P {
+        P(Fixture::on(host, name, grants))
+    }
 
     fn grant(devices: &[&str], backend: WireguardBackend, netns: Option<&str>) -> Grants {
         Grants {
@@ -1324,18 +875,18 @@ mod tests {
 
     #[tokio::test]
     async fn keys_round_trip_through_base64_and_bad_ones_are_invalid() {
-        let host = test_shared();
-        let mut ctx = test_ctx(&host, "a", Grants::default());
-        let pair = Host::generate_keypair(&mut ctx).await.unwrap();
+        let host = Fixture::host();
+        let mut ctx = plugin(&host, "a", grant(&["wg*"], WireguardBackend::Auto, None));
+        let pair = ctx.generate_keypair().await.unwrap();
         assert_eq!(pair.private_key.len(), 44);
         assert_eq!(
-            Host::public_key(&mut ctx, pair.private_key.clone())
+            ctx.public_key(pair.private_key.clone())
                 .await
                 .unwrap()
                 .unwrap(),
             pair.public_key
         );
-        let psk = Host::generate_preshared_key(&mut ctx).await.unwrap();
+        let psk = ctx.generate_preshared_key().await.unwrap();
         assert_eq!(BASE64.decode(&psk).unwrap().len(), 32);
         for bad in [
             "",
@@ -1344,7 +895,7 @@ mod tests {
             &pair.private_key[..43],
             &format!("{}\nlisten_port=1", pair.private_key),
         ] {
-            match Host::public_key(&mut ctx, bad.to_string()).await.unwrap() {
+            match ctx.public_key(bad.to_string()).await.unwrap() {
                 Err(Error::Invalid(m)) => assert!(m.contains("base64 of 32 bytes"), "{m}"),
                 other => panic!("{bad:?}: {other:?}"),
             }
@@ -1441,19 +992,14 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn without_the_grant_or_outside_the_patterns_every_call_is_denied() {
-        let host = test_shared();
-        let mut ctx = test_ctx(&host, "a", Grants::default());
-        assert!(matches!(
-            Host::list_devices(&mut ctx).await.unwrap(),
-            Err(Error::Denied(_))
-        ));
-        assert!(matches!(
-            Host::create_device(&mut ctx, "wg0".into()).await.unwrap(),
-            Err(Error::Denied(_))
-        ));
+    async fn without_the_grant_a_call_traps_and_outside_the_patterns_it_is_denied() {
+        let host = Fixture::host();
+        let mut ctx = plugin(&host, "a", Grants::default());
+        assert!(ctx.list_devices().await.is_err(), "no grant: a trap");
+        assert!(ctx.create_device("wg0".into()).await.is_err());
+        assert!(ctx.generate_keypair().await.is_err());
         // A namespace that does not exist: the refusal must come first.
-        let mut ctx = test_ctx(
+        let mut ctx = plugin(
             &host,
             "a",
             grant(
@@ -1470,27 +1016,24 @@ mod tests {
             persistent_keepalive: None,
         };
         for r in [
-            Host::get_device(&mut ctx, "eth0".into())
-                .await
-                .unwrap()
-                .map(drop),
-            Host::create_device(&mut ctx, "wg10".into()).await.unwrap(),
-            Host::delete_device(&mut ctx, "lo".into()).await.unwrap(),
-            Host::configure_device(&mut ctx, "wgx0".into(), None, Some(1), false)
+            ctx.get_device("eth0".into()).await.unwrap().map(drop),
+            ctx.create_device("wg10".into()).await.unwrap(),
+            ctx.delete_device("lo".into()).await.unwrap(),
+            ctx.configure_device("wgx0".into(), None, Some(1), false)
                 .await
                 .unwrap(),
-            Host::set_peer(&mut ctx, "x".into(), peer).await.unwrap(),
-            Host::remove_peer(&mut ctx, "x".into(), encode_key(&[1; 32]))
+            ctx.set_peer("x".into(), peer).await.unwrap(),
+            ctx.remove_peer("x".into(), encode_key(&[1; 32]))
                 .await
                 .unwrap(),
-            Host::set_up(&mut ctx, "x".into(), true).await.unwrap(),
+            ctx.set_up("x".into(), true).await.unwrap(),
         ] {
             match r {
                 Err(Error::Denied(m)) => assert!(m.contains("is outside the grant"), "{m}"),
                 other => panic!("{other:?}"),
             }
         }
-        match Host::list_devices(&mut ctx).await.unwrap() {
+        match ctx.list_devices().await.unwrap() {
             Err(Error::Os(m)) => assert!(m.contains("/nonexistent/wasmgate-wg"), "{m}"),
             other => panic!("{other:?}"),
         }
@@ -1502,15 +1045,15 @@ mod tests {
         // the module is there (asking for it loads it where it can be).
         let probed = Kernel::open(None).expect("generic netlink").is_some();
         assert_eq!(probed, Path::new("/sys/module/wireguard").exists());
-        let host = test_shared();
-        let mut ctx = test_ctx(&host, "a", grant(&["wg*"], WireguardBackend::Kernel, None));
+        let host = Fixture::host();
+        let mut ctx = plugin(&host, "a", grant(&["wg*"], WireguardBackend::Kernel, None));
         if probed {
             // Creating a device in the host's namespace is not this test's
             // to do; tests/e2e/wireguard.rs drives a kernel device in a
             // namespace of its own.
             eprintln!("the kernel has WireGuard: the missing-module error is not shown here");
         } else {
-            match Host::create_device(&mut ctx, "wg0".into()).await.unwrap() {
+            match ctx.create_device("wg0".into()).await.unwrap() {
                 Err(Error::Os(m)) => {
                     assert!(
                         m.contains("no WireGuard") && m.contains("backend: userspace"),
@@ -1520,7 +1063,8 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         }
-        match Host::create_device(&mut ctx, "wg0123456789abcdef".into())
+        match ctx
+            .create_device("wg0123456789abcdef".into())
             .await
             .unwrap()
         {
@@ -1531,9 +1075,9 @@ mod tests {
 
     #[tokio::test]
     async fn auto_takes_userspace_where_the_probe_finds_no_wireguard_and_the_probe_is_remembered() {
-        let host = test_shared();
-        let ctx = test_ctx(&host, "a", grant(&["wg*"], WireguardBackend::Auto, None));
-        let wg = Wg::open(&ctx.plugin).unwrap();
+        let host = Fixture::host();
+        let ctx = plugin(&host, "a", grant(&["wg*"], WireguardBackend::Auto, None));
+        let wg = ctx.wg();
         assert_eq!(host.wireguard.kernel_known(None), None);
         let has = wg.kernel_available().await.unwrap();
         // The family resolves exactly where the module is there (asking for
@@ -1594,8 +1138,8 @@ mod tests {
                 Err("/nonexistent/unprobed"),
             ),
         ] {
-            let ctx = test_ctx(&host, "a", grant(&["wg*"], backend, Some(netns)));
-            let got = Wg::open(&ctx.plugin).unwrap().backend().await;
+            let ctx = plugin(&host, "a", grant(&["wg*"], backend, Some(netns)));
+            let got = ctx.wg().backend().await;
             match (got, expected) {
                 (Ok(kind), Ok(want)) => assert_eq!(kind, want, "{netns}"),
                 (Err(Error::Os(m)), Err(needle)) => assert!(m.contains(needle), "{netns}: {m}"),
@@ -1612,7 +1156,7 @@ mod tests {
 
     #[test]
     fn a_kernel_dump_split_over_messages_reads_as_one_device_record() {
-        use super::super::wireguard_kernel::{device_of, read_answers, wire::*};
+        use super::kernel::{device_of, read_answers, wire::*};
         use netlink_packet_generic::GenlMessage;
         use netlink_packet_wireguard::WireguardMessage;
 
@@ -1757,12 +1301,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_call_past_the_request_deadline_traps_as_a_deadline() {
-        let host = test_shared();
-        let mut ctx = test_ctx(&host, "a", grant(&["wg*"], WireguardBackend::Auto, None));
-        ctx.deadline = Instant::now();
-        let trap = Host::list_devices(&mut ctx)
-            .await
-            .expect_err("a trap, not an answer");
+        let host = Fixture::host();
+        let mut ctx = plugin(&host, "a", grant(&["wg*"], WireguardBackend::Auto, None));
+        ctx.0.deadline = Instant::now();
+        let trap = ctx.list_devices().await.expect_err("a trap, not an answer");
         assert!(
             trap.downcast_ref::<DeadlineExceeded>().is_some(),
             "{trap:?}"

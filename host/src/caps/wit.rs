@@ -1,15 +1,17 @@
 //! The one `bindgen!` over `wit/`: host-side types and traits for the
 //! `wasmgate:plugin` package. Only what the host uses is re-exported.
 
+use super::Trappable;
+
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "plugin",
     // Exports run on fibres so that the epoch callback can yield to tokio and
     // a looping plugin never pins an executor thread.
     exports: { default: async },
-    // Netlink is async I/O: its host functions await rtnetlink on the
-    // request's fibre instead of blocking an executor thread.
     imports: {
+        // Netlink is async I/O: its host functions await rtnetlink on the
+        // request's fibre instead of blocking an executor thread.
         "wasmgate:plugin/net": async | trappable,
         // UAPI sockets, netlink and starting wireguard-go: awaited on the fibre.
         "wasmgate:plugin/wireguard": async | trappable,
@@ -19,6 +21,16 @@ wasmtime::component::bindgen!({
         // the bounded blocking pool, while the fibre waits.
         "wasmgate:plugin/crypto": async | trappable,
         default: trappable,
+    },
+    // Host functions return `Result<T, Trappable<Error>>`: `?` works for the
+    // interface's own errors and for traps alike.
+    trappable_error_type: {
+        "wasmgate:plugin/kv.error" => Trappable<wasmgate::plugin::kv::Error>,
+        "wasmgate:plugin/keys.error" => Trappable<wasmgate::plugin::keys::Error>,
+        "wasmgate:plugin/jobs.error" => Trappable<wasmgate::plugin::jobs::Error>,
+        "wasmgate:plugin/net.error" => Trappable<wasmgate::plugin::net::Error>,
+        "wasmgate:plugin/wireguard.error" => Trappable<wasmgate::plugin::wireguard::Error>,
+        "wasmgate:plugin/outbound.error" => Trappable<wasmgate::plugin::outbound::Error>,
     },
     with: {
         "wasmgate:plugin/kv.txn": crate::caps::kv::Txn,
