@@ -63,7 +63,7 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
                     201,
                     &json!({ "name": name, "serial": leaf.serial, "cert": leaf.cert_pem, "key": leaf.key_pem, "ca": ca.cert_pem }),
                 ),
-                Err(f) => f.0,
+                Err(f) => f.into(),
             })
         }
         ("DELETE", ["keys", id]) => {
@@ -78,9 +78,9 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
 }
 
 /// A PEM answer, or the failure's.
-fn pem(made: Result<String, crate::common::Fail>) -> Response {
+fn pem(made: Result<String, crate::fail::Fail>) -> Response {
     match made {
         Ok(text) => Response::bytes(200, "application/x-pem-file", text),
-        Err(f) => f.0,
+        Err(f) => f.into(),
     }
 }

@@ -8,7 +8,10 @@
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use wasmgate_sdk::{Error, Request, Response, crypto, keys, kv, log};
+use wasmgate_sdk::{Request, Response, keys, kv, log};
+
+use crate::fail::{Fail, refuse};
+use crate::store;
 
 /// The original panel's messages, word for word: its clients match on them.
 pub const MSG_KEY_MISSING: &str = "API key is missing";
@@ -16,7 +19,7 @@ pub const MSG_KEY_INVALID: &str = "Invalid or inactive API key";
 pub const MSG_MAIN_REQUIRED: &str = "Permission denied: Main admin API key required.";
 pub const MSG_PERMISSION_DENIED: &str = "Permission denied";
 pub const MSG_USER_NOT_FOUND: &str = "User not found or permission denied";
-pub const MSG_INTERNAL: &str = "An internal error occurred.";
+
 pub const MSG_EMPTY_BODY: &str = "Request body must be JSON and not empty";
 pub const MSG_NOT_FOUND: &str = "Not found";
 
@@ -25,26 +28,9 @@ pub const MSG_NOT_FOUND: &str = "Not found";
 pub const ROLE_MAIN: &str = "main_admin";
 pub const ROLE_SUB_PREFIX: &str = "sub_admin:";
 
-/// A refusal, already in the envelope. Built from the helpers below or from
-/// an SDK [`Error`] (a 5xx becomes "An internal error occurred." and is
-/// logged; a 4xx keeps its text).
-#[derive(Debug)]
-pub struct Fail(pub Response);
-
-impl From<Error> for Fail {
-    fn from(err: Error) -> Self {
-        if err.status >= 500 {
-            log::write(log::Level::Error, &format!("vpnpanel: {}", err.message));
-            Fail(fail(err.status, MSG_INTERNAL))
-        } else {
-            Fail(fail(err.status, &err.message))
-        }
-    }
-}
-
 impl From<Fail> for Response {
     fn from(f: Fail) -> Response {
-        f.0
+        fail(f.status, &f.message)
     }
 }
 
@@ -52,24 +38,7 @@ pub type Reply = Result<Response, Fail>;
 
 /// The response of a handler's result.
 pub fn reply(r: Reply) -> Response {
-    r.unwrap_or_else(|f| f.0)
-}
-
-/// [`kv::transaction`] for a handler: `f` may refuse with an envelope
-/// ([`refuse`]) and it is answered as is, so a check that depends on what
-/// the transaction read happens inside it, against the same data the write
-/// is based on. `f` runs again on a conflict, like [`kv::transaction`].
-pub fn transaction<R>(mut f: impl FnMut(&kv::Txn) -> Result<R, Fail>) -> Result<R, Fail> {
-    let mut refused: Option<Fail> = None;
-    kv::transaction(|txn| {
-        f(txn).map_err(|fail| {
-            let status = fail.0.status;
-            refused = Some(fail);
-            // Only carries the refusal out; `refused` is what is answered.
-            Error::new(status, "refused")
-        })
-    })
-    .map_err(|e| refused.take().unwrap_or_else(|| Fail::from(e)))
+    r.unwrap_or_else(Response::from)
 }
 
 /// `{"success": true, "message": message}` with status 200.
@@ -100,17 +69,6 @@ pub fn fail(status: u16, message: &str) -> Response {
     )
 }
 
-/// [`fail`] as an `Err`, for `return Err(refuse(400, "..."))` or `?`.
-pub fn refuse(status: u16, message: &str) -> Fail {
-    Fail(fail(status, message))
-}
-
-/// A 500 with "An internal error occurred.", logging `detail`.
-pub fn internal(detail: impl std::fmt::Display) -> Fail {
-    log::write(log::Level::Error, &format!("vpnpanel: {detail}"));
-    refuse(500, MSG_INTERNAL)
-}
-
 /// 404 `{"success": false, "message": "Not found"}` for a path no route has.
 pub fn not_found_route() -> Response {
     fail(404, MSG_NOT_FOUND)
@@ -135,14 +93,9 @@ impl Caller {
     pub fn owner(&self) -> String {
         match self {
             Caller::Main => "main".to_string(),
-            Caller::Sub { id } => sub_owner(*id),
+            Caller::Sub { id } => store::users::sub_owner(*id),
         }
     }
-}
-
-/// The kv owner segment of sub-admin `id`.
-pub fn sub_owner(id: u64) -> String {
-    format!("sa{id:010}")
 }
 
 /// The key role of sub-admin `id`'s keys.
@@ -168,7 +121,7 @@ pub fn authenticate(req: &Request) -> Result<Caller, Fail> {
         .strip_prefix(ROLE_SUB_PREFIX)
         .and_then(|id| id.parse::<u64>().ok())
         .ok_or_else(|| refuse(401, MSG_KEY_INVALID))?;
-    let active = kv::get_json::<Value>(&format!("sa/{id:010}"))?
+    let active = kv::get_json::<Value>(&store::users::sa_key(id))?
         .and_then(|sa| sa.get("is_active").and_then(Value::as_bool))
         .unwrap_or(false);
     if !active {
@@ -220,24 +173,6 @@ pub fn json_object_or_empty(req: &Request) -> Result<Map<String, Value>, Fail> {
 /// Serialises `value` for a response field.
 pub fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
-}
-
-/// Unix seconds now.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// `n` random bytes as lower-case hex (2n characters), from the host's RNG.
-pub fn random_hex(n: u32) -> String {
-    crypto::hex(&crypto::random_bytes(n))
-}
-
-/// Equality of two secrets in constant time.
-pub fn secret_eq(a: &str, b: &str) -> bool {
-    crypto::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 /// The public base URL for links (`sub_url`, downloads): setting

@@ -16,10 +16,12 @@
 
 mod admin;
 pub mod common;
+pub mod fail;
 pub mod node_mode;
 pub mod nodes;
 mod pki;
 pub mod ports;
+pub mod servers;
 mod settings;
 mod store;
 mod sub;
@@ -27,6 +29,7 @@ mod sub_admins;
 mod sync;
 mod traffic;
 mod users;
+pub mod util;
 mod validate;
 mod wg;
 

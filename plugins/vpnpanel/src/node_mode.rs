@@ -32,22 +32,21 @@
 //! kv: `infra/self` ([`NodeConfig`]), `infra/ipsec_psk`, `infra/last_sync`,
 //! `infra/sync_next` and the WireGuard records of [`crate::wg`].
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wasmgate_sdk::{Request, Response, config, crypto, kv, log};
 
-use crate::common::{self, Fail, Reply, refuse};
+use crate::common::{self, Reply};
+use crate::fail::{self, Fail, refuse};
+use crate::store::node_mode::{LAST_SYNC_KEY, NodeConfig, PSK_KEY, SELF_KEY, SYNC_NEXT_KEY};
 use crate::sync::{self, Periodic};
+use crate::util;
 use crate::wg;
 
-const SELF_KEY: &str = "infra/self";
-const PSK_KEY: &str = "infra/ipsec_psk";
-const LAST_SYNC_KEY: &str = "infra/last_sync";
 /// The periodic sync.
 pub const JOB_PERIODIC: &str = "vpnpanel.node_sync";
 const PERIODIC: Periodic = Periodic {
     job: JOB_PERIODIC,
-    next_key: "infra/sync_next",
+    next_key: SYNC_NEXT_KEY,
 };
 /// How long one call to the panel may take.
 const PANEL_TIMEOUT_MS: u32 = 10_000;
@@ -57,28 +56,6 @@ const REPORT_CHUNK: usize = 10_000;
 /// usual outbound answer cap.
 const USERS_PAGE: usize = 1000;
 const DEFAULT_PROTOCOLS: &[&str] = &["openvpn", "l2tp", "cisco", "wireguard"];
-
-/// What the panel told this node.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct NodeConfig {
-    pub node_id: u64,
-    pub server_identifier: String,
-    pub name: String,
-    pub openvpn_port: u16,
-    pub protocol: String,
-    pub communication_method: String,
-    pub sync_all_users: bool,
-    /// `[{port_id, public_port, protocol}]`.
-    pub custom_ports: Vec<Value>,
-    /// What to send as `X-NODE-TOKEN` to the panel's traffic report.
-    #[serde(default)]
-    pub report_token: String,
-    /// The panel's public URL, when the panel has one set.
-    #[serde(default)]
-    pub panel_url: Option<String>,
-    /// Unix seconds.
-    pub provisioned_at: u64,
-}
 
 pub fn handle(req: &Request) -> Response {
     common::reply(route(req))
@@ -142,7 +119,7 @@ fn run_sync() -> Result<(), String> {
     }
     kv::set_json(
         LAST_SYNC_KEY,
-        &json!({ "at": common::now_secs(), "ok": outcome.is_ok() }),
+        &json!({ "at": util::now_secs(), "ok": outcome.is_ok() }),
     )
     .map_err(|e| e.message)?;
     Ok(())
@@ -164,7 +141,7 @@ fn call_panel(
         body,
         PANEL_TIMEOUT_MS,
     )
-    .map_err(|why| common::internal(format!("node sync: {method} {url}: {why}")))
+    .map_err(|why| fail::internal(format!("node sync: {method} {url}: {why}")))
 }
 
 fn sync_with(c: &NodeConfig, panel: &str) -> Result<(), Fail> {
@@ -257,7 +234,7 @@ fn query_escape(s: &str) -> String {
 }
 
 /// The panel's bearer token checked against the `node_token` setting.
-fn authenticate(req: &Request) -> Result<(), common::Fail> {
+fn authenticate(req: &Request) -> Result<(), Fail> {
     let expected = config::get("node_token")
         .map(|t| t.trim().to_string())
         .filter(|t| crate::nodes::valid_node_setting(t))
@@ -269,7 +246,7 @@ fn authenticate(req: &Request) -> Result<(), common::Fail> {
         .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| refuse(401, "Node token is missing"))?;
-    if common::secret_eq(given, &expected) {
+    if util::secret_eq(given, &expected) {
         Ok(())
     } else {
         Err(refuse(401, "Invalid node token"))
@@ -361,7 +338,7 @@ fn provision(req: &Request) -> Reply {
             .get("panel_url")
             .and_then(Value::as_str)
             .map(str::to_string),
-        provisioned_at: common::now_secs(),
+        provisioned_at: util::now_secs(),
     };
     kv::set_json(SELF_KEY, &c)?;
     log::write(

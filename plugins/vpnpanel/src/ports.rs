@@ -21,36 +21,24 @@
 //! deletion (which removes the node's assignments after it started) never
 //! leaves one behind.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use wasmgate_sdk::{Error, Request, Response, config, kv};
 
-use crate::common::{self, Caller, Reply, refuse};
-use crate::nodes::{self, Node};
+use crate::common::{self, Caller, Reply};
+use crate::fail::refuse;
+use crate::nodes;
+use crate::store;
+use crate::store::nodes::{MAIN_ID, Node, STATUS_ACTIVE, STATUS_DELETING};
+use crate::store::nodes::{list_nodes, node_in, parse_identifier};
+use crate::store::ports::{
+    Assignment, Port, SEQ_KEY, all_assignments, all_ports, assign_key, by_key, drop_unassigned,
+    rec_key, rev_key,
+};
+use crate::util;
 
-pub const MAIN_ID: &str = "main";
 pub const MAIN_NAME: &str = "Main Server";
 pub const MSG_MISSING_INFO: &str = "Missing info.";
-
-/// A custom public port.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Port {
-    pub port_id: u64,
-    pub public_port: u16,
-    /// `tcp` or `udp`.
-    pub protocol: String,
-    /// Unix seconds.
-    pub created_at: u64,
-}
-
-/// A custom port on one server.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Assignment {
-    pub port_id: u64,
-    /// `main` or `node_<id>`.
-    pub server_identifier: String,
-    pub created_at: u64,
-}
 
 /// Where a client can connect: one line of an .ovpn's `remote` list.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -68,24 +56,6 @@ pub struct Remote {
     pub is_default: bool,
 }
 
-const SEQ_KEY: &str = "infra/seq/port";
-
-fn rec_key(id: u64) -> String {
-    format!("port/{id:010}")
-}
-
-fn by_key(protocol: &str, port: u16) -> String {
-    format!("infra/port_by/{protocol}/{port:05}")
-}
-
-fn assign_key(port_id: u64, server: &str) -> String {
-    format!("assign/{port_id:010}/{server}")
-}
-
-fn rev_key(port_id: u64) -> String {
-    format!("infra/port_rev/{port_id:010}")
-}
-
 /// The main server's default port and protocol, from the settings.
 pub fn main_default() -> (u16, String) {
     let port = config::get("openvpn_port")
@@ -99,72 +69,12 @@ pub fn main_default() -> (u16, String) {
     (port, protocol)
 }
 
-fn all_ports() -> Result<Vec<Port>, Error> {
-    Ok(kv::list_json::<Port>("port/")?
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect())
-}
-
-fn all_assignments() -> Result<Vec<Assignment>, Error> {
-    Ok(kv::list_json::<Assignment>("assign/")?
-        .into_iter()
-        .map(|(_, a)| a)
-        .collect())
-}
-
 /// Nodes a port can be put on: every node not being deleted.
 fn live_nodes() -> Result<Vec<Node>, Error> {
-    Ok(nodes::list_nodes()?
+    Ok(list_nodes()?
         .into_iter()
-        .filter(|n| n.status != nodes::STATUS_DELETING)
+        .filter(|n| n.status != STATUS_DELETING)
         .collect())
-}
-
-/// The custom ports on `server` (`main` or `node_<id>`), as
-/// `[{port_id, public_port, protocol}]`.
-pub fn assigned_to(server: &str) -> Result<Vec<Value>, Error> {
-    let ports = all_ports()?;
-    Ok(all_assignments()?
-        .into_iter()
-        .filter(|a| a.server_identifier == server)
-        .filter_map(|a| ports.iter().find(|p| p.port_id == a.port_id))
-        .map(|p| json!({ "port_id": p.port_id, "public_port": p.public_port, "protocol": p.protocol }))
-        .collect())
-}
-
-/// The kv keys of `server`'s assignments (to delete them with the node).
-pub fn assignment_keys_of(server: &str) -> Result<Vec<String>, Error> {
-    Ok(kv::list("assign/")?
-        .into_iter()
-        .map(|(k, _)| k)
-        .filter(|k| k.rsplit('/').next() == Some(server))
-        .collect())
-}
-
-/// Deletes every port that no server has any more. Whether a port has
-/// none is decided in the transaction that deletes it: the port's
-/// `infra/port_rev` is read in it before its assignments are counted, so
-/// an assignment added after the count makes the commit conflict (and the
-/// port is counted again), and one added before it is counted.
-pub fn drop_unassigned() -> Result<(), Error> {
-    for port in all_ports()? {
-        let id = port.port_id;
-        kv::transaction(|txn| {
-            txn.get(&rev_key(id))?;
-            if kv::count(&format!("assign/{id:010}/"))? > 0 {
-                return Ok(());
-            }
-            let Some(current) = txn.get_json::<Port>(&rec_key(id))? else {
-                return Ok(());
-            };
-            txn.delete(&rec_key(id))?;
-            txn.delete(&by_key(&current.protocol, current.public_port))?;
-            txn.delete(&rev_key(id))?;
-            Ok(())
-        })?;
-    }
-    Ok(())
 }
 
 /// Every place a client can connect to: the main server's default port,
@@ -173,9 +83,9 @@ pub fn drop_unassigned() -> Result<(), Error> {
 /// subscriptions.
 pub fn remotes(allowed: Option<&[String]>) -> Result<Vec<Remote>, Error> {
     let wanted = |id: &str| allowed.is_none_or(|a| a.iter().any(|x| x == id));
-    let active: Vec<Node> = nodes::list_nodes()?
+    let active: Vec<Node> = list_nodes()?
         .into_iter()
-        .filter(|n| n.status == nodes::STATUS_ACTIVE)
+        .filter(|n| n.status == STATUS_ACTIVE)
         .collect();
     let mut out = Vec::new();
     if wanted(MAIN_ID) {
@@ -370,8 +280,8 @@ fn create(req: &Request) -> Reply {
             servers.push(id.to_string());
         }
     }
-    let now = common::now_secs();
-    let added: Vec<String> = common::transaction(|txn| {
+    let now = util::now_secs();
+    let added: Vec<String> = store::transaction(|txn| {
         // Each server is read here, so a deletion that starts before the
         // commit makes it run again (and refuse).
         for server in &servers {
@@ -452,16 +362,15 @@ fn is_live_in(txn: &kv::Txn, server: &str) -> Result<bool, Error> {
     if server == MAIN_ID {
         return Ok(true);
     }
-    let Some(id) = nodes::parse_identifier(server) else {
+    let Some(id) = parse_identifier(server) else {
         return Ok(false);
     };
-    Ok(nodes::node_in(txn, id)?
-        .is_some_and(|n| n.identifier() == server && n.status != nodes::STATUS_DELETING))
+    Ok(node_in(txn, id)?.is_some_and(|n| n.identifier() == server && n.status != STATUS_DELETING))
 }
 
 /// Re-provisions the nodes among `servers` so they serve their new ports.
 fn resync(servers: &[String]) -> Result<(), Error> {
-    for id in servers.iter().filter_map(|s| nodes::parse_identifier(s)) {
+    for id in servers.iter().filter_map(|s| parse_identifier(s)) {
         nodes::resync(id)?;
     }
     Ok(())

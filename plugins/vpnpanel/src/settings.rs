@@ -4,17 +4,18 @@
 use serde_json::{Value, json};
 use wasmgate_sdk::{Request, kv};
 
-use crate::common::{self, Caller, Reply, refuse};
+use crate::common::{self, Caller, Reply};
+use crate::fail::{Fail, refuse};
+use crate::store::meta::PSK_KEY;
+use crate::util;
 use crate::validate;
 
-const PSK_KEY: &str = "meta/ipsec_psk";
-
 /// The IPsec PSK, generated (24 random bytes, hex) and stored on first use.
-pub fn psk() -> Result<String, common::Fail> {
+pub fn psk() -> Result<String, Fail> {
     if let Some(p) = kv::get(PSK_KEY)? {
         return Ok(String::from_utf8_lossy(&p).into_owned());
     }
-    let fresh = common::random_hex(24);
+    let fresh = util::random_hex(24);
     Ok(kv::transaction(|txn| match txn.get(PSK_KEY)? {
         Some(p) => Ok(String::from_utf8_lossy(&p).into_owned()),
         None => {
@@ -47,7 +48,7 @@ pub fn update_ipsec_psk(req: &Request, caller: &Caller) -> Reply {
     kv::set(PSK_KEY, new.as_bytes())?;
     // Active nodes are told to sync now (crate::sync, after this answer):
     // they fetch the PSK with their user list (traffic::node_users).
-    let nodes = crate::store::servers()?.len() - 1;
+    let nodes = crate::servers::servers()?.len() - 1;
     Ok(common::ok(&format!(
         "IPsec PSK updated locally and on {nodes} nodes."
     )))

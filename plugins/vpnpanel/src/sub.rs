@@ -7,8 +7,11 @@
 use serde_json::json;
 use wasmgate_sdk::{Request, Response};
 
-use crate::common::{self, Fail, Reply, refuse};
-use crate::store::{self, Endpoint, User};
+use crate::common::{self, Reply};
+use crate::fail::{Fail, refuse};
+use crate::servers::{self, Endpoint};
+use crate::store::{self, users::User};
+use crate::util;
 use crate::validate;
 
 const MSG_BAD_LINK: &str = "Invalid or revoked subscription link";
@@ -19,8 +22,8 @@ fn user_with_token(req: &Request, name: &str) -> Result<(String, User), Fail> {
     if token.is_empty() || !validate::is_valid_name(name) {
         return Err(refuse(403, MSG_BAD_LINK));
     }
-    match store::load_user(name)? {
-        Some((key, u)) if common::secret_eq(&u.token, &token) => Ok((key, u)),
+    match store::users::load_user(name)? {
+        Some((key, u)) if util::secret_eq(&u.token, &token) => Ok((key, u)),
         _ => Err(refuse(403, MSG_BAD_LINK)),
     }
 }
@@ -33,14 +36,14 @@ pub fn subscription(req: &Request, rest: &[&str]) -> Reply {
         return Ok(common::not_found_route());
     }
     let (_, u) = user_with_token(req, name)?;
-    let now = common::now_secs();
+    let now = util::now_secs();
     let base = common::public_base(req);
     let endpoints = if u.enable_openvpn {
-        store::endpoints(&u)?
+        servers::endpoints(&u)?
     } else {
         Vec::new()
     };
-    let hosts: Vec<String> = store::servers()?
+    let hosts: Vec<String> = servers::servers()?
         .into_iter()
         .filter(|s| u.may_use(&s.id))
         .map(|s| s.host)
@@ -85,7 +88,7 @@ pub fn download(req: &Request, rest: &[&str]) -> Reply {
         return Ok(common::not_found_route());
     };
     let endpoint = if u.enable_openvpn {
-        store::endpoints(&u)?
+        servers::endpoints(&u)?
             .into_iter()
             .find(|e| e.name == profile)
     } else {
@@ -96,13 +99,11 @@ pub fn download(req: &Request, rest: &[&str]) -> Reply {
     };
     if u.cert_issued < u.cert_generation {
         // Revoked: the old certificate is on the CRL, the new one is being made.
-        return Err(Fail(
-            common::fail(
-                503,
-                "Certificate generation is running; try again in a few seconds.",
-            )
-            .with_header("retry-after", "2"),
-        ));
+        return Ok(common::fail(
+            503,
+            "Certificate generation is running; try again in a few seconds.",
+        )
+        .with_header("retry-after", "2"));
     }
     let ca = crate::pki::ca()?;
     // None: revoked (or deleted) since the token was checked.
@@ -121,7 +122,7 @@ pub fn download(req: &Request, rest: &[&str]) -> Reply {
 
 /// A client profile: one remote, the panel's CA, the user's certificate
 /// and key inline; the server must present a server certificate of that CA.
-pub fn ovpn_profile(u: &User, e: &Endpoint, ca: &str, leaf: &crate::pki::Leaf) -> String {
+pub fn ovpn_profile(u: &User, e: &Endpoint, ca: &str, leaf: &crate::store::pki::Leaf) -> String {
     let proto = if e.protocol == "tcp" {
         "tcp-client"
     } else {

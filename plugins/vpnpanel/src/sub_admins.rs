@@ -6,8 +6,10 @@
 use serde_json::{Map, Value, json};
 use wasmgate_sdk::{Request, crypto, keys, kv};
 
-use crate::common::{self, Caller, Fail, Reply, refuse};
-use crate::store::{self, SubAdmin, User};
+use crate::common::{self, Caller, Reply};
+use crate::fail::{Fail, refuse};
+use crate::store::{self, users::SubAdmin, users::User};
+use crate::util;
 use crate::validate;
 
 pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
@@ -42,7 +44,7 @@ fn view(sa: &SubAdmin) -> Value {
 
 fn list(req: &Request) -> Reply {
     let page = common::paging(req)?;
-    let subs: Vec<Value> = store::all_sub_admins()?.iter().map(view).collect();
+    let subs: Vec<Value> = store::users::all_sub_admins()?.iter().map(view).collect();
     common::list_answer(page.as_ref(), "sub_admins", subs, Map::new())
 }
 
@@ -165,33 +167,36 @@ fn create(req: &Request) -> Reply {
     let mut sa = SubAdmin {
         username: username.to_string(),
         is_active: true,
-        created_at: common::now_secs(),
+        created_at: util::now_secs(),
         ..SubAdmin::default()
     };
     apply(&body, &mut sa)?;
     // Spares the password hash for a name that is taken; the transaction
     // below decides.
-    if kv::get(&store::sa_name_key(username))?.is_some() {
+    if kv::get(&store::users::sa_name_key(username))?.is_some() {
         return Err(refuse(409, MSG_NAME_TAKEN));
     }
     sa.password_hash = crypto::password_hash(password);
     // The name, the servers and the ports are checked against what the
     // transaction reads, so two creations (or a creation and an edit) at
     // once cannot both take a port, and a node deleted meanwhile is seen.
-    let id = common::transaction(|txn| {
-        if txn.get(&store::sa_name_key(&sa.username))?.is_some() {
+    let id = store::transaction(|txn| {
+        if txn.get(&store::users::sa_name_key(&sa.username))?.is_some() {
             return Err(refuse(409, MSG_NAME_TAKEN));
         }
         check_servers(txn, &body, &sa)?;
-        if port_taken(&sa, &store::sub_admins_in(txn)?) {
+        if port_taken(&sa, &store::users::sub_admins_in(txn)?) {
             return Err(refuse(409, MSG_PORT_TAKEN));
         }
-        let id = txn.get_json::<u64>(store::SA_SEQ_KEY)?.unwrap_or(1);
-        txn.set_json(store::SA_SEQ_KEY, &(id + 1))?;
+        let id = txn.get_json::<u64>(store::users::SA_SEQ_KEY)?.unwrap_or(1);
+        txn.set_json(store::users::SA_SEQ_KEY, &(id + 1))?;
         let mut rec = sa.clone();
         rec.id = id;
-        txn.set_json(&store::sa_key(id), &rec)?;
-        txn.set(&store::sa_name_key(&sa.username), id.to_string().as_bytes())?;
+        txn.set_json(&store::users::sa_key(id), &rec)?;
+        txn.set(
+            &store::users::sa_name_key(&sa.username),
+            id.to_string().as_bytes(),
+        )?;
         Ok(id)
     })?;
     let issued = keys::issue(
@@ -200,9 +205,9 @@ fn create(req: &Request) -> Reply {
         None,
     )?;
     kv::transaction(|txn| {
-        if let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? {
+        if let Some(mut rec) = txn.get_json::<SubAdmin>(&store::users::sa_key(id))? {
             rec.key_id = issued.info.id.clone();
-            txn.set_json(&store::sa_key(id), &rec)?;
+            txn.set_json(&store::users::sa_key(id), &rec)?;
         }
         Ok(())
     })?;
@@ -223,16 +228,16 @@ fn parse_id(id: &str, message: &str) -> Result<u64, Fail> {
 fn edit(req: &Request, id: &str) -> Reply {
     let id = parse_id(id, "Sub-admin not found")?;
     let body = common::json_object(req)?;
-    let updated = common::transaction(|txn| {
+    let updated = store::transaction(|txn| {
         let mut sa: SubAdmin = txn
-            .get_json(&store::sa_key(id))?
+            .get_json(&store::users::sa_key(id))?
             .ok_or_else(|| refuse(404, "Sub-admin not found"))?;
         apply(&body, &mut sa)?;
         check_servers(txn, &body, &sa)?;
-        if port_taken(&sa, &store::sub_admins_in(txn)?) {
+        if port_taken(&sa, &store::users::sub_admins_in(txn)?) {
             return Err(refuse(409, MSG_PORT_TAKEN));
         }
-        txn.set_json(&store::sa_key(id), &sa)?;
+        txn.set_json(&store::users::sa_key(id), &sa)?;
         Ok(sa)
     })?;
     Ok(common::ok_with(
@@ -243,7 +248,7 @@ fn edit(req: &Request, id: &str) -> Reply {
 
 fn delete(id: &str) -> Reply {
     let id = parse_id(id, "Sub-admin not found")?;
-    let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+    let sa = store::users::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
     // The key first, then the record: a creation still in flight reads the
     // record in its transaction, so it either committed before (and its
     // users are listed below) or fails with "Sub-admin not found".
@@ -251,19 +256,19 @@ fn delete(id: &str) -> Reply {
         keys::revoke(&sa.key_id)?;
     }
     kv::transaction(|txn| {
-        txn.delete(&store::sa_key(id))?;
-        txn.delete(&store::sa_name_key(&sa.username))?;
+        txn.delete(&store::users::sa_key(id))?;
+        txn.delete(&store::users::sa_name_key(&sa.username))?;
         Ok(())
     })?;
     let mut doomed: Vec<(String, String)> = Vec::new();
-    crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
+    store::users::for_each_user(&format!("u/{}/", store::users::sub_owner(id)), |key, u| {
         doomed.push((key.to_string(), u.username));
         Ok(())
     })?;
     for chunk in doomed.chunks(10_000) {
         kv::transaction(|txn| {
             for (key, name) in chunk {
-                store::drop_user(txn, key, name)?;
+                crate::users::drop_user(txn, key, name)?;
             }
             Ok(())
         })?;
@@ -275,10 +280,10 @@ fn reset_usage(id: &str) -> Reply {
     let id = parse_id(id, "Sub-admin not found.")?;
     kv::transaction(|txn| {
         let mut sa: SubAdmin = txn
-            .get_json(&store::sa_key(id))?
+            .get_json(&store::users::sa_key(id))?
             .ok_or_else(|| wasmgate_sdk::Error::not_found("Sub-admin not found."))?;
         sa.used_bytes = 0;
-        txn.set_json(&store::sa_key(id), &sa)?;
+        txn.set_json(&store::users::sa_key(id), &sa)?;
         Ok(())
     })
     .map_err(|e| {
@@ -292,7 +297,7 @@ fn reset_usage(id: &str) -> Reply {
     // user also limited by its own traffic, expired or disabled by hand
     // stays off and is not counted.
     let mut suspended = Vec::new();
-    crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
+    store::users::for_each_user(&format!("u/{}/", store::users::sub_owner(id)), |key, u| {
         if u.sa_suspended {
             suspended.push(key.to_string());
         }
@@ -309,7 +314,7 @@ fn reset_usage(id: &str) -> Reply {
             };
             let was = u.is_active();
             u.sa_suspended = false;
-            store::put_user(txn, &key, &u)?;
+            store::users::put_user(txn, &key, &u)?;
             Ok(!was && u.is_active())
         })?;
         re_enabled += u64::from(back);
@@ -321,18 +326,18 @@ fn reset_usage(id: &str) -> Reply {
 
 fn rotate_key(id: &str) -> Reply {
     let id = parse_id(id, "Sub-admin not found")?;
-    let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+    let sa = store::users::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
     let issued = keys::issue(
         &common::sub_admin_role(id),
         &format!("sub-admin {}", sa.username),
         None,
     )?;
     let old = kv::transaction(|txn| {
-        let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? else {
+        let Some(mut rec) = txn.get_json::<SubAdmin>(&store::users::sa_key(id))? else {
             return Ok(None);
         };
         let old = std::mem::replace(&mut rec.key_id, issued.info.id.clone());
-        txn.set_json(&store::sa_key(id), &rec)?;
+        txn.set_json(&store::users::sa_key(id), &rec)?;
         Ok(Some(old))
     })?;
     if let Some(old) = old.filter(|o| !o.is_empty()) {

@@ -17,25 +17,27 @@ use std::time::Duration;
 
 use wasmgate_sdk::{Error, jobs, kv, log};
 
-use crate::common;
+use crate::store;
+use crate::util;
 
 pub const JOB_SYNC: &str = "vpnpanel.sync";
-const QUEUED_KEY: &str = "meta/sync_queued";
-
 /// Queues one [`JOB_SYNC`] unless one is queued already, or a panel has
 /// nothing to keep in step (no WireGuard device of its own, no node). A
 /// failure is logged: the change itself stands, and the periodic passes
 /// catch up.
 pub fn changed() {
     let node = wasmgate_sdk::config::get("mode").as_deref() == Some("node");
-    if !node && crate::wg::device().is_none() && kv::count("node/").is_ok_and(|n| n == 0) {
+    if !node
+        && crate::wg::device().is_none()
+        && kv::count(store::nodes::REC_PREFIX).is_ok_and(|n| n == 0)
+    {
         return;
     }
     let queued = kv::transaction(|txn| {
-        if txn.get(QUEUED_KEY)?.is_some() {
+        if txn.get(store::meta::SYNC_QUEUED_KEY)?.is_some() {
             return Ok(false);
         }
-        txn.set_json(QUEUED_KEY, &common::now_secs())?;
+        txn.set_json(store::meta::SYNC_QUEUED_KEY, &util::now_secs())?;
         Ok(true)
     });
     let outcome = match queued {
@@ -54,7 +56,7 @@ pub fn changed() {
 /// Marks the queued sync as started, so that a change from now on queues
 /// another.
 pub fn started() -> Result<(), Error> {
-    kv::delete(QUEUED_KEY).map(drop)
+    kv::delete(store::meta::SYNC_QUEUED_KEY).map(drop)
 }
 
 /// The panel's [`JOB_SYNC`]: its own device, then the nodes.
@@ -67,10 +69,10 @@ pub fn panel_job() -> Result<(), String> {
             "vpnpanel: the WireGuard sync of this server failed",
         );
     }
-    let nodes = crate::nodes::list_nodes().map_err(|e| e.message)?;
+    let nodes = crate::store::nodes::list_nodes().map_err(|e| e.message)?;
     for node in nodes
         .iter()
-        .filter(|n| n.status == crate::nodes::STATUS_ACTIVE)
+        .filter(|n| n.status == crate::store::nodes::STATUS_ACTIVE)
     {
         if let Err(why) = crate::nodes::call_node(node, "POST", "/node/sync", None) {
             log::write(
@@ -93,7 +95,7 @@ impl Periodic {
     /// Starts the chain when none is due: none queued yet, or the last one
     /// is more than two periods late (its job was lost).
     pub fn ensure(&self, every: u64) -> Result<(), Error> {
-        let now = common::now_secs();
+        let now = util::now_secs();
         let due = kv::get_json::<u64>(self.next_key)?;
         if due.is_some_and(|d| d + 2 * every >= now) {
             return Ok(());
@@ -133,7 +135,7 @@ impl Periodic {
             return Ok(());
         }
         let outcome = pass();
-        let next = common::now_secs() + every;
+        let next = util::now_secs() + every;
         let mine = kv::transaction(|txn| {
             if txn.get_json::<u64>(self.next_key)? != Some(due) {
                 return Ok(false);

@@ -17,13 +17,15 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use wasmgate_sdk::{Request, config, kv, log};
 
-use crate::common::{self, Caller, Fail, Reply, refuse};
-use crate::store::{self, SubAdmin, User};
+use crate::common::{self, Caller, Reply};
+use crate::fail::{self, Fail, refuse};
+use crate::store::{self, users::SubAdmin, users::User};
+use crate::util;
 
 pub const JOB_ENFORCE: &str = "vpnpanel.enforce";
 const ENFORCER: crate::sync::Periodic = crate::sync::Periodic {
     job: JOB_ENFORCE,
-    next_key: "meta/enforce_next",
+    next_key: store::meta::ENFORCE_NEXT_KEY,
 };
 /// Most entries in one report.
 const MAX_ENTRIES: usize = 10_000;
@@ -36,13 +38,13 @@ fn reporter(req: &Request) -> Result<String, Fail> {
         .map(str::trim)
         .filter(|t| !t.is_empty())
     {
-        for (_, node) in kv::list_json::<Value>("node/")? {
+        for (_, node) in kv::list_json::<Value>(store::nodes::REC_PREFIX)? {
             let known = node
                 .get("report_token")
                 .and_then(Value::as_str)
                 .unwrap_or("");
             if !known.is_empty()
-                && common::secret_eq(known, token)
+                && util::secret_eq(known, token)
                 && let Some(id) = node.get("id").and_then(Value::as_u64)
             {
                 return Ok(format!("node_{id}"));
@@ -114,7 +116,7 @@ fn report(req: &Request) -> Reply {
 /// applied at once. Unknown names are skipped; the count of known ones is
 /// returned.
 pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Result<usize, Fail> {
-    let now = common::now_secs();
+    let now = util::now_secs();
     // Every read, the names' owners included, is in the transaction that
     // adds the bytes: a count made from an earlier read would overwrite
     // whatever was committed since, and those bytes would be lost.
@@ -123,7 +125,7 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
         let mut flipped = false;
         let mut known: Vec<&str> = Vec::new();
         for name in deltas.keys().filter(|n| crate::validate::is_valid_name(n)) {
-            let Some((key, mut u)) = store::user_in(txn, name)? else {
+            let Some((key, mut u)) = store::users::user_in(txn, name)? else {
                 continue;
             };
             known.push(name);
@@ -133,18 +135,18 @@ pub fn record(server: &str, deltas: &BTreeMap<String, (u64, Option<u32>)>) -> Re
             flipped |= was_active != u.is_active();
             if let Some(id) = u.sub_admin_id {
                 if let std::collections::btree_map::Entry::Vacant(slot) = sas.entry(id) {
-                    slot.insert(txn.get_json(&store::sa_key(id))?);
+                    slot.insert(txn.get_json(&store::users::sa_key(id))?);
                 }
                 if let Some(Some(sa)) = sas.get_mut(&id) {
                     sa.used_bytes = sa.used_bytes.saturating_add(bytes);
                 }
             }
-            store::put_user(txn, &key, &u)?;
+            store::users::put_user(txn, &key, &u)?;
         }
         let mut over = Vec::new();
         for (id, sa) in &sas {
             if let Some(sa) = sa {
-                txn.set_json(&store::sa_key(*id), sa)?;
+                txn.set_json(&store::users::sa_key(*id), sa)?;
                 if sa.quota_bytes().is_some_and(|q| sa.used_bytes >= q) {
                     over.push(*id);
                 }
@@ -197,14 +199,14 @@ pub fn apply_report(u: &mut User, server: &str, bytes: u64, conns: Option<u32>, 
 /// suspended under a quota that was reset, or back under one used up.
 pub fn over_quota_in(txn: &kv::Txn, id: u64) -> Result<bool, wasmgate_sdk::Error> {
     Ok(txn
-        .get_json::<SubAdmin>(&store::sa_key(id))?
+        .get_json::<SubAdmin>(&store::users::sa_key(id))?
         .is_some_and(|sa| sa.quota_bytes().is_some_and(|q| sa.used_bytes >= q)))
 }
 
 /// Marks every user of sub-admin `id` suspended while its quota is used up.
 fn suspend_users_of(id: u64) -> Result<(), Fail> {
     let mut keys = Vec::new();
-    crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
+    store::users::for_each_user(&format!("u/{}/", store::users::sub_owner(id)), |key, u| {
         if !u.sa_suspended {
             keys.push(key.to_string());
         }
@@ -218,7 +220,7 @@ fn suspend_users_of(id: u64) -> Result<(), Fail> {
             for key in chunk {
                 if let Some(mut u) = txn.get_json::<User>(key)? {
                     u.sa_suspended = true;
-                    store::put_user(txn, key, &u)?;
+                    store::users::put_user(txn, key, &u)?;
                 }
             }
             Ok(true)
@@ -245,7 +247,7 @@ fn node_users(req: &Request) -> Reply {
     let mut users: Vec<(String, Value)> = Vec::new();
     store::scan("u/", after.as_deref(), |key, bytes| {
         let u: User = serde_json::from_slice(&bytes)
-            .map_err(|e| common::internal(format!("user record {key}: {e}")))?;
+            .map_err(|e| fail::internal(format!("user record {key}: {e}")))?;
         if u.is_active() && u.may_use(&server) {
             users.push((
                 key,
@@ -304,9 +306,9 @@ pub fn ensure_enforcer() -> Result<(), Fail> {
 /// WireGuard (its peers follow, its traffic is counted).
 pub fn enforce_job(payload: &[u8]) -> Result<(), String> {
     ENFORCER.run(payload, interval(), || {
-        let now = common::now_secs();
+        let now = util::now_secs();
         let mut changed = Vec::new();
-        crate::users::for_each_user("u/", |key, mut u| {
+        store::users::for_each_user("u/", |key, mut u| {
             if u.enforce(now) {
                 changed.push(key.to_string());
             }
@@ -317,7 +319,7 @@ pub fn enforce_job(payload: &[u8]) -> Result<(), String> {
             kv::transaction(|txn| {
                 if let Some(mut u) = txn.get_json::<User>(key)? {
                     u.enforce(now);
-                    store::put_user(txn, key, &u)?;
+                    store::users::put_user(txn, key, &u)?;
                 }
                 Ok(())
             })

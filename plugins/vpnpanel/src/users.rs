@@ -8,8 +8,11 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use wasmgate_sdk::{Request, Response, crypto, jobs, kv};
 
-use crate::common::{self, Caller, Fail, MSG_USER_NOT_FOUND, Reply, refuse};
-use crate::store::{self, SubAdmin, User};
+use crate::common::{self, Caller, MSG_USER_NOT_FOUND, Reply};
+use crate::fail::{self, Fail, refuse};
+use crate::servers;
+use crate::store::{self, users::SubAdmin, users::User};
+use crate::util;
 use crate::validate;
 
 /// The largest `bulk_count`.
@@ -37,7 +40,7 @@ fn find(caller: &Caller, name: &str, message: &str) -> Result<(String, User), Fa
     if !validate::is_valid_name(name) {
         return Err(refuse(404, message));
     }
-    match store::load_user(name)? {
+    match store::users::load_user(name)? {
         Some((key, user)) if caller.is_main() || user.owner == caller.owner() => Ok((key, user)),
         _ => Err(refuse(404, message)),
     }
@@ -55,7 +58,7 @@ fn find_in(
     if !validate::is_valid_name(name) {
         return Err(refuse(404, message));
     }
-    match store::user_in(txn, name)? {
+    match store::users::user_in(txn, name)? {
         Some((key, user)) if caller.is_main() || user.owner == caller.owner() => Ok((key, user)),
         _ => Err(refuse(404, message)),
     }
@@ -287,7 +290,7 @@ fn random_chunks(count: usize, each: usize) -> Vec<Vec<u8>> {
 
 fn create(req: &Request, caller: &Caller) -> Reply {
     let body = common::json_object_or_empty(req)?;
-    let now = common::now_secs();
+    let now = util::now_secs();
     let bulk = match body.get("bulk_count") {
         None | Some(Value::Null) => None,
         Some(_) => Some(get_uint(&body, "bulk_count", 1, MAX_BULK)?.unwrap_or(1)),
@@ -319,7 +322,7 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         Caller::Main => get_uint(&body, "sub_admin_id", 1, u64::MAX)?,
     };
     template.owner = match sub_id {
-        Some(id) => common::sub_owner(id),
+        Some(id) => store::users::sub_owner(id),
         None => "main".into(),
     };
     template.sub_admin_id = sub_id;
@@ -333,11 +336,11 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         digits += 1;
     }
 
-    let created = common::transaction(|txn| {
+    let created = store::transaction(|txn| {
         let mut names: Vec<String> = Vec::with_capacity(count);
         let mut template = template.clone();
         if let Some(name) = &single {
-            if let Some(owner) = txn.get(&store::name_key(name))? {
+            if let Some(owner) = txn.get(&store::users::name_key(name))? {
                 return Err(name_taken(caller, &owner));
             }
             names.push(name.clone());
@@ -349,7 +352,7 @@ fn create(req: &Request, caller: &Caller) -> Reply {
                 for r in batch {
                     let n = u64::from_le_bytes(r.try_into().unwrap_or([0; 8])) % modulus;
                     let name = format!("user{n:0width$}", width = digits as usize);
-                    if seen.contains(&name) || txn.get(&store::name_key(&name))?.is_some() {
+                    if seen.contains(&name) || txn.get(&store::users::name_key(&name))?.is_some() {
                         continue;
                     }
                     seen.insert(name.clone());
@@ -359,14 +362,14 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         }
         if let Some(id) = sub_id {
             let mut sa: SubAdmin = txn
-                .get_json(&store::sa_key(id))?
+                .get_json(&store::users::sa_key(id))?
                 .ok_or_else(|| refuse(404, "Sub-admin not found"))?;
             restrict_nodes(&mut template, &sa)?;
             check_servers(txn, &body)?;
             check_quota(&sa, count as u64, template.data_limit_bytes)?;
             sa.users_count += count as u64;
             sa.allocated_bytes += template.data_limit_bytes.unwrap_or(0) * count as u64;
-            txn.set_json(&store::sa_key(id), &sa)?;
+            txn.set_json(&store::users::sa_key(id), &sa)?;
         } else {
             check_servers(txn, &body)?;
         }
@@ -376,8 +379,8 @@ fn create(req: &Request, caller: &Caller) -> Reply {
             user.username = name.clone();
             user.token = crypto::hex(token);
             pool.assign(txn, &mut user)?;
-            store::put_user(txn, &store::user_key(&user.owner, name), &user)?;
-            txn.set(&store::name_key(name), user.owner.as_bytes())?;
+            store::users::put_user(txn, &store::users::user_key(&user.owner, name), &user)?;
+            txn.set(&store::users::name_key(name), user.owner.as_bytes())?;
         }
         pool.close(txn)?;
         Ok(names)
@@ -452,10 +455,10 @@ fn check_quota(sa: &SubAdmin, count: u64, limit: Option<u64>) -> Result<(), wasm
 
 fn get(caller: &Caller, name: &str) -> Reply {
     let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    let now = common::now_secs();
-    let endpoints = store::endpoints(&u)?;
-    let servers = store::servers()?;
-    let usable: Vec<&store::Server> = servers.iter().filter(|s| u.may_use(&s.id)).collect();
+    let now = util::now_secs();
+    let endpoints = servers::endpoints(&u)?;
+    let servers = servers::servers()?;
+    let usable: Vec<&servers::Server> = servers.iter().filter(|s| u.may_use(&s.id)).collect();
     let openvpn: Vec<Value> = if u.enable_openvpn {
         usable
             .iter()
@@ -539,21 +542,21 @@ fn reallocate(
         }
     }
     sa.allocated_bytes = rest + new_limit.unwrap_or(0);
-    txn.set_json(&store::sa_key(sa.id), sa)?;
+    txn.set_json(&store::users::sa_key(sa.id), sa)?;
     Ok(())
 }
 
 /// The user, its sub-admin's allocation and its WireGuard address change in
 /// one transaction that starts by reading the user.
 fn edit(req: &Request, caller: &Caller, name: &str) -> Reply {
-    let now = common::now_secs();
-    common::transaction(|txn| {
+    let now = util::now_secs();
+    store::transaction(|txn| {
         let (key, mut u) = find_in(txn, caller, name, MSG_USER_NOT_FOUND)?;
         let body = common::json_object(req)?;
         let old_limit = u.data_limit_bytes;
         apply(&body, &mut u, now, false)?;
         let sa = match u.sub_admin_id {
-            Some(id) => txn.get_json::<SubAdmin>(&store::sa_key(id))?,
+            Some(id) => txn.get_json::<SubAdmin>(&store::users::sa_key(id))?,
             None => None,
         };
         if let Some(mut sa) = sa {
@@ -564,7 +567,7 @@ fn edit(req: &Request, caller: &Caller, name: &str) -> Reply {
         let mut pool = crate::wg::Pool::open(txn)?;
         pool.assign(txn, &mut u)?;
         pool.close(txn)?;
-        store::put_user(txn, &key, &u)?;
+        store::users::put_user(txn, &key, &u)?;
         Ok(())
     })?;
     Ok(common::ok("User updated successfully."))
@@ -579,10 +582,10 @@ fn update<R>(
     message: &str,
     mut f: impl FnMut(&kv::Txn, &mut User) -> Result<R, Fail>,
 ) -> Result<R, Fail> {
-    common::transaction(|txn| {
+    store::transaction(|txn| {
         let (key, mut u) = find_in(txn, caller, name, message)?;
         let out = f(txn, &mut u)?;
-        store::put_user(txn, &key, &u)?;
+        store::users::put_user(txn, &key, &u)?;
         Ok(out)
     })
 }
@@ -609,7 +612,7 @@ fn sub_link(req: &Request, u: &User) -> String {
 
 fn revoke(req: &Request, caller: &Caller, name: &str) -> Reply {
     const MSG: &str = "User not found or permission denied.";
-    let token = common::random_hex(32);
+    let token = util::random_hex(32);
     let u = update(caller, name, MSG, |txn, u| {
         u.token = token.clone();
         // A new WireGuard key too: the old client config stops working.
@@ -641,7 +644,7 @@ pub fn cert_job(payload: &[u8]) -> Result<(), String> {
     let (Some(name), Some(generation)) = (p["username"].as_str(), p["generation"].as_u64()) else {
         return Err("bad certificate job payload".into());
     };
-    let Some((key, u)) = store::load_user(name).map_err(|_| "kv".to_string())? else {
+    let Some((key, u)) = store::users::load_user(name).map_err(|_| "kv".to_string())? else {
         return Ok(());
     };
     if u.cert_generation != generation {
@@ -654,7 +657,7 @@ pub fn cert_job(payload: &[u8]) -> Result<(), String> {
 }
 
 fn reset_traffic(caller: &Caller, name: &str) -> Reply {
-    let now = common::now_secs();
+    let now = util::now_secs();
     let re_enabled = update(caller, name, MSG_USER_NOT_FOUND, |_, u| {
         let was_active = u.is_active();
         let was_limited = u.limited;
@@ -673,21 +676,33 @@ fn reset_traffic(caller: &Caller, name: &str) -> Reply {
 /// Deletes the user `name` the caller may see and releases its place in its
 /// sub-admin's counters, in one transaction.
 fn delete(caller: &Caller, name: &str) -> Reply {
-    common::transaction(|txn| {
+    store::transaction(|txn| {
         let (key, u) = find_in(txn, caller, name, MSG_USER_NOT_FOUND)?;
         if let Some(id) = u.sub_admin_id
-            && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::sa_key(id))?
+            && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::users::sa_key(id))?
         {
             sa.users_count = sa.users_count.saturating_sub(1);
             sa.allocated_bytes = sa
                 .allocated_bytes
                 .saturating_sub(u.data_limit_bytes.unwrap_or(0));
-            txn.set_json(&store::sa_key(id), &sa)?;
+            txn.set_json(&store::users::sa_key(id), &sa)?;
         }
-        store::drop_user(txn, &key, &u.username)?;
+        drop_user(txn, &key, &u.username)?;
         Ok(())
     })?;
     Ok(common::ok(&format!("User '{name}' deleted successfully.")))
+}
+
+/// Deletes user record `key`, its summary, its name and its WireGuard
+/// address, and puts its certificate on the CRL, in `txn`.
+pub fn drop_user(txn: &kv::Txn, key: &str, username: &str) -> Result<(), wasmgate_sdk::Error> {
+    if let Some(address) = txn.get_json::<User>(key)?.and_then(|u| u.wg_address) {
+        txn.delete(&store::wg::addr_key(&address))?;
+    }
+    crate::pki::revoke_in(txn, username)?;
+    txn.delete(key)?;
+    txn.delete(&store::users::summary_key(key))?;
+    txn.delete(&store::users::name_key(username))
 }
 
 fn sub_url(req: &Request, caller: &Caller, name: &str) -> Reply {
@@ -703,7 +718,7 @@ fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
     let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
     let base = common::public_base(req);
     let links: Vec<Value> = if u.enable_openvpn {
-        store::endpoints(&u)?
+        servers::endpoints(&u)?
             .iter()
             .map(|e| {
                 json!({
@@ -721,20 +736,6 @@ fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
     let mut fields = Map::new();
     fields.insert("username".into(), json!(u.username));
     common::list_answer(page.as_ref(), "links", links, fields)
-}
-
-/// Every user under `prefix`, a page at a time so a large panel never holds
-/// every stored value at once.
-pub fn for_each_user(
-    prefix: &str,
-    mut f: impl FnMut(&str, User) -> Result<(), Fail>,
-) -> Result<(), Fail> {
-    store::scan(prefix, None, |key, bytes| {
-        match serde_json::from_slice::<User>(&bytes) {
-            Ok(u) => f(&key, u).map(|()| true),
-            Err(e) => Err(common::internal(format!("user record {key}: {e}"))),
-        }
-    })
 }
 
 /// One entry of list_all, in the order of the whole list: the main admin's
@@ -787,14 +788,14 @@ fn main_entries(
         .and_then(|a| a.strip_prefix("sa"))
         .and_then(|a| a.get(..10))
         .and_then(|id| id.parse::<u64>().ok())
-        .map(|id| store::sa_key(id.saturating_sub(1)));
+        .map(|id| store::users::sa_key(id.saturating_sub(1)));
     let mut heads = Vec::new();
     store::scan("sa/", first_sa.as_deref(), |_, bytes| {
         if out.len() + heads.len() >= want {
             return Ok(false);
         }
         let sa: SubAdmin = serde_json::from_slice(&bytes)
-            .map_err(|e| common::internal(format!("sub-admin record: {e}")))?;
+            .map_err(|e| fail::internal(format!("sub-admin record: {e}")))?;
         heads.push(sa);
         Ok(true)
     })?;
@@ -803,7 +804,7 @@ fn main_entries(
         if out.len() >= want {
             break;
         }
-        let owner = common::sub_owner(sa.id);
+        let owner = store::users::sub_owner(sa.id);
         let head = format!("{owner}/");
         // Entirely before the cursor: this sub-admin and its users were on
         // earlier pages.

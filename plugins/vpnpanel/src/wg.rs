@@ -36,20 +36,20 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wasmgate_sdk::wireguard::{self, PeerConfig};
 use wasmgate_sdk::{Error, config, kv, log, net};
 
-use crate::common::{self, Fail};
-use crate::store::{Server, User};
+use crate::common;
+use crate::fail::Fail;
+use crate::servers::{self, Server};
+use crate::store::users::User;
+use crate::store::wg::{LOCK_KEY, NEXT_ADDR_KEY, SEEN_KEY, SERVER_KEY, Seen, ServerKey, addr_key};
+use crate::util;
 
 pub const DEFAULT_PORT: u16 = 51820;
 const DEFAULT_SUBNET: &str = "10.66.0.0/16";
-const SERVER_KEY: &str = "wg/server";
-const SEEN_KEY: &str = "wg/seen";
-const LOCK_KEY: &str = "wg/lock";
-const NEXT_ADDR_KEY: &str = "meta/wg_next";
+
 /// A handshake younger than this is a connected client: WireGuard
 /// re-handshakes every two minutes while traffic flows.
 pub const CONNECTED_SECS: u64 = 180;
@@ -143,12 +143,6 @@ pub fn device() -> Option<Device> {
     Some(Device { name, port })
 }
 
-#[derive(Serialize, Deserialize, Clone)]
-struct ServerKey {
-    private_key: String,
-    public_key: String,
-}
-
 /// This server's key pair, made on first use.
 fn server_key() -> Result<ServerKey, Error> {
     if let Some(k) = kv::get_json::<ServerKey>(SERVER_KEY)? {
@@ -175,11 +169,6 @@ pub fn server_info() -> Result<Value, Error> {
         Some(d) => Ok(json!({ "public_key": server_key()?.public_key, "port": d.port })),
         None => Ok(Value::Null),
     }
-}
-
-/// The kv key that holds the user of address `ip`.
-pub fn addr_key(ip: &str) -> String {
-    format!("wgaddr/{ip}")
 }
 
 /// Hands out addresses inside one transaction.
@@ -257,15 +246,6 @@ fn endpoint(host: &str, port: u16) -> String {
     }
 }
 
-/// The servers a user's WireGuard can reach: those it may use that run
-/// WireGuard.
-pub fn servers_of(u: &User) -> Result<Vec<Server>, Fail> {
-    Ok(crate::store::servers()?
-        .into_iter()
-        .filter(|s| s.wireguard.is_some() && u.may_use(&s.id))
-        .collect())
-}
-
 /// The user's client config for server `s` (`wg-quick` format).
 pub fn client_config(u: &User, s: &Server) -> Option<String> {
     let (Some(private), Some(address), Some((public, port))) =
@@ -304,7 +284,7 @@ pub fn subscription(u: &User, base: &str) -> Result<Value, Fail> {
     if user_view(u).is_null() {
         return Ok(Value::Null);
     }
-    let servers: Vec<Value> = servers_of(u)?
+    let servers: Vec<Value> = servers::wireguard_servers(u)?
         .iter()
         .filter_map(|s| {
             let (public_key, port) = s.wireguard.as_ref()?;
@@ -326,13 +306,13 @@ pub fn download(u: &User, server: &str) -> common::Reply {
     let config = if user_view(u).is_null() {
         None
     } else {
-        servers_of(u)?
+        servers::wireguard_servers(u)?
             .iter()
             .find(|s| s.id == server)
             .and_then(|s| client_config(u, s))
     };
     let Some(config) = config else {
-        return Err(common::refuse(404, "Profile not found"));
+        return Err(crate::fail::refuse(404, "Profile not found"));
     };
     Ok(
         wasmgate_sdk::Response::bytes(200, "text/plain; charset=utf-8", config).with_header(
@@ -362,12 +342,6 @@ impl Want {
             address: u.wg_address.clone()?,
         })
     }
-}
-
-/// Per peer: its user and the counter total already counted.
-#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
-struct Seen {
-    peers: BTreeMap<String, (String, u64)>,
 }
 
 /// One user's use of this server since the last sync.
@@ -472,7 +446,7 @@ pub fn read(d: &Device) -> Result<Reading, Error> {
             *counted = 0;
         }
     }
-    let (usage, after) = count(&device.peers, &before, common::now_secs());
+    let (usage, after) = count(&device.peers, &before, util::now_secs());
     Ok(Reading {
         device,
         usage,
@@ -543,7 +517,7 @@ pub fn apply(d: &Device, device: &wireguard::Device, wants: &[Want]) -> Result<(
 /// Runs `f` unless another sync holds this server's lock; then that one
 /// runs again when it is done, so no change waits for the next period.
 pub fn exclusive(mut f: impl FnMut() -> Result<(), Fail>) -> Result<(), Fail> {
-    let now = common::now_secs();
+    let now = util::now_secs();
     let mine = kv::transaction(|txn| {
         let held = txn.get_json::<(u64, bool)>(LOCK_KEY)?;
         match held {
@@ -570,7 +544,7 @@ pub fn exclusive(mut f: impl FnMut() -> Result<(), Fail>) -> Result<(), Fail> {
                 .is_some_and(|(_, again)| again);
             let again = asked && outcome.is_ok() && rounds < 3;
             if again {
-                txn.set_json(LOCK_KEY, &(common::now_secs() + LOCK_SECS, false))?;
+                txn.set_json(LOCK_KEY, &(util::now_secs() + LOCK_SECS, false))?;
             } else {
                 txn.delete(LOCK_KEY)?;
             }
@@ -585,7 +559,7 @@ pub fn exclusive(mut f: impl FnMut() -> Result<(), Fail>) -> Result<(), Fail> {
 /// The peers server `server` should have: every active wg1 user allowed on it.
 pub fn wants_for(server: &str) -> Result<Vec<Want>, Fail> {
     let mut out = Vec::new();
-    crate::users::for_each_user("u/", |_, u| {
+    crate::store::users::for_each_user("u/", |_, u| {
         if u.may_use(server)
             && let Some(w) = Want::of(&u)
         {
