@@ -1,6 +1,6 @@
 //! The error of every layer: a refusal with the status and the message the
 //! API answers (`{"success": false, "message": ...}`, rendered by
-//! [`crate::common`]). A store or domain function returns `Result<_, Fail>`
+//! [`crate::api::envelope`]). A store or domain function returns `Result<_, Fail>`
 //! and refuses with the exact message the seed shows; `?` turns an SDK
 //! [`Error`] into one (a 5xx becomes "An internal error occurred." and is
 //! logged; a 4xx keeps its text).
@@ -10,7 +10,7 @@ use wasmgate_sdk::{Error, log};
 pub const MSG_INTERNAL: &str = "An internal error occurred.";
 
 /// A refusal: the status and message of the answer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Fail {
     pub status: u16,
     pub message: String,

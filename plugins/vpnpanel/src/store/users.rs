@@ -41,7 +41,7 @@ pub struct User {
     pub cisco_password: Option<String>,
     pub enable_wg1: bool,
     /// WireGuard key pair and tunnel address, made when wg1 is first on
-    /// ([`crate::wg`]).
+    /// ([`crate::domain::wg`]).
     pub wg_private_key: Option<String>,
     pub wg_public_key: Option<String>,
     pub wg_address: Option<String>,

@@ -35,15 +35,17 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use wasmgate_sdk::{crypto, kv};
 
-use crate::common;
 use crate::fail::{self, Fail};
 use crate::store::pki::{CA_KEY, Ca, Leaf, cert_key, crl_key, srvcert_key};
 use crate::store::{self, users::User};
 use crate::util;
 
 const CA_YEARS: i64 = 10;
+
 const LEAF_YEARS: i64 = 5;
+
 const CRL_DAYS: i64 = 7;
+
 const DAY: i64 = 86_400;
 
 /// An ECDSA P-256 key for rcgen.
@@ -397,10 +399,9 @@ pub fn crl_pem() -> Result<String, Fail> {
     ca.crl(&revoked, &held, now, now).map_err(pki_error)
 }
 
-/// `GET /api/v1/traffic/openvpn` for server `server` (`main`, `node_<id>`):
-/// the CA, the server's certificate and key (made once per server, kept at
-/// `srvcert/<server>`) and the CRL.
-pub fn server_material(server: &str) -> common::Reply {
+/// Server `server`'s certificate and key (`main`, `node_<id>`), made once
+/// per server.
+pub fn server_leaf(server: &str) -> Result<Leaf, Fail> {
     let key = srvcert_key(server);
     let leaf = match kv::get_json::<Leaf>(&key)? {
         Some(leaf) => leaf,
@@ -415,16 +416,7 @@ pub fn server_material(server: &str) -> common::Reply {
             })?
         }
     };
-    Ok(common::ok_with(
-        200,
-        serde_json::json!({
-            "server": server,
-            "ca": ca()?.cert_pem,
-            "cert": leaf.cert_pem,
-            "key": leaf.key_pem,
-            "crl": crl_pem()?,
-        }),
-    ))
+    Ok(leaf)
 }
 
 #[cfg(test)]

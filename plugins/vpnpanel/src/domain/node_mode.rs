@@ -1,22 +1,5 @@
-//! The plugin running as a node (settings `mode: node`): the agent a panel
-//! provisions over `outbound`. Every endpoint needs
-//! `Authorization: Bearer <token>` where the token equals the setting
-//! `node_token` (16 to 256 printable characters); without that setting the
-//! node refuses everything (503), so a node is never an open agent (the
-//! original's node agent was unauthenticated).
-//!
-//! | method | path below the mount | answer |
-//! | --- | --- | --- |
-//! | GET | `/node/health` | `{success, message: "Node is online", provisioned, node_id, name, status, protocols, ports, wireguard, ipsec_psk_sha256, last_sync}` |
-//! | POST | `/node/provision` | stores the panel's config; `{success, message: "Node provisioned.", status: "active", protocols, ports, wireguard}` |
-//! | DELETE | `/node/provision` | forgets it and empties its WireGuard device; `{success, message: "Node deprovisioned."}` |
-//! | POST | `/node/sync` | queues a sync now; 202 `{success, message: "Sync queued."}` |
-//!
-//! `protocols` comes from the setting `protocols` (a list; default openvpn,
-//! l2tp, cisco, wireguard); `ports` is the default port from the config
-//! followed by the custom ports the panel assigned; `wireguard` is
-//! `{public_key, port}` when the node runs WireGuard (setting `wg_device`,
-//! [`crate::wg`]), else null.
+//! The plugin running as a node (settings `mode: node`): what it does with
+//! the config a panel provisioned ([`crate::api::node_mode`]).
 //!
 //! The sync, every `sync_interval_secs` (default 60) once provisioned and
 //! whenever the panel asks: the node reads its WireGuard counters and
@@ -29,63 +12,53 @@
 //! must list the panel's address. `ipsec_psk_sha256` in health is the
 //! SHA-256 of the PSK the node has (never the PSK itself).
 //!
-//! kv: `infra/self` ([`NodeConfig`]), `infra/ipsec_psk`, `infra/last_sync`,
-//! `infra/sync_next` and the WireGuard records of [`crate::wg`].
+//! Its records are [`crate::store::node_mode`] and the WireGuard records
+//! of [`crate::store::wg`].
 
 use serde_json::{Value, json};
-use wasmgate_sdk::{Request, Response, config, crypto, kv, log};
+use wasmgate_sdk::{config, kv, log};
 
-use crate::common::{self, Reply};
-use crate::fail::{self, Fail, refuse};
+use crate::domain::periodic::Periodic;
+use crate::domain::{peer, sync, wg};
+use crate::fail::{self, Fail};
 use crate::store::node_mode::{LAST_SYNC_KEY, NodeConfig, PSK_KEY, SELF_KEY, SYNC_NEXT_KEY};
-use crate::sync::{self, Periodic};
 use crate::util;
-use crate::wg;
 
 /// The periodic sync.
 pub const JOB_PERIODIC: &str = "vpnpanel.node_sync";
+
 const PERIODIC: Periodic = Periodic {
     job: JOB_PERIODIC,
     next_key: SYNC_NEXT_KEY,
 };
+
 /// How long one call to the panel may take.
 const PANEL_TIMEOUT_MS: u32 = 10_000;
+
 /// Most users in one traffic report (the panel's limit).
 const REPORT_CHUNK: usize = 10_000;
+
 /// Users per page of the panel's user list: about 300 KB, well within the
 /// usual outbound answer cap.
 const USERS_PAGE: usize = 1000;
-const DEFAULT_PROTOCOLS: &[&str] = &["openvpn", "l2tp", "cisco", "wireguard"];
-
-pub fn handle(req: &Request) -> Response {
-    common::reply(route(req))
-}
-
-fn route(req: &Request) -> Reply {
-    authenticate(req)?;
-    if kv::get(SELF_KEY)?.is_some() && PERIODIC.ensure(interval()).is_err() {
-        log::write(
-            log::Level::Warn,
-            "vpnpanel node: cannot queue the periodic sync",
-        );
-    }
-    match (req.method(), req.path().trim_end_matches('/')) {
-        ("GET", "/node/health") => health(),
-        ("POST", "/node/provision") => provision(req),
-        ("DELETE", "/node/provision") => deprovision(),
-        ("POST", "/node/sync") => {
-            sync::changed();
-            Ok(common::ok_with(202, json!({ "message": "Sync queued." })))
-        }
-        _ => Ok(common::not_found_route()),
-    }
-}
 
 fn interval() -> u64 {
     config::get("sync_interval_secs")
         .and_then(|s| s.trim().parse().ok())
         .filter(|s| *s > 0)
         .unwrap_or(60)
+}
+
+/// Restarts the periodic sync of a provisioned node when it is missing; a
+/// failure to queue it is logged, and the request is still served.
+pub fn keep_periodic() -> Result<(), Fail> {
+    if kv::get(SELF_KEY)?.is_some() && PERIODIC.ensure(interval()).is_err() {
+        log::write(
+            log::Level::Warn,
+            "vpnpanel node: cannot queue the periodic sync",
+        );
+    }
+    Ok(())
 }
 
 /// A node's jobs: the sync the panel asked for, and the periodic one.
@@ -133,7 +106,7 @@ fn call_panel(
     method: &str,
     body: Option<&Value>,
 ) -> Result<Value, Fail> {
-    common::call_peer(
+    peer::call_peer(
         "panel",
         method,
         url,
@@ -233,131 +206,26 @@ fn query_escape(s: &str) -> String {
         .collect()
 }
 
-/// The panel's bearer token checked against the `node_token` setting.
-fn authenticate(req: &Request) -> Result<(), Fail> {
-    let expected = config::get("node_token")
-        .map(|t| t.trim().to_string())
-        .filter(|t| crate::nodes::valid_node_setting(t))
-        .ok_or_else(|| refuse(503, "Node token is not configured."))?;
-    let given = req
-        .header("authorization")
-        .and_then(|v| v.trim().split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, t)| t.trim())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| refuse(401, "Node token is missing"))?;
-    if util::secret_eq(given, &expected) {
-        Ok(())
-    } else {
-        Err(refuse(401, "Invalid node token"))
-    }
-}
-
-fn protocols() -> Vec<String> {
-    config::get("protocols")
-        .and_then(|p| serde_json::from_str::<Vec<String>>(&p).ok())
-        .unwrap_or_else(|| DEFAULT_PROTOCOLS.iter().map(|s| s.to_string()).collect())
-}
-
-fn ports(c: &NodeConfig) -> Vec<Value> {
-    let mut ports =
-        vec![json!({ "public_port": c.openvpn_port, "protocol": c.protocol, "is_default": true })];
-    for p in &c.custom_ports {
-        ports.push(json!({ "public_port": p.get("public_port"), "protocol": p.get("protocol"), "is_default": false }));
-    }
-    ports
-}
-
-fn health() -> Reply {
-    let current = kv::get_json::<NodeConfig>(SELF_KEY)?;
-    Ok(common::ok_with(
-        200,
-        json!({
-            "message": "Node is online",
-            "provisioned": current.is_some(),
-            "node_id": current.as_ref().map(|c| c.node_id),
-            "name": current.as_ref().map(|c| c.name.clone()),
-            "status": if current.is_some() { "active" } else { "unprovisioned" },
-            "protocols": protocols(),
-            "ports": current.as_ref().map(ports).unwrap_or_default(),
-            "wireguard": wg::server_info()?,
-            "ipsec_psk_sha256": kv::get(PSK_KEY)?.map(|p| crypto::hex(&crypto::sha256(&p))),
-            "last_sync": kv::get_json::<Value>(LAST_SYNC_KEY)?,
-        }),
-    ))
-}
-
-fn provision(req: &Request) -> Reply {
-    let body = common::json_object(req)?;
-    let text = |k: &str| {
-        body.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string()
-    };
-    let node_id = body
-        .get("node_id")
-        .and_then(Value::as_u64)
-        .filter(|id| *id > 0);
-    let openvpn_port = body
-        .get("openvpn_port")
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok())
-        .filter(|p| *p > 0);
-    let protocol = text("protocol");
-    let (Some(node_id), Some(openvpn_port)) = (node_id, openvpn_port) else {
-        return Err(refuse(
-            400,
-            "Invalid provisioning request: node_id and openvpn_port are required.",
-        ));
-    };
-    if protocol != "udp" && protocol != "tcp" {
-        return Err(refuse(
-            400,
-            "Invalid provisioning request: protocol must be udp or tcp.",
-        ));
-    }
-    let c = NodeConfig {
-        node_id,
-        server_identifier: text("server_identifier"),
-        name: text("name"),
-        openvpn_port,
-        protocol,
-        communication_method: text("communication_method"),
-        sync_all_users: body
-            .get("sync_all_users")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        custom_ports: body
-            .get("custom_ports")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default(),
-        report_token: text("report_token"),
-        panel_url: body
-            .get("panel_url")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        provisioned_at: util::now_secs(),
-    };
-    kv::set_json(SELF_KEY, &c)?;
+/// Keeps what the panel told this node, starts its periodic sync and
+/// queues the first sync now.
+pub fn provision(c: &NodeConfig) -> Result<(), Fail> {
+    kv::set_json(SELF_KEY, c)?;
     log::write(
         log::Level::Info,
-        &format!("vpnpanel node: provisioned as node {node_id} ({})", c.name),
+        &format!(
+            "vpnpanel node: provisioned as node {} ({})",
+            c.node_id, c.name
+        ),
     );
     PERIODIC.ensure(interval())?;
     // The first sync now: the panel knows this node's report token already.
     sync::changed();
-    Ok(common::ok_with(
-        200,
-        json!({
-            "message": "Node provisioned.", "status": "active", "protocols": protocols(), "ports": ports(&c),
-            "wireguard": wg::server_info()?,
-        }),
-    ))
+    Ok(())
 }
 
-fn deprovision() -> Reply {
+/// Forgets the panel's config and empties the WireGuard device: nobody is
+/// served any more.
+pub fn deprovision() -> Result<(), Fail> {
     kv::delete(SELF_KEY)?;
     // Nobody is served any more.
     if let Some(d) = wg::device()
@@ -366,5 +234,5 @@ fn deprovision() -> Reply {
         wg::apply(&d, &device, &[])?;
     }
     log::write(log::Level::Info, "vpnpanel node: deprovisioned");
-    Ok(common::ok("Node deprovisioned."))
+    Ok(())
 }

@@ -1,7 +1,8 @@
-//! Nodes: CRUD, background provisioning and background deletion.
+//! Nodes: creation, edit and deletion, background provisioning and
+//! background deletion.
 //!
 //! A node is another wasmgate running this plugin in node mode
-//! ([`crate::node_mode`]). The panel reaches it over the `outbound`
+//! ([`crate::domain::node_mode`]). The panel reaches it over the `outbound`
 //! capability at `{api_scheme}://{ip_address}:{api_port}/api/v1/node/...`
 //! with `Authorization: Bearer <node token>`; the grant's `hosts` must list
 //! the node's `ip_address:api_port`.
@@ -27,62 +28,37 @@
 //! `status` only, as the seed shows, and only of the nodes in its
 //! `allowed_servers` (all of them when that list is empty).
 //!
-//! kv: `infra/seq/node` (the last id), `node/<id:010>` ([`Node`]),
-//! `infra/node_addr/<ip>:<api_port>` (the id of the node at that address).
+//! The records are [`crate::store::nodes`]; the routes and views
+//! [`crate::api::nodes`].
 
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use wasmgate_sdk::{Error, Request, Response, jobs, kv, log};
+use wasmgate_sdk::{Error, jobs, kv, log};
 
-use crate::common::{self, Caller, Reply};
+use crate::domain::peer;
 use crate::fail::{Fail, refuse};
 use crate::store::nodes::{
     MAIN_ID, Node, SEQ_KEY, STATUS_ACTIVE, STATUS_DELETE_FAILED, STATUS_DELETING, STATUS_FAILED,
-    STATUS_INSTALLING, addr_key, get_node, list_nodes, parse_identifier, rec_key,
+    STATUS_INSTALLING, addr_key, get_node, parse_identifier, rec_key,
 };
 use crate::store::{self, ports};
 use crate::util;
 
 pub const JOB_PROVISION: &str = "node.provision";
+
 pub const JOB_DELETE: &str = "node.delete";
 
 pub const MSG_NODE_NOT_FOUND: &str = "Node not found";
+
 pub const MSG_DELETION_IN_PROGRESS: &str = "Deletion in progress...";
+
 pub const MSG_DUPLICATE_ADDRESS: &str = "A node with this ip_address and api_port already exists.";
+
 pub const MSG_MISSING_FIELDS: &str = "Missing required fields: name, ip_address, ssh_password";
 
 /// How long one call to a node may take (the grant's timeout caps it too).
 const NODE_CALL_TIMEOUT_MS: u32 = 10_000;
-
-/// The main admin's view.
-fn full_view(n: &Node) -> Value {
-    json!({
-        "id": n.id,
-        "name": n.name,
-        "ip_address": n.ip_address,
-        "status": n.status,
-        "total_traffic_bytes": n.total_traffic_bytes,
-        "server_identifier": n.identifier(),
-        "api_port": n.api_port,
-        "api_scheme": n.api_scheme,
-        "openvpn_port": n.openvpn_port,
-        "protocol": n.protocol,
-        "communication_method": n.communication_method,
-        "sync_all_users": n.sync_all_users,
-        "status_message": n.status_message,
-        "protocols": n.protocols,
-        "ports": n.ports,
-        "wireguard": n.wireguard,
-        "created_at": n.created_at,
-        "updated_at": n.updated_at,
-    })
-}
-
-/// A sub-admin's view: the seed shows `id`, `name`, `status` only.
-fn sub_view(n: &Node) -> Value {
-    json!({ "id": n.id, "name": n.name, "status": n.status })
-}
 
 /// Whether `server` (`main` or `node_<id>`) is a server users can be put
 /// on, as `txn` sees it: a node being deleted no longer is.
@@ -109,58 +85,6 @@ pub fn add_traffic(id: u64, bytes: u64) -> Result<bool, Error> {
         txn.set_json(&rec_key(id), &node)?;
         Ok(true)
     })
-}
-
-pub fn handle(req: &Request, caller: &Caller) -> Response {
-    common::reply(route(req, caller))
-}
-
-fn route(req: &Request, caller: &Caller) -> Reply {
-    let path = req.path().trim_end_matches('/');
-    let rest = path.strip_prefix("/nodes").unwrap_or("");
-    match (req.method(), rest.strip_prefix('/')) {
-        ("GET", None) => list(req, caller),
-        ("POST", None) => create(req, caller),
-        (method @ ("GET" | "PUT" | "DELETE"), Some(segment)) if !segment.contains('/') => {
-            common::require_main(caller)?;
-            // A path id that is not a number names no node.
-            let id = segment
-                .parse::<u64>()
-                .map_err(|_| refuse(404, MSG_NODE_NOT_FOUND))?;
-            match method {
-                "GET" => show(id),
-                "PUT" => update(req, id),
-                _ => delete(id),
-            }
-        }
-        _ => Ok(common::not_found_route()),
-    }
-}
-
-fn list(req: &Request, caller: &Caller) -> Reply {
-    let page = common::paging(req)?;
-    let nodes = list_nodes()?;
-    let views: Vec<Value> = match caller {
-        Caller::Main => nodes.iter().map(full_view).collect(),
-        Caller::Sub { id } => {
-            // A sub-admin limited to some servers sees only those; one
-            // without `allowed_servers` may use (and see) every node.
-            let allowed = store::users::load_sub_admin(*id)?
-                .map(|sa| sa.allowed_servers)
-                .unwrap_or_default();
-            nodes
-                .iter()
-                .filter(|n| allowed.is_empty() || allowed.contains(&n.identifier()))
-                .map(sub_view)
-                .collect()
-        }
-    };
-    common::list_answer(page.as_ref(), "nodes", views, Map::new())
-}
-
-fn show(id: u64) -> Reply {
-    let node = get_node(id)?.ok_or_else(|| refuse(404, MSG_NODE_NOT_FOUND))?;
-    Ok(common::ok_with(200, json!({ "node": full_view(&node) })))
 }
 
 /// A string field, trimmed; None when absent, null or blank.
@@ -246,8 +170,11 @@ fn bool_field(body: &Map<String, Value>, key: &str, default: bool) -> Result<boo
 }
 
 const PROTOCOLS: &[&str] = &["udp", "tcp"];
+
 const METHODS: &[&str] = &["direct", "wireguard"];
+
 const SCHEMES: &[&str] = &["http", "https"];
+
 pub const DEFAULT_API_PORT: u16 = 8000;
 
 /// The node token from the body: `node_token`, or the seed's `ssh_password`.
@@ -255,13 +182,13 @@ fn token_field(body: &Map<String, Value>) -> Option<String> {
     text(body, "node_token").or_else(|| text(body, "ssh_password"))
 }
 
-fn create(req: &Request, caller: &Caller) -> Reply {
-    common::require_main(caller)?;
-    let body = common::json_object_or_empty(req)?;
+/// Stores the node `body` describes as `installing` and queues its
+/// provisioning: its id.
+pub fn create(body: &Map<String, Value>) -> Result<u64, Fail> {
     let (Some(name), Some(ip), Some(token)) = (
-        text(&body, "name"),
-        text(&body, "ip_address"),
-        token_field(&body),
+        text(body, "name"),
+        text(body, "ip_address"),
+        token_field(body),
     ) else {
         return Err(refuse(400, MSG_MISSING_FIELDS));
     };
@@ -280,12 +207,12 @@ fn create(req: &Request, caller: &Caller) -> Reply {
             "Invalid ssh_password (the node token): use up to 256 printable characters without spaces.",
         ));
     }
-    let api_port = port_field(&body, "api_port", DEFAULT_API_PORT)?;
-    let api_scheme = choice(&body, "api_scheme", SCHEMES, "http")?;
-    let openvpn_port = port_field(&body, "openvpn_port", 1194)?;
-    let protocol = choice(&body, "protocol", PROTOCOLS, "udp")?;
-    let communication_method = choice(&body, "communication_method", METHODS, "direct")?;
-    let sync_all_users = bool_field(&body, "sync_all_users", false)?;
+    let api_port = port_field(body, "api_port", DEFAULT_API_PORT)?;
+    let api_scheme = choice(body, "api_scheme", SCHEMES, "http")?;
+    let openvpn_port = port_field(body, "openvpn_port", 1194)?;
+    let protocol = choice(body, "protocol", PROTOCOLS, "udp")?;
+    let communication_method = choice(body, "communication_method", METHODS, "direct")?;
+    let sync_all_users = bool_field(body, "sync_all_users", false)?;
     let now = util::now_secs();
     let report_token = util::random_hex(32);
 
@@ -323,10 +250,7 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         Ok(node)
     })?;
     queue_provision(&node)?;
-    Ok(common::ok_with(
-        202,
-        json!({ "message": "Node created and installation started in background.", "node_id": node.id }),
-    ))
+    Ok(node.id)
 }
 
 /// The fields whose change the node must hear about.
@@ -388,8 +312,9 @@ fn edited(body: &Map<String, Value>, node: &Node) -> Result<(Node, Vec<&'static 
     Ok((next, changed))
 }
 
-fn update(req: &Request, id: u64) -> Reply {
-    let body = common::json_object(req)?;
+/// Applies `body` to node `id`; when a field the node serves changed, it
+/// is provisioned again.
+pub fn update(id: u64, body: &Map<String, Value>) -> Result<(), Fail> {
     // The edit applies to the node as this transaction reads it: fields
     // another edit changed meanwhile are kept, and whether the node must be
     // provisioned again is decided against them.
@@ -400,7 +325,7 @@ fn update(req: &Request, id: u64) -> Reply {
         if current.status == STATUS_DELETING {
             return Err(refuse(423, MSG_DELETION_IN_PROGRESS));
         }
-        let (mut n, changed) = edited(&body, &current)?;
+        let (mut n, changed) = edited(body, &current)?;
         let (old_addr, new_addr) = (
             addr_key(&current.ip_address, current.api_port),
             addr_key(&n.ip_address, n.api_port),
@@ -429,12 +354,12 @@ fn update(req: &Request, id: u64) -> Reply {
         );
         queue_provision(&saved)?;
     }
-    Ok(common::ok(
-        "Node updated. Sync triggered only for changed services.",
-    ))
+    Ok(())
 }
 
-fn delete(id: u64) -> Reply {
+/// Marks node `id` `deleting` and queues [`JOB_DELETE`]; after a failed
+/// deletion, the next one forces the removal.
+pub fn delete(id: u64) -> Result<(), Fail> {
     let force = kv::transaction(|txn| {
         let Some(mut node) = txn.get_json::<Node>(&rec_key(id))? else {
             return Err(Error::not_found(MSG_NODE_NOT_FOUND));
@@ -451,7 +376,7 @@ fn delete(id: u64) -> Reply {
     })?;
     let payload = json!({ "id": id, "force": force }).to_string();
     jobs::enqueue(JOB_DELETE, payload.as_bytes(), Duration::ZERO)?;
-    Ok(common::ok("Deletion started"))
+    Ok(())
 }
 
 /// Sends a node its config again (its port assignments changed): back to
@@ -525,7 +450,7 @@ pub fn call_node(
 ) -> Result<Value, String> {
     let token = format!("Bearer {}", node.node_token);
     let url = format!("{}{path}", node.api_base());
-    common::call_peer(
+    peer::call_peer(
         "node",
         method,
         &url,

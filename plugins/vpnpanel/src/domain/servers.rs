@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use wasmgate_sdk::{config, kv};
 
+use crate::domain::wg;
 use crate::fail::Fail;
 use crate::store::{self, users::User};
-use crate::wg;
 
 /// One OpenVPN endpoint a user may connect to.
 #[derive(Clone, Debug, PartialEq)]
