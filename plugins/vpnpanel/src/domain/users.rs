@@ -4,7 +4,7 @@
 //! and deletion.
 //!
 //! A change reads the user in the transaction that writes it
-//! ([`find_in`]), so it never writes back a copy that misses what was
+//! (`find_in`), so it never writes back a copy that misses what was
 //! committed meanwhile.
 
 use std::collections::HashSet;
@@ -28,7 +28,7 @@ pub const MSG_USER_NOT_FOUND: &str = "User not found or permission denied";
 pub const MAX_BULK: u64 = 10_000;
 
 /// The user `name` if the caller may see it; else 404 with `message`. For
-/// answers only: a change reads the user with [`find_in`].
+/// answers only: a change reads the user with `find_in`.
 pub fn find(caller: &Caller, name: &str, message: &str) -> Result<(String, User), Fail> {
     if !validate::is_valid_name(name) {
         return Err(refuse(404, message));

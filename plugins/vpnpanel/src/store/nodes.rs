@@ -57,7 +57,7 @@ pub struct Node {
     /// when it runs none.
     #[serde(default)]
     pub wireguard: Value,
-    /// Aggregated traffic the node reported, in bytes ([`add_traffic`]).
+    /// Aggregated traffic the node reported, in bytes ([`crate::domain::nodes::add_traffic`]).
     pub total_traffic_bytes: u64,
     /// Unix seconds.
     pub created_at: u64,
