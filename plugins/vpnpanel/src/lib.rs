@@ -1,62 +1,49 @@
 //! vpnpanel: the multi-protocol VPN panel v3 API as a wasmgate plugin.
 //!
-//! Reading order:
-//! 1. this file: the dispatch by mount (`/api/v1/`, `/sub/`, `/download/`)
-//!    and by path, and the node mode (settings `mode: node`);
-//! 2. [`common`]: the `{success, message}` envelope, the seed's messages,
-//!    the caller's role from `X-API-KEY`;
-//! 3. the endpoints: [`users`], [`sub_admins`], [`settings`], [`traffic`]
-//!    (nodes report byte deltas; the periodic enforcement job), [`sub`]
-//!    (subscription page and `.ovpn` downloads), [`nodes`] and [`ports`]
-//!    (infrastructure), [`node_mode`];
-//! 4. keeping servers in step: [`sync`] (after changes; periodic chains),
-//!    [`wg`] (WireGuard for `enable_wg1` users on the panel and on nodes);
-//! 5. [`store`]: records and kv layout; [`validate`]: pure checks;
-//! 6. [`admin`]: main-admin keys on the host's admin surface.
+//! The modules are layers; a module imports only from its own layer or the
+//! layers before it, never from a later one (the `layers` test below checks
+//! the `use`s and paths of every file):
+//!
+//! 0. base: [`fail`] (the error of every layer: a status and the message
+//!    answered), [`util`] (clock, random hex, constant-time equality),
+//!    [`validate`] (pure checks of fields);
+//! 1. [`store`]: records and keys: the kv layout, the record types, their
+//!    (de)serialisation and low-level kv access;
+//! 2. [`domain`]: what the panel decides: users, sub-admins, nodes, ports,
+//!    traffic and limits, the PKI, WireGuard, keeping servers in step; it
+//!    takes a caller, ids and JSON fields and never sees a request;
+//! 3. [`api`]: routing, request parsing (caller, path, body, pages) and the
+//!    response envelope;
+//! 4. this file: the plugin's entry points, which hand requests to [`api`]
+//!    and jobs to [`domain`], and the node mode (settings `mode: node`).
+//!
+//! Within a layer there is no cycle either ([`domain`] lists its order).
+//! Read in the same order: the store's layout, then the domain, then the
+//! API.
 
-mod admin;
-pub mod common;
-pub mod node_mode;
-pub mod nodes;
-mod pki;
-pub mod ports;
-mod settings;
-mod store;
-mod sub;
-mod sub_admins;
-mod sync;
-mod traffic;
-mod users;
-mod validate;
-mod wg;
+pub mod api;
+pub mod domain;
+pub mod fail;
+pub mod store;
+pub mod util;
+pub mod validate;
 
 use wasmgate_sdk::{Error, Plugin, Request, Response, config};
 
-use crate::common::Reply;
-
-/// The background half of revoke.
-pub const JOB_CERT: &str = "vpnpanel.cert";
+use crate::domain::{node_mode, nodes, panel_jobs, sync, traffic, users};
 
 struct VpnPanel;
 
 impl Plugin for VpnPanel {
     fn handle(req: &Request) -> Result<Response, Error> {
         if config::get("mode").as_deref() == Some("node") {
-            return Ok(node_mode::handle(req));
+            return Ok(api::node_mode::handle(req));
         }
-        let answer = common::reply(route(req));
-        let api = !(req.prefix().trim_end_matches('/').ends_with("/sub")
-            || req.prefix().trim_end_matches('/').ends_with("/download"));
-        let segs: Vec<&str> = if api {
-            req.path().split('/').filter(|s| !s.is_empty()).collect()
-        } else {
-            Vec::new()
-        };
-        Ok(common::within_cap(req, &segs, answer))
+        Ok(api::handle(req))
     }
 
     fn admin(req: &Request) -> Result<Response, Error> {
-        admin::handle(req)
+        api::admin::handle(req)
     }
 
     fn job(name: &str, payload: &[u8]) -> Result<(), String> {
@@ -64,71 +51,192 @@ impl Plugin for VpnPanel {
             return node_mode::job(name, payload);
         }
         match name {
-            sync::JOB_SYNC => sync::panel_job(),
-            traffic::JOB_ENFORCE => traffic::enforce_job(payload),
-            JOB_CERT => users::cert_job(payload),
+            sync::JOB_SYNC => panel_jobs::sync_job(),
+            traffic::JOB_ENFORCE => panel_jobs::enforce_job(payload),
+            users::JOB_CERT => users::cert_job(payload),
             n if n.starts_with("node.") => nodes::job(n, payload),
             other => Err(format!("no job handler for {other:?}")),
         }
     }
 }
 
-/// `/sub/` and `/download/` mounts serve subscriptions; everything else is
-/// the API below `/api/v1/`.
-fn route(req: &Request) -> Reply {
-    let prefix = req.prefix().trim_end_matches('/');
-    let path = req.path().trim_end_matches('/');
-    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if prefix.ends_with("/sub") {
-        return sub::subscription(req, &segs);
-    }
-    if prefix.ends_with("/download") {
-        return sub::download(req, &segs);
-    }
-    if path == "/status" && req.method() == "GET" {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return Ok(common::ok_with(
-            200,
-            serde_json::json!({
-                "message": "Panel is online",
-                "timestamp": validate::format_timestamp(now.as_secs(), now.subsec_micros()),
-            }),
-        ));
-    }
-    // Nodes authenticate with their own token.
-    if let ["traffic", rest @ ..] = segs.as_slice() {
-        return traffic::route(req, rest);
-    }
-    let caller = common::authenticate(req)?;
-    // The enforcement chain is restarted from here when it is missing; a
-    // failure to queue it is logged, and the request is still served.
-    if traffic::ensure_enforcer().is_err() {
-        wasmgate_sdk::log::write(
-            wasmgate_sdk::log::Level::Warn,
-            "vpnpanel: cannot queue the enforcement job",
-        );
-    }
-    let answer = match segs.as_slice() {
-        ["nodes", ..] => return Ok(nodes::handle(req, &caller)),
-        ["public", "ports", ..]
-        | ["public", "servers_for_ports"]
-        | ["public", "all_selectable_servers"] => {
-            return Ok(ports::handle(req, &caller));
-        }
-        ["users", rest @ ..] => users::route(req, &caller, rest),
-        ["sub_admins", rest @ ..] => sub_admins::route(req, &caller, rest),
-        ["server_settings"] if req.method() == "GET" => settings::server_settings(&caller),
-        ["update_ipsec_psk"] if req.method() == "POST" => settings::update_ipsec_psk(req, &caller),
-        _ => return Ok(common::not_found_route()),
-    };
-    // A change to users, sub-admins or the PSK: the servers follow (the
-    // panel's own WireGuard, the nodes).
-    if req.method() != "GET" && answer.as_ref().is_ok_and(|r| r.status < 300) {
-        sync::changed();
-    }
-    answer
-}
-
 wasmgate_sdk::export_plugin!(VpnPanel);
+
+#[cfg(test)]
+mod layers {
+    //! The layer rule of the module docs, checked on the sources: every
+    //! `crate::` path of a file (its tests aside) names a module of its own
+    //! layer or of a layer before it, and within a layer only a module
+    //! listed before it in [`ORDER`], so no two modules need each other.
+
+    use std::path::{Path, PathBuf};
+
+    /// The layers, first to last, each with its modules in the order they
+    /// may use each other (a layer's `mod.rs` is named by the layer).
+    const ORDER: &[(&str, &[&str])] = &[
+        ("base", &["fail", "util", "validate"]),
+        (
+            "store",
+            &[
+                "store",
+                "meta",
+                "node_mode",
+                "nodes",
+                "pki",
+                "ports",
+                "users",
+                "wg",
+            ],
+        ),
+        (
+            "domain",
+            &[
+                "domain",
+                "caller",
+                "peer",
+                "periodic",
+                "wg",
+                "servers",
+                "pki",
+                "settings",
+                "sync",
+                "nodes",
+                "ports",
+                "traffic",
+                "panel_jobs",
+                "users",
+                "sub_admins",
+                "node_mode",
+            ],
+        ),
+        (
+            "api",
+            &[
+                "envelope",
+                "auth",
+                "sub",
+                "users",
+                "sub_admins",
+                "settings",
+                "traffic",
+                "nodes",
+                "ports",
+                "node_mode",
+                "admin",
+                "api",
+            ],
+        ),
+        ("lib", &["lib"]),
+    ];
+
+    /// (layer, place in the layer) of a module path such as
+    /// `["domain", "users"]`, `["store"]` or `["fail"]`.
+    fn rank(path: &[&str]) -> (usize, usize) {
+        let (layer, module) = match path {
+            [l @ ("store" | "domain" | "api")] => (*l, *l),
+            [l @ ("store" | "domain" | "api"), m, ..] => (*l, *m),
+            [m @ ("fail" | "util" | "validate"), ..] => ("base", *m),
+            // An item of the crate root (this file).
+            _ => ("lib", "lib"),
+        };
+        let (i, (_, modules)) = ORDER
+            .iter()
+            .enumerate()
+            .find(|(_, (name, _))| *name == layer)
+            .expect("a layer");
+        let j = modules
+            .iter()
+            .position(|m| *m == module)
+            // An item of a layer's mod.rs, e.g. `crate::store::scan`.
+            .unwrap_or_else(|| modules.iter().position(|m| *m == layer).unwrap_or(0));
+        (i, j)
+    }
+
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                files(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    /// The `crate::` paths of `code`: `crate::a::b` as `[a, b]`, and each
+    /// entry of a group, `crate::a::{b, c::d}` as `[a, b]`, `[a, c]`.
+    fn paths(code: &str) -> Vec<Vec<&str>> {
+        let mut out = Vec::new();
+        for (at, _) in code.match_indices("crate::") {
+            let rest = &code[at + "crate::".len()..];
+            let mut head: Vec<&str> = Vec::new();
+            let mut s = rest;
+            loop {
+                let n = s
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(s.len());
+                if n == 0 {
+                    break;
+                }
+                head.push(&s[..n]);
+                match s[n..].strip_prefix("::") {
+                    Some(more) => s = more,
+                    None => break,
+                }
+            }
+            if let Some(group) = s.strip_prefix('{') {
+                let group = &group[..group.find('}').unwrap_or(group.len())];
+                for entry in group.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                    let first = entry.split("::").next().unwrap_or(entry).trim();
+                    let mut p = head.clone();
+                    if first != "self" {
+                        p.push(first);
+                    }
+                    out.push(p);
+                }
+            } else {
+                out.push(head);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn no_module_uses_a_later_one() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut all = Vec::new();
+        files(&src, &mut all);
+        assert!(all.len() > 20, "found the sources");
+        let mut broken = Vec::new();
+        for file in all {
+            let rel = file.strip_prefix(&src).expect("under src");
+            let mut module: Vec<String> = rel
+                .with_extension("")
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            if module.last().is_some_and(|m| m == "mod") {
+                module.pop();
+            }
+            let module: Vec<&str> = module.iter().map(String::as_str).collect();
+            let here = rank(&module);
+            let text = std::fs::read_to_string(&file).expect("read");
+            // Comments and the tests at the end aside.
+            let code: String = text
+                .split("#[cfg(test)]")
+                .next()
+                .unwrap_or_default()
+                .lines()
+                .map(|l| l.split("//").next().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n");
+            for path in paths(&code) {
+                let there = rank(&path);
+                if there > here {
+                    broken.push(format!("{} uses crate::{}", rel.display(), path.join("::")));
+                }
+            }
+        }
+        assert!(broken.is_empty(), "{broken:#?}");
+    }
+}

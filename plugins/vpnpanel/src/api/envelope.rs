@@ -1,50 +1,31 @@
-//! What every endpoint shares: the `{success, message, ...}` envelope, the
-//! seed's messages, the caller's role from `X-API-KEY`, JSON bodies.
+//! The answer of every endpoint: the `{success, message, ...}` envelope and
+//! the seed's messages, JSON bodies, and lists that page under the host's
+//! response cap.
 //!
-//! Handlers return `Result<Response, Fail>` and use `?` on anything that
-//! can fail; [`reply`] turns the result into the response. A `Fail` is
-//! already an envelope response, so a helper can refuse with the exact
-//! message the seed shows.
+//! Handlers return [`Reply`] and use `?` on anything that can fail;
+//! [`reply`] turns a refusal ([`Fail`]) into `{"success": false, "message"}`
+//! with its status.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
-use wasmgate_sdk::{Error, Request, Response, crypto, keys, kv, log};
+use wasmgate_sdk::{Request, Response, log};
+
+use crate::fail::{Fail, refuse};
 
 /// The original panel's messages, word for word: its clients match on them.
 pub const MSG_KEY_MISSING: &str = "API key is missing";
-pub const MSG_KEY_INVALID: &str = "Invalid or inactive API key";
+
 pub const MSG_MAIN_REQUIRED: &str = "Permission denied: Main admin API key required.";
+
 pub const MSG_PERMISSION_DENIED: &str = "Permission denied";
-pub const MSG_USER_NOT_FOUND: &str = "User not found or permission denied";
-pub const MSG_INTERNAL: &str = "An internal error occurred.";
+
 pub const MSG_EMPTY_BODY: &str = "Request body must be JSON and not empty";
+
 pub const MSG_NOT_FOUND: &str = "Not found";
-
-/// The key role of a main-admin key; a sub-admin key's role is
-/// `sub_admin:<id>` ([`sub_admin_role`]).
-pub const ROLE_MAIN: &str = "main_admin";
-pub const ROLE_SUB_PREFIX: &str = "sub_admin:";
-
-/// A refusal, already in the envelope. Built from the helpers below or from
-/// an SDK [`Error`] (a 5xx becomes "An internal error occurred." and is
-/// logged; a 4xx keeps its text).
-#[derive(Debug)]
-pub struct Fail(pub Response);
-
-impl From<Error> for Fail {
-    fn from(err: Error) -> Self {
-        if err.status >= 500 {
-            log::write(log::Level::Error, &format!("vpnpanel: {}", err.message));
-            Fail(fail(err.status, MSG_INTERNAL))
-        } else {
-            Fail(fail(err.status, &err.message))
-        }
-    }
-}
 
 impl From<Fail> for Response {
     fn from(f: Fail) -> Response {
-        f.0
+        fail(f.status, &f.message)
     }
 }
 
@@ -52,24 +33,7 @@ pub type Reply = Result<Response, Fail>;
 
 /// The response of a handler's result.
 pub fn reply(r: Reply) -> Response {
-    r.unwrap_or_else(|f| f.0)
-}
-
-/// [`kv::transaction`] for a handler: `f` may refuse with an envelope
-/// ([`refuse`]) and it is answered as is, so a check that depends on what
-/// the transaction read happens inside it, against the same data the write
-/// is based on. `f` runs again on a conflict, like [`kv::transaction`].
-pub fn transaction<R>(mut f: impl FnMut(&kv::Txn) -> Result<R, Fail>) -> Result<R, Fail> {
-    let mut refused: Option<Fail> = None;
-    kv::transaction(|txn| {
-        f(txn).map_err(|fail| {
-            let status = fail.0.status;
-            refused = Some(fail);
-            // Only carries the refusal out; `refused` is what is answered.
-            Error::new(status, "refused")
-        })
-    })
-    .map_err(|e| refused.take().unwrap_or_else(|| Fail::from(e)))
+    r.unwrap_or_else(Response::from)
 }
 
 /// `{"success": true, "message": message}` with status 200.
@@ -100,100 +64,9 @@ pub fn fail(status: u16, message: &str) -> Response {
     )
 }
 
-/// [`fail`] as an `Err`, for `return Err(refuse(400, "..."))` or `?`.
-pub fn refuse(status: u16, message: &str) -> Fail {
-    Fail(fail(status, message))
-}
-
-/// A 500 with "An internal error occurred.", logging `detail`.
-pub fn internal(detail: impl std::fmt::Display) -> Fail {
-    log::write(log::Level::Error, &format!("vpnpanel: {detail}"));
-    refuse(500, MSG_INTERNAL)
-}
-
 /// 404 `{"success": false, "message": "Not found"}` for a path no route has.
 pub fn not_found_route() -> Response {
     fail(404, MSG_NOT_FOUND)
-}
-
-/// Who is calling, from the `X-API-KEY` header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Caller {
-    /// A main-admin key: sees and changes everything.
-    Main,
-    /// A sub-admin (reseller) key: only its own users, within its quota.
-    Sub { id: u64 },
-}
-
-impl Caller {
-    pub fn is_main(&self) -> bool {
-        matches!(self, Caller::Main)
-    }
-
-    /// The owner segment of this caller's users in kv (`main` or
-    /// `sa<id:010>`); see [`crate::store`].
-    pub fn owner(&self) -> String {
-        match self {
-            Caller::Main => "main".to_string(),
-            Caller::Sub { id } => sub_owner(*id),
-        }
-    }
-}
-
-/// The kv owner segment of sub-admin `id`.
-pub fn sub_owner(id: u64) -> String {
-    format!("sa{id:010}")
-}
-
-/// The key role of sub-admin `id`'s keys.
-pub fn sub_admin_role(id: u64) -> String {
-    format!("{ROLE_SUB_PREFIX}{id}")
-}
-
-/// The caller behind `X-API-KEY`: 401 "API key is missing" without the
-/// header, 401 "Invalid or inactive API key" for an unknown or expired key,
-/// a key of another role, or a sub-admin that was deleted or deactivated.
-pub fn authenticate(req: &Request) -> Result<Caller, Fail> {
-    let secret = req
-        .header("x-api-key")
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| refuse(401, MSG_KEY_MISSING))?;
-    let info = keys::verify(secret)?.ok_or_else(|| refuse(401, MSG_KEY_INVALID))?;
-    if info.role == ROLE_MAIN {
-        return Ok(Caller::Main);
-    }
-    let id = info
-        .role
-        .strip_prefix(ROLE_SUB_PREFIX)
-        .and_then(|id| id.parse::<u64>().ok())
-        .ok_or_else(|| refuse(401, MSG_KEY_INVALID))?;
-    let active = kv::get_json::<Value>(&format!("sa/{id:010}"))?
-        .and_then(|sa| sa.get("is_active").and_then(Value::as_bool))
-        .unwrap_or(false);
-    if !active {
-        return Err(refuse(401, MSG_KEY_INVALID));
-    }
-    Ok(Caller::Sub { id })
-}
-
-/// 403 "Permission denied: Main admin API key required." for a sub-admin.
-pub fn require_main(caller: &Caller) -> Result<(), Fail> {
-    if caller.is_main() {
-        Ok(())
-    } else {
-        Err(refuse(403, MSG_MAIN_REQUIRED))
-    }
-}
-
-/// 403 "Permission denied" for a sub-admin (the routes where the seed uses
-/// the short message: sub_admins, POST/DELETE public/ports, settings).
-pub fn require_main_short(caller: &Caller) -> Result<(), Fail> {
-    if caller.is_main() {
-        Ok(())
-    } else {
-        Err(refuse(403, MSG_PERMISSION_DENIED))
-    }
 }
 
 /// The body as a JSON object. An empty body, `{}`, or anything that is not a
@@ -222,24 +95,6 @@ pub fn to_value<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)
 }
 
-/// Unix seconds now.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// `n` random bytes as lower-case hex (2n characters), from the host's RNG.
-pub fn random_hex(n: u32) -> String {
-    crypto::hex(&crypto::random_bytes(n))
-}
-
-/// Equality of two secrets in constant time.
-pub fn secret_eq(a: &str, b: &str) -> bool {
-    crypto::constant_time_eq(a.as_bytes(), b.as_bytes())
-}
-
 /// The public base URL for links (`sub_url`, downloads): setting
 /// `public_url` (e.g. `https://panel.example.com:2096`), else the request's
 /// `Host` header over http.
@@ -249,58 +104,6 @@ pub fn public_base(req: &Request) -> String {
     }
     let host = req.header("host").unwrap_or("localhost");
     format!("http://{host}")
-}
-
-/// One JSON call to another wasmgate running this plugin (a node, or a
-/// node's panel) over `outbound`: the parsed answer of a 2xx with
-/// `success: true`, or why not in words that name `peer` ("node",
-/// "panel"), e.g. "Cannot reach the node: ...".
-pub fn call_peer(
-    peer: &str,
-    method: &str,
-    url: &str,
-    auth: (&str, &str),
-    body: Option<&Value>,
-    timeout_ms: u32,
-) -> Result<Value, String> {
-    use wasmgate_sdk::outbound::{self, OutboundError};
-    let mut headers = vec![
-        ("accept".to_string(), "application/json".to_string()),
-        (auth.0.to_string(), auth.1.to_string()),
-    ];
-    if body.is_some() {
-        headers.push(("content-type".into(), "application/json".into()));
-    }
-    let answer = outbound::send(&outbound::Request {
-        method: method.into(),
-        url: url.to_string(),
-        headers,
-        body: body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
-        timeout_ms: Some(timeout_ms),
-    })
-    .map_err(|e| match e {
-        OutboundError::Denied(why) => {
-            format!("The {peer}'s address is not allowed by the outbound grant: {why}")
-        }
-        OutboundError::Invalid(why) => format!("Invalid {peer} address: {why}"),
-        OutboundError::Timeout => format!("The {peer} did not answer in time."),
-        OutboundError::TooLarge(cap) => format!("The {peer}'s answer is over {cap} bytes."),
-        OutboundError::Connect(why) => format!("Cannot reach the {peer}: {why}"),
-    })?;
-    let value: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
-    if (200..300).contains(&answer.status)
-        && value.get("success").and_then(Value::as_bool) == Some(true)
-    {
-        return Ok(value);
-    }
-    let said = value
-        .get("message")
-        .and_then(Value::as_str)
-        .unwrap_or("no message");
-    Err(format!(
-        "The {peer} answered HTTP {}: {said}",
-        answer.status
-    ))
 }
 
 /// The host's default `limits.max_response_bytes`.

@@ -31,18 +31,21 @@ use rcgen::{
     DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyUsagePurpose, PublicKeyData,
     RevocationReason, RevokedCertParams, SerialNumber, SignatureAlgorithm, SigningKey,
 };
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use wasmgate_sdk::{crypto, kv};
 
-use crate::common::{self, Fail};
-use crate::store::User;
+use crate::fail::{self, Fail};
+use crate::store::pki::{CA_KEY, Ca, Leaf, cert_key, crl_key, srvcert_key};
+use crate::store::{self, users::User};
+use crate::util;
 
-const CA_KEY: &str = "meta/ca";
 const CA_YEARS: i64 = 10;
+
 const LEAF_YEARS: i64 = 5;
+
 const CRL_DAYS: i64 = 7;
+
 const DAY: i64 = 86_400;
 
 /// An ECDSA P-256 key for rcgen.
@@ -136,16 +139,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
                 .collect()
         })
         .flatten()
-}
-
-/// The CA as kv keeps it: enough to rebuild the issuer exactly.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-pub struct Ca {
-    pub key_pem: String,
-    pub cert_pem: String,
-    pub serial: String,
-    pub not_before: u64,
-    pub not_after: u64,
 }
 
 fn ca_params(key: &Key, serial_hex: &str, not_before: u64, not_after: u64) -> CertificateParams {
@@ -269,16 +262,8 @@ impl Ca {
     }
 }
 
-/// An issued certificate with its key.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
-pub struct Leaf {
-    pub serial: String,
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
 fn pki_error(e: rcgen::Error) -> Fail {
-    common::internal(format!("certificate: {e}"))
+    fail::internal(format!("certificate: {e}"))
 }
 
 /// The panel's CA, made on first use.
@@ -289,7 +274,7 @@ pub fn ca() -> Result<Ca, Fail> {
     let fresh = Ca::make(
         &Key::generate(),
         &crypto::random_bytes(16),
-        common::now_secs(),
+        util::now_secs(),
     )
     .map_err(pki_error)?;
     Ok(kv::transaction(|txn| {
@@ -303,14 +288,6 @@ pub fn ca() -> Result<Ca, Fail> {
     })?)
 }
 
-fn cert_key(username: &str) -> String {
-    format!("cert/{username}")
-}
-
-fn crl_key(serial: &str) -> String {
-    format!("crl/{serial}")
-}
-
 /// A new certificate for `cn`.
 pub fn issue(cn: &str, server: bool) -> Result<Leaf, Fail> {
     ca()?
@@ -319,7 +296,7 @@ pub fn issue(cn: &str, server: bool) -> Result<Leaf, Fail> {
             server,
             &Key::generate(),
             &crypto::random_bytes(16),
-            common::now_secs(),
+            util::now_secs(),
         )
         .map_err(pki_error)
 }
@@ -371,7 +348,7 @@ pub fn client_leaf(key: &str, u: &User) -> Result<Option<Leaf>, Fail> {
 /// `txn` (revoke, delete).
 pub fn revoke_in(txn: &kv::Txn, username: &str) -> Result<(), wasmgate_sdk::Error> {
     if let Some(leaf) = txn.get_json::<Leaf>(&cert_key(username))? {
-        txn.set_json(&crl_key(&leaf.serial), &common::now_secs())?;
+        txn.set_json(&crl_key(&leaf.serial), &util::now_secs())?;
         txn.delete(&cert_key(username))?;
     }
     Ok(())
@@ -393,7 +370,7 @@ pub fn reissue(key: &str, username: &str, generation: u64) -> Result<bool, Fail>
         revoke_in(txn, username)?;
         txn.set_json(&cert_key(username), &fresh)?;
         u.cert_issued = generation;
-        crate::store::put_user(txn, key, &u)?;
+        store::users::put_user(txn, key, &u)?;
         Ok(true)
     })?)
 }
@@ -407,7 +384,7 @@ pub fn crl_pem() -> Result<String, Fail> {
         .collect();
     let mut held = Vec::new();
     let mut inactive = Vec::new();
-    crate::users::for_each_user("u/", |_, u| {
+    store::users::for_each_user("u/", |_, u| {
         if !u.is_active() {
             inactive.push(u.username);
         }
@@ -418,15 +395,14 @@ pub fn crl_pem() -> Result<String, Fail> {
             held.push(leaf.serial);
         }
     }
-    let now = common::now_secs();
+    let now = util::now_secs();
     ca.crl(&revoked, &held, now, now).map_err(pki_error)
 }
 
-/// `GET /api/v1/traffic/openvpn` for server `server` (`main`, `node_<id>`):
-/// the CA, the server's certificate and key (made once per server, kept at
-/// `srvcert/<server>`) and the CRL.
-pub fn server_material(server: &str) -> common::Reply {
-    let key = format!("srvcert/{server}");
+/// Server `server`'s certificate and key (`main`, `node_<id>`), made once
+/// per server.
+pub fn server_leaf(server: &str) -> Result<Leaf, Fail> {
+    let key = srvcert_key(server);
     let leaf = match kv::get_json::<Leaf>(&key)? {
         Some(leaf) => leaf,
         None => {
@@ -440,16 +416,7 @@ pub fn server_material(server: &str) -> common::Reply {
             })?
         }
     };
-    Ok(common::ok_with(
-        200,
-        serde_json::json!({
-            "server": server,
-            "ca": ca()?.cert_pem,
-            "cert": leaf.cert_pem,
-            "key": leaf.key_pem,
-            "crl": crl_pem()?,
-        }),
-    ))
+    Ok(leaf)
 }
 
 #[cfg(test)]

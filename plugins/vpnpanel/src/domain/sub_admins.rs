@@ -1,49 +1,25 @@
-//! `/sub_admins...` (main admin only): CRUD, reset_usage, delete cascading
-//! to the sub-admin's users. A sub-admin's API key is issued when it is
-//! created and returned once in that answer (`api_key`); `POST
-//! /sub_admins/<id>/rotate_key` replaces it.
+//! Sub-admins (resellers): the rules of their fields, creation with their
+//! API key (returned once), edit, deletion cascading to their users,
+//! reset_usage and key rotation. Ports are checked against every other
+//! sub-admin in the transaction that writes, so two at once cannot share
+//! one.
 
-use serde_json::{Map, Value, json};
-use wasmgate_sdk::{Request, crypto, keys, kv};
+use serde_json::{Map, Value};
+use wasmgate_sdk::{crypto, keys, kv};
 
-use crate::common::{self, Caller, Fail, Reply, refuse};
-use crate::store::{self, SubAdmin, User};
+use crate::domain::caller;
+use crate::domain::{nodes, traffic, users};
+use crate::fail::{Fail, refuse};
+use crate::store::{self, users::SubAdmin, users::User};
+use crate::util;
 use crate::validate;
 
-pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
-    common::require_main_short(caller)?;
-    match (req.method(), rest) {
-        ("GET", []) => list(req),
-        ("POST", []) => create(req),
-        ("PUT", [id]) => edit(req, id),
-        ("DELETE", [id]) => delete(id),
-        ("POST", [id, "reset_usage"]) => reset_usage(id),
-        ("POST", [id, "rotate_key"]) => rotate_key(id),
-        _ => Ok(common::not_found_route()),
-    }
-}
-
-fn view(sa: &SubAdmin) -> Value {
-    json!({
-        "id": sa.id,
-        "username": sa.username,
-        "subscription_port": sa.subscription_port,
-        "panel_port": sa.panel_port,
-        "max_users_limit": sa.max_users_limit,
-        "total_usage_quota_gb": sa.total_usage_quota_gb,
-        "is_active": sa.is_active,
-        "notes": sa.notes,
-        "allowed_servers": sa.allowed_servers,
-        "users_count": sa.users_count,
-        "allocated_bytes": sa.allocated_bytes,
-        "used_bytes": sa.used_bytes,
-    })
-}
-
-fn list(req: &Request) -> Reply {
-    let page = common::paging(req)?;
-    let subs: Vec<Value> = store::all_sub_admins()?.iter().map(view).collect();
-    common::list_answer(page.as_ref(), "sub_admins", subs, Map::new())
+/// A sub-admin just created, with the secret of its key (in this answer
+/// only).
+pub struct Created {
+    pub id: u64,
+    pub username: String,
+    pub api_key: String,
 }
 
 fn bad(m: &str) -> Fail {
@@ -134,7 +110,7 @@ fn check_servers(txn: &kv::Txn, body: &Map<String, Value>, sa: &SubAdmin) -> Res
         return Ok(());
     }
     for server in &sa.allowed_servers {
-        if !crate::nodes::server_exists_in(txn, server)? {
+        if !nodes::server_exists_in(txn, server)? {
             return Err(bad(&format!(
                 "Invalid allowed_servers: there is no server {server}."
             )));
@@ -144,10 +120,10 @@ fn check_servers(txn: &kv::Txn, body: &Map<String, Value>, sa: &SubAdmin) -> Res
 }
 
 const MSG_PORT_TAKEN: &str = "A port is already used by another sub-admin.";
+
 const MSG_NAME_TAKEN: &str = "A sub-admin with this username already exists.";
 
-fn create(req: &Request) -> Reply {
-    let body = common::json_object_or_empty(req)?;
+pub fn create(body: &Map<String, Value>) -> Result<Created, Fail> {
     let username = body
         .get("username")
         .and_then(Value::as_str)
@@ -165,85 +141,75 @@ fn create(req: &Request) -> Reply {
     let mut sa = SubAdmin {
         username: username.to_string(),
         is_active: true,
-        created_at: common::now_secs(),
+        created_at: util::now_secs(),
         ..SubAdmin::default()
     };
-    apply(&body, &mut sa)?;
+    apply(body, &mut sa)?;
     // Spares the password hash for a name that is taken; the transaction
     // below decides.
-    if kv::get(&store::sa_name_key(username))?.is_some() {
+    if kv::get(&store::users::sa_name_key(username))?.is_some() {
         return Err(refuse(409, MSG_NAME_TAKEN));
     }
     sa.password_hash = crypto::password_hash(password);
     // The name, the servers and the ports are checked against what the
     // transaction reads, so two creations (or a creation and an edit) at
     // once cannot both take a port, and a node deleted meanwhile is seen.
-    let id = common::transaction(|txn| {
-        if txn.get(&store::sa_name_key(&sa.username))?.is_some() {
+    let id = store::transaction(|txn| {
+        if txn.get(&store::users::sa_name_key(&sa.username))?.is_some() {
             return Err(refuse(409, MSG_NAME_TAKEN));
         }
-        check_servers(txn, &body, &sa)?;
-        if port_taken(&sa, &store::sub_admins_in(txn)?) {
+        check_servers(txn, body, &sa)?;
+        if port_taken(&sa, &store::users::sub_admins_in(txn)?) {
             return Err(refuse(409, MSG_PORT_TAKEN));
         }
-        let id = txn.get_json::<u64>(store::SA_SEQ_KEY)?.unwrap_or(1);
-        txn.set_json(store::SA_SEQ_KEY, &(id + 1))?;
+        let id = txn.get_json::<u64>(store::users::SA_SEQ_KEY)?.unwrap_or(1);
+        txn.set_json(store::users::SA_SEQ_KEY, &(id + 1))?;
         let mut rec = sa.clone();
         rec.id = id;
-        txn.set_json(&store::sa_key(id), &rec)?;
-        txn.set(&store::sa_name_key(&sa.username), id.to_string().as_bytes())?;
+        txn.set_json(&store::users::sa_key(id), &rec)?;
+        txn.set(
+            &store::users::sa_name_key(&sa.username),
+            id.to_string().as_bytes(),
+        )?;
         Ok(id)
     })?;
     let issued = keys::issue(
-        &common::sub_admin_role(id),
+        &caller::sub_admin_role(id),
         &format!("sub-admin {}", sa.username),
         None,
     )?;
     kv::transaction(|txn| {
-        if let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? {
+        if let Some(mut rec) = txn.get_json::<SubAdmin>(&store::users::sa_key(id))? {
             rec.key_id = issued.info.id.clone();
-            txn.set_json(&store::sa_key(id), &rec)?;
+            txn.set_json(&store::users::sa_key(id), &rec)?;
         }
         Ok(())
     })?;
-    Ok(common::ok_with(
-        201,
-        json!({
-            "message": "Sub-admin created successfully and ports configured.",
-            "sub_admin": { "id": id, "username": sa.username },
-            "api_key": issued.secret,
-        }),
-    ))
+    Ok(Created {
+        id,
+        username: sa.username,
+        api_key: issued.secret,
+    })
 }
 
-fn parse_id(id: &str, message: &str) -> Result<u64, Fail> {
-    id.parse::<u64>().map_err(|_| refuse(404, message))
-}
-
-fn edit(req: &Request, id: &str) -> Reply {
-    let id = parse_id(id, "Sub-admin not found")?;
-    let body = common::json_object(req)?;
-    let updated = common::transaction(|txn| {
+pub fn edit(id: u64, body: &Map<String, Value>) -> Result<SubAdmin, Fail> {
+    store::transaction(|txn| {
         let mut sa: SubAdmin = txn
-            .get_json(&store::sa_key(id))?
+            .get_json(&store::users::sa_key(id))?
             .ok_or_else(|| refuse(404, "Sub-admin not found"))?;
-        apply(&body, &mut sa)?;
-        check_servers(txn, &body, &sa)?;
-        if port_taken(&sa, &store::sub_admins_in(txn)?) {
+        apply(body, &mut sa)?;
+        check_servers(txn, body, &sa)?;
+        if port_taken(&sa, &store::users::sub_admins_in(txn)?) {
             return Err(refuse(409, MSG_PORT_TAKEN));
         }
-        txn.set_json(&store::sa_key(id), &sa)?;
+        txn.set_json(&store::users::sa_key(id), &sa)?;
         Ok(sa)
-    })?;
-    Ok(common::ok_with(
-        200,
-        json!({ "message": "Sub-admin updated successfully.", "sub_admin": { "id": updated.id } }),
-    ))
+    })
 }
 
-fn delete(id: &str) -> Reply {
-    let id = parse_id(id, "Sub-admin not found")?;
-    let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+/// Revokes its key, then deletes it and every user of it.
+pub fn delete(id: u64) -> Result<(), Fail> {
+    let sa = store::users::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
     // The key first, then the record: a creation still in flight reads the
     // record in its transaction, so it either committed before (and its
     // users are listed below) or fails with "Sub-admin not found".
@@ -251,34 +217,35 @@ fn delete(id: &str) -> Reply {
         keys::revoke(&sa.key_id)?;
     }
     kv::transaction(|txn| {
-        txn.delete(&store::sa_key(id))?;
-        txn.delete(&store::sa_name_key(&sa.username))?;
+        txn.delete(&store::users::sa_key(id))?;
+        txn.delete(&store::users::sa_name_key(&sa.username))?;
         Ok(())
     })?;
     let mut doomed: Vec<(String, String)> = Vec::new();
-    crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
+    store::users::for_each_user(&format!("u/{}/", store::users::sub_owner(id)), |key, u| {
         doomed.push((key.to_string(), u.username));
         Ok(())
     })?;
     for chunk in doomed.chunks(10_000) {
         kv::transaction(|txn| {
             for (key, name) in chunk {
-                store::drop_user(txn, key, name)?;
+                users::drop_user(txn, key, name)?;
             }
             Ok(())
         })?;
     }
-    Ok(common::ok("Sub-admin deleted successfully."))
+    Ok(())
 }
 
-fn reset_usage(id: &str) -> Reply {
-    let id = parse_id(id, "Sub-admin not found.")?;
+/// Zeroes its used traffic and brings back the users its quota stopped
+/// and nothing else does: how many came back.
+pub fn reset_usage(id: u64) -> Result<u64, Fail> {
     kv::transaction(|txn| {
         let mut sa: SubAdmin = txn
-            .get_json(&store::sa_key(id))?
+            .get_json(&store::users::sa_key(id))?
             .ok_or_else(|| wasmgate_sdk::Error::not_found("Sub-admin not found."))?;
         sa.used_bytes = 0;
-        txn.set_json(&store::sa_key(id), &sa)?;
+        txn.set_json(&store::users::sa_key(id), &sa)?;
         Ok(())
     })
     .map_err(|e| {
@@ -292,7 +259,7 @@ fn reset_usage(id: &str) -> Reply {
     // user also limited by its own traffic, expired or disabled by hand
     // stays off and is not counted.
     let mut suspended = Vec::new();
-    crate::users::for_each_user(&format!("u/{}/", common::sub_owner(id)), |key, u| {
+    store::users::for_each_user(&format!("u/{}/", store::users::sub_owner(id)), |key, u| {
         if u.sa_suspended {
             suspended.push(key.to_string());
         }
@@ -301,7 +268,7 @@ fn reset_usage(id: &str) -> Reply {
     let mut re_enabled = 0u64;
     for key in suspended {
         let back = kv::transaction(|txn| {
-            if crate::traffic::over_quota_in(txn, id)? {
+            if traffic::over_quota_in(txn, id)? {
                 return Ok(false);
             }
             let Some(mut u) = txn.get_json::<User>(&key)? else {
@@ -309,37 +276,32 @@ fn reset_usage(id: &str) -> Reply {
             };
             let was = u.is_active();
             u.sa_suspended = false;
-            store::put_user(txn, &key, &u)?;
+            store::users::put_user(txn, &key, &u)?;
             Ok(!was && u.is_active())
         })?;
         re_enabled += u64::from(back);
     }
-    Ok(common::ok(&format!(
-        "Total data usage reset successfully. {re_enabled} user(s) were re-enabled."
-    )))
+    Ok(re_enabled)
 }
 
-fn rotate_key(id: &str) -> Reply {
-    let id = parse_id(id, "Sub-admin not found")?;
-    let sa = store::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
+/// A new key for sub-admin `id` (the old one is revoked): its secret.
+pub fn rotate_key(id: u64) -> Result<String, Fail> {
+    let sa = store::users::load_sub_admin(id)?.ok_or_else(|| refuse(404, "Sub-admin not found"))?;
     let issued = keys::issue(
-        &common::sub_admin_role(id),
+        &caller::sub_admin_role(id),
         &format!("sub-admin {}", sa.username),
         None,
     )?;
     let old = kv::transaction(|txn| {
-        let Some(mut rec) = txn.get_json::<SubAdmin>(&store::sa_key(id))? else {
+        let Some(mut rec) = txn.get_json::<SubAdmin>(&store::users::sa_key(id))? else {
             return Ok(None);
         };
         let old = std::mem::replace(&mut rec.key_id, issued.info.id.clone());
-        txn.set_json(&store::sa_key(id), &rec)?;
+        txn.set_json(&store::users::sa_key(id), &rec)?;
         Ok(Some(old))
     })?;
     if let Some(old) = old.filter(|o| !o.is_empty()) {
         keys::revoke(&old)?;
     }
-    Ok(common::ok_with(
-        200,
-        json!({ "message": "API key rotated.", "api_key": issued.secret }),
-    ))
+    Ok(issued.secret)
 }

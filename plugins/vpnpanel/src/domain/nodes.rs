@@ -1,7 +1,8 @@
-//! Nodes: CRUD, background provisioning and background deletion.
+//! Nodes: creation, edit and deletion, background provisioning and
+//! background deletion.
 //!
 //! A node is another wasmgate running this plugin in node mode
-//! ([`crate::node_mode`]). The panel reaches it over the `outbound`
+//! ([`crate::domain::node_mode`]). The panel reaches it over the `outbound`
 //! capability at `{api_scheme}://{ip_address}:{api_port}/api/v1/node/...`
 //! with `Authorization: Bearer <node token>`; the grant's `hosts` must list
 //! the node's `ip_address:api_port`.
@@ -27,166 +28,42 @@
 //! `status` only, as the seed shows, and only of the nodes in its
 //! `allowed_servers` (all of them when that list is empty).
 //!
-//! kv: `infra/seq/node` (the last id), `node/<id:010>` ([`Node`]),
-//! `infra/node_addr/<ip>:<api_port>` (the id of the node at that address).
+//! The records are [`crate::store::nodes`]; the routes and views
+//! [`crate::api::nodes`].
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use wasmgate_sdk::{Error, Request, Response, jobs, kv, log};
+use wasmgate_sdk::{Error, jobs, kv, log};
 
-use crate::common::{self, Caller, Fail, Reply, refuse};
+use crate::domain::peer;
+use crate::fail::{Fail, refuse};
+use crate::store::nodes::{
+    MAIN_ID, Node, SEQ_KEY, STATUS_ACTIVE, STATUS_DELETE_FAILED, STATUS_DELETING, STATUS_FAILED,
+    STATUS_INSTALLING, addr_key, get_node, parse_identifier, rec_key,
+};
+use crate::store::{self, ports};
+use crate::util;
 
 pub const JOB_PROVISION: &str = "node.provision";
+
 pub const JOB_DELETE: &str = "node.delete";
 
 pub const MSG_NODE_NOT_FOUND: &str = "Node not found";
+
 pub const MSG_DELETION_IN_PROGRESS: &str = "Deletion in progress...";
+
 pub const MSG_DUPLICATE_ADDRESS: &str = "A node with this ip_address and api_port already exists.";
+
 pub const MSG_MISSING_FIELDS: &str = "Missing required fields: name, ip_address, ssh_password";
 
 /// How long one call to a node may take (the grant's timeout caps it too).
 const NODE_CALL_TIMEOUT_MS: u32 = 10_000;
 
-pub const STATUS_INSTALLING: &str = "installing";
-pub const STATUS_ACTIVE: &str = "active";
-pub const STATUS_FAILED: &str = "failed";
-pub const STATUS_DELETING: &str = "deleting";
-pub const STATUS_DELETE_FAILED: &str = "delete_failed";
-
-/// One node as kv keeps it at `node/<id:010>`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Node {
-    pub id: u64,
-    pub name: String,
-    /// The node's address as clients and the panel reach it (IPv4, IPv6 or
-    /// a host name, no port).
-    pub ip_address: String,
-    /// The port of the node's wasmgate API listener.
-    pub api_port: u16,
-    /// `http` or `https`.
-    pub api_scheme: String,
-    /// The secret the node's `node_token` setting holds (the seed's
-    /// `ssh_password`). Never sent in an answer.
-    pub node_token: String,
-    /// The secret the node sends as `X-NODE-TOKEN` when it reports traffic
-    /// to the panel; made at creation and handed to the node when it is
-    /// provisioned. Never sent in an answer.
-    pub report_token: String,
-    /// The node's default OpenVPN port and protocol (`udp` or `tcp`).
-    pub openvpn_port: u16,
-    pub protocol: String,
-    /// `direct` or `wireguard`: how the node talks back to the panel.
-    pub communication_method: String,
-    pub sync_all_users: bool,
-    /// installing, active, failed, deleting, delete_failed.
-    pub status: String,
-    /// Why the last provisioning or deletion failed; empty otherwise.
-    pub status_message: String,
-    /// What the node said it serves, from its provisioning answer.
-    pub protocols: Vec<String>,
-    /// `[{public_port, protocol, is_default}]` from the node's answer.
-    pub ports: Vec<Value>,
-    /// `{public_key, port}` of the node's WireGuard, from its answer; null
-    /// when it runs none.
-    #[serde(default)]
-    pub wireguard: Value,
-    /// Aggregated traffic the node reported, in bytes ([`add_traffic`]).
-    pub total_traffic_bytes: u64,
-    /// Unix seconds.
-    pub created_at: u64,
-    pub updated_at: u64,
-    /// Bumped on every provisioning request, so that a job queued for an
-    /// older config does nothing.
-    pub generation: u64,
-}
-
-impl Node {
-    /// `node_<id>`: the server identifier ports and users' `nodes` use.
-    pub fn identifier(&self) -> String {
-        identifier(self.id)
-    }
-
-    /// "Node: <name>", as servers_for_ports shows it.
-    pub fn server_name(&self) -> String {
-        format!("Node: {}", self.name)
-    }
-
-    /// The node API's base URL, e.g. `http://1.2.3.4:8000/api/v1`.
-    pub fn api_base(&self) -> String {
-        let host = if self.ip_address.contains(':') {
-            format!("[{}]", self.ip_address)
-        } else {
-            self.ip_address.clone()
-        };
-        format!("{}://{host}:{}/api/v1", self.api_scheme, self.api_port)
-    }
-
-    /// The main admin's view.
-    fn full_view(&self) -> Value {
-        json!({
-            "id": self.id,
-            "name": self.name,
-            "ip_address": self.ip_address,
-            "status": self.status,
-            "total_traffic_bytes": self.total_traffic_bytes,
-            "server_identifier": self.identifier(),
-            "api_port": self.api_port,
-            "api_scheme": self.api_scheme,
-            "openvpn_port": self.openvpn_port,
-            "protocol": self.protocol,
-            "communication_method": self.communication_method,
-            "sync_all_users": self.sync_all_users,
-            "status_message": self.status_message,
-            "protocols": self.protocols,
-            "ports": self.ports,
-            "wireguard": self.wireguard,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        })
-    }
-
-    /// A sub-admin's view: the seed shows `id`, `name`, `status` only.
-    fn sub_view(&self) -> Value {
-        json!({ "id": self.id, "name": self.name, "status": self.status })
-    }
-}
-
-pub fn identifier(id: u64) -> String {
-    format!("node_{id}")
-}
-
-/// The id in a `node_<id>` server identifier.
-pub fn parse_identifier(s: &str) -> Option<u64> {
-    s.strip_prefix("node_")?.parse().ok().filter(|id| *id > 0)
-}
-
-fn rec_key(id: u64) -> String {
-    format!("node/{id:010}")
-}
-
-const SEQ_KEY: &str = "infra/seq/node";
-
-/// `infra/node_addr/<ip lower-case>:<api_port>` → the node id: one node per
-/// address, checked inside the transactions that create or move a node.
-fn addr_key(ip: &str, api_port: u16) -> String {
-    format!("infra/node_addr/{}:{api_port}", ip.to_ascii_lowercase())
-}
-const REC_PREFIX: &str = "node/";
-
-/// Every node, by id.
-pub fn list_nodes() -> Result<Vec<Node>, Error> {
-    Ok(kv::list_json::<Node>(REC_PREFIX)?
-        .into_iter()
-        .map(|(_, n)| n)
-        .collect())
-}
-
 /// Whether `server` (`main` or `node_<id>`) is a server users can be put
 /// on, as `txn` sees it: a node being deleted no longer is.
 pub fn server_exists_in(txn: &kv::Txn, server: &str) -> Result<bool, Error> {
-    if server == crate::ports::MAIN_ID {
+    if server == MAIN_ID {
         return Ok(true);
     }
     let Some(id) = parse_identifier(server) else {
@@ -195,15 +72,6 @@ pub fn server_exists_in(txn: &kv::Txn, server: &str) -> Result<bool, Error> {
     Ok(txn
         .get_json::<Node>(&rec_key(id))?
         .is_some_and(|n| n.status != STATUS_DELETING && n.status != STATUS_DELETE_FAILED))
-}
-
-/// Node `id` as `txn` sees it.
-pub fn node_in(txn: &kv::Txn, id: u64) -> Result<Option<Node>, Error> {
-    txn.get_json(&rec_key(id))
-}
-
-pub fn get_node(id: u64) -> Result<Option<Node>, Error> {
-    kv::get_json(&rec_key(id))
 }
 
 /// Adds `bytes` to a node's `total_traffic_bytes` (for the traffic report
@@ -217,58 +85,6 @@ pub fn add_traffic(id: u64, bytes: u64) -> Result<bool, Error> {
         txn.set_json(&rec_key(id), &node)?;
         Ok(true)
     })
-}
-
-pub fn handle(req: &Request, caller: &Caller) -> Response {
-    common::reply(route(req, caller))
-}
-
-fn route(req: &Request, caller: &Caller) -> Reply {
-    let path = req.path().trim_end_matches('/');
-    let rest = path.strip_prefix("/nodes").unwrap_or("");
-    match (req.method(), rest.strip_prefix('/')) {
-        ("GET", None) => list(req, caller),
-        ("POST", None) => create(req, caller),
-        (method @ ("GET" | "PUT" | "DELETE"), Some(segment)) if !segment.contains('/') => {
-            common::require_main(caller)?;
-            // A path id that is not a number names no node.
-            let id = segment
-                .parse::<u64>()
-                .map_err(|_| refuse(404, MSG_NODE_NOT_FOUND))?;
-            match method {
-                "GET" => show(id),
-                "PUT" => update(req, id),
-                _ => delete(id),
-            }
-        }
-        _ => Ok(common::not_found_route()),
-    }
-}
-
-fn list(req: &Request, caller: &Caller) -> Reply {
-    let page = common::paging(req)?;
-    let nodes = list_nodes()?;
-    let views: Vec<Value> = match caller {
-        Caller::Main => nodes.iter().map(Node::full_view).collect(),
-        Caller::Sub { id } => {
-            // A sub-admin limited to some servers sees only those; one
-            // without `allowed_servers` may use (and see) every node.
-            let allowed = crate::store::load_sub_admin(*id)?
-                .map(|sa| sa.allowed_servers)
-                .unwrap_or_default();
-            nodes
-                .iter()
-                .filter(|n| allowed.is_empty() || allowed.contains(&n.identifier()))
-                .map(Node::sub_view)
-                .collect()
-        }
-    };
-    common::list_answer(page.as_ref(), "nodes", views, Map::new())
-}
-
-fn show(id: u64) -> Reply {
-    let node = get_node(id)?.ok_or_else(|| refuse(404, MSG_NODE_NOT_FOUND))?;
-    Ok(common::ok_with(200, json!({ "node": node.full_view() })))
 }
 
 /// A string field, trimmed; None when absent, null or blank.
@@ -354,8 +170,11 @@ fn bool_field(body: &Map<String, Value>, key: &str, default: bool) -> Result<boo
 }
 
 const PROTOCOLS: &[&str] = &["udp", "tcp"];
+
 const METHODS: &[&str] = &["direct", "wireguard"];
+
 const SCHEMES: &[&str] = &["http", "https"];
+
 pub const DEFAULT_API_PORT: u16 = 8000;
 
 /// The node token from the body: `node_token`, or the seed's `ssh_password`.
@@ -363,13 +182,13 @@ fn token_field(body: &Map<String, Value>) -> Option<String> {
     text(body, "node_token").or_else(|| text(body, "ssh_password"))
 }
 
-fn create(req: &Request, caller: &Caller) -> Reply {
-    common::require_main(caller)?;
-    let body = common::json_object_or_empty(req)?;
+/// Stores the node `body` describes as `installing` and queues its
+/// provisioning: its id.
+pub fn create(body: &Map<String, Value>) -> Result<u64, Fail> {
     let (Some(name), Some(ip), Some(token)) = (
-        text(&body, "name"),
-        text(&body, "ip_address"),
-        token_field(&body),
+        text(body, "name"),
+        text(body, "ip_address"),
+        token_field(body),
     ) else {
         return Err(refuse(400, MSG_MISSING_FIELDS));
     };
@@ -388,14 +207,14 @@ fn create(req: &Request, caller: &Caller) -> Reply {
             "Invalid ssh_password (the node token): use up to 256 printable characters without spaces.",
         ));
     }
-    let api_port = port_field(&body, "api_port", DEFAULT_API_PORT)?;
-    let api_scheme = choice(&body, "api_scheme", SCHEMES, "http")?;
-    let openvpn_port = port_field(&body, "openvpn_port", 1194)?;
-    let protocol = choice(&body, "protocol", PROTOCOLS, "udp")?;
-    let communication_method = choice(&body, "communication_method", METHODS, "direct")?;
-    let sync_all_users = bool_field(&body, "sync_all_users", false)?;
-    let now = common::now_secs();
-    let report_token = common::random_hex(32);
+    let api_port = port_field(body, "api_port", DEFAULT_API_PORT)?;
+    let api_scheme = choice(body, "api_scheme", SCHEMES, "http")?;
+    let openvpn_port = port_field(body, "openvpn_port", 1194)?;
+    let protocol = choice(body, "protocol", PROTOCOLS, "udp")?;
+    let communication_method = choice(body, "communication_method", METHODS, "direct")?;
+    let sync_all_users = bool_field(body, "sync_all_users", false)?;
+    let now = util::now_secs();
+    let report_token = util::random_hex(32);
 
     let node = kv::transaction(|txn| {
         let addr = addr_key(&ip, api_port);
@@ -431,10 +250,7 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         Ok(node)
     })?;
     queue_provision(&node)?;
-    Ok(common::ok_with(
-        202,
-        json!({ "message": "Node created and installation started in background.", "node_id": node.id }),
-    ))
+    Ok(node.id)
 }
 
 /// The fields whose change the node must hear about.
@@ -496,19 +312,20 @@ fn edited(body: &Map<String, Value>, node: &Node) -> Result<(Node, Vec<&'static 
     Ok((next, changed))
 }
 
-fn update(req: &Request, id: u64) -> Reply {
-    let body = common::json_object(req)?;
+/// Applies `body` to node `id`; when a field the node serves changed, it
+/// is provisioned again.
+pub fn update(id: u64, body: &Map<String, Value>) -> Result<(), Fail> {
     // The edit applies to the node as this transaction reads it: fields
     // another edit changed meanwhile are kept, and whether the node must be
     // provisioned again is decided against them.
-    let (saved, changed) = common::transaction(|txn| {
+    let (saved, changed) = store::transaction(|txn| {
         let Some(current) = txn.get_json::<Node>(&rec_key(id))? else {
             return Err(refuse(404, MSG_NODE_NOT_FOUND));
         };
         if current.status == STATUS_DELETING {
             return Err(refuse(423, MSG_DELETION_IN_PROGRESS));
         }
-        let (mut n, changed) = edited(&body, &current)?;
+        let (mut n, changed) = edited(body, &current)?;
         let (old_addr, new_addr) = (
             addr_key(&current.ip_address, current.api_port),
             addr_key(&n.ip_address, n.api_port),
@@ -521,7 +338,7 @@ fn update(req: &Request, id: u64) -> Reply {
             txn.set_json(&new_addr, &id)?;
         }
         let sync = !changed.is_empty();
-        n.updated_at = common::now_secs();
+        n.updated_at = util::now_secs();
         if sync {
             n.status = STATUS_INSTALLING.into();
             n.status_message = String::new();
@@ -537,12 +354,12 @@ fn update(req: &Request, id: u64) -> Reply {
         );
         queue_provision(&saved)?;
     }
-    Ok(common::ok(
-        "Node updated. Sync triggered only for changed services.",
-    ))
+    Ok(())
 }
 
-fn delete(id: u64) -> Reply {
+/// Marks node `id` `deleting` and queues [`JOB_DELETE`]; after a failed
+/// deletion, the next one forces the removal.
+pub fn delete(id: u64) -> Result<(), Fail> {
     let force = kv::transaction(|txn| {
         let Some(mut node) = txn.get_json::<Node>(&rec_key(id))? else {
             return Err(Error::not_found(MSG_NODE_NOT_FOUND));
@@ -553,13 +370,13 @@ fn delete(id: u64) -> Reply {
         let force = node.status == STATUS_DELETE_FAILED;
         node.status = STATUS_DELETING.into();
         node.status_message = String::new();
-        node.updated_at = common::now_secs();
+        node.updated_at = util::now_secs();
         txn.set_json(&rec_key(id), &node)?;
         Ok(force)
     })?;
     let payload = json!({ "id": id, "force": force }).to_string();
     jobs::enqueue(JOB_DELETE, payload.as_bytes(), Duration::ZERO)?;
-    Ok(common::ok("Deletion started"))
+    Ok(())
 }
 
 /// Sends a node its config again (its port assignments changed): back to
@@ -575,7 +392,7 @@ pub fn resync(id: u64) -> Result<(), Error> {
         n.status = STATUS_INSTALLING.into();
         n.status_message = String::new();
         n.generation += 1;
-        n.updated_at = common::now_secs();
+        n.updated_at = util::now_secs();
         txn.set_json(&rec_key(id), &n)?;
         Ok(Some(n))
     })?;
@@ -608,7 +425,7 @@ pub fn job(name: &str, payload: &[u8]) -> Result<(), String> {
 
 /// What the node is told when it is provisioned.
 fn provision_request(node: &Node) -> Result<Value, Error> {
-    let ports = crate::ports::assigned_to(&node.identifier())?;
+    let ports = ports::assigned_to(&node.identifier())?;
     Ok(json!({
         "node_id": node.id,
         "server_identifier": node.identifier(),
@@ -633,7 +450,7 @@ pub fn call_node(
 ) -> Result<Value, String> {
     let token = format!("Bearer {}", node.node_token);
     let url = format!("{}{path}", node.api_base());
-    common::call_peer(
+    peer::call_peer(
         "node",
         method,
         &url,
@@ -685,7 +502,7 @@ fn provision(id: u64, generation: u64) -> Result<(), Error> {
                 n.status_message = why.clone();
             }
         }
-        n.updated_at = common::now_secs();
+        n.updated_at = util::now_secs();
         txn.set_json(&rec_key(id), &n)?;
         Ok(())
     })?;
@@ -721,7 +538,7 @@ fn remove(id: u64, force: bool) -> Result<(), Error> {
                 }
                 n.status = STATUS_DELETE_FAILED.into();
                 n.status_message = why.clone();
-                n.updated_at = common::now_secs();
+                n.updated_at = util::now_secs();
                 txn.set_json(&rec_key(id), &n)?;
                 Ok(())
             })?;
@@ -736,7 +553,7 @@ fn remove(id: u64, force: bool) -> Result<(), Error> {
             &format!("vpnpanel: node {id} removed by force; the node said: {why}"),
         );
     }
-    let assignments = crate::ports::assignment_keys_of(&node.identifier())?;
+    let assignments = ports::assignment_keys_of(&node.identifier())?;
     kv::transaction(|txn| {
         txn.delete(&rec_key(id))?;
         txn.delete(&addr_key(&node.ip_address, node.api_port))?;
@@ -745,7 +562,7 @@ fn remove(id: u64, force: bool) -> Result<(), Error> {
         }
         Ok(())
     })?;
-    crate::ports::drop_unassigned()?;
+    ports::drop_unassigned()?;
     log::write(log::Level::Info, &format!("vpnpanel: node {id} deleted"));
     Ok(())
 }
@@ -753,6 +570,7 @@ fn remove(id: u64, force: bool) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::nodes::identifier;
 
     #[test]
     fn addresses() {

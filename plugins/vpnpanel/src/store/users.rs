@@ -1,28 +1,12 @@
-//! Records and the kv layout of the core part.
-//!
-//! - `u/<owner>/<username>`: a [`User`]; `<owner>` is `main` or
-//!   `sa<id:010>`, so one prefix lists one owner's users.
-//! - `uname/<username>`: the owner segment of that user (names are unique
-//!   across the panel).
-//! - `ls/<owner>/<username>`: the user's list_all summary ([`put_user`]).
-//! - `sa/<id:010>`: a [`SubAdmin`] with its counters (users, allocated and
-//!   used bytes); every user creation, deletion and traffic report of its
-//!   users updates it in the same transaction, so quotas hold under races.
-//! - `saname/<username>`: the id of that sub-admin.
-//! - `meta/next_sa_id`, `meta/ipsec_psk`, `meta/ca`: counters and settings.
-//! - `cert/<username>`, `crl/<serial>`, `srvcert/<server>`: the PKI
-//!   ([`crate::pki`]); `wgaddr/<ip>`, `wg/...`: WireGuard ([`crate::wg`]).
-//!
-//! Read-only here: `node/<id:010>` and `port/`, `assign/` records of the
-//! infrastructure part ([`Server`] list of a user).
+//! Users and sub-admins: their records, keys and summaries.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use wasmgate_sdk::{config, kv};
+use wasmgate_sdk::kv;
 
-use crate::common::Fail;
+use crate::fail::{self, Fail};
+use crate::validate;
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 #[serde(default)]
@@ -57,7 +41,7 @@ pub struct User {
     pub cisco_password: Option<String>,
     pub enable_wg1: bool,
     /// WireGuard key pair and tunnel address, made when wg1 is first on
-    /// ([`crate::wg`]).
+    /// ([`crate::domain::wg`]).
     pub wg_private_key: Option<String>,
     pub wg_public_key: Option<String>,
     pub wg_address: Option<String>,
@@ -155,6 +139,11 @@ impl SubAdmin {
     }
 }
 
+/// The kv owner segment of sub-admin `id`.
+pub fn sub_owner(id: u64) -> String {
+    format!("sa{id:010}")
+}
+
 pub fn user_key(owner: &str, username: &str) -> String {
     format!("u/{owner}/{username}")
 }
@@ -186,7 +175,7 @@ pub fn summary(u: &User) -> serde_json::Value {
         "status": u.status(),
         "total_traffic_bytes": u.traffic_bytes,
         "data_limit_bytes": u.data_limit_bytes,
-        "expiry_date": u.expiry_at.map(crate::validate::format_date),
+        "expiry_date": u.expiry_at.map(validate::format_date),
     })
 }
 
@@ -194,18 +183,6 @@ pub fn summary(u: &User) -> serde_json::Value {
 pub fn put_user(txn: &kv::Txn, key: &str, u: &User) -> Result<(), wasmgate_sdk::Error> {
     txn.set_json(key, u)?;
     txn.set_json(&summary_key(key), &summary(u))
-}
-
-/// Deletes user record `key`, its summary, its name and its WireGuard
-/// address, and puts its certificate on the CRL, in `txn`.
-pub fn drop_user(txn: &kv::Txn, key: &str, username: &str) -> Result<(), wasmgate_sdk::Error> {
-    if let Some(address) = txn.get_json::<User>(key)?.and_then(|u| u.wg_address) {
-        txn.delete(&crate::wg::addr_key(&address))?;
-    }
-    crate::pki::revoke_in(txn, username)?;
-    txn.delete(key)?;
-    txn.delete(&summary_key(key))?;
-    txn.delete(&name_key(username))
 }
 
 /// The user `username` and its kv key as `txn` sees them, if it exists.
@@ -220,29 +197,6 @@ pub fn user_in(
     };
     let key = user_key(&String::from_utf8_lossy(&owner), username);
     Ok(txn.get_json::<User>(&key)?.map(|u| (key, u)))
-}
-
-/// The entries under `prefix` after key `after` (exclusive), in key order,
-/// a host page at a time, while `f` returns true.
-pub fn scan(
-    prefix: &str,
-    after: Option<&str>,
-    mut f: impl FnMut(String, Vec<u8>) -> Result<bool, Fail>,
-) -> Result<(), Fail> {
-    use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
-    let mut cursor = after.map(str::to_string);
-    loop {
-        let page = raw::list(prefix, cursor.as_deref(), 1000).map_err(wasmgate_sdk::Error::from)?;
-        for (key, bytes) in page.entries {
-            if !f(key, bytes)? {
-                return Ok(());
-            }
-        }
-        match page.next {
-            Some(next) => cursor = Some(next),
-            None => return Ok(()),
-        }
-    }
 }
 
 /// The user `username` and its kv key, if it exists.
@@ -286,142 +240,18 @@ pub fn all_sub_admins() -> Result<Vec<SubAdmin>, Fail> {
         .collect())
 }
 
-/// One OpenVPN endpoint a user may connect to.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Endpoint {
-    /// `main_udp`, `node_1_tcp_443`: the profile's file name without `.ovpn`.
-    pub name: String,
-    /// `main` or `node_<id>`.
-    pub server: String,
-    pub server_name: String,
-    pub host: String,
-    pub port: u16,
-    /// `udp` or `tcp`.
-    pub protocol: String,
-}
-
-/// A server: the main one or an active node.
-#[derive(Clone, Debug)]
-pub struct Server {
-    pub id: String,
-    pub name: String,
-    pub host: String,
-    pub port: u16,
-    pub protocol: String,
-    /// Its WireGuard public key and port, when it runs WireGuard.
-    pub wireguard: Option<(String, u16)>,
-}
-
-fn proto(s: Option<&str>) -> String {
-    match s.map(str::to_ascii_lowercase).as_deref() {
-        Some("tcp") => "tcp".into(),
-        _ => "udp".into(),
-    }
-}
-
-/// The main server and every node whose status is `active`.
-pub fn servers() -> Result<Vec<Server>, Fail> {
-    let mut out = vec![Server {
-        id: "main".into(),
-        name: "Main Server".into(),
-        host: config::get("server_address").unwrap_or_else(|| "127.0.0.1".into()),
-        port: config::get("openvpn_port")
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(1194),
-        protocol: proto(config::get("openvpn_protocol").as_deref()),
-        wireguard: wireguard_of(&crate::wg::server_info()?),
-    }];
-    for (_, node) in kv::list_json::<Value>("node/")? {
-        if node.get("status").and_then(Value::as_str) != Some("active") {
-            continue;
+/// Every user under `prefix`, a page at a time so a large panel never holds
+/// every stored value at once.
+pub fn for_each_user(
+    prefix: &str,
+    mut f: impl FnMut(&str, User) -> Result<(), Fail>,
+) -> Result<(), Fail> {
+    super::scan(prefix, None, |key, bytes| {
+        match serde_json::from_slice::<User>(&bytes) {
+            Ok(u) => f(&key, u).map(|()| true),
+            Err(e) => Err(fail::internal(format!("user record {key}: {e}"))),
         }
-        let (Some(id), Some(host)) = (
-            node.get("id").and_then(Value::as_u64),
-            node.get("ip_address").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        out.push(Server {
-            id: format!("node_{id}"),
-            name: format!(
-                "Node: {}",
-                node.get("name").and_then(Value::as_str).unwrap_or("")
-            ),
-            host: host.to_string(),
-            port: node
-                .get("openvpn_port")
-                .and_then(Value::as_u64)
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(1194),
-            protocol: proto(node.get("protocol").and_then(Value::as_str)),
-            wireguard: node.get("wireguard").and_then(wireguard_of),
-        });
-    }
-    Ok(out)
-}
-
-/// `{public_key, port}` as a server reports its WireGuard.
-fn wireguard_of(v: &Value) -> Option<(String, u16)> {
-    let key = v.get("public_key")?.as_str()?.to_string();
-    let port = u16::try_from(v.get("port")?.as_u64()?).ok()?;
-    Some((key, port))
-}
-
-/// The OpenVPN endpoints of `user`: the default port of every server it may
-/// use, then the custom ports assigned to those servers.
-pub fn endpoints(user: &User) -> Result<Vec<Endpoint>, Fail> {
-    let servers: Vec<Server> = servers()?
-        .into_iter()
-        .filter(|s| user.may_use(&s.id))
-        .collect();
-    let mut out: Vec<Endpoint> = servers
-        .iter()
-        .map(|s| Endpoint {
-            name: format!("{}_{}", s.id, s.protocol),
-            server: s.id.clone(),
-            server_name: s.name.clone(),
-            host: s.host.clone(),
-            port: s.port,
-            protocol: s.protocol.clone(),
-        })
-        .collect();
-    let ports: BTreeMap<String, Value> = kv::list_json::<Value>("port/")?.into_iter().collect();
-    for (key, _) in kv::list("assign/")? {
-        let mut parts = key.trim_start_matches("assign/").splitn(2, '/');
-        let (Some(port_id), Some(server_id)) = (parts.next(), parts.next()) else {
-            continue;
-        };
-        let Some(server) = servers.iter().find(|s| s.id == server_id) else {
-            continue;
-        };
-        let Some(port) = ports.get(&format!("port/{port_id}")) else {
-            continue;
-        };
-        let Some(public_port) = port
-            .get("public_port")
-            .and_then(Value::as_u64)
-            .and_then(|p| u16::try_from(p).ok())
-        else {
-            continue;
-        };
-        let protocol = proto(port.get("protocol").and_then(Value::as_str));
-        let name = format!("{}_{}_{}", server.id, protocol, public_port);
-        if out
-            .iter()
-            .any(|e| e.server == server.id && e.port == public_port && e.protocol == protocol)
-        {
-            continue;
-        }
-        out.push(Endpoint {
-            name,
-            server: server.id.clone(),
-            server_name: server.name.clone(),
-            host: server.host.clone(),
-            port: public_port,
-            protocol,
-        });
-    }
-    Ok(out)
+    })
 }
 
 #[cfg(test)]

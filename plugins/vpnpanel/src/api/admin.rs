@@ -6,7 +6,7 @@
 //! - `GET /keys` → every key (main-admin and sub-admin) without secrets
 //! - `DELETE /keys/<id>` → 200 or 404
 //! - `GET /openvpn/ca` → the CA certificate (PEM)
-//! - `GET /openvpn/crl` → the CRL as of now (PEM; [`crate::pki`])
+//! - `GET /openvpn/crl` → the CRL as of now (PEM; [`crate::domain::pki`])
 //! - `POST /openvpn/server-cert` `{"name": "main"}` → 201 `{"name", "serial",
 //!   "cert", "key", "ca"}`: a new server certificate and key for an OpenVPN
 //!   server (the key is in this answer only)
@@ -14,7 +14,10 @@
 use serde_json::{Value, json};
 use wasmgate_sdk::{Error, Request, Response, keys};
 
-use crate::common::ROLE_MAIN;
+use crate::domain::caller::ROLE_MAIN;
+use crate::domain::pki;
+use crate::fail::Fail;
+use crate::validate;
 
 pub fn handle(req: &Request) -> Result<Response, Error> {
     let path = req.path().trim_end_matches('/');
@@ -43,8 +46,8 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
                 .collect();
             Ok(Response::json(200, &json!({ "keys": list })))
         }
-        ("GET", ["openvpn", "ca"]) => Ok(pem(crate::pki::ca().map(|ca| ca.cert_pem))),
-        ("GET", ["openvpn", "crl"]) => Ok(pem(crate::pki::crl_pem())),
+        ("GET", ["openvpn", "ca"]) => Ok(pem(pki::ca().map(|ca| ca.cert_pem))),
+        ("GET", ["openvpn", "crl"]) => Ok(pem(pki::crl_pem())),
         ("POST", ["openvpn", "server-cert"]) => {
             let body: Value = if req.body().is_empty() {
                 json!({})
@@ -52,18 +55,18 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
                 req.json()?
             };
             let name = body.get("name").and_then(Value::as_str).unwrap_or("main");
-            if !crate::validate::is_valid_name(name) {
+            if !validate::is_valid_name(name) {
                 return Err(Error::bad_request(
                     "name: 3 to 32 letters, digits, '_', '.' or '-'",
                 ));
             }
-            let made = crate::pki::issue(name, true).and_then(|leaf| Ok((leaf, crate::pki::ca()?)));
+            let made = pki::issue(name, true).and_then(|leaf| Ok((leaf, pki::ca()?)));
             Ok(match made {
                 Ok((leaf, ca)) => Response::json(
                     201,
                     &json!({ "name": name, "serial": leaf.serial, "cert": leaf.cert_pem, "key": leaf.key_pem, "ca": ca.cert_pem }),
                 ),
-                Err(f) => f.0,
+                Err(f) => f.into(),
             })
         }
         ("DELETE", ["keys", id]) => {
@@ -78,9 +81,9 @@ pub fn handle(req: &Request) -> Result<Response, Error> {
 }
 
 /// A PEM answer, or the failure's.
-fn pem(made: Result<String, crate::common::Fail>) -> Response {
+fn pem(made: Result<String, Fail>) -> Response {
     match made {
         Ok(text) => Response::bytes(200, "application/x-pem-file", text),
-        Err(f) => f.0,
+        Err(f) => f.into(),
     }
 }

@@ -1,6 +1,7 @@
-//! WireGuard (`enable_wg1`): users' keys and tunnel addresses, their client
-//! configs, and keeping a server's WireGuard device in step with the
-//! panel's users while counting each user's traffic on it.
+//! WireGuard (`enable_wg1`): users' keys and tunnel addresses, and keeping
+//! a server's WireGuard device in step with the panel's users while
+//! counting each user's traffic on it. Users' client configs are made where
+//! they are downloaded ([`crate::api::sub`]).
 //!
 //! Settings, on the panel and on a node alike:
 //! - `wg_device`: this server's device, e.g. `vpnwg0`. Without it this
@@ -28,31 +29,32 @@
 //! A peer with a handshake in the last [`CONNECTED_SECS`] is a connection.
 //!
 //! The panel syncs its own device (server `main`) after each change to users
-//! and on every enforcement pass, and records the traffic itself; a node
-//! syncs every `sync_interval_secs` and whenever the panel asks, and reports
-//! its traffic to the panel ([`crate::node_mode`]). One sync runs at a time
-//! per server ([`exclusive`]).
+//! and on every enforcement pass, and records the traffic itself
+//! ([`crate::domain::panel_jobs::sync_main`]); a node syncs every
+//! `sync_interval_secs` and whenever the panel asks, and reports its traffic
+//! to the panel ([`crate::domain::node_mode`]). One sync runs at a time per
+//! server ([`exclusive`]).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use wasmgate_sdk::wireguard::{self, PeerConfig};
 use wasmgate_sdk::{Error, config, kv, log, net};
 
-use crate::common::{self, Fail};
-use crate::store::{Server, User};
+use crate::fail::Fail;
+use crate::store::users::User;
+use crate::store::wg::{LOCK_KEY, NEXT_ADDR_KEY, SEEN_KEY, SERVER_KEY, Seen, ServerKey, addr_key};
+use crate::util;
 
 pub const DEFAULT_PORT: u16 = 51820;
+
 const DEFAULT_SUBNET: &str = "10.66.0.0/16";
-const SERVER_KEY: &str = "wg/server";
-const SEEN_KEY: &str = "wg/seen";
-const LOCK_KEY: &str = "wg/lock";
-const NEXT_ADDR_KEY: &str = "meta/wg_next";
+
 /// A handshake younger than this is a connected client: WireGuard
 /// re-handshakes every two minutes while traffic flows.
 pub const CONNECTED_SECS: u64 = 180;
+
 /// How long a sync may hold the lock before another may take it over.
 const LOCK_SECS: u64 = 120;
 
@@ -143,12 +145,6 @@ pub fn device() -> Option<Device> {
     Some(Device { name, port })
 }
 
-#[derive(Serialize, Deserialize, Clone)]
-struct ServerKey {
-    private_key: String,
-    public_key: String,
-}
-
 /// This server's key pair, made on first use.
 fn server_key() -> Result<ServerKey, Error> {
     if let Some(k) = kv::get_json::<ServerKey>(SERVER_KEY)? {
@@ -175,11 +171,6 @@ pub fn server_info() -> Result<Value, Error> {
         Some(d) => Ok(json!({ "public_key": server_key()?.public_key, "port": d.port })),
         None => Ok(Value::Null),
     }
-}
-
-/// The kv key that holds the user of address `ip`.
-pub fn addr_key(ip: &str) -> String {
-    format!("wgaddr/{ip}")
 }
 
 /// Hands out addresses inside one transaction.
@@ -240,108 +231,6 @@ pub fn rotate(u: &mut User) {
     u.wg_public_key = Some(k.public_key);
 }
 
-/// The user's WireGuard in API answers: address and public key, or null.
-pub fn user_view(u: &User) -> Value {
-    match (&u.wg_address, &u.wg_public_key) {
-        (Some(a), Some(k)) if u.enable_wg1 => json!({ "address": a, "public_key": k }),
-        _ => Value::Null,
-    }
-}
-
-/// `host:port`, IPv6 in brackets.
-fn endpoint(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
-/// The servers a user's WireGuard can reach: those it may use that run
-/// WireGuard.
-pub fn servers_of(u: &User) -> Result<Vec<Server>, Fail> {
-    Ok(crate::store::servers()?
-        .into_iter()
-        .filter(|s| s.wireguard.is_some() && u.may_use(&s.id))
-        .collect())
-}
-
-/// The user's client config for server `s` (`wg-quick` format).
-pub fn client_config(u: &User, s: &Server) -> Option<String> {
-    let (Some(private), Some(address), Some((public, port))) =
-        (&u.wg_private_key, &u.wg_address, &s.wireguard)
-    else {
-        return None;
-    };
-    let allowed = config::get("wg_client_allowed_ips")
-        .map(|a| a.trim().to_string())
-        .filter(|a| {
-            !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_hexdigit() || ".:/, ".contains(c))
-        })
-        .unwrap_or_else(|| "0.0.0.0/0, ::/0".into());
-    let dns = config::get("wg_dns")
-        .map(|d| d.trim().to_string())
-        .filter(|d| {
-            !d.is_empty()
-                && d.chars()
-                    .all(|c| c.is_ascii_hexdigit() || ".:, ".contains(c))
-        })
-        .map(|d| format!("DNS = {d}\n"))
-        .unwrap_or_default();
-    Some(format!(
-        "# {user} on {server}\n[Interface]\nPrivateKey = {private}\nAddress = {address}/32\n{dns}\n[Peer]\nPublicKey = {public}\nAllowedIPs = {allowed}\nEndpoint = {endpoint}\nPersistentKeepalive = 25\n",
-        user = u.username,
-        server = s.name,
-        endpoint = endpoint(&s.host, *port),
-    ))
-}
-
-/// The user's WireGuard on the subscription page: address, public key and
-/// a config link per server; null when wg1 is off.
-pub fn subscription(u: &User, base: &str) -> Result<Value, Fail> {
-    if user_view(u).is_null() {
-        return Ok(Value::Null);
-    }
-    let servers: Vec<Value> = servers_of(u)?
-        .iter()
-        .filter_map(|s| {
-            let (public_key, port) = s.wireguard.as_ref()?;
-            Some(json!({
-                "server": s.id,
-                "name": s.name,
-                "endpoint": endpoint(&s.host, *port),
-                "public_key": public_key,
-                "url": format!("{base}/download/{}/{}.conf?token={}", u.username, s.id, u.token),
-            }))
-        })
-        .collect();
-    Ok(json!({ "address": u.wg_address, "public_key": u.wg_public_key, "servers": servers }))
-}
-
-/// `/download/<user>/<server>.conf`: the user's client config for that
-/// server; 404 when wg1 is off or the server runs no WireGuard for it.
-pub fn download(u: &User, server: &str) -> common::Reply {
-    let config = if user_view(u).is_null() {
-        None
-    } else {
-        servers_of(u)?
-            .iter()
-            .find(|s| s.id == server)
-            .and_then(|s| client_config(u, s))
-    };
-    let Some(config) = config else {
-        return Err(common::refuse(404, "Profile not found"));
-    };
-    Ok(
-        wasmgate_sdk::Response::bytes(200, "text/plain; charset=utf-8", config).with_header(
-            "content-disposition",
-            format!("attachment; filename=\"{}-{server}.conf\"", u.username),
-        ),
-    )
-}
-
 /// A peer a server should have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Want {
@@ -362,12 +251,6 @@ impl Want {
             address: u.wg_address.clone()?,
         })
     }
-}
-
-/// Per peer: its user and the counter total already counted.
-#[derive(Serialize, Deserialize, Default, Clone, Debug, PartialEq, Eq)]
-struct Seen {
-    peers: BTreeMap<String, (String, u64)>,
 }
 
 /// One user's use of this server since the last sync.
@@ -472,7 +355,7 @@ pub fn read(d: &Device) -> Result<Reading, Error> {
             *counted = 0;
         }
     }
-    let (usage, after) = count(&device.peers, &before, common::now_secs());
+    let (usage, after) = count(&device.peers, &before, util::now_secs());
     Ok(Reading {
         device,
         usage,
@@ -543,7 +426,7 @@ pub fn apply(d: &Device, device: &wireguard::Device, wants: &[Want]) -> Result<(
 /// Runs `f` unless another sync holds this server's lock; then that one
 /// runs again when it is done, so no change waits for the next period.
 pub fn exclusive(mut f: impl FnMut() -> Result<(), Fail>) -> Result<(), Fail> {
-    let now = common::now_secs();
+    let now = util::now_secs();
     let mine = kv::transaction(|txn| {
         let held = txn.get_json::<(u64, bool)>(LOCK_KEY)?;
         match held {
@@ -570,7 +453,7 @@ pub fn exclusive(mut f: impl FnMut() -> Result<(), Fail>) -> Result<(), Fail> {
                 .is_some_and(|(_, again)| again);
             let again = asked && outcome.is_ok() && rounds < 3;
             if again {
-                txn.set_json(LOCK_KEY, &(common::now_secs() + LOCK_SECS, false))?;
+                txn.set_json(LOCK_KEY, &(util::now_secs() + LOCK_SECS, false))?;
             } else {
                 txn.delete(LOCK_KEY)?;
             }
@@ -580,42 +463,6 @@ pub fn exclusive(mut f: impl FnMut() -> Result<(), Fail>) -> Result<(), Fail> {
             return outcome;
         }
     }
-}
-
-/// The peers server `server` should have: every active wg1 user allowed on it.
-pub fn wants_for(server: &str) -> Result<Vec<Want>, Fail> {
-    let mut out = Vec::new();
-    crate::users::for_each_user("u/", |_, u| {
-        if u.may_use(server)
-            && let Some(w) = Want::of(&u)
-        {
-            out.push(w);
-        }
-        Ok(())
-    })?;
-    Ok(out)
-}
-
-/// The panel's own server: read the device, record the traffic, set the
-/// peers.
-pub fn sync_main() -> Result<(), Fail> {
-    let Some(d) = device() else { return Ok(()) };
-    exclusive(|| {
-        let reading = read(&d)?;
-        if commit(&reading)? {
-            let deltas = reading
-                .usage
-                .iter()
-                .filter(|u| u.bytes > 0 || u.connected)
-                .map(|u| (u.username.clone(), (u.bytes, Some(u32::from(u.connected)))))
-                .collect::<BTreeMap<_, _>>();
-            if !deltas.is_empty() {
-                crate::traffic::record("main", &deltas)?;
-            }
-        }
-        apply(&d, &reading.device, &wants_for("main")?)?;
-        Ok(())
-    })
 }
 
 #[cfg(test)]

@@ -1,43 +1,39 @@
-//! `/users...`: creation (single and bulk, one transaction with the
-//! sub-admin's counters), get, edit, toggle, revoke, reset_traffic, delete,
-//! sub URL, OpenVPN links, list_all.
+//! Users: which ones a caller may see, the rules of a user's fields,
+//! creation (single and bulk, one transaction with the sub-admin's
+//! counters), edit, toggle, revoke and its certificate job, reset_traffic
+//! and deletion.
+//!
+//! A change reads the user in the transaction that writes it
+//! (`find_in`), so it never writes back a copy that misses what was
+//! committed meanwhile.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_json::{Map, Value, json};
-use wasmgate_sdk::{Request, Response, crypto, jobs, kv};
+use wasmgate_sdk::{crypto, jobs, kv};
 
-use crate::common::{self, Caller, Fail, MSG_USER_NOT_FOUND, Reply, refuse};
-use crate::store::{self, SubAdmin, User};
+use crate::domain::caller::Caller;
+use crate::domain::{nodes, pki, wg};
+use crate::fail::{Fail, refuse};
+use crate::store::{self, users::SubAdmin, users::User};
+use crate::util;
 use crate::validate;
+
+/// The background half of revoke ([`cert_job`]).
+pub const JOB_CERT: &str = "vpnpanel.cert";
+pub const MSG_USER_NOT_FOUND: &str = "User not found or permission denied";
 
 /// The largest `bulk_count`.
 pub const MAX_BULK: u64 = 10_000;
 
-pub fn route(req: &Request, caller: &Caller, rest: &[&str]) -> Reply {
-    match (req.method(), rest) {
-        ("GET", ["list_all"]) => list_all(req, caller),
-        ("POST", []) => create(req, caller),
-        ("GET", [name]) => get(caller, name),
-        ("PUT", [name]) => edit(req, caller, name),
-        ("DELETE", [name]) => delete(caller, name),
-        ("POST", [name, "toggle"]) => toggle(caller, name),
-        ("POST", [name, "revoke"]) => revoke(req, caller, name),
-        ("POST", [name, "reset_traffic"]) => reset_traffic(caller, name),
-        ("GET", [name, "sub"]) => sub_url(req, caller, name),
-        ("GET", [name, "all_ovpn_links"]) => ovpn_links(req, caller, name),
-        _ => Ok(common::not_found_route()),
-    }
-}
-
 /// The user `name` if the caller may see it; else 404 with `message`. For
-/// answers only: a change reads the user with [`find_in`].
-fn find(caller: &Caller, name: &str, message: &str) -> Result<(String, User), Fail> {
+/// answers only: a change reads the user with `find_in`.
+pub fn find(caller: &Caller, name: &str, message: &str) -> Result<(String, User), Fail> {
     if !validate::is_valid_name(name) {
         return Err(refuse(404, message));
     }
-    match store::load_user(name)? {
+    match store::users::load_user(name)? {
         Some((key, user)) if caller.is_main() || user.owner == caller.owner() => Ok((key, user)),
         _ => Err(refuse(404, message)),
     }
@@ -55,7 +51,7 @@ fn find_in(
     if !validate::is_valid_name(name) {
         return Err(refuse(404, message));
     }
-    match store::user_in(txn, name)? {
+    match store::users::user_in(txn, name)? {
         Some((key, user)) if caller.is_main() || user.owner == caller.owner() => Ok((key, user)),
         _ => Err(refuse(404, message)),
     }
@@ -74,7 +70,7 @@ fn check_servers(txn: &kv::Txn, body: &Map<String, Value>) -> Result<(), Fail> {
         .map(Vec::as_slice)
         .unwrap_or_default();
     for server in given.iter().filter_map(Value::as_str) {
-        if !crate::nodes::server_exists_in(txn, server)? {
+        if !nodes::server_exists_in(txn, server)? {
             return Err(bad(&format!("Invalid nodes: there is no server {server}.")));
         }
     }
@@ -285,12 +281,13 @@ fn random_chunks(count: usize, each: usize) -> Vec<Vec<u8>> {
     out
 }
 
-fn create(req: &Request, caller: &Caller) -> Reply {
-    let body = common::json_object_or_empty(req)?;
-    let now = common::now_secs();
+/// Creates the users `body` asks for (`username`, or `bulk_count` random
+/// names) and answers their names.
+pub fn create(caller: &Caller, body: &Map<String, Value>) -> Result<Vec<String>, Fail> {
+    let now = util::now_secs();
     let bulk = match body.get("bulk_count") {
         None | Some(Value::Null) => None,
-        Some(_) => Some(get_uint(&body, "bulk_count", 1, MAX_BULK)?.unwrap_or(1)),
+        Some(_) => Some(get_uint(body, "bulk_count", 1, MAX_BULK)?.unwrap_or(1)),
     };
     let single = match (bulk, body.get("username")) {
         (None, None | Some(Value::Null)) => return Err(bad("Username is required.")),
@@ -310,16 +307,16 @@ fn create(req: &Request, caller: &Caller) -> Reply {
     let count = bulk.unwrap_or(1) as usize;
 
     let mut template = new_user_template(now);
-    apply(&body, &mut template, now, true)?;
+    apply(body, &mut template, now, true)?;
 
     // The owner: the sub-admin behind the key; for the main admin, the
     // optional sub_admin_id.
     let sub_id = match caller {
         Caller::Sub { id } => Some(*id),
-        Caller::Main => get_uint(&body, "sub_admin_id", 1, u64::MAX)?,
+        Caller::Main => get_uint(body, "sub_admin_id", 1, u64::MAX)?,
     };
     template.owner = match sub_id {
-        Some(id) => common::sub_owner(id),
+        Some(id) => store::users::sub_owner(id),
         None => "main".into(),
     };
     template.sub_admin_id = sub_id;
@@ -333,11 +330,11 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         digits += 1;
     }
 
-    let created = common::transaction(|txn| {
+    store::transaction(|txn| {
         let mut names: Vec<String> = Vec::with_capacity(count);
         let mut template = template.clone();
         if let Some(name) = &single {
-            if let Some(owner) = txn.get(&store::name_key(name))? {
+            if let Some(owner) = txn.get(&store::users::name_key(name))? {
                 return Err(name_taken(caller, &owner));
             }
             names.push(name.clone());
@@ -349,7 +346,7 @@ fn create(req: &Request, caller: &Caller) -> Reply {
                 for r in batch {
                     let n = u64::from_le_bytes(r.try_into().unwrap_or([0; 8])) % modulus;
                     let name = format!("user{n:0width$}", width = digits as usize);
-                    if seen.contains(&name) || txn.get(&store::name_key(&name))?.is_some() {
+                    if seen.contains(&name) || txn.get(&store::users::name_key(&name))?.is_some() {
                         continue;
                     }
                     seen.insert(name.clone());
@@ -359,34 +356,29 @@ fn create(req: &Request, caller: &Caller) -> Reply {
         }
         if let Some(id) = sub_id {
             let mut sa: SubAdmin = txn
-                .get_json(&store::sa_key(id))?
+                .get_json(&store::users::sa_key(id))?
                 .ok_or_else(|| refuse(404, "Sub-admin not found"))?;
             restrict_nodes(&mut template, &sa)?;
-            check_servers(txn, &body)?;
+            check_servers(txn, body)?;
             check_quota(&sa, count as u64, template.data_limit_bytes)?;
             sa.users_count += count as u64;
             sa.allocated_bytes += template.data_limit_bytes.unwrap_or(0) * count as u64;
-            txn.set_json(&store::sa_key(id), &sa)?;
+            txn.set_json(&store::users::sa_key(id), &sa)?;
         } else {
-            check_servers(txn, &body)?;
+            check_servers(txn, body)?;
         }
-        let mut pool = crate::wg::Pool::open(txn)?;
+        let mut pool = wg::Pool::open(txn)?;
         for (name, token) in names.iter().zip(&tokens) {
             let mut user = template.clone();
             user.username = name.clone();
             user.token = crypto::hex(token);
             pool.assign(txn, &mut user)?;
-            store::put_user(txn, &store::user_key(&user.owner, name), &user)?;
-            txn.set(&store::name_key(name), user.owner.as_bytes())?;
+            store::users::put_user(txn, &store::users::user_key(&user.owner, name), &user)?;
+            txn.set(&store::users::name_key(name), user.owner.as_bytes())?;
         }
         pool.close(txn)?;
         Ok(names)
-    })?;
-
-    Ok(common::ok_with(
-        201,
-        json!({ "message": "Users created successfully.", "created_users": created }),
-    ))
+    })
 }
 
 /// The refusal of a name that is taken (stored owner segment `owner`).
@@ -450,66 +442,6 @@ fn check_quota(sa: &SubAdmin, count: u64, limit: Option<u64>) -> Result<(), wasm
     Ok(())
 }
 
-fn get(caller: &Caller, name: &str) -> Reply {
-    let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    let now = common::now_secs();
-    let endpoints = store::endpoints(&u)?;
-    let servers = store::servers()?;
-    let usable: Vec<&store::Server> = servers.iter().filter(|s| u.may_use(&s.id)).collect();
-    let openvpn: Vec<Value> = if u.enable_openvpn {
-        usable
-            .iter()
-            .map(|s| json!({ "id": s.id, "name": s.name, "is_tunnel": false, "address": s.host }))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let active = u.active_connections(now);
-    let psk = crate::settings::psk()?;
-    Ok(common::ok_with(
-        200,
-        json!({
-            "username": u.username,
-            "is_active": u.is_active(),
-            "status": u.status(),
-            "is_online": active > 0,
-            "active_connections": active,
-            "max_clients": u.max_clients,
-            "data_limit": u.data_limit,
-            "data_limit_unit": u.data_limit_unit,
-            "data_limit_bytes": u.data_limit_bytes,
-            "total_traffic_bytes": u.traffic_bytes,
-            "activation_type": u.activation_type,
-            "pending_activation_days": u.pending_activation_days,
-            "activated_at": u.activated_at,
-            "expiry_date": u.expiry_at.map(validate::format_date),
-            "sub_admin_id": u.sub_admin_id,
-            "nodes": u.nodes,
-            "notes": u.notes,
-            "protocols": {
-                "openvpn": u.enable_openvpn,
-                "l2tp": u.enable_l2tp,
-                "cisco": u.enable_cisco,
-                "wg1": u.enable_wg1,
-            },
-            "wireguard": crate::wg::user_view(&u),
-            "openvpn_servers": openvpn,
-            "openvpn_profiles": endpoints.iter().map(|e| e.name.clone()).collect::<Vec<_>>(),
-            "l2tp": u.enable_l2tp.then(|| json!({
-                "servers": usable.iter().map(|s| s.host.clone()).collect::<Vec<_>>(),
-                "username": u.username, "password": u.l2tp_password, "psk": psk,
-            })),
-            "cisco": u.enable_cisco.then(|| json!({
-                "servers": usable.iter().map(|s| s.host.clone()).collect::<Vec<_>>(),
-                "username": u.username, "password": u.cisco_password,
-            })),
-            "certificate_generation": u.cert_generation,
-            "certificate_pending": u.cert_issued < u.cert_generation,
-            "created_at": u.created_at,
-        }),
-    ))
-}
-
 /// Moves `user`'s data limit in its sub-admin's allocation from `old_limit`
 /// to its current one, in `txn`; a limit that grows must fit in the quota.
 /// `old_limit` must be the limit `txn` read, or the allocation drifts from
@@ -539,35 +471,40 @@ fn reallocate(
         }
     }
     sa.allocated_bytes = rest + new_limit.unwrap_or(0);
-    txn.set_json(&store::sa_key(sa.id), sa)?;
+    txn.set_json(&store::users::sa_key(sa.id), sa)?;
     Ok(())
 }
 
 /// The user, its sub-admin's allocation and its WireGuard address change in
 /// one transaction that starts by reading the user.
-fn edit(req: &Request, caller: &Caller, name: &str) -> Reply {
-    let now = common::now_secs();
-    common::transaction(|txn| {
+/// `body` is the request's JSON object as the API read it, or why it is
+/// refused: that refusal is answered only for a user the caller may see.
+pub fn edit(
+    caller: &Caller,
+    name: &str,
+    body: Result<&Map<String, Value>, &Fail>,
+) -> Result<(), Fail> {
+    let now = util::now_secs();
+    store::transaction(|txn| {
         let (key, mut u) = find_in(txn, caller, name, MSG_USER_NOT_FOUND)?;
-        let body = common::json_object(req)?;
+        let body = body.map_err(Fail::clone)?;
         let old_limit = u.data_limit_bytes;
-        apply(&body, &mut u, now, false)?;
+        apply(body, &mut u, now, false)?;
         let sa = match u.sub_admin_id {
-            Some(id) => txn.get_json::<SubAdmin>(&store::sa_key(id))?,
+            Some(id) => txn.get_json::<SubAdmin>(&store::users::sa_key(id))?,
             None => None,
         };
         if let Some(mut sa) = sa {
             restrict_nodes(&mut u, &sa)?;
             reallocate(txn, &mut sa, old_limit, u.data_limit_bytes)?;
         }
-        check_servers(txn, &body)?;
-        let mut pool = crate::wg::Pool::open(txn)?;
+        check_servers(txn, body)?;
+        let mut pool = wg::Pool::open(txn)?;
         pool.assign(txn, &mut u)?;
         pool.close(txn)?;
-        store::put_user(txn, &key, &u)?;
+        store::users::put_user(txn, &key, &u)?;
         Ok(())
-    })?;
-    Ok(common::ok("User updated successfully."))
+    })
 }
 
 /// Reads the user `name` the caller may see, changes it with `f` and writes
@@ -579,58 +516,44 @@ fn update<R>(
     message: &str,
     mut f: impl FnMut(&kv::Txn, &mut User) -> Result<R, Fail>,
 ) -> Result<R, Fail> {
-    common::transaction(|txn| {
+    store::transaction(|txn| {
         let (key, mut u) = find_in(txn, caller, name, message)?;
         let out = f(txn, &mut u)?;
-        store::put_user(txn, &key, &u)?;
+        store::users::put_user(txn, &key, &u)?;
         Ok(out)
     })
 }
 
-fn toggle(caller: &Caller, name: &str) -> Reply {
-    let (enabled, active) = update(caller, name, MSG_USER_NOT_FOUND, |_, u| {
+/// Enables or disables the user by hand: whether it is enabled now, and
+/// whether it is active.
+pub fn toggle(caller: &Caller, name: &str) -> Result<(bool, bool), Fail> {
+    update(caller, name, MSG_USER_NOT_FOUND, |_, u| {
         u.enabled = !u.enabled;
         Ok((u.enabled, u.is_active()))
-    })?;
-    Ok(common::ok_with(
-        200,
-        json!({ "message": "User toggled", "enabled": enabled, "is_active": active }),
-    ))
+    })
 }
 
-fn sub_link(req: &Request, u: &User) -> String {
-    format!(
-        "{}/sub/{}?token={}",
-        common::public_base(req),
-        u.username,
-        u.token
-    )
-}
-
-fn revoke(req: &Request, caller: &Caller, name: &str) -> Reply {
+/// A new subscription token and WireGuard key pair at once, the old
+/// certificate on the CRL, and the job that makes the new one queued: the
+/// user as it is now.
+pub fn revoke(caller: &Caller, name: &str) -> Result<User, Fail> {
     const MSG: &str = "User not found or permission denied.";
-    let token = common::random_hex(32);
+    let token = util::random_hex(32);
     let u = update(caller, name, MSG, |txn, u| {
         u.token = token.clone();
         // A new WireGuard key too: the old client config stops working.
         if u.wg_public_key.is_some() {
-            crate::wg::rotate(u);
+            wg::rotate(u);
         }
         u.cert_generation += 1;
         // The old certificate is on the CRL with the new token; the job
         // makes the new one.
-        crate::pki::revoke_in(txn, &u.username)?;
+        pki::revoke_in(txn, &u.username)?;
         Ok(u.clone())
     })?;
     let payload = json!({ "username": u.username, "generation": u.cert_generation }).to_string();
-    jobs::enqueue(crate::JOB_CERT, payload.as_bytes(), Duration::ZERO)?;
-    Ok(common::ok_with(
-        200,
-        json!({
-            "message": "Token revoked instantly. Certificate generation running in background.",
-            "new_subscription_url": sub_link(req, &u),
-        }),
-    ))
+    jobs::enqueue(JOB_CERT, payload.as_bytes(), Duration::ZERO)?;
+    Ok(u)
 }
 
 /// The background half of revoke: makes the user's new client certificate
@@ -641,21 +564,23 @@ pub fn cert_job(payload: &[u8]) -> Result<(), String> {
     let (Some(name), Some(generation)) = (p["username"].as_str(), p["generation"].as_u64()) else {
         return Err("bad certificate job payload".into());
     };
-    let Some((key, u)) = store::load_user(name).map_err(|_| "kv".to_string())? else {
+    let Some((key, u)) = store::users::load_user(name).map_err(|_| "kv".to_string())? else {
         return Ok(());
     };
     if u.cert_generation != generation {
         return Ok(());
     }
     // The new certificate and the stamp in one transaction with the record.
-    crate::pki::reissue(&key, name, generation)
+    pki::reissue(&key, name, generation)
         .map(|_| ())
         .map_err(|_| "certificate re-issue failed (see the log)".to_string())
 }
 
-fn reset_traffic(caller: &Caller, name: &str) -> Reply {
-    let now = common::now_secs();
-    let re_enabled = update(caller, name, MSG_USER_NOT_FOUND, |_, u| {
+/// Traffic to 0: whether that brought the user back (only one stopped by
+/// its traffic limit and nothing else comes back).
+pub fn reset_traffic(caller: &Caller, name: &str) -> Result<bool, Fail> {
+    let now = util::now_secs();
+    update(caller, name, MSG_USER_NOT_FOUND, |_, u| {
         let was_active = u.is_active();
         let was_limited = u.limited;
         u.traffic_bytes = 0;
@@ -663,289 +588,36 @@ fn reset_traffic(caller: &Caller, name: &str) -> Reply {
         // Only a user stopped by its traffic limit comes back: one disabled
         // by hand or expired stays off.
         Ok(was_limited && !was_active && u.is_active())
-    })?;
-    Ok(common::ok_with(
-        200,
-        json!({ "message": format!("Traffic reset for '{name}'."), "user_re_enabled": re_enabled }),
-    ))
+    })
 }
 
 /// Deletes the user `name` the caller may see and releases its place in its
 /// sub-admin's counters, in one transaction.
-fn delete(caller: &Caller, name: &str) -> Reply {
-    common::transaction(|txn| {
+pub fn delete(caller: &Caller, name: &str) -> Result<(), Fail> {
+    store::transaction(|txn| {
         let (key, u) = find_in(txn, caller, name, MSG_USER_NOT_FOUND)?;
         if let Some(id) = u.sub_admin_id
-            && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::sa_key(id))?
+            && let Some(mut sa) = txn.get_json::<SubAdmin>(&store::users::sa_key(id))?
         {
             sa.users_count = sa.users_count.saturating_sub(1);
             sa.allocated_bytes = sa
                 .allocated_bytes
                 .saturating_sub(u.data_limit_bytes.unwrap_or(0));
-            txn.set_json(&store::sa_key(id), &sa)?;
+            txn.set_json(&store::users::sa_key(id), &sa)?;
         }
-        store::drop_user(txn, &key, &u.username)?;
+        drop_user(txn, &key, &u.username)?;
         Ok(())
-    })?;
-    Ok(common::ok(&format!("User '{name}' deleted successfully.")))
-}
-
-fn sub_url(req: &Request, caller: &Caller, name: &str) -> Reply {
-    let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    Ok(common::ok_with(
-        200,
-        json!({ "sub_url": sub_link(req, &u) }),
-    ))
-}
-
-fn ovpn_links(req: &Request, caller: &Caller, name: &str) -> Reply {
-    let page = common::paging(req)?;
-    let (_, u) = find(caller, name, MSG_USER_NOT_FOUND)?;
-    let base = common::public_base(req);
-    let links: Vec<Value> = if u.enable_openvpn {
-        store::endpoints(&u)?
-            .iter()
-            .map(|e| {
-                json!({
-                    "name": e.name,
-                    "server": e.server,
-                    "protocol": e.protocol,
-                    "port": e.port,
-                    "url": format!("{base}/download/{}/{}.ovpn?token={}", u.username, e.name, u.token),
-                })
-            })
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let mut fields = Map::new();
-    fields.insert("username".into(), json!(u.username));
-    common::list_answer(page.as_ref(), "links", links, fields)
-}
-
-/// Every user under `prefix`, a page at a time so a large panel never holds
-/// every stored value at once.
-pub fn for_each_user(
-    prefix: &str,
-    mut f: impl FnMut(&str, User) -> Result<(), Fail>,
-) -> Result<(), Fail> {
-    store::scan(prefix, None, |key, bytes| {
-        match serde_json::from_slice::<User>(&bytes) {
-            Ok(u) => f(&key, u).map(|()| true),
-            Err(e) => Err(common::internal(format!("user record {key}: {e}"))),
-        }
     })
 }
 
-/// One entry of list_all, in the order of the whole list: the main admin's
-/// users, then each sub-admin followed by its users. `at` is the entry's
-/// place in that order (a summary's kv key without `ls/`; a sub-admin's is
-/// its owner segment and `/`, which sorts before its users), and the
-/// cursor of the page that ends with it.
-enum Entry {
-    User { at: String, summary: Vec<u8> },
-    Head { at: String },
-}
-
-impl Entry {
-    fn at(&self) -> &str {
-        match self {
-            Entry::User { at, .. } | Entry::Head { at, .. } => at,
-        }
+/// Deletes user record `key`, its summary, its name and its WireGuard
+/// address, and puts its certificate on the CRL, in `txn`.
+pub fn drop_user(txn: &kv::Txn, key: &str, username: &str) -> Result<(), wasmgate_sdk::Error> {
+    if let Some(address) = txn.get_json::<User>(key)?.and_then(|u| u.wg_address) {
+        txn.delete(&store::wg::addr_key(&address))?;
     }
-}
-
-/// Summaries under `ls/<owner>/` after place `after`, until `out` holds `want`.
-fn summaries(
-    owner: &str,
-    after: Option<&str>,
-    want: usize,
-    out: &mut Vec<Entry>,
-) -> Result<(), Fail> {
-    if out.len() >= want {
-        return Ok(());
-    }
-    let after = after.map(|a| format!("ls/{a}"));
-    store::scan(&format!("ls/{owner}/"), after.as_deref(), |key, summary| {
-        let at = key.strip_prefix("ls/").unwrap_or(&key).to_string();
-        out.push(Entry::User { at, summary });
-        Ok(out.len() < want)
-    })
-}
-
-/// The main admin's list_all entries after place `after`, until `want`, and
-/// the `{id, username}` of each sub-admin (by owner segment) they reach.
-fn main_entries(
-    after: Option<&str>,
-    want: usize,
-) -> Result<(Vec<Entry>, BTreeMap<String, Value>), Fail> {
-    let mut out = Vec::new();
-    summaries("main", after, want, &mut out)?;
-    // Only the sub-admins from the cursor's on: a page never reads the
-    // records of the sub-admins before it.
-    let first_sa = after
-        .and_then(|a| a.strip_prefix("sa"))
-        .and_then(|a| a.get(..10))
-        .and_then(|id| id.parse::<u64>().ok())
-        .map(|id| store::sa_key(id.saturating_sub(1)));
-    let mut heads = Vec::new();
-    store::scan("sa/", first_sa.as_deref(), |_, bytes| {
-        if out.len() + heads.len() >= want {
-            return Ok(false);
-        }
-        let sa: SubAdmin = serde_json::from_slice(&bytes)
-            .map_err(|e| common::internal(format!("sub-admin record: {e}")))?;
-        heads.push(sa);
-        Ok(true)
-    })?;
-    let mut names = BTreeMap::new();
-    for sa in heads {
-        if out.len() >= want {
-            break;
-        }
-        let owner = common::sub_owner(sa.id);
-        let head = format!("{owner}/");
-        // Entirely before the cursor: this sub-admin and its users were on
-        // earlier pages.
-        if after.is_some_and(|a| a > head.as_str() && !a.starts_with(&head)) {
-            continue;
-        }
-        names.insert(
-            owner.clone(),
-            json!({ "id": sa.id, "username": sa.username }),
-        );
-        // A sub-admin whose users continue from the page before is not an
-        // entry again; its block still opens this page.
-        if after.is_none_or(|a| a < head.as_str()) {
-            out.push(Entry::Head { at: head.clone() });
-        }
-        summaries(
-            &owner,
-            after.filter(|a| a.starts_with(&head)),
-            want,
-            &mut out,
-        )?;
-    }
-    Ok((out, names))
-}
-
-/// A JSON array of the stored summaries among `entries`, joined without
-/// parsing.
-fn join_users<'a>(entries: impl Iterator<Item = &'a Entry>, out: &mut Vec<u8>) {
-    out.push(b'[');
-    let mut first = true;
-    for e in entries {
-        if let Entry::User { summary, .. } = e {
-            if !first {
-                out.push(b',');
-            }
-            first = false;
-            out.extend_from_slice(summary);
-        }
-    }
-    out.push(b']');
-}
-
-/// The owner segment of a list_all place.
-fn owner_of(at: &str) -> &str {
-    at.split('/').next().unwrap_or_default()
-}
-
-/// `{id, username, users}` of the sub-admin whose entries `block` are.
-fn sub_admin_block(block: &[&Entry], names: &BTreeMap<String, Value>, out: &mut Vec<u8>) {
-    let owner = block.first().map(|e| owner_of(e.at())).unwrap_or_default();
-    let head = names
-        .get(owner)
-        .map(Value::to_string)
-        .unwrap_or_else(|| "{}".into());
-    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-    if head.len() > 2 {
-        out.push(b',');
-    }
-    out.extend_from_slice(br#""users":"#);
-    join_users(block.iter().copied(), out);
-    out.push(b'}');
-}
-
-/// `GET /users/list_all`: every user the caller may see, or one page of
-/// them ([`common::paging`]). The cursor is the place of the page's last
-/// entry, so pages stay right while users come and go.
-fn list_all(req: &Request, caller: &Caller) -> Reply {
-    let page = common::paging(req)?;
-    let after = page.as_ref().and_then(|p| p.cursor.clone());
-    if let Some(a) = &after {
-        let valid = match caller {
-            Caller::Sub { .. } => a
-                .strip_prefix(&format!("{}/", caller.owner()))
-                .is_some_and(validate::is_valid_name),
-            Caller::Main => a.split_once('/').is_some_and(|(owner, name)| {
-                (owner == "main" || owner.len() == 12 && owner.starts_with("sa"))
-                    && (name.is_empty() || validate::is_valid_name(name))
-            }),
-        };
-        if !valid {
-            return Err(common::bad_cursor());
-        }
-    }
-    // One more than the page: whether there is a next page.
-    let want = page.as_ref().map_or(usize::MAX, |p| p.limit + 1);
-    let (entries, names) = match caller {
-        Caller::Sub { .. } => {
-            let mut out = Vec::new();
-            summaries(&caller.owner(), after.as_deref(), want, &mut out)?;
-            (out, BTreeMap::new())
-        }
-        Caller::Main => main_entries(after.as_deref(), want)?,
-    };
-    let all = entries.len();
-    let render = |k: usize| {
-        let entries = &entries[..k];
-        let mut out = Vec::with_capacity(4096);
-        match caller {
-            Caller::Sub { .. } => {
-                out.extend_from_slice(br#"{"success":true,"users":"#);
-                join_users(entries.iter(), &mut out);
-            }
-            Caller::Main => {
-                out.extend_from_slice(br#"{"success":true,"main_admin":{"users":"#);
-                join_users(
-                    entries.iter().take_while(|e| e.at().starts_with("main/")),
-                    &mut out,
-                );
-                out.extend_from_slice(br#"},"sub_admins":["#);
-                // One block per sub-admin: its head, or its users continued from
-                // the page before, and the users that follow on this page.
-                let rest: Vec<&Entry> = entries
-                    .iter()
-                    .skip_while(|e| e.at().starts_with("main/"))
-                    .collect();
-                let mut blocks = rest.chunk_by(|a, b| {
-                    matches!(b, Entry::User { .. }) && owner_of(a.at()) == owner_of(b.at())
-                });
-                if let Some(block) = blocks.next() {
-                    sub_admin_block(block, &names, &mut out);
-                    for block in blocks {
-                        out.push(b',');
-                        sub_admin_block(block, &names, &mut out);
-                    }
-                }
-                out.push(b']');
-            }
-        }
-        if page.is_some() {
-            // The place of the page's last entry, when entries follow it.
-            let next = (k < all)
-                .then(|| k.checked_sub(1).map(|i| entries[i].at()))
-                .flatten();
-            out.extend_from_slice(br#","next_cursor":"#);
-            out.extend_from_slice(json!(next).to_string().as_bytes());
-        }
-        out.push(b'}');
-        out
-    };
-    let body = match &page {
-        None => render(all),
-        Some(p) => common::fitting(all.min(p.limit), render),
-    };
-    Ok(Response::bytes(200, "application/json", body))
+    pki::revoke_in(txn, username)?;
+    txn.delete(key)?;
+    txn.delete(&store::users::summary_key(key))?;
+    txn.delete(&store::users::name_key(username))
 }
