@@ -3,6 +3,7 @@
 #   make build   plugins (wasm32-wasip2) and the host, both in release
 #   make run     build, then serve config.yaml with data in ./data
 #   make test    build, then the host's unit and end-to-end tests and the SDK's unit tests
+#   make lint    clippy with warnings as errors on every crate
 #   make bench   build, then bench/run.sh, which writes BENCHMARKS.md
 #
 # One target dir (target/) for everything; cargo serialises concurrent builds.
@@ -29,7 +30,7 @@ BIN      := target/release/wasmgate
 CONFIG   ?= config.yaml
 DATA_DIR ?= ./data
 
-.PHONY: all build wasm-target plugins host run test bench clean
+.PHONY: all build wasm-target plugins host run test lint bench clean
 
 all: build
 
@@ -58,7 +59,18 @@ test: build
 		$(CARGO) test --release --no-fail-fast -p $$p || status=1; \
 	done; exit $$status
 
+# The bench binary carries `bench-instantiate` and `--bench-native`, which the
+# production build leaves out.
+# Clippy with warnings as errors on every crate: the host natively (with and
+# without the bench feature), the SDK natively, the guests for wasm.
+lint: wasm-target
+	$(CARGO) clippy --release -p wasmgate --tests -- -D warnings
+	$(CARGO) clippy --release -p wasmgate --features bench --bins -- -D warnings
+	$(CARGO) clippy --release -p wasmgate-sdk --tests -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS)) -- -D warnings
+
 bench: build
+	$(CARGO) build --release -p wasmgate --features bench
 	bash bench/run.sh
 
 clean:

@@ -3,8 +3,20 @@
 //!
 //! Reading order: [`config`] (what a deployment says), [`router`] (which
 //! plugin answers a path), [`runtime`] (the engine and one call into a
-//! plugin), [`caps`] (what a plugin may do, one module per capability),
+//! plugin), [`caps`] (what a plugin may do, one unit per capability),
 //! [`server`] (listeners, admin surface, shutdown).
+//!
+//! Layers. A module uses only modules of the layers before its own, never
+//! one after (`tests/e2e/layers.rs` checks it):
+//! 1. leaves: [`util`], [`db`], [`metrics`], [`slots`], [`listener`];
+//! 2. [`caps`] (each capability, its WIT bindings, the registry);
+//! 3. [`config`] (the file format; grant types come from `caps`);
+//! 4. [`router`];
+//! 5. [`runtime`] (engine, plugins, the store data that hands out the
+//!    capabilities' views);
+//! 6. [`scheduler`] (queued jobs);
+//! 7. [`server`] (listeners, request path, admin surface);
+//! 8. `main` (the command line).
 
 pub mod caps;
 pub mod config;

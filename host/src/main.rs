@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+#[cfg(feature = "bench")]
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -33,7 +34,8 @@ enum Command {
         /// which is otherwise refused as damaged.
         #[arg(long)]
         accept_empty_database: bool,
-        /// Benchmarks only: an extra listener answering natively.
+        /// Benchmarks only (`--features bench`): an extra listener answering natively.
+        #[cfg(feature = "bench")]
         #[arg(long, hide = true)]
         bench_native: Option<String>,
     },
@@ -69,6 +71,7 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    #[cfg(feature = "bench")]
     /// Benchmarks only: fresh instance + call + drop, averaged.
     #[command(hide = true)]
     BenchInstantiate {
@@ -152,9 +155,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             data_dir,
             accept_empty_database,
+            #[cfg(feature = "bench")]
             bench_native,
         } => {
             let config = load_config(&config, data_dir)?;
+            #[cfg(not(feature = "bench"))]
+            let bench_native: Option<String> = None;
             tokio()?.block_on(async {
                 let host = Host::load(config, None, accept_empty_database)?;
                 host.bind(bench_native.as_deref()).await?.serve().await
@@ -265,6 +271,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "bench")]
         Command::BenchInstantiate {
             config,
             plugin,

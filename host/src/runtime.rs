@@ -486,6 +486,7 @@ impl Plugin {
         self.check_response(response)
     }
 
+    #[cfg(feature = "bench")]
     /// One fresh instance and one handler call, timed apart: (store creation
     /// and instantiation, the call and the drop). For `bench-instantiate`.
     pub async fn bench_once(&self, req: Request) -> Result<(Duration, Duration), CallError> {

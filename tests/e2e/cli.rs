@@ -125,9 +125,17 @@ fn a_second_start_loads_the_compiled_component_from_the_cache_and_a_tampered_one
     let setup = Setup::new(&[Plugin::hello("hello")]);
     let first = setup.check();
     assert!(first.status.success(), "{}", describe(&first));
-    assert!(String::from_utf8_lossy(&first.stdout).contains("ok (compiled"), "{}", describe(&first));
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("ok (compiled"),
+        "{}",
+        describe(&first)
+    );
     let second = setup.check();
-    assert!(String::from_utf8_lossy(&second.stdout).contains("ok (cached"), "{}", describe(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stdout).contains("ok (cached"),
+        "{}",
+        describe(&second)
+    );
 
     // Flip one byte of every cached artefact: the host must refuse to
     // deserialize what it cannot prove it wrote, and compile afresh.
@@ -144,7 +152,11 @@ fn a_second_start_loads_the_compiled_component_from_the_cache_and_a_tampered_one
     assert!(tampered > 0, "no artefact in {}", cache.display());
     let third = setup.check();
     assert!(third.status.success(), "{}", describe(&third));
-    assert!(String::from_utf8_lossy(&third.stdout).contains("ok (compiled"), "{}", describe(&third));
+    assert!(
+        String::from_utf8_lossy(&third.stdout).contains("ok (compiled"),
+        "{}",
+        describe(&third)
+    );
     assert!(
         String::from_utf8_lossy(&third.stderr).contains("ignoring an invalid cached component"),
         "{}",

@@ -201,7 +201,8 @@ pub fn config_yaml(plugins: &[Plugin]) -> String {
 /// Like [`config_yaml`], with more top-level sections (`runtime:`, `http:`)
 /// given as YAML text.
 pub fn config_yaml_with(sections: &str, plugins: &[Plugin]) -> String {
-    let mut y = format!("data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\n{sections}plugins:\n");
+    let mut y =
+        format!("data_dir: ./data\nadmin:\n  listen: \"127.0.0.1:0\"\n{sections}plugins:\n");
     for p in plugins {
         y.push_str(&p.yaml());
     }
@@ -270,7 +271,11 @@ impl Setup {
         let mut cmd = if self.ulimits.is_empty() {
             Command::new(BIN)
         } else {
-            let limits: Vec<String> = self.ulimits.iter().map(|l| format!("ulimit {l} && ")).collect();
+            let limits: Vec<String> = self
+                .ulimits
+                .iter()
+                .map(|l| format!("ulimit {l} && "))
+                .collect();
             let mut sh = Command::new("sh");
             sh.arg("-c")
                 .arg(format!("{}exec \"$0\" \"$@\"", limits.concat()))
@@ -656,7 +661,13 @@ impl Server {
     /// `METHOD /plugins/<plugin>/admin<path>` on the admin listener with the
     /// admin token; a null `body` sends none, anything else as JSON.
     #[track_caller]
-    pub fn plugin_admin(&self, plugin: &str, method: &str, path: &str, body: &serde_json::Value) -> Response {
+    pub fn plugin_admin(
+        &self,
+        plugin: &str,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Response {
         let auth = format!("Bearer {}", self.admin_token());
         let body = if body.is_null() {
             Vec::new()
@@ -667,7 +678,10 @@ impl Server {
             self.admin_addr(),
             method,
             &format!("/plugins/{plugin}/admin{path}"),
-            &[("authorization", &auth), ("content-type", "application/json")],
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
             &body,
         )
         .unwrap_or_else(|e| panic!("admin {method} {path}: {e}\n{}", self.logs()))

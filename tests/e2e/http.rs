@@ -290,7 +290,11 @@ fn send_on(
 /// address, 127.0.0.2 say), so that one test can be several clients.
 /// (`std` cannot bind before connecting.)
 pub fn connect_from(addr: SocketAddr, source: IpAddr) -> io::Result<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
     socket.bind(&SocketAddr::new(source, 0).into())?;
     socket.connect_timeout(&addr.into(), Duration::from_secs(10))?;
     Ok(socket.into())

@@ -48,7 +48,9 @@ fn open(envelope: &Value, public_key: &[u8], kind: &str) -> Value {
     let mut tampered = payload.clone();
     tampered[10] ^= 1;
     assert!(
-        signature::UnparsedPublicKey::new(&signature::ED25519, public_key).verify(&tampered, &sig).is_err(),
+        signature::UnparsedPublicKey::new(&signature::ED25519, public_key)
+            .verify(&tampered, &sig)
+            .is_err(),
         "a changed byte breaks the signature"
     );
     let parsed: Value = serde_json::from_slice(&payload).unwrap();
@@ -64,7 +66,10 @@ fn signing_key(server: &Server) -> Vec<u8> {
     r.expect(201);
     let key = &r.json()["key"];
     assert_eq!(key["active"], true);
-    assert!(key.get("seed").is_none(), "the private key is never returned: {key}");
+    assert!(
+        key.get("seed").is_none(),
+        "the private key is never returned: {key}"
+    );
     let public = B64.decode(key["public_key"].as_str().unwrap()).unwrap();
     assert_eq!(public.len(), 32);
     // The same key is on the public listing.
@@ -91,17 +96,29 @@ fn an_issued_license_verifies_with_the_published_key_and_is_bound_to_its_instanc
     // The seed's 400 for a missing key, field by field.
     let r = server.post("/portal/license/activate", b"");
     r.expect(400);
-    assert_eq!(r.json(), envelope(400, "VALIDATION_ERROR", "License key is required"));
+    assert_eq!(
+        r.json(),
+        envelope(400, "VALIDATION_ERROR", "License key is required")
+    );
 
-    let r = server.post_json("/portal/license/activate", &json!({ "key": key, "instance_id": "inst-1" }));
+    let r = server.post_json(
+        "/portal/license/activate",
+        &json!({ "key": key, "instance_id": "inst-1" }),
+    );
     r.expect(200);
     let answer = r.json();
     assert_eq!(answer["success"], true);
     let payload = open(&answer["license"], &public, "license");
     assert_eq!(payload["key"], key.as_str());
-    assert_eq!(payload["key_masked"], format!("WISP-****{}", &key[key.len() - 4..]));
+    assert_eq!(
+        payload["key_masked"],
+        format!("WISP-****{}", &key[key.len() - 4..])
+    );
     assert_eq!(payload["tier"], "pro");
-    assert_eq!(payload["limits"], json!({ "max_users": 30, "max_domains": 100, "max_databases": -1 }));
+    assert_eq!(
+        payload["limits"],
+        json!({ "max_users": 30, "max_domains": 100, "max_databases": -1 })
+    );
     assert_eq!(payload["instance_id"], "inst-1");
     assert_eq!(payload["grace_days"], 7);
     let issued = payload["issued_at"].as_u64().unwrap();
@@ -111,24 +128,47 @@ fn an_issued_license_verifies_with_the_published_key_and_is_bound_to_its_instanc
     assert!(payload["license_id"].as_str().unwrap().starts_with("lic_"));
 
     // Another instance is refused; the bound one refreshes with a new file.
-    let r = server.post_json("/portal/license/activate", &json!({ "key": key, "instance_id": "inst-2" }));
+    let r = server.post_json(
+        "/portal/license/activate",
+        &json!({ "key": key, "instance_id": "inst-2" }),
+    );
     r.expect(409);
     assert_eq!(r.json()["code"], "INSTANCE_MISMATCH");
-    let r = server.post_json("/portal/license/refresh", &json!({ "key": key.to_lowercase(), "instance_id": "inst-1" }));
+    let r = server.post_json(
+        "/portal/license/refresh",
+        &json!({ "key": key.to_lowercase(), "instance_id": "inst-1" }),
+    );
     r.expect(200);
     let again = open(&r.json()["license"], &public, "license");
     assert_ne!(again["license_id"], payload["license_id"]);
-    let r = server.post_json("/portal/license/verify", &json!({ "key": key, "instance_id": "inst-1" }));
+    let r = server.post_json(
+        "/portal/license/verify",
+        &json!({ "key": key, "instance_id": "inst-1" }),
+    );
     r.expect(200);
     assert_eq!(r.json()["status"], "active");
 
     // Unknown keys and keys never activated.
-    let r = server.post_json("/portal/license/activate", &json!({ "key": "WISP-AAAA-BBBB-CCCC", "instance_id": "i" }));
+    let r = server.post_json(
+        "/portal/license/activate",
+        &json!({ "key": "WISP-AAAA-BBBB-CCCC", "instance_id": "i" }),
+    );
     r.expect(404);
-    assert_eq!(r.json(), envelope(404, "LICENSE_NOT_FOUND", "Unknown license key"));
-    let other = admin(&server, "POST", "/keys", &json!({ "tier": "free", "key": "WISP-TEST-0000-0001" }));
+    assert_eq!(
+        r.json(),
+        envelope(404, "LICENSE_NOT_FOUND", "Unknown license key")
+    );
+    let other = admin(
+        &server,
+        "POST",
+        "/keys",
+        &json!({ "tier": "free", "key": "WISP-TEST-0000-0001" }),
+    );
     other.expect(201);
-    let r = server.post_json("/portal/license/refresh", &json!({ "key": "WISP-TEST-0000-0001", "instance_id": "i" }));
+    let r = server.post_json(
+        "/portal/license/refresh",
+        &json!({ "key": "WISP-TEST-0000-0001", "instance_id": "i" }),
+    );
     r.expect(409);
     assert_eq!(r.json()["code"], "NOT_ACTIVATED");
 }
@@ -138,22 +178,52 @@ fn a_revoked_key_is_refused_everywhere() {
     let server = start();
     signing_key(&server);
     let key = "WISP-REVO-KEDK-EY01";
-    admin(&server, "POST", "/keys", &json!({ "tier": "free", "key": key })).expect(201);
+    admin(
+        &server,
+        "POST",
+        "/keys",
+        &json!({ "tier": "free", "key": key }),
+    )
+    .expect(201);
     server
-        .post_json("/portal/license/activate", &json!({ "key": key, "instance_id": "inst-1" }))
+        .post_json(
+            "/portal/license/activate",
+            &json!({ "key": key, "instance_id": "inst-1" }),
+        )
         .expect(200);
-    let r = admin(&server, "POST", &format!("/keys/{key}/revoke"), &Value::Null);
+    let r = admin(
+        &server,
+        "POST",
+        &format!("/keys/{key}/revoke"),
+        &Value::Null,
+    );
     r.expect(200);
     assert_eq!(r.json()["key"]["revoked"], true);
-    for path in ["/portal/license/activate", "/portal/license/refresh", "/portal/license/verify"] {
+    for path in [
+        "/portal/license/activate",
+        "/portal/license/refresh",
+        "/portal/license/verify",
+    ] {
         let r = server.post_json(path, &json!({ "key": key, "instance_id": "inst-1" }));
         r.expect(403);
-        assert_eq!(r.json(), envelope(403, "LICENSE_REVOKED", "License key has been revoked"), "{path}");
+        assert_eq!(
+            r.json(),
+            envelope(403, "LICENSE_REVOKED", "License key has been revoked"),
+            "{path}"
+        );
     }
     // An expired key too.
-    admin(&server, "POST", "/keys", &json!({ "tier": "free", "key": "WISP-EXPI-REDK-EY01", "expires_at": 1000 }))
-        .expect(201);
-    let r = server.post_json("/portal/license/activate", &json!({ "key": "WISP-EXPI-REDK-EY01", "instance_id": "x" }));
+    admin(
+        &server,
+        "POST",
+        "/keys",
+        &json!({ "tier": "free", "key": "WISP-EXPI-REDK-EY01", "expires_at": 1000 }),
+    )
+    .expect(201);
+    let r = server.post_json(
+        "/portal/license/activate",
+        &json!({ "key": "WISP-EXPI-REDK-EY01", "instance_id": "x" }),
+    );
     r.expect(403);
     assert_eq!(r.json()["code"], "LICENSE_EXPIRED");
 }
@@ -161,8 +231,17 @@ fn a_revoked_key_is_refused_everywhere() {
 #[test]
 fn without_a_signing_key_nothing_is_issued() {
     let server = start();
-    admin(&server, "POST", "/keys", &json!({ "tier": "free", "key": "WISP-NOSI-GNIN-GKEY" })).expect(201);
-    let r = server.post_json("/portal/license/activate", &json!({ "key": "WISP-NOSI-GNIN-GKEY", "instance_id": "x" }));
+    admin(
+        &server,
+        "POST",
+        "/keys",
+        &json!({ "tier": "free", "key": "WISP-NOSI-GNIN-GKEY" }),
+    )
+    .expect(201);
+    let r = server.post_json(
+        "/portal/license/activate",
+        &json!({ "key": "WISP-NOSI-GNIN-GKEY", "instance_id": "x" }),
+    );
     r.expect(503);
     assert_eq!(r.json()["code"], "NO_SIGNING_KEY");
 }
@@ -173,11 +252,18 @@ fn a_published_release_is_latest_with_a_signed_manifest_and_downloads_intact() {
     let public = signing_key(&server);
     let r = server.get("/portal/releases/latest");
     r.expect(404);
-    assert_eq!(r.json(), envelope(404, "NO_RELEASE", "No release on channel stable"));
+    assert_eq!(
+        r.json(),
+        envelope(404, "NO_RELEASE", "No release on channel stable")
+    );
 
     // Over one kv chunk, so the artefact is stored in pieces.
     let artefact: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
-    for (version, changelog) in [("1.9.0", "## 1.9.0\n- old"), ("1.10.0", "## WisPanel 1.10.0\n- new"), ("1.4.2", "## 1.4.2")] {
+    for (version, changelog) in [
+        ("1.9.0", "## 1.9.0\n- old"),
+        ("1.10.0", "## WisPanel 1.10.0\n- new"),
+        ("1.4.2", "## 1.4.2"),
+    ] {
         let r = admin(
             &server,
             "POST",
@@ -198,7 +284,10 @@ fn a_published_release_is_latest_with_a_signed_manifest_and_downloads_intact() {
     let r = server.get("/portal/releases/latest?channel=stable");
     r.expect(200);
     let release = r.json()["release"].clone();
-    assert_eq!(release["version"], "1.10.0", "numeric, not lexical or by time");
+    assert_eq!(
+        release["version"], "1.10.0",
+        "numeric, not lexical or by time"
+    );
     assert_eq!(release["changelog"], "## WisPanel 1.10.0\n- new");
     let manifest = open(&release["manifest"], &public, "release");
     let sha: String = digest::digest(&digest::SHA256, &artefact)
@@ -229,5 +318,7 @@ fn a_published_release_is_latest_with_a_signed_manifest_and_downloads_intact() {
         .collect();
     assert_eq!(versions, ["1.10.0", "1.9.0", "1.4.2"]);
     server.get("/portal/download/stable/9.9.9").expect(404);
-    server.get("/portal/releases/latest?channel=beta").expect(404);
+    server
+        .get("/portal/releases/latest?channel=beta")
+        .expect(404);
 }

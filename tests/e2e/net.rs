@@ -16,8 +16,7 @@ use serde_json::{Value, json};
 use crate::e2e::harness::{Plugin, Server, Setup, config_yaml, describe};
 
 /// Every grant the fixture imports besides `net`.
-const OTHER_GRANTS: &str =
-    "kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, wireguard: { devices: [fx-no-device] }";
+const OTHER_GRANTS: &str = "kv: true, keys: true, crypto: true, config: true, log: true, jobs: true, ratelimit: true, wireguard: { devices: [fx-no-device] }";
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 

@@ -105,7 +105,10 @@ fn ok_answer(body: &str, extra_headers: &str) -> Vec<u8> {
 #[test]
 fn a_plugin_reaches_an_allowed_loopback_server_without_hop_by_hop_headers() {
     let (port, seen) = upstream(
-        ok_answer("{\"hello\":\"world\"}", "connection: close\r\nkeep-alive: timeout=5\r\nx-upstream: yes\r\n"),
+        ok_answer(
+            "{\"hello\":\"world\"}",
+            "connection: close\r\nkeep-alive: timeout=5\r\nx-upstream: yes\r\n",
+        ),
         Duration::ZERO,
     );
     let server = start(&format!("{{ hosts: [\"127.0.0.1:{port}\"] }}"));
@@ -122,14 +125,33 @@ fn a_plugin_reaches_an_allowed_loopback_server_without_hop_by_hop_headers() {
     assert_eq!(answer["status"], 200, "{answer}");
     assert_eq!(answer["body"], "{\"hello\":\"world\"}");
     let headers: Vec<(String, String)> = serde_json::from_value(answer["headers"].clone()).unwrap();
-    assert!(headers.iter().any(|(k, v)| k == "x-upstream" && v == "yes"), "{headers:?}");
-    assert!(!headers.iter().any(|(k, _)| k == "connection" || k == "keep-alive"), "{headers:?}");
+    assert!(
+        headers.iter().any(|(k, v)| k == "x-upstream" && v == "yes"),
+        "{headers:?}"
+    );
+    assert!(
+        !headers
+            .iter()
+            .any(|(k, _)| k == "connection" || k == "keep-alive"),
+        "{headers:?}"
+    );
 
-    let got = seen.recv_timeout(Duration::from_secs(10)).expect("the upstream saw the request");
+    let got = seen
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the upstream saw the request");
     assert_eq!(got.request_line, "POST /path?q=1 HTTP/1.1");
     assert_eq!(got.body, b"ping");
-    let h = |name: &str| got.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-    assert_eq!(h("host"), Some(format!("127.0.0.1:{port}").as_str()), "the URL's host, not the plugin's");
+    let h = |name: &str| {
+        got.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        h("host"),
+        Some(format!("127.0.0.1:{port}").as_str()),
+        "the URL's host, not the plugin's"
+    );
     assert_eq!(h("authorization"), Some("Bearer secret-token"));
     assert_eq!(h("x-custom"), Some("1"));
     assert_eq!(h("te"), None);
@@ -137,18 +159,27 @@ fn a_plugin_reaches_an_allowed_loopback_server_without_hop_by_hop_headers() {
 
     // Neither the body nor the authorization header reaches the log.
     let logs = server.logs();
-    assert!(!logs.contains("secret-token") && !logs.contains("ping"), "{logs}");
+    assert!(
+        !logs.contains("secret-token") && !logs.contains("ping"),
+        "{logs}"
+    );
 }
 
 #[test]
 fn the_sdk_json_helper_posts_and_parses() {
     let (port, seen) = upstream(ok_answer("{\"n\":42}", ""), Duration::ZERO);
     let server = start(&format!("{{ hosts: [\"127.0.0.1:{port}\"] }}"));
-    let r = server.post_json("/probe/json", &json!({ "url": format!("http://127.0.0.1:{port}/j"), "body": { "a": 1 } }));
+    let r = server.post_json(
+        "/probe/json",
+        &json!({ "url": format!("http://127.0.0.1:{port}/j"), "body": { "a": 1 } }),
+    );
     r.expect(200);
     assert_eq!(r.json(), json!({ "status": 200, "body": { "n": 42 } }));
     let got = seen.recv_timeout(Duration::from_secs(10)).unwrap();
-    assert_eq!(serde_json::from_slice::<Value>(&got.body).unwrap(), json!({ "a": 1 }));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got.body).unwrap(),
+        json!({ "a": 1 })
+    );
 }
 
 #[test]
@@ -165,36 +196,69 @@ fn a_host_or_port_outside_the_grant_is_denied_before_connecting() {
         let answer = send(&server, json!({ "url": url }));
         assert_eq!(answer["error"]["kind"], "denied", "{url}: {answer}");
     }
-    let answer = send(&server, json!({ "url": format!("http://user:pw@127.0.0.1:{port}/") }));
+    let answer = send(
+        &server,
+        json!({ "url": format!("http://user:pw@127.0.0.1:{port}/") }),
+    );
     assert_eq!(answer["error"]["kind"], "invalid", "{answer}");
     thread::sleep(Duration::from_millis(200));
-    assert!(seen.try_recv().is_err() && other_seen.try_recv().is_err(), "no request left the host");
+    assert!(
+        seen.try_recv().is_err() && other_seen.try_recv().is_err(),
+        "no request left the host"
+    );
 }
 
 #[test]
 fn a_slow_upstream_times_out_at_the_request_timeout() {
     let (port, _seen) = upstream(ok_answer("{}", ""), Duration::from_secs(10));
-    let server = start(&format!("{{ hosts: [\"127.0.0.1:{port}\"], timeout_ms: 5000 }}"));
+    let server = start(&format!(
+        "{{ hosts: [\"127.0.0.1:{port}\"], timeout_ms: 5000 }}"
+    ));
     let started = Instant::now();
-    let answer = send(&server, json!({ "url": format!("http://127.0.0.1:{port}/"), "timeout_ms": 300 }));
+    let answer = send(
+        &server,
+        json!({ "url": format!("http://127.0.0.1:{port}/"), "timeout_ms": 300 }),
+    );
     assert_eq!(answer["error"]["kind"], "timeout", "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 
     // The grant's timeout caps a larger request timeout.
-    let server = start(&format!("{{ hosts: [\"127.0.0.1:{port}\"], timeout_ms: 300 }}"));
+    let server = start(&format!(
+        "{{ hosts: [\"127.0.0.1:{port}\"], timeout_ms: 300 }}"
+    ));
     let started = Instant::now();
-    let answer = send(&server, json!({ "url": format!("http://127.0.0.1:{port}/"), "timeout_ms": 60000 }));
+    let answer = send(
+        &server,
+        json!({ "url": format!("http://127.0.0.1:{port}/"), "timeout_ms": 60000 }),
+    );
     assert_eq!(answer["error"]["kind"], "timeout", "{answer}");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
 fn an_oversize_response_is_refused_not_buffered() {
     let big = "x".repeat(2 << 20);
     let (port, _seen) = upstream(ok_answer(&big, ""), Duration::ZERO);
-    let server = start(&format!("{{ hosts: [\"127.0.0.1:{port}\"], max_response_bytes: 4096 }}"));
-    let answer = send(&server, json!({ "url": format!("http://127.0.0.1:{port}/") }));
-    assert_eq!(answer["error"], json!({ "kind": "too-large", "message": "4096" }), "{answer}");
+    let server = start(&format!(
+        "{{ hosts: [\"127.0.0.1:{port}\"], max_response_bytes: 4096 }}"
+    ));
+    let answer = send(
+        &server,
+        json!({ "url": format!("http://127.0.0.1:{port}/") }),
+    );
+    assert_eq!(
+        answer["error"],
+        json!({ "kind": "too-large", "message": "4096" }),
+        "{answer}"
+    );
 
     // Without a content-length, the cap is enforced while streaming.
     let mut chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
@@ -205,8 +269,13 @@ fn an_oversize_response_is_refused_not_buffered() {
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
     let (port, _seen) = upstream(chunked, Duration::ZERO);
-    let server = start(&format!("{{ hosts: [\"127.0.0.1:{port}\"], max_response_bytes: 4096 }}"));
-    let answer = send(&server, json!({ "url": format!("http://127.0.0.1:{port}/") }));
+    let server = start(&format!(
+        "{{ hosts: [\"127.0.0.1:{port}\"], max_response_bytes: 4096 }}"
+    ));
+    let answer = send(
+        &server,
+        json!({ "url": format!("http://127.0.0.1:{port}/") }),
+    );
     assert_eq!(answer["error"]["kind"], "too-large", "{answer}");
 }
 
@@ -217,7 +286,10 @@ fn a_redirect_comes_back_as_it_is() {
         Duration::ZERO,
     );
     let server = start(&format!("{{ hosts: [\"127.0.0.1:{port}\"] }}"));
-    let answer = send(&server, json!({ "url": format!("http://127.0.0.1:{port}/") }));
+    let answer = send(
+        &server,
+        json!({ "url": format!("http://127.0.0.1:{port}/") }),
+    );
     assert_eq!(answer["status"], 302, "{answer}");
     seen.recv_timeout(Duration::from_secs(10)).unwrap();
     thread::sleep(Duration::from_millis(100));
@@ -227,17 +299,47 @@ fn a_redirect_comes_back_as_it_is() {
 #[test]
 fn a_bad_outbound_grant_is_refused_at_config_load_naming_the_key() {
     for (grant, key, needle) in [
-        ("{ hosts: [\"*.example.com\"] }", "plugins[0].grants.outbound.hosts[0]", "wildcards"),
-        ("{ hosts: [] }", "plugins[0].grants.outbound.hosts", "at least one"),
-        ("{ hosts: [\"a.example:0\"] }", "plugins[0].grants.outbound.hosts[0]", "port"),
-        ("{ hosts: [a.example], timeout_ms: 0 }", "plugins[0].grants.outbound.timeout_ms", "out of range"),
-        ("{ hosts: [a.example], follow: true }", "follow", "unknown field"),
+        (
+            "{ hosts: [\"*.example.com\"] }",
+            "plugins[0].grants.outbound.hosts[0]",
+            "wildcards",
+        ),
+        (
+            "{ hosts: [] }",
+            "plugins[0].grants.outbound.hosts",
+            "at least one",
+        ),
+        (
+            "{ hosts: [\"a.example:0\"] }",
+            "plugins[0].grants.outbound.hosts[0]",
+            "port",
+        ),
+        (
+            "{ hosts: [a.example], timeout_ms: 0 }",
+            "plugins[0].grants.outbound.timeout_ms",
+            "out of range",
+        ),
+        (
+            "{ hosts: [a.example], follow: true }",
+            "follow",
+            "unknown field",
+        ),
     ] {
-        let setup = Setup::with_yaml(&config_yaml(&[probe(&format!("{{ log: true, outbound: {grant} }}"))]));
+        let setup = Setup::with_yaml(&config_yaml(&[probe(&format!(
+            "{{ log: true, outbound: {grant} }}"
+        ))]));
         let out = setup.check();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(!out.status.success(), "{grant}: {}", describe(&out));
-        assert!(text.contains(key) && text.contains(needle), "{grant}: {}", describe(&out));
+        assert!(
+            text.contains(key) && text.contains(needle),
+            "{grant}: {}",
+            describe(&out)
+        );
     }
 }
 
@@ -245,6 +347,14 @@ fn a_bad_outbound_grant_is_refused_at_config_load_naming_the_key() {
 fn a_plugin_importing_outbound_without_the_grant_does_not_load() {
     let setup = Setup::with_yaml(&config_yaml(&[probe("{ log: true }")]));
     let out = setup.check();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!out.status.success() && text.contains("outbound"), "{}", describe(&out));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success() && text.contains("outbound"),
+        "{}",
+        describe(&out)
+    );
 }

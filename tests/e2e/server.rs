@@ -218,7 +218,9 @@ fn a_pool_that_cannot_be_reserved_falls_back_to_on_demand_allocation() {
     for _ in 0..20 {
         server.get("/hello/").expect(200);
     }
-    let plugins = server.admin_get("/plugins", Some(&server.admin_token())).json();
+    let plugins = server
+        .admin_get("/plugins", Some(&server.admin_token()))
+        .json();
     assert_eq!(plugins["allocator"], json!("on_demand"), "{plugins}");
 }
 
@@ -228,10 +230,16 @@ fn an_internal_error_text_stays_in_the_log_and_the_client_gets_a_generic_one() {
     let long_key = "k".repeat(1025);
     let r = server.put(&format!("/fx/kv/{long_key}"), b"v");
     r.expect(413);
-    assert_eq!(r.json(), json!({"error": "a value in the request is too large"}));
+    assert_eq!(
+        r.json(),
+        json!({"error": "a value in the request is too large"})
+    );
     let id = r.request_id();
     assert!(
-        server.wait_for_log(&["key longer than 1024 bytes", &id], std::time::Duration::from_secs(5)),
+        server.wait_for_log(
+            &["key longer than 1024 bytes", &id],
+            std::time::Duration::from_secs(5)
+        ),
         "the detail is logged with the request id: {}",
         server.logs()
     );
@@ -240,5 +248,9 @@ fn an_internal_error_text_stays_in_the_log_and_the_client_gets_a_generic_one() {
     r.expect(500);
     assert_eq!(r.json(), json!({"error": "internal error"}));
     let id = r.request_id();
-    assert!(server.wait_for_log(&["asked to fail", &id], std::time::Duration::from_secs(5)), "{}", server.logs());
+    assert!(
+        server.wait_for_log(&["asked to fail", &id], std::time::Duration::from_secs(5)),
+        "{}",
+        server.logs()
+    );
 }

@@ -1,4 +1,4 @@
-//! vpnpanel's lists past the response cap (plugins/vpnpanel/src/common.rs
+//! vpnpanel's lists past the response cap (plugins/vpnpanel/src/api/envelope.rs
 //! `paging`, users.rs `list_all`): the panel runs with a small
 //! `limits.max_response_bytes` (and the same `max_response_bytes` setting,
 //! since a plugin cannot read its limits), and gets more users, sub-admins,

@@ -39,8 +39,11 @@ fn yaml(hosts: &[String], settings: &str) -> String {
 
 /// The panel, allowed to reach `hosts`.
 fn panel(hosts: &[String]) -> Server {
-    Setup::with_yaml(&yaml(hosts, "public_url: \"http://127.0.0.1:8000\", openvpn_port: 1194, openvpn_protocol: udp"))
-        .serve()
+    Setup::with_yaml(&yaml(
+        hosts,
+        "public_url: \"http://127.0.0.1:8000\", openvpn_port: 1194, openvpn_protocol: udp",
+    ))
+    .serve()
 }
 
 /// A node host: the same plugin with `mode: node` and the node token.
@@ -61,7 +64,13 @@ fn closed_port() -> SocketAddr {
 }
 
 #[track_caller]
-pub(crate) fn call(server: &Server, method: &str, path: &str, key: Option<&str>, body: Option<&Value>) -> Response {
+pub(crate) fn call(
+    server: &Server,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+) -> Response {
     let mut headers: Vec<(&str, &str)> = Vec::new();
     if let Some(k) = key {
         headers.push(("x-api-key", k));
@@ -90,7 +99,10 @@ fn admin(server: &Server, method: &str, path: &str, body: &Value) -> Response {
         server.admin_addr(),
         method,
         &format!("/plugins/vpnpanel/admin{path}"),
-        &[("authorization", &auth), ("content-type", "application/json")],
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
         body.to_string().as_bytes(),
     )
     .unwrap_or_else(|e| panic!("admin {method} {path}: {e}\n{}", server.logs()))
@@ -100,7 +112,11 @@ fn admin(server: &Server, method: &str, path: &str, body: &Value) -> Response {
 #[track_caller]
 fn main_key(server: &Server) -> String {
     let r = admin(server, "POST", "/keys", &json!({ "label": "tests" }));
-    assert!(r.status == 200 || r.status == 201, "{r:?}\n{}", server.logs());
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{r:?}\n{}",
+        server.logs()
+    );
     let v = r.json();
     find_secret(&v).unwrap_or_else(|| panic!("no key in {v}"))
 }
@@ -150,21 +166,36 @@ fn node(server: &Server, key: &str, id: u64) -> Option<Value> {
 /// Polls the list until node `id` has `status`; returns it.
 #[track_caller]
 fn wait_status(server: &Server, key: &str, id: u64, status: &str) -> Value {
-    eventually(SETTLE, || node(server, key, id).filter(|n| n["status"] == status)).unwrap_or_else(|| {
-        panic!("node {id} never became {status}: {:?}\n{}", node(server, key, id), server.logs())
+    eventually(SETTLE, || {
+        node(server, key, id).filter(|n| n["status"] == status)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "node {id} never became {status}: {:?}\n{}",
+            node(server, key, id),
+            server.logs()
+        )
     })
 }
 
 #[track_caller]
 fn wait_gone(server: &Server, key: &str, id: u64) {
-    eventually(SETTLE, || node(server, key, id).is_none().then_some(()))
-        .unwrap_or_else(|| panic!("node {id} never went away: {:?}\n{}", node(server, key, id), server.logs()));
+    eventually(SETTLE, || node(server, key, id).is_none().then_some(())).unwrap_or_else(|| {
+        panic!(
+            "node {id} never went away: {:?}\n{}",
+            node(server, key, id),
+            server.logs()
+        )
+    });
 }
 
 /// The node host's own view, with the node token.
 fn health(node: &Server, token: Option<&str>) -> Response {
     let auth = token.map(|t| format!("Bearer {t}"));
-    let headers: Vec<(&str, &str)> = auth.as_deref().map(|a| vec![("authorization", a)]).unwrap_or_default();
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("authorization", a)])
+        .unwrap_or_default();
     node.send("GET", "/api/v1/node/health", &headers, b"")
 }
 
@@ -192,7 +223,9 @@ impl Proxy {
                         open = cv.wait(open).expect("gate");
                     }
                     drop(open);
-                    let Ok(upstream) = TcpStream::connect(target) else { return };
+                    let Ok(upstream) = TcpStream::connect(target) else {
+                        return;
+                    };
                     pipe(client, upstream);
                 });
             }
@@ -208,7 +241,9 @@ impl Proxy {
 }
 
 fn pipe(client: TcpStream, upstream: TcpStream) {
-    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else { return };
+    let (Ok(mut c2), Ok(mut u2)) = (client.try_clone(), upstream.try_clone()) else {
+        return;
+    };
     let t = thread::spawn(move || {
         copy(&mut c2, &mut u2);
         let _ = u2.shutdown(Shutdown::Write);
@@ -241,7 +276,12 @@ fn node_endpoints_answer_as_the_seed_shows_for_both_roles() {
     let sub = sub_key(&server, &main);
 
     // No key, a wrong key.
-    expect_envelope(&call(&server, "GET", "/api/v1/nodes", None, None), 401, false, "API key is missing");
+    expect_envelope(
+        &call(&server, "GET", "/api/v1/nodes", None, None),
+        401,
+        false,
+        "API key is missing",
+    );
     expect_envelope(
         &call(&server, "GET", "/api/v1/nodes", Some("INVALID_KEY"), None),
         401,
@@ -255,13 +295,35 @@ fn node_endpoints_answer_as_the_seed_shows_for_both_roles() {
         "name": "Node A", "ip_address": "1.2.3.4", "ssh_password": "pass",
         "openvpn_port": 1194, "protocol": "udp", "sync_all_users": false, "communication_method": "wireguard"
     });
-    let r = call(&server, "POST", "/api/v1/nodes", Some(&main), Some(&seed_node));
-    let v = expect_envelope(&r, 202, true, "Node created and installation started in background.");
+    let r = call(
+        &server,
+        "POST",
+        "/api/v1/nodes",
+        Some(&main),
+        Some(&seed_node),
+    );
+    let v = expect_envelope(
+        &r,
+        202,
+        true,
+        "Node created and installation started in background.",
+    );
     assert_eq!(v["node_id"], 1);
 
     // One node per address.
-    let r = call(&server, "POST", "/api/v1/nodes", Some(&main), Some(&seed_node));
-    expect_envelope(&r, 409, false, "A node with this ip_address and api_port already exists.");
+    let r = call(
+        &server,
+        "POST",
+        "/api/v1/nodes",
+        Some(&main),
+        Some(&seed_node),
+    );
+    expect_envelope(
+        &r,
+        409,
+        false,
+        "A node with this ip_address and api_port already exists.",
+    );
 
     // A sub-admin may not create; missing fields are named.
     let r = call(
@@ -272,25 +334,51 @@ fn node_endpoints_answer_as_the_seed_shows_for_both_roles() {
         Some(&json!({ "name": "Node B", "ip_address": "2.3.4.5", "ssh_password": "pass" })),
     );
     expect_envelope(&r, 403, false, MAIN_REQUIRED);
-    let r = call(&server, "POST", "/api/v1/nodes", Some(&main), Some(&json!({ "name": "Node C" })));
-    expect_envelope(&r, 400, false, "Missing required fields: name, ip_address, ssh_password");
+    let r = call(
+        &server,
+        "POST",
+        "/api/v1/nodes",
+        Some(&main),
+        Some(&json!({ "name": "Node C" })),
+    );
+    expect_envelope(
+        &r,
+        400,
+        false,
+        "Missing required fields: name, ip_address, ssh_password",
+    );
 
     // The list: everything for the main admin, id/name/status for a sub-admin.
     let n = wait_status(&server, &main, 1, "failed");
     assert_eq!(n["name"], "Node A");
     assert_eq!(n["ip_address"], "1.2.3.4");
     assert_eq!(n["total_traffic_bytes"], 0);
-    assert!(n["status_message"].as_str().unwrap_or_default().contains("outbound grant"), "{n}");
-    assert!(n.get("ssh_password").is_none() && n.get("node_token").is_none() && n.get("report_token").is_none());
+    assert!(
+        n["status_message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("outbound grant"),
+        "{n}"
+    );
+    assert!(
+        n.get("ssh_password").is_none()
+            && n.get("node_token").is_none()
+            && n.get("report_token").is_none()
+    );
     let sub_view = nodes(&server, &sub);
-    assert_eq!(sub_view, vec![json!({ "id": 1, "name": "Node A", "status": "failed" })]);
+    assert_eq!(
+        sub_view,
+        vec![json!({ "id": 1, "name": "Node A", "status": "failed" })]
+    );
     // A sub-admin limited to the main server sees no node at all.
     let r = call(
         &server,
         "POST",
         "/api/v1/sub_admins",
         Some(&main),
-        Some(&json!({ "username": "sa_main_only", "password": "pass", "allowed_servers": ["main"] })),
+        Some(
+            &json!({ "username": "sa_main_only", "password": "pass", "allowed_servers": ["main"] }),
+        ),
     );
     assert!(r.status == 200 || r.status == 201, "{r:?}");
     let main_only = find_secret(&r.json()).expect("api_key");
@@ -302,16 +390,40 @@ fn node_endpoints_answer_as_the_seed_shows_for_both_roles() {
         "POST",
         "/api/v1/nodes",
         Some(&main),
-        Some(&json!({ "name": "Dead", "ip_address": "127.0.0.1", "api_port": dead.port(), "ssh_password": NODE_TOKEN })),
+        Some(
+            &json!({ "name": "Dead", "ip_address": "127.0.0.1", "api_port": dead.port(), "ssh_password": NODE_TOKEN }),
+        ),
     );
-    let v = expect_envelope(&r, 202, true, "Node created and installation started in background.");
+    let v = expect_envelope(
+        &r,
+        202,
+        true,
+        "Node created and installation started in background.",
+    );
     let dead_id = v["node_id"].as_u64().expect("node_id");
     let n = wait_status(&server, &main, dead_id, "failed");
-    assert!(n["status_message"].as_str().unwrap_or_default().starts_with("Cannot reach the node"), "{n}");
+    assert!(
+        n["status_message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Cannot reach the node"),
+        "{n}"
+    );
 
     // PUT: the seed's three examples, then the roles.
-    let r = call(&server, "PUT", "/api/v1/nodes/1", Some(&main), Some(&json!({ "openvpn_port": 443, "protocol": "tcp" })));
-    expect_envelope(&r, 200, true, "Node updated. Sync triggered only for changed services.");
+    let r = call(
+        &server,
+        "PUT",
+        "/api/v1/nodes/1",
+        Some(&main),
+        Some(&json!({ "openvpn_port": 443, "protocol": "tcp" })),
+    );
+    expect_envelope(
+        &r,
+        200,
+        true,
+        "Node updated. Sync triggered only for changed services.",
+    );
     let r = call(
         &server,
         "PUT",
@@ -319,10 +431,27 @@ fn node_endpoints_answer_as_the_seed_shows_for_both_roles() {
         Some(&main),
         Some(&json!({ "name": "Node A (EU)", "ip_address": "5.6.7.8" })),
     );
-    expect_envelope(&r, 200, true, "Node updated. Sync triggered only for changed services.");
-    let r = call(&server, "PUT", "/api/v1/nodes/999999", Some(&main), Some(&json!({ "protocol": "udp" })));
+    expect_envelope(
+        &r,
+        200,
+        true,
+        "Node updated. Sync triggered only for changed services.",
+    );
+    let r = call(
+        &server,
+        "PUT",
+        "/api/v1/nodes/999999",
+        Some(&main),
+        Some(&json!({ "protocol": "udp" })),
+    );
     expect_envelope(&r, 404, false, "Node not found");
-    let r = call(&server, "PUT", "/api/v1/nodes/1", Some(&main), Some(&json!({})));
+    let r = call(
+        &server,
+        "PUT",
+        "/api/v1/nodes/1",
+        Some(&main),
+        Some(&json!({})),
+    );
     expect_envelope(&r, 400, false, "Request body must be JSON and not empty");
     let r = call(
         &server,
@@ -331,17 +460,46 @@ fn node_endpoints_answer_as_the_seed_shows_for_both_roles() {
         Some(&main),
         Some(&json!({ "ip_address": "127.0.0.1", "api_port": dead.port() })),
     );
-    expect_envelope(&r, 409, false, "A node with this ip_address and api_port already exists.");
-    let r = call(&server, "PUT", "/api/v1/nodes/1", Some(&main), Some(&json!({ "protocol": "icmp" })));
+    expect_envelope(
+        &r,
+        409,
+        false,
+        "A node with this ip_address and api_port already exists.",
+    );
+    let r = call(
+        &server,
+        "PUT",
+        "/api/v1/nodes/1",
+        Some(&main),
+        Some(&json!({ "protocol": "icmp" })),
+    );
     assert_eq!(r.status, 400);
     // The original let any key PUT and DELETE a node.
-    let r = call(&server, "PUT", "/api/v1/nodes/1", Some(&sub), Some(&json!({ "name": "mine" })));
+    let r = call(
+        &server,
+        "PUT",
+        "/api/v1/nodes/1",
+        Some(&sub),
+        Some(&json!({ "name": "mine" })),
+    );
     expect_envelope(&r, 403, false, MAIN_REQUIRED);
     let r = call(&server, "DELETE", "/api/v1/nodes/1", Some(&sub), None);
     expect_envelope(&r, 403, false, MAIN_REQUIRED);
-    let r = call(&server, "PUT", "/api/v1/nodes/1", None, Some(&json!({ "name": "x" })));
+    let r = call(
+        &server,
+        "PUT",
+        "/api/v1/nodes/1",
+        None,
+        Some(&json!({ "name": "x" })),
+    );
     expect_envelope(&r, 401, false, "API key is missing");
-    let r = call(&server, "DELETE", "/api/v1/nodes/1", Some("INVALID_KEY"), None);
+    let r = call(
+        &server,
+        "DELETE",
+        "/api/v1/nodes/1",
+        Some("INVALID_KEY"),
+        None,
+    );
     expect_envelope(&r, 401, false, "Invalid or inactive API key");
 
     let n = wait_status(&server, &main, 1, "failed");
@@ -356,13 +514,31 @@ fn node_endpoints_answer_as_the_seed_shows_for_both_roles() {
 
     // Deleting a node the panel cannot reach fails once (delete_failed);
     // the next DELETE forces it.
-    let r = call(&server, "DELETE", &format!("/api/v1/nodes/{dead_id}"), Some(&main), None);
+    let r = call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/nodes/{dead_id}"),
+        Some(&main),
+        None,
+    );
     expect_envelope(&r, 200, true, "Deletion started");
     wait_status(&server, &main, dead_id, "delete_failed");
-    let r = call(&server, "DELETE", &format!("/api/v1/nodes/{dead_id}"), Some(&main), None);
+    let r = call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/nodes/{dead_id}"),
+        Some(&main),
+        None,
+    );
     expect_envelope(&r, 200, true, "Deletion started");
     wait_gone(&server, &main, dead_id);
-    let r = call(&server, "DELETE", &format!("/api/v1/nodes/{dead_id}"), Some(&main), None);
+    let r = call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/nodes/{dead_id}"),
+        Some(&main),
+        None,
+    );
     expect_envelope(&r, 404, false, "Node not found");
     // Its address is free again, under a new id.
     let r = call(
@@ -370,9 +546,16 @@ fn node_endpoints_answer_as_the_seed_shows_for_both_roles() {
         "POST",
         "/api/v1/nodes",
         Some(&main),
-        Some(&json!({ "name": "Again", "ip_address": "127.0.0.1", "api_port": dead.port(), "ssh_password": NODE_TOKEN })),
+        Some(
+            &json!({ "name": "Again", "ip_address": "127.0.0.1", "api_port": dead.port(), "ssh_password": NODE_TOKEN }),
+        ),
     );
-    let v = expect_envelope(&r, 202, true, "Node created and installation started in background.");
+    let v = expect_envelope(
+        &r,
+        202,
+        true,
+        "Node created and installation started in background.",
+    );
     assert!(v["node_id"].as_u64() > Some(dead_id), "{v}");
 }
 
@@ -382,9 +565,24 @@ fn a_node_is_provisioned_and_deleted_end_to_end_between_two_hosts() {
     let node_addr = node_server.addr();
 
     // The node agent never answers without its token.
-    expect_envelope(&health(&node_server, None), 401, false, "Node token is missing");
-    expect_envelope(&health(&node_server, Some("wrong-token-0123456789")), 401, false, "Invalid node token");
-    let r = node_server.send("POST", "/api/v1/node/provision", &[("content-type", "application/json")], b"{\"node_id\":1}");
+    expect_envelope(
+        &health(&node_server, None),
+        401,
+        false,
+        "Node token is missing",
+    );
+    expect_envelope(
+        &health(&node_server, Some("wrong-token-0123456789")),
+        401,
+        false,
+        "Invalid node token",
+    );
+    let r = node_server.send(
+        "POST",
+        "/api/v1/node/provision",
+        &[("content-type", "application/json")],
+        b"{\"node_id\":1}",
+    );
     expect_envelope(&r, 401, false, "Node token is missing");
     let r = health(&node_server, Some(NODE_TOKEN));
     let v = expect_envelope(&r, 200, true, "Node is online");
@@ -405,12 +603,23 @@ fn a_node_is_provisioned_and_deleted_end_to_end_between_two_hosts() {
             "ssh_password": NODE_TOKEN, "openvpn_port": 1195, "protocol": "udp"
         })),
     );
-    let v = expect_envelope(&r, 202, true, "Node created and installation started in background.");
+    let v = expect_envelope(
+        &r,
+        202,
+        true,
+        "Node created and installation started in background.",
+    );
     let id = v["node_id"].as_u64().expect("node_id");
     let n = wait_status(&server, &main, id, "active");
     assert_eq!(n["status_message"], "");
-    assert_eq!(n["protocols"], json!(["openvpn", "l2tp", "cisco", "wireguard"]));
-    assert_eq!(n["ports"], json!([{ "public_port": 1195, "protocol": "udp", "is_default": true }]));
+    assert_eq!(
+        n["protocols"],
+        json!(["openvpn", "l2tp", "cisco", "wireguard"])
+    );
+    assert_eq!(
+        n["ports"],
+        json!([{ "public_port": 1195, "protocol": "udp", "is_default": true }])
+    );
 
     // The node holds the panel's config.
     let v = health(&node_server, Some(NODE_TOKEN)).json();
@@ -424,14 +633,21 @@ fn a_node_is_provisioned_and_deleted_end_to_end_between_two_hosts() {
         "POST",
         "/api/v1/public/ports",
         Some(&main),
-        Some(&json!({ "public_port": 443, "protocol": "tcp", "server_ids": ["main", format!("node_{id}")] })),
+        Some(
+            &json!({ "public_port": 443, "protocol": "tcp", "server_ids": ["main", format!("node_{id}")] }),
+        ),
     );
     expect_envelope(&r, 200, true, "Port configured on selected servers.");
     let n = eventually(SETTLE, || {
-        node(&server, &main, id).filter(|n| n["status"] == "active" && n["ports"].as_array().is_some_and(|p| p.len() == 2))
+        node(&server, &main, id).filter(|n| {
+            n["status"] == "active" && n["ports"].as_array().is_some_and(|p| p.len() == 2)
+        })
     })
     .unwrap_or_else(|| panic!("node not re-provisioned: {:?}", node(&server, &main, id)));
-    assert_eq!(n["ports"][1], json!({ "public_port": 443, "protocol": "tcp", "is_default": false }));
+    assert_eq!(
+        n["ports"][1],
+        json!({ "public_port": 443, "protocol": "tcp", "is_default": false })
+    );
     let v = health(&node_server, Some(NODE_TOKEN)).json();
     assert_eq!(v["ports"][1]["public_port"], 443, "{v}");
 
@@ -448,20 +664,50 @@ fn a_node_is_provisioned_and_deleted_end_to_end_between_two_hosts() {
     );
     let bad = r.json()["node_id"].as_u64().expect("node_id");
     let n = wait_status(&server, &main, bad, "failed");
-    assert_eq!(n["status_message"], "The node answered HTTP 401: Invalid node token");
+    assert_eq!(
+        n["status_message"],
+        "The node answered HTTP 401: Invalid node token"
+    );
 
     // Deletion runs in the background: 423 while it runs, then 404.
     proxy.set_open(false);
-    let r = call(&server, "DELETE", &format!("/api/v1/nodes/{id}"), Some(&main), None);
+    let r = call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/nodes/{id}"),
+        Some(&main),
+        None,
+    );
     expect_envelope(&r, 200, true, "Deletion started");
-    let r = call(&server, "DELETE", &format!("/api/v1/nodes/{id}"), Some(&main), None);
+    let r = call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/nodes/{id}"),
+        Some(&main),
+        None,
+    );
     expect_envelope(&r, 423, false, "Deletion in progress...");
-    let r = call(&server, "PUT", &format!("/api/v1/nodes/{id}"), Some(&main), Some(&json!({ "name": "x" })));
+    let r = call(
+        &server,
+        "PUT",
+        &format!("/api/v1/nodes/{id}"),
+        Some(&main),
+        Some(&json!({ "name": "x" })),
+    );
     expect_envelope(&r, 423, false, "Deletion in progress...");
-    assert_eq!(node(&server, &main, id).expect("still listed")["status"], "deleting");
+    assert_eq!(
+        node(&server, &main, id).expect("still listed")["status"],
+        "deleting"
+    );
     proxy.set_open(true);
     wait_gone(&server, &main, id);
-    let r = call(&server, "DELETE", &format!("/api/v1/nodes/{id}"), Some(&main), None);
+    let r = call(
+        &server,
+        "DELETE",
+        &format!("/api/v1/nodes/{id}"),
+        Some(&main),
+        None,
+    );
     expect_envelope(&r, 404, false, "Node not found");
 
     // The node forgot its config; the node's port assignment went with it.
@@ -484,12 +730,17 @@ fn ports_and_server_lists_answer_as_the_seed_shows_for_both_roles() {
         "POST",
         "/api/v1/nodes",
         Some(&main),
-        Some(&json!({ "name": "Node A", "ip_address": "1.2.3.4", "ssh_password": "pass-0123456789abcdef" })),
+        Some(
+            &json!({ "name": "Node A", "ip_address": "1.2.3.4", "ssh_password": "pass-0123456789abcdef" }),
+        ),
     );
     assert_eq!(r.status, 202);
 
     // servers_for_ports and all_selectable_servers.
-    for path in ["/api/v1/public/servers_for_ports", "/api/v1/public/all_selectable_servers"] {
+    for path in [
+        "/api/v1/public/servers_for_ports",
+        "/api/v1/public/all_selectable_servers",
+    ] {
         let r = call(&server, "GET", path, Some(&main), None);
         r.expect(200);
         let v = r.json();
@@ -499,19 +750,36 @@ fn ports_and_server_lists_answer_as_the_seed_shows_for_both_roles() {
         assert_eq!(servers[0], json!({ "id": "main", "name": "Main Server" }));
         assert_eq!(servers[1]["id"], "node_1");
         assert_eq!(servers[1]["name"], "Node: Node A");
-        expect_envelope(&call(&server, "GET", path, Some(&sub), None), 403, false, MAIN_REQUIRED);
+        expect_envelope(
+            &call(&server, "GET", path, Some(&sub), None),
+            403,
+            false,
+            MAIN_REQUIRED,
+        );
         expect_envelope(
             &call(&server, "GET", path, Some("INVALID_KEY"), None),
             401,
             false,
             "Invalid or inactive API key",
         );
-        expect_envelope(&call(&server, "GET", path, None, None), 401, false, "API key is missing");
+        expect_envelope(
+            &call(&server, "GET", path, None, None),
+            401,
+            false,
+            "API key is missing",
+        );
     }
 
     // Create: the seed's examples.
-    let seed_port = json!({ "public_port": 443, "protocol": "tcp", "server_ids": ["main", "node_1"] });
-    let r = call(&server, "POST", "/api/v1/public/ports", Some(&main), Some(&seed_port));
+    let seed_port =
+        json!({ "public_port": 443, "protocol": "tcp", "server_ids": ["main", "node_1"] });
+    let r = call(
+        &server,
+        "POST",
+        "/api/v1/public/ports",
+        Some(&main),
+        Some(&seed_port),
+    );
     expect_envelope(&r, 200, true, "Port configured on selected servers.");
     let r = call(
         &server,
@@ -546,7 +814,13 @@ fn ports_and_server_lists_answer_as_the_seed_shows_for_both_roles() {
     );
     assert_eq!(r.status, 400);
     // The same port again only adds what is missing.
-    let r = call(&server, "POST", "/api/v1/public/ports", Some(&main), Some(&seed_port));
+    let r = call(
+        &server,
+        "POST",
+        "/api/v1/public/ports",
+        Some(&main),
+        Some(&seed_port),
+    );
     expect_envelope(&r, 200, true, "Port configured on selected servers.");
 
     // List.
@@ -556,22 +830,46 @@ fn ports_and_server_lists_answer_as_the_seed_shows_for_both_roles() {
     assert_eq!(v["success"], true);
     let d = &v["default_ports"][0];
     assert_eq!(
-        (&d["is_default"], &d["name"], &d["public_port"], &d["protocol"]),
-        (&json!(true), &json!("Main Server"), &json!(1194), &json!("udp")),
+        (
+            &d["is_default"],
+            &d["name"],
+            &d["public_port"],
+            &d["protocol"]
+        ),
+        (
+            &json!(true),
+            &json!("Main Server"),
+            &json!(1194),
+            &json!("udp")
+        ),
         "{v}"
     );
     assert_eq!(v["default_ports"][1]["name"], "Node: Node A");
     let custom = v["custom_ports"].as_array().expect("custom_ports");
     assert_eq!(custom.len(), 2, "{v}");
-    let on_node = custom.iter().find(|c| c["server_identifier"] == "node_1").expect("node_1 assignment");
+    let on_node = custom
+        .iter()
+        .find(|c| c["server_identifier"] == "node_1")
+        .expect("node_1 assignment");
     assert_eq!(on_node["public_port"], 443);
     assert_eq!(on_node["protocol"], "tcp");
     assert_eq!(on_node["server_name"], "Node: Node A");
     let port_id = on_node["port_id"].as_u64().expect("port_id");
     assert_eq!(custom.iter().filter(|c| c["port_id"] == port_id).count(), 2);
-    expect_envelope(&call(&server, "GET", "/api/v1/public/ports", Some(&sub), None), 403, false, MAIN_REQUIRED);
     expect_envelope(
-        &call(&server, "GET", "/api/v1/public/ports", Some("INVALID_KEY"), None),
+        &call(&server, "GET", "/api/v1/public/ports", Some(&sub), None),
+        403,
+        false,
+        MAIN_REQUIRED,
+    );
+    expect_envelope(
+        &call(
+            &server,
+            "GET",
+            "/api/v1/public/ports",
+            Some("INVALID_KEY"),
+            None,
+        ),
         401,
         false,
         "Invalid or inactive API key",
@@ -579,18 +877,48 @@ fn ports_and_server_lists_answer_as_the_seed_shows_for_both_roles() {
 
     // Delete an assignment: the seed's examples.
     let path = "/api/v1/public/ports/assignment";
-    let r = call(&server, "DELETE", path, Some(&main), Some(&json!({ "port_id": port_id, "server_identifier": "node_1" })));
+    let r = call(
+        &server,
+        "DELETE",
+        path,
+        Some(&main),
+        Some(&json!({ "port_id": port_id, "server_identifier": "node_1" })),
+    );
     expect_envelope(&r, 200, true, "Port assignment deleted.");
-    let r = call(&server, "DELETE", path, Some(&main), Some(&json!({ "port_id": port_id })));
+    let r = call(
+        &server,
+        "DELETE",
+        path,
+        Some(&main),
+        Some(&json!({ "port_id": port_id })),
+    );
     expect_envelope(&r, 400, false, "Missing info.");
-    let r = call(&server, "DELETE", path, Some(&sub), Some(&json!({ "port_id": port_id, "server_identifier": "main" })));
+    let r = call(
+        &server,
+        "DELETE",
+        path,
+        Some(&sub),
+        Some(&json!({ "port_id": port_id, "server_identifier": "main" })),
+    );
     expect_envelope(&r, 403, false, "Permission denied");
-    let r = call(&server, "DELETE", path, Some(&main), Some(&json!({ "port_id": port_id, "server_identifier": "node_1" })));
+    let r = call(
+        &server,
+        "DELETE",
+        path,
+        Some(&main),
+        Some(&json!({ "port_id": port_id, "server_identifier": "node_1" })),
+    );
     expect_envelope(&r, 404, false, "Port assignment not found.");
     let v = call(&server, "GET", "/api/v1/public/ports", Some(&main), None).json();
     assert_eq!(v["custom_ports"].as_array().map(Vec::len), Some(1), "{v}");
     // The last assignment takes the port with it.
-    let r = call(&server, "DELETE", path, Some(&main), Some(&json!({ "port_id": port_id, "server_identifier": "main" })));
+    let r = call(
+        &server,
+        "DELETE",
+        path,
+        Some(&main),
+        Some(&json!({ "port_id": port_id, "server_identifier": "main" })),
+    );
     expect_envelope(&r, 200, true, "Port assignment deleted.");
     let v = call(&server, "GET", "/api/v1/public/ports", Some(&main), None).json();
     assert_eq!(v["custom_ports"], json!([]), "{v}");
@@ -600,12 +928,31 @@ fn ports_and_server_lists_answer_as_the_seed_shows_for_both_roles() {
 fn a_node_without_a_strong_token_setting_refuses_everything() {
     // The original's node agent answered anyone; ours needs a token of 16
     // characters or more in its settings, else it answers nobody.
-    let weak = Setup::with_yaml(&yaml(&["127.0.0.1:9".to_string()], "mode: node, node_token: pass")).serve();
-    expect_envelope(&health(&weak, Some("pass")), 503, false, "Node token is not configured.");
-    let r = weak.send("DELETE", "/api/v1/node/provision", &[("authorization", "Bearer pass")], b"");
+    let weak = Setup::with_yaml(&yaml(
+        &["127.0.0.1:9".to_string()],
+        "mode: node, node_token: pass",
+    ))
+    .serve();
+    expect_envelope(
+        &health(&weak, Some("pass")),
+        503,
+        false,
+        "Node token is not configured.",
+    );
+    let r = weak.send(
+        "DELETE",
+        "/api/v1/node/provision",
+        &[("authorization", "Bearer pass")],
+        b"",
+    );
     expect_envelope(&r, 503, false, "Node token is not configured.");
     let none = Setup::with_yaml(&yaml(&["127.0.0.1:9".to_string()], "mode: node")).serve();
-    expect_envelope(&health(&none, None), 503, false, "Node token is not configured.");
+    expect_envelope(
+        &health(&none, None),
+        503,
+        false,
+        "Node token is not configured.",
+    );
     // In node mode the panel's API is not there.
     let r = none.send("GET", "/api/v1/nodes", &[("x-api-key", "anything")], b"");
     assert_eq!(r.status, 503);

@@ -1,4 +1,4 @@
-//! vpnpanel's OpenVPN PKI (plugins/vpnpanel/src/pki.rs) against a real
+//! vpnpanel's OpenVPN PKI (plugins/vpnpanel/src/domain/pki.rs) against a real
 //! OpenVPN: a server in a network namespace of the test's own, run with the
 //! server certificate, CA and CRL from the panel's admin surface, and
 //! clients in a second namespace run with the profiles users download. A
@@ -62,9 +62,21 @@ impl Drop for Daemon {
 }
 
 fn tools(test: &str) -> bool {
-    for (tool, arg, package) in [("openvpn", "--version", "openvpn"), ("ping", "-V", "iputils-ping")] {
-        if Command::new(tool).arg(arg).stdout(Stdio::null()).stderr(Stdio::null()).status().is_err() {
-            skip(test, &format!("needs `{tool}`, which is not installed (apt-get install {package})"));
+    for (tool, arg, package) in [
+        ("openvpn", "--version", "openvpn"),
+        ("ping", "-V", "iputils-ping"),
+    ] {
+        if Command::new(tool)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            skip(
+                test,
+                &format!("needs `{tool}`, which is not installed (apt-get install {package})"),
+            );
             return false;
         }
     }
@@ -82,12 +94,23 @@ fn panel() -> Server {
 #[track_caller]
 fn call(server: &Server, method: &str, path: &str, key: &str, body: Option<&Value>) -> Response {
     let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    server.send(method, path, &[("x-api-key", key), ("content-type", "application/json")], &bytes)
+    server.send(
+        method,
+        path,
+        &[("x-api-key", key), ("content-type", "application/json")],
+        &bytes,
+    )
 }
 
 /// The user's subscription token.
 fn token(server: &Server, key: &str, name: &str) -> String {
-    let r = call(server, "GET", &format!("/api/v1/users/{name}/sub"), key, None);
+    let r = call(
+        server,
+        "GET",
+        &format!("/api/v1/users/{name}/sub"),
+        key,
+        None,
+    );
     r.expect(200);
     let url = r.json()["sub_url"].as_str().expect("sub_url").to_string();
     url.rsplit_once("token=").expect("token").1.to_string()
@@ -95,11 +118,17 @@ fn token(server: &Server, key: &str, name: &str) -> String {
 
 /// The user's profile for the main server, written to `dir`.
 fn profile(server: &Server, name: &str, token: &str, dir: &Path, file: &str) -> PathBuf {
-    let r = server.send("GET", &format!("/download/{name}/main_udp.ovpn?token={token}"), &[], b"");
+    let r = server.send(
+        "GET",
+        &format!("/download/{name}/main_udp.ovpn?token={token}"),
+        &[],
+        b"",
+    );
     r.expect(200);
     let path = dir.join(file);
     // The log goes to a file of the test's; nothing else in the profile changes.
-    std::fs::write(&path, r.text() + "connect-retry-max 2\nconnect-retry 1\n").expect("write the profile");
+    std::fs::write(&path, r.text() + "connect-retry-max 2\nconnect-retry 1\n")
+        .expect("write the profile");
     path
 }
 
@@ -107,7 +136,11 @@ fn profile(server: &Server, name: &str, token: &str, dir: &Path, file: &str) -> 
 fn refresh_crl(server: &Server, path: &Path) {
     let r = server.plugin_admin("vpnpanel", "GET", "/openvpn/crl", &Value::Null);
     r.expect(200);
-    assert!(r.text().starts_with("-----BEGIN X509 CRL-----"), "{}", r.text());
+    assert!(
+        r.text().starts_with("-----BEGIN X509 CRL-----"),
+        "{}",
+        r.text()
+    );
     std::fs::write(path, r.text()).expect("write the CRL");
 }
 
@@ -127,38 +160,73 @@ fn expect_connects(ns: &Netns, config: &Path, log: PathBuf, server: &Server) -> 
 fn expect_refused(ns: &Netns, config: &Path, log: PathBuf, server_daemon: &Daemon, why: &str) {
     let before = server_daemon.log().len();
     let client = Daemon::start(ns, config, log);
-    let refused = eventually(CONNECT, || server_daemon.log()[before..].contains(why).then_some(()));
-    assert!(refused.is_some(), "the server did not refuse ({why}):\n{}", server_daemon.log());
-    assert!(!client.log().contains("Initialization Sequence Completed"), "{}", client.log());
+    let refused = eventually(CONNECT, || {
+        server_daemon.log()[before..].contains(why).then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "the server did not refuse ({why}):\n{}",
+        server_daemon.log()
+    );
+    assert!(
+        !client.log().contains("Initialization Sequence Completed"),
+        "{}",
+        client.log()
+    );
 }
 
 #[test]
 fn profiles_connect_to_a_real_openvpn_server_and_the_crl_stops_revoked_and_disabled_users() {
-    let test = "profiles_connect_to_a_real_openvpn_server_and_the_crl_stops_revoked_and_disabled_users";
+    let test =
+        "profiles_connect_to_a_real_openvpn_server_and_the_crl_stops_revoked_and_disabled_users";
     if !tools(test) {
         return;
     }
-    let Some(server_ns) = Netns::new(test) else { return };
-    let Some(client_ns) = Netns::new(test) else { return };
+    let Some(server_ns) = Netns::new(test) else {
+        return;
+    };
+    let Some(client_ns) = Netns::new(test) else {
+        return;
+    };
     underlay(&server_ns, &client_ns, ("ovs0", "ovc0"), "10.82.0");
     let panel = panel();
     let r = panel.plugin_admin("vpnpanel", "POST", "/keys", &json!({ "label": "tests" }));
     r.expect(201);
     let key = r.json()["api_key"].as_str().expect("api_key").to_string();
     for name in ["alice", "bob"] {
-        call(&panel, "POST", "/api/v1/users", &key, Some(&json!({ "username": name }))).expect(201);
+        call(
+            &panel,
+            "POST",
+            "/api/v1/users",
+            &key,
+            Some(&json!({ "username": name })),
+        )
+        .expect(201);
     }
 
     // The main server's material from the admin surface.
     let dir = tempfile::tempdir().expect("temp dir");
-    let r = panel.plugin_admin("vpnpanel", "POST", "/openvpn/server-cert", &json!({ "name": "main" }));
+    let r = panel.plugin_admin(
+        "vpnpanel",
+        "POST",
+        "/openvpn/server-cert",
+        &json!({ "name": "main" }),
+    );
     r.expect(201);
     let material = r.json();
     let ca = panel.plugin_admin("vpnpanel", "GET", "/openvpn/ca", &Value::Null);
     ca.expect(200);
     assert_eq!(material["ca"].as_str(), Some(ca.text().as_str()));
-    for (file, field) in [("ca.pem", "ca"), ("server.pem", "cert"), ("server.key", "key")] {
-        std::fs::write(dir.path().join(file), material[field].as_str().expect("PEM")).expect("write");
+    for (file, field) in [
+        ("ca.pem", "ca"),
+        ("server.pem", "cert"),
+        ("server.key", "key"),
+    ] {
+        std::fs::write(
+            dir.path().join(file),
+            material[field].as_str().expect("PEM"),
+        )
+        .expect("write");
     }
     let crl = dir.path().join("crl.pem");
     refresh_crl(&panel, &crl);
@@ -183,11 +251,29 @@ fn profiles_connect_to_a_real_openvpn_server_and_the_crl_stops_revoked_and_disab
     let old = profile(&panel, "alice", &old_token, dir.path(), "alice-old.ovpn");
     let client = expect_connects(&client_ns, &old, dir.path().join("alice-1.log"), &panel);
     let out = Command::new("ip")
-        .args(["netns", "exec", &client_ns.name, "ping", "-c", "3", "-W", "2", "10.83.0.1"])
+        .args([
+            "netns",
+            "exec",
+            &client_ns.name,
+            "ping",
+            "-c",
+            "3",
+            "-W",
+            "2",
+            "10.83.0.1",
+        ])
         .output()
         .expect("ping");
-    assert!(out.status.success(), "no ping through the tunnel: {}", String::from_utf8_lossy(&out.stdout));
-    assert!(server.log().contains("alice"), "the server saw alice's certificate:\n{}", server.log());
+    assert!(
+        out.status.success(),
+        "no ping through the tunnel: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        server.log().contains("alice"),
+        "the server saw alice's certificate:\n{}",
+        server.log()
+    );
     drop(client);
 
     // Revoke: the old link is dead at once; the new profile comes once the
@@ -195,11 +281,21 @@ fn profiles_connect_to_a_real_openvpn_server_and_the_crl_stops_revoked_and_disab
     let r = call(&panel, "POST", "/api/v1/users/alice/revoke", &key, None);
     r.expect(200);
     panel
-        .send("GET", &format!("/download/alice/main_udp.ovpn?token={old_token}"), &[], b"")
+        .send(
+            "GET",
+            &format!("/download/alice/main_udp.ovpn?token={old_token}"),
+            &[],
+            b"",
+        )
         .expect(403);
     let new_token = token(&panel, &key, "alice");
     let ready = eventually(CONNECT, || {
-        let r = panel.send("GET", &format!("/download/alice/main_udp.ovpn?token={new_token}"), &[], b"");
+        let r = panel.send(
+            "GET",
+            &format!("/download/alice/main_udp.ovpn?token={new_token}"),
+            &[],
+            b"",
+        );
         match r.status {
             200 => Some(()),
             503 => {
@@ -209,21 +305,56 @@ fn profiles_connect_to_a_real_openvpn_server_and_the_crl_stops_revoked_and_disab
             other => panic!("download answered {other}: {}", r.text()),
         }
     });
-    assert!(ready.is_some(), "the new certificate never came\n{}", panel.logs());
+    assert!(
+        ready.is_some(),
+        "the new certificate never came\n{}",
+        panel.logs()
+    );
     let new = profile(&panel, "alice", &new_token, dir.path(), "alice-new.ovpn");
-    assert_ne!(std::fs::read_to_string(&old).unwrap(), std::fs::read_to_string(&new).unwrap());
+    assert_ne!(
+        std::fs::read_to_string(&old).unwrap(),
+        std::fs::read_to_string(&new).unwrap()
+    );
 
     // With the CRL refreshed, the old certificate is refused, the new one works.
     refresh_crl(&panel, &crl);
-    expect_refused(&client_ns, &old, dir.path().join("alice-2.log"), &server, "certificate revoked");
-    drop(expect_connects(&client_ns, &new, dir.path().join("alice-3.log"), &panel));
+    expect_refused(
+        &client_ns,
+        &old,
+        dir.path().join("alice-2.log"),
+        &server,
+        "certificate revoked",
+    );
+    drop(expect_connects(
+        &client_ns,
+        &new,
+        dir.path().join("alice-3.log"),
+        &panel,
+    ));
 
     // A disabled user is on hold: refused until it is enabled again.
-    let bob = profile(&panel, "bob", &token(&panel, &key, "bob"), dir.path(), "bob.ovpn");
+    let bob = profile(
+        &panel,
+        "bob",
+        &token(&panel, &key, "bob"),
+        dir.path(),
+        "bob.ovpn",
+    );
     call(&panel, "POST", "/api/v1/users/bob/toggle", &key, None).expect(200);
     refresh_crl(&panel, &crl);
-    expect_refused(&client_ns, &bob, dir.path().join("bob-1.log"), &server, "certificate revoked");
+    expect_refused(
+        &client_ns,
+        &bob,
+        dir.path().join("bob-1.log"),
+        &server,
+        "certificate revoked",
+    );
     call(&panel, "POST", "/api/v1/users/bob/toggle", &key, None).expect(200);
     refresh_crl(&panel, &crl);
-    drop(expect_connects(&client_ns, &bob, dir.path().join("bob-2.log"), &panel));
+    drop(expect_connects(
+        &client_ns,
+        &bob,
+        dir.path().join("bob-2.log"),
+        &panel,
+    ));
 }

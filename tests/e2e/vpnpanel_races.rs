@@ -1,4 +1,4 @@
-//! vpnpanel under concurrent writes to one user (plugins/vpnpanel/src/users.rs,
+//! vpnpanel under concurrent writes to one user (plugins/vpnpanel/src/domain/users.rs,
 //! traffic.rs): an edit (`PUT /users/<name>`) racing a revoke, a toggle, a
 //! traffic report or another edit. Every round starts the requests together
 //! behind a barrier, then checks that the user and its sub-admin's counters
@@ -378,7 +378,7 @@ fn two_edits_of_one_node_racing_each_other_both_stand() {
     }
 }
 
-// ---- Sub-admin ports (plugins/vpnpanel/src/sub_admins.rs) ----------------
+// ---- Sub-admin ports (plugins/vpnpanel/src/domain/sub_admins.rs) ----------------
 
 /// Whether a sub-admin create or edit was accepted (`status`) or refused
 /// because another sub-admin has the port; anything else fails the test.
@@ -485,7 +485,7 @@ fn two_sub_admins_moved_to_one_port_at_once_do_not_both_get_it() {
     }
 }
 
-// ---- Custom ports (plugins/vpnpanel/src/ports.rs) ------------------------
+// ---- Custom ports (plugins/vpnpanel/src/domain/ports.rs) ------------------------
 
 /// The custom ports listed for `public_port`, as (port_id, server).
 fn custom_ports(p: &Panel, public_port: u64) -> Vec<(u64, String)> {

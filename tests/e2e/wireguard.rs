@@ -30,10 +30,7 @@ const PEER_PORT: u16 = 51821;
 
 /// Written past the test harness's output capture, so that it is seen.
 pub(crate) fn skip(test: &str, why: &str) {
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n*** SKIP {test}: {why} ***\n"
-    );
+    let _ = writeln!(std::io::stderr(), "\n*** SKIP {test}: {why} ***\n");
 }
 
 /// Whether the tools the test needs are installed; a `SKIP` line if not.
@@ -116,10 +113,17 @@ pub(crate) fn wg_dump(ns: &Netns, dev: &str) -> (Vec<String>, Vec<Vec<String>>) 
 /// end and `<net>.2/24` on the peer's, both ends and both loopbacks up.
 pub(crate) fn underlay(host: &Netns, peer: &Netns, links: (&str, &str), net: &str) {
     let (host_link, peer_link) = links;
-    host.ip(&["link", "add", host_link, "type", "veth", "peer", "name", peer_link, "netns", &peer.name]);
+    host.ip(&[
+        "link", "add", host_link, "type", "veth", "peer", "name", peer_link, "netns", &peer.name,
+    ]);
     host.ip(&["addr", "add", &format!("{net}.1/24"), "dev", host_link]);
     peer.ip(&["addr", "add", &format!("{net}.2/24"), "dev", peer_link]);
-    for (ns, link) in [(host, host_link), (peer, peer_link), (host, "lo"), (peer, "lo")] {
+    for (ns, link) in [
+        (host, host_link),
+        (peer, peer_link),
+        (host, "lo"),
+        (peer, "lo"),
+    ] {
         ns.ip(&["link", "set", link, "up"]);
     }
 }
@@ -190,7 +194,13 @@ pub(crate) struct PeerTunnel {
 }
 
 impl PeerTunnel {
-    fn start(ns: &Netns, private_key: &str, host_public: &str, preshared_key: &str, endpoint: &str) -> PeerTunnel {
+    fn start(
+        ns: &Netns,
+        private_key: &str,
+        host_public: &str,
+        preshared_key: &str,
+        endpoint: &str,
+    ) -> PeerTunnel {
         let dev = device_name("wgp");
         let side = PeerSide::start(ns, &dev, private_key);
         let mut psk = tempfile::NamedTempFile::new().unwrap();
@@ -217,7 +227,10 @@ impl PeerTunnel {
         );
         ns.ip(&["addr", "add", "10.99.0.2/24", "dev", &dev]);
         ns.ip(&["link", "set", &dev, "up"]);
-        PeerTunnel { _side: side, _psk: psk }
+        PeerTunnel {
+            _side: side,
+            _psk: psk,
+        }
     }
 }
 
@@ -686,7 +699,8 @@ fn kernel_has_wireguard() -> bool {
 
 #[test]
 fn auto_uses_the_kernel_where_it_has_wireguard_else_wireguard_go_and_both_answer_alike() {
-    let test = "auto_uses_the_kernel_where_it_has_wireguard_else_wireguard_go_and_both_answer_alike";
+    let test =
+        "auto_uses_the_kernel_where_it_has_wireguard_else_wireguard_go_and_both_answer_alike";
     if !tools(test) {
         return;
     }
@@ -694,8 +708,13 @@ fn auto_uses_the_kernel_where_it_has_wireguard_else_wireguard_go_and_both_answer
         return;
     };
     let dev = device_name("wgk");
-    let server = serve(&format!("{{ devices: [\"wgk*\"], backend: auto, netns: {} }}", ns.name));
-    server.post(&format!("/fx/wg/devices/{dev}"), b"").expect(201);
+    let server = serve(&format!(
+        "{{ devices: [\"wgk*\"], backend: auto, netns: {} }}",
+        ns.name
+    ));
+    server
+        .post(&format!("/fx/wg/devices/{dev}"), b"")
+        .expect(201);
     // Which backend auto took: the link's kind says.
     let kind = exec(&ns, "ip", &["-d", "-j", "link", "show", "dev", &dev]);
     if kernel_has_wireguard() {
@@ -703,7 +722,10 @@ fn auto_uses_the_kernel_where_it_has_wireguard_else_wireguard_go_and_both_answer
         assert!(wireguard_go_pid(&dev).is_none());
     } else {
         assert!(kind.contains("\"info_kind\":\"tun\""), "{kind}");
-        assert!(wireguard_go_pid(&dev).is_some(), "auto started no wireguard-go on a kernel without WireGuard");
+        assert!(
+            wireguard_go_pid(&dev).is_some(),
+            "auto started no wireguard-go on a kernel without WireGuard"
+        );
     }
 
     // The same calls and answers either way, checked with `wg show`.
@@ -742,11 +764,24 @@ fn auto_uses_the_kernel_where_it_has_wireguard_else_wireguard_go_and_both_answer
     let p = &device["peers"][0];
     assert_eq!(p["has_preshared_key"], true, "{p}");
     assert_eq!(p["endpoint"], "192.0.2.7:51000", "{p}");
-    assert_eq!(p["allowed_ips"], json!(["10.99.0.2/32", "fd00:99::2/128"]), "{p}");
+    assert_eq!(
+        p["allowed_ips"],
+        json!(["10.99.0.2/32", "fd00:99::2/128"]),
+        "{p}"
+    );
     assert_eq!(p["latest_handshake"], Value::Null, "{p}");
-    assert!(!device.to_string().contains(keys["private_key"].as_str().unwrap()));
+    assert!(
+        !device
+            .to_string()
+            .contains(keys["private_key"].as_str().unwrap())
+    );
 
-    let remove = |key: &str| server.post_json(&format!("/fx/wg/devices/{dev}/peers/remove"), &json!({ "public_key": key }));
+    let remove = |key: &str| {
+        server.post_json(
+            &format!("/fx/wg/devices/{dev}/peers/remove"),
+            &json!({ "public_key": key }),
+        )
+    };
     remove(peer_public).expect(204);
     assert_eq!(wg_dump(&ns, &dev).1.len(), 0);
     expect_error(&remove(peer_public), 404, "has no peer");
@@ -759,21 +794,32 @@ fn the_kernel_backend_on_a_kernel_without_wireguard_says_so() {
     let test = "the_kernel_backend_on_a_kernel_without_wireguard_says_so";
     if kernel_has_wireguard() {
         // The auto test above drives the kernel's WireGuard on this machine.
-        skip(test, "this kernel has WireGuard, so its absence cannot be shown");
+        skip(
+            test,
+            "this kernel has WireGuard, so its absence cannot be shown",
+        );
         return;
     }
     let Some(ns) = Netns::new(test) else {
         return;
     };
-    let server = serve(&format!("{{ devices: [\"wgk*\"], backend: kernel, netns: {} }}", ns.name));
+    let server = serve(&format!(
+        "{{ devices: [\"wgk*\"], backend: kernel, netns: {} }}",
+        ns.name
+    ));
     let dev = device_name("wgk");
-    expect_error(&server.post(&format!("/fx/wg/devices/{dev}"), b""), 500, "this kernel has no WireGuard");
+    expect_error(
+        &server.post(&format!("/fx/wg/devices/{dev}"), b""),
+        500,
+        "this kernel has no WireGuard",
+    );
     assert!(!link_exists(&ns, &dev));
 }
 
 #[test]
 fn the_kernel_backend_completes_a_handshake_and_carries_peer_sets_larger_than_one_message() {
-    let test = "the_kernel_backend_completes_a_handshake_and_carries_peer_sets_larger_than_one_message";
+    let test =
+        "the_kernel_backend_completes_a_handshake_and_carries_peer_sets_larger_than_one_message";
     if !kernel_has_wireguard() {
         skip(
             test,
@@ -792,12 +838,24 @@ fn the_kernel_backend_completes_a_handshake_and_carries_peer_sets_larger_than_on
     };
     underlay(&host_ns, &peer_ns, ("wgkv0", "wgkv1"), "10.78.0");
     let dev = device_name("wgk");
-    let server = serve(&format!("{{ devices: [\"wgk*\"], backend: kernel, netns: {} }}", host_ns.name));
-    server.post(&format!("/fx/wg/devices/{dev}"), b"").expect(201);
+    let server = serve(&format!(
+        "{{ devices: [\"wgk*\"], backend: kernel, netns: {} }}",
+        host_ns.name
+    ));
+    server
+        .post(&format!("/fx/wg/devices/{dev}"), b"")
+        .expect(201);
     let kind = exec(&host_ns, "ip", &["-d", "-j", "link", "show", "dev", &dev]);
     assert!(kind.contains("\"info_kind\":\"wireguard\""), "{kind}");
-    assert!(wireguard_go_pid(&dev).is_none(), "backend: kernel started wireguard-go");
-    expect_error(&server.post(&format!("/fx/wg/devices/{dev}"), b""), 409, "already exists");
+    assert!(
+        wireguard_go_pid(&dev).is_none(),
+        "backend: kernel started wireguard-go"
+    );
+    expect_error(
+        &server.post(&format!("/fx/wg/devices/{dev}"), b""),
+        409,
+        "already exists",
+    );
     assert_eq!(server.get("/fx/wg/devices").json()["devices"], json!([dev]));
 
     let host_keys = server.get("/fx/wg/keypair").json();
@@ -831,7 +889,9 @@ fn the_kernel_backend_completes_a_handshake_and_carries_peer_sets_larger_than_on
     assert_eq!(peers[0][3], "10.99.0.2/32");
     assert_eq!(peers[0][7], "5");
 
-    server.post(&format!("/fx/wg/devices/{dev}/up?up=true"), b"").expect(204);
+    server
+        .post(&format!("/fx/wg/devices/{dev}/up?up=true"), b"")
+        .expect(204);
     assert!(host_ns.is_up(&dev));
     host_ns.ip(&["addr", "add", "10.99.0.1/24", "dev", &dev]);
     let peer = PeerTunnel::start(
@@ -842,7 +902,11 @@ fn the_kernel_backend_completes_a_handshake_and_carries_peer_sets_larger_than_on
         &format!("10.78.0.1:{HOST_PORT}"),
     );
     let pinged = pings(&peer_ns, "10.99.0.1");
-    assert!(pinged.is_some(), "no ping through the kernel's tunnel\n{}", server.logs());
+    assert!(
+        pinged.is_some(),
+        "no ping through the kernel's tunnel\n{}",
+        server.logs()
+    );
     let r = server.get(&format!("/fx/wg/devices/{dev}"));
     r.expect(200);
     let device = r.json();
@@ -856,15 +920,23 @@ fn the_kernel_backend_completes_a_handshake_and_carries_peer_sets_larger_than_on
     assert_eq!(p["persistent_keepalive"], 5, "{device}");
     let handshake = p["latest_handshake"].as_u64().expect("a handshake");
     let now = crate::e2e::harness::now_secs();
-    assert!(handshake <= now + 1 && handshake + 60 >= now, "handshake {handshake}, now {now}");
-    assert!(p["rx_bytes"].as_u64().unwrap() > 0 && p["tx_bytes"].as_u64().unwrap() > 0, "{device}");
+    assert!(
+        handshake <= now + 1 && handshake + 60 >= now,
+        "handshake {handshake}, now {now}"
+    );
+    assert!(
+        p["rx_bytes"].as_u64().unwrap() > 0 && p["tx_bytes"].as_u64().unwrap() > 0,
+        "{device}"
+    );
     for secret in [&host_keys["private_key"], &host_keys["preshared_key"]] {
         assert!(!r.text().contains(secret.as_str().unwrap()));
     }
 
     // More than one message each way: 1,000 allowed IPs on the peer (the
     // set is split, and so is the kernel's dump), then 200 more peers.
-    let many: Vec<String> = (0..1000).map(|i| format!("10.{}.{}.0/24", 100 + i / 256, i % 256)).collect();
+    let many: Vec<String> = (0..1000)
+        .map(|i| format!("10.{}.{}.0/24", 100 + i / 256, i % 256))
+        .collect();
     server
         .post_json(
             &format!("/fx/wg/devices/{dev}/peers"),
@@ -906,24 +978,48 @@ fn the_kernel_backend_completes_a_handshake_and_carries_peer_sets_larger_than_on
     let read = device["peers"].as_array().unwrap();
     assert_eq!(read.len(), 201, "{} peers read back", read.len());
     for key in &others {
-        assert_eq!(read.iter().filter(|p| p["public_key"] == key.as_str()).count(), 1, "{key}");
+        assert_eq!(
+            read.iter()
+                .filter(|p| p["public_key"] == key.as_str())
+                .count(),
+            1,
+            "{key}"
+        );
     }
-    let long = read.iter().find(|p| p["public_key"] == peer_public.as_str()).unwrap();
+    let long = read
+        .iter()
+        .find(|p| p["public_key"] == peer_public.as_str())
+        .unwrap();
     assert_eq!(long["allowed_ips"].as_array().unwrap().len(), 1000);
 
     // Removing one peer, then replacing them all with none.
-    let remove = |key: &str| server.post_json(&format!("/fx/wg/devices/{dev}/peers/remove"), &json!({ "public_key": key }));
+    let remove = |key: &str| {
+        server.post_json(
+            &format!("/fx/wg/devices/{dev}/peers/remove"),
+            &json!({ "public_key": key }),
+        )
+    };
     remove(&others[0]).expect(204);
     assert_eq!(wg_dump(&host_ns, &dev).1.len(), 200);
     expect_error(&remove(&others[0]), 404, "has no peer");
     server
-        .post_json(&format!("/fx/wg/devices/{dev}/configure"), &json!({ "replace_peers": true }))
+        .post_json(
+            &format!("/fx/wg/devices/{dev}/configure"),
+            &json!({ "replace_peers": true }),
+        )
         .expect(204);
     assert!(wg_dump(&host_ns, &dev).1.is_empty());
-    assert_eq!(server.get(&format!("/fx/wg/devices/{dev}")).json()["peers"], json!([]));
+    assert_eq!(
+        server.get(&format!("/fx/wg/devices/{dev}")).json()["peers"],
+        json!([])
+    );
 
     server.delete(&format!("/fx/wg/devices/{dev}")).expect(204);
     assert!(!link_exists(&host_ns, &dev));
-    expect_error(&server.get(&format!("/fx/wg/devices/{dev}")), 404, "no WireGuard device");
+    expect_error(
+        &server.get(&format!("/fx/wg/devices/{dev}")),
+        404,
+        "no WireGuard device",
+    );
     drop(peer);
 }

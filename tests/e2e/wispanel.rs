@@ -127,7 +127,11 @@ impl Panel {
         let server = Setup::with_yaml(yaml).serve();
         let admin = issue(&server, "admin");
         let viewer = issue(&server, "viewer");
-        Panel { server, admin, viewer }
+        Panel {
+            server,
+            admin,
+            viewer,
+        }
     }
 
     #[track_caller]
@@ -142,7 +146,8 @@ impl Panel {
         } else {
             body.to_string().into_bytes()
         };
-        self.server.send(method, &format!("/api/v1{path}"), &headers, &body)
+        self.server
+            .send(method, &format!("/api/v1{path}"), &headers, &body)
     }
 
     #[track_caller]
@@ -168,7 +173,13 @@ impl Panel {
 }
 
 #[track_caller]
-pub(crate) fn admin(server: &Server, plugin: &str, method: &str, path: &str, body: &Value) -> Response {
+pub(crate) fn admin(
+    server: &Server,
+    plugin: &str,
+    method: &str,
+    path: &str,
+    body: &Value,
+) -> Response {
     server.plugin_admin(plugin, method, path, body)
 }
 
@@ -270,7 +281,12 @@ fn version_info_is_the_seeds_and_every_answer_needs_a_bearer_token() {
 fn activate_without_a_key_is_the_seeds_400_envelope() {
     let signer = Signer::new(1);
     let p = Panel::offline(&signer, "");
-    for body in [Value::Null, json!({}), json!({ "key": "" }), json!({ "key": "   " })] {
+    for body in [
+        Value::Null,
+        json!({}),
+        json!({ "key": "" }),
+        json!({ "key": "   " }),
+    ] {
         let r = p.post("/license/activate", &body);
         r.expect(400);
         assert_eq!(
@@ -308,8 +324,15 @@ fn the_license_is_shown_as_the_seed_shows_it() {
     assert_eq!(v["license"]["has_license_file"], false);
     assert_eq!(v["license"]["is_valid"], false);
     assert_eq!(v["license"]["key"], Value::Null);
-    assert_eq!(v["usage"], json!({ "accounts": 0, "databases": 0, "domains": 0 }));
-    expect_error(&p.post("/license/verify", &Value::Null), 404, "LICENSE_NOT_FOUND");
+    assert_eq!(
+        v["usage"],
+        json!({ "accounts": 0, "databases": 0, "domains": 0 })
+    );
+    expect_error(
+        &p.post("/license/verify", &Value::Null),
+        404,
+        "LICENSE_NOT_FOUND",
+    );
 
     let file = signer.envelope(&signer.license(SEED_KEY, INSTANCE));
     let r = p.upload("wisp-ab2c-de3f-sa6t", &file);
@@ -327,7 +350,12 @@ fn the_license_is_shown_as_the_seed_shows_it() {
         r.expect(200);
         let v = r.json();
         let lic = &v["license"];
-        let keys: Vec<&str> = lic.as_object().unwrap().keys().map(String::as_str).collect();
+        let keys: Vec<&str> = lic
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
         let mut want = vec![
             "key",
             "tier",
@@ -365,7 +393,10 @@ fn the_license_is_shown_as_the_seed_shows_it() {
             "{valid_until}"
         );
         assert_eq!(lic["last_checked"], Value::Null);
-        assert_eq!(v["usage"], json!({ "accounts": 10, "databases": 2, "domains": 7 }));
+        assert_eq!(
+            v["usage"],
+            json!({ "accounts": 10, "databases": 2, "domains": 7 })
+        );
         assert_eq!(v.as_object().unwrap().len(), 2);
         // The seed's order of fields.
         let text = r.text();
@@ -396,7 +427,11 @@ fn the_license_is_shown_as_the_seed_shows_it() {
 
     let s = p.get("/license/summary").json();
     assert_eq!(
-        (s["status"].clone(), s["code"].clone(), s["instance_id"].clone()),
+        (
+            s["status"].clone(),
+            s["code"].clone(),
+            s["instance_id"].clone()
+        ),
         (json!("active"), Value::Null, json!(INSTANCE))
     );
     let l = p.get("/license/limits").json();
@@ -420,7 +455,10 @@ fn the_license_is_shown_as_the_seed_shows_it() {
     p.upload(SEED_KEY, &signer.envelope(&late)).expect(200);
     let v = p.get("/license").json();
     assert_eq!(
-        (v["license"]["is_valid"].clone(), v["license"]["needs_refresh"].clone()),
+        (
+            v["license"]["is_valid"].clone(),
+            v["license"]["needs_refresh"].clone()
+        ),
         (json!(true), json!(true))
     );
     assert_eq!(p.get("/license/summary").json()["status"], "grace");
@@ -438,7 +476,11 @@ fn forged_tampered_expired_and_foreign_licenses_are_refused_with_clear_codes() {
     let r = p.upload(SEED_KEY, &forger.envelope_as(&good, &signer.key_id));
     expect_error(&r, 422, "LICENSE_SIGNATURE_INVALID");
     // Signed by a key nobody trusts.
-    expect_error(&p.upload(SEED_KEY, &forger.envelope(&good)), 422, "LICENSE_KEY_UNKNOWN");
+    expect_error(
+        &p.upload(SEED_KEY, &forger.envelope(&good)),
+        422,
+        "LICENSE_KEY_UNKNOWN",
+    );
 
     // Tampered: the payload changed after signing (a bigger tier).
     let mut file = signer.envelope(&good);
@@ -449,19 +491,31 @@ fn forged_tampered_expired_and_foreign_licenses_are_refused_with_clear_codes() {
     // The same signature moved onto an envelope naming another algorithm.
     let mut file = signer.envelope(&good);
     file["alg"] = json!("rsa-sha256");
-    expect_error(&p.upload(SEED_KEY, &file), 422, "LICENSE_ALGORITHM_UNSUPPORTED");
+    expect_error(
+        &p.upload(SEED_KEY, &file),
+        422,
+        "LICENSE_ALGORITHM_UNSUPPORTED",
+    );
     expect_error(
         &p.upload(SEED_KEY, &json!({ "alg": "ed25519" })),
         422,
         "LICENSE_MALFORMED",
     );
-    expect_error(&p.upload(SEED_KEY, &json!("not a license")), 422, "LICENSE_MALFORMED");
+    expect_error(
+        &p.upload(SEED_KEY, &json!("not a license")),
+        422,
+        "LICENSE_MALFORMED",
+    );
 
     // Expired.
     let mut expired = good.clone();
     expired["expires_at"] = json!(now - 10);
     expired["valid_until"] = json!(now - 10);
-    expect_error(&p.upload(SEED_KEY, &signer.envelope(&expired)), 403, "LICENSE_EXPIRED");
+    expect_error(
+        &p.upload(SEED_KEY, &signer.envelope(&expired)),
+        403,
+        "LICENSE_EXPIRED",
+    );
 
     // Another instance's.
     let foreign = signer.license(SEED_KEY, "someone-else");
@@ -470,7 +524,10 @@ fn forged_tampered_expired_and_foreign_licenses_are_refused_with_clear_codes() {
         409,
         "LICENSE_INSTANCE_MISMATCH",
     );
-    assert!(v["message"].as_str().unwrap().contains("someone-else"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("someone-else"),
+        "{v}"
+    );
 
     // Not valid yet.
     let mut early = good.clone();
@@ -507,7 +564,10 @@ fn forged_tampered_expired_and_foreign_licenses_are_refused_with_clear_codes() {
     );
 
     // None of them was stored.
-    assert_eq!(p.get("/license").json()["license"]["has_license_file"], false);
+    assert_eq!(
+        p.get("/license").json()["license"]["has_license_file"],
+        false
+    );
     p.upload(SEED_KEY, &signer.envelope(&good)).expect(200);
     assert_eq!(p.get("/license").json()["license"]["is_valid"], true);
 }
@@ -516,26 +576,40 @@ fn forged_tampered_expired_and_foreign_licenses_are_refused_with_clear_codes() {
 fn a_clock_set_back_is_noticed() {
     let signer = Signer::new(1);
     let p = Panel::offline(&signer, "");
-    p.upload(SEED_KEY, &signer.envelope(&signer.license(SEED_KEY, INSTANCE)))
-        .expect(200);
+    p.upload(
+        SEED_KEY,
+        &signer.envelope(&signer.license(SEED_KEY, INSTANCE)),
+    )
+    .expect(200);
     let clock = p.admin("GET", "/clock", &Value::Null).json();
     assert!(clock["last_seen"].as_i64().is_some(), "{clock}");
 
     // The panel has seen a time a day later than the clock now reads.
     let later = now_secs() as i64 + 86_400;
-    p.admin("PUT", "/clock", &json!({ "last_seen": later })).expect(200);
+    p.admin("PUT", "/clock", &json!({ "last_seen": later }))
+        .expect(200);
     let v = p.get("/license").json();
     assert_eq!(v["license"]["is_valid"], false);
     assert_eq!(p.get("/license/summary").json()["code"], "CLOCK_ROLLBACK");
-    expect_error(&p.post("/license/verify", &Value::Null), 409, "CLOCK_ROLLBACK");
+    expect_error(
+        &p.post("/license/verify", &Value::Null),
+        409,
+        "CLOCK_ROLLBACK",
+    );
     // An upload cannot get around it.
     expect_error(
-        &p.upload(SEED_KEY, &signer.envelope(&signer.license(SEED_KEY, INSTANCE))),
+        &p.upload(
+            SEED_KEY,
+            &signer.envelope(&signer.license(SEED_KEY, INSTANCE)),
+        ),
         409,
         "CLOCK_ROLLBACK",
     );
     // The mark never moves back by itself.
-    assert_eq!(p.admin("GET", "/clock", &Value::Null).json()["last_seen"], later);
+    assert_eq!(
+        p.admin("GET", "/clock", &Value::Null).json()["last_seen"],
+        later
+    );
 
     // An operator who knows the clock is right clears the mark.
     p.admin("DELETE", "/clock", &Value::Null).expect(200);
@@ -549,9 +623,17 @@ fn enforce_disables_the_newest_over_the_limit_and_re_enable_restores_them() {
     let mut small = signer.license(SEED_KEY, INSTANCE);
     small["limits"] = json!({ "max_users": 3, "max_domains": 100, "max_databases": -1 });
     p.upload(SEED_KEY, &signer.envelope(&small)).expect(200);
-    p.admin("PUT", "/usage", &json!({ "accounts": 5, "domains": 2, "databases": 4 }))
-        .expect(200);
-    let r = p.admin("POST", "/resources", &json!({ "kind": "databases", "name": "shop" }));
+    p.admin(
+        "PUT",
+        "/usage",
+        &json!({ "accounts": 5, "domains": 2, "databases": 4 }),
+    )
+    .expect(200);
+    let r = p.admin(
+        "POST",
+        "/resources",
+        &json!({ "kind": "databases", "name": "shop" }),
+    );
     r.expect(201);
     assert_eq!(r.json()["resource"]["id"], 5);
 
@@ -574,13 +656,19 @@ fn enforce_disables_the_newest_over_the_limit_and_re_enable_restores_them() {
         "{v}"
     );
     // Enforcing again changes nothing.
-    assert_eq!(p.post("/license/enforce", &Value::Null).json()["disabled"], json!([]));
+    assert_eq!(
+        p.post("/license/enforce", &Value::Null).json()["disabled"],
+        json!([])
+    );
 
     let d = p.get("/license/disabled-resources").json();
     assert_eq!(d["count"], 2);
     assert_eq!(d["disabled_resources"][0]["name"], "accounts-4");
     assert!(
-        d["disabled_resources"][0]["reason"].as_str().unwrap().contains("free"),
+        d["disabled_resources"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("free"),
         "{d}"
     );
     let l = p.get("/license/limits").json();
@@ -674,7 +762,10 @@ fn usage_changes_up_to_the_hosts_key_limit_at_once_and_refuses_one_key_more() {
 #[test]
 fn the_61st_request_in_a_window_is_429_with_the_headers_and_a_later_one_passes() {
     let signer = Signer::new(1);
-    let p = Panel::offline(&signer, ", rate_limit_per_minute: 60, rate_limit_window_seconds: 15");
+    let p = Panel::offline(
+        &signer,
+        ", rate_limit_per_minute: 60, rate_limit_window_seconds: 15",
+    );
     let token = issue(&p.server, "viewer");
     let started = now_secs();
     let mut reset = 0;
@@ -699,7 +790,11 @@ fn the_61st_request_in_a_window_is_429_with_the_headers_and_a_later_one_passes()
     );
     expect_error(&r, 429, "RATE_LIMITED");
     assert_eq!(rate_headers(&r), (60, 0, reset));
-    let retry: u64 = r.header("retry-after").expect("retry-after").parse().unwrap();
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("retry-after")
+        .parse()
+        .unwrap();
     // Whole seconds, rounded up: at most the window plus one.
     assert!((1..=16).contains(&retry), "retry-after {retry}");
 
@@ -738,7 +833,13 @@ impl Portal {
             wasm = quote(&wasm("license_portal").to_string_lossy()),
         );
         let server = Setup::with_yaml(&yaml).serve();
-        let r = admin(&server, "license-portal", "POST", "/signing-keys", &Value::Null);
+        let r = admin(
+            &server,
+            "license-portal",
+            "POST",
+            "/signing-keys",
+            &Value::Null,
+        );
         r.expect(201);
         let k = r.json()["key"].clone();
         let public_key = k["public_key"].as_str().expect("public_key").to_string();
@@ -815,7 +916,10 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
 
     // An unknown key: the portal's answer, in the envelope.
     expect_error(
-        &p.post("/license/activate", &json!({ "key": "WISP-2222-3333-4444" })),
+        &p.post(
+            "/license/activate",
+            &json!({ "key": "WISP-2222-3333-4444" }),
+        ),
         404,
         "LICENSE_NOT_FOUND",
     );
@@ -828,7 +932,11 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
     let key = &portal.license_key;
     assert_eq!(
         lic["key"],
-        format!("{}-****{}", key.split('-').next().unwrap(), &key[key.len() - 4..])
+        format!(
+            "{}-****{}",
+            key.split('-').next().unwrap(),
+            &key[key.len() - 4..]
+        )
     );
     assert_eq!(
         (
@@ -858,7 +966,11 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
     let c = p.get("/version/changelog").json();
     assert_eq!(c["releases"][0]["version"], "1.4.3");
     assert_eq!(p.get("/version/update/status").json()["state"], "idle");
-    expect_error(&p.admin("GET", "/update/staged", &Value::Null), 404, "NOT_FOUND");
+    expect_error(
+        &p.admin("GET", "/update/staged", &Value::Null),
+        404,
+        "NOT_FOUND",
+    );
 
     let r = p.post("/version/update", &Value::Null);
     r.expect(200);
@@ -875,11 +987,20 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
     // The bytes kept in kv are the artefact.
     let c = p.admin("GET", "/update/staged", &Value::Null).json();
     assert_eq!(c["intact"], true, "{c}");
-    assert_eq!(c["stored"], json!({ "chunks": 1, "size": portal.artefact.len(), "sha256": sha256_hex(&portal.artefact) }));
+    assert_eq!(
+        c["stored"],
+        json!({ "chunks": 1, "size": portal.artefact.len(), "sha256": sha256_hex(&portal.artefact) })
+    );
     assert_eq!(c["staged"]["version"], "1.4.3");
     // Asking again does not download it again.
     let again = p.post("/version/update", &Value::Null).json();
-    assert!(again["message"].as_str().unwrap().contains("already staged"), "{again}");
+    assert!(
+        again["message"]
+            .as_str()
+            .unwrap()
+            .contains("already staged"),
+        "{again}"
+    );
 
     // Direct update: a URL the grant allows with the signed manifest; a URL it does not.
     let latest = portal
@@ -891,8 +1012,11 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
         portal.addr(),
         latest["release"]["download_url"].as_str().unwrap()
     );
-    p.post("/version/direct-update", &json!({ "url": url, "manifest": manifest }))
-        .expect(200);
+    p.post(
+        "/version/direct-update",
+        &json!({ "url": url, "manifest": manifest }),
+    )
+    .expect(200);
     expect_error(
         &p.post(
             "/version/direct-update",
@@ -947,7 +1071,10 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
         &json!({ "url": url, "manifest": lying(portal.artefact.len(), &right) }),
     )
     .expect(200);
-    assert_eq!(p.get("/version/update/status").json()["staged"]["version"], "1.4.4");
+    assert_eq!(
+        p.get("/version/update/status").json()["staged"]["version"],
+        "1.4.4"
+    );
 
     // A license is not a release manifest.
     let file = portal
@@ -959,7 +1086,10 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
         .json()["license"]
         .clone();
     expect_error(
-        &p.post("/version/direct-update", &json!({ "url": url, "manifest": file })),
+        &p.post(
+            "/version/direct-update",
+            &json!({ "url": url, "manifest": file }),
+        ),
         422,
         "UPDATE_WRONG_TYPE",
     );
@@ -973,7 +1103,11 @@ fn panel_and_portal_activate_verify_refresh_check_and_stage_an_update() {
         &Value::Null,
     )
     .expect(200);
-    expect_error(&p.post("/license/verify", &Value::Null), 403, "LICENSE_REVOKED");
+    expect_error(
+        &p.post("/license/verify", &Value::Null),
+        403,
+        "LICENSE_REVOKED",
+    );
     assert_eq!(p.get("/license").json()["license"]["is_valid"], false);
 }
 
@@ -994,7 +1128,11 @@ fn portal_issued_licenses_tampered_or_for_another_instance_are_refused() {
     );
     r.expect(200);
     let file = r.json()["license"].clone();
-    expect_error(&p.upload(&other_key, &file), 409, "LICENSE_INSTANCE_MISMATCH");
+    expect_error(
+        &p.upload(&other_key, &file),
+        409,
+        "LICENSE_INSTANCE_MISMATCH",
+    );
     // And the portal itself refuses to activate that key here.
     expect_error(
         &p.post("/license/activate", &json!({ "key": other_key })),
@@ -1008,7 +1146,11 @@ fn portal_issued_licenses_tampered_or_for_another_instance_are_refused() {
     payload["instance_id"] = json!(INSTANCE);
     let mut tampered = file.clone();
     tampered["payload"] = json!(B64.encode(payload.to_string()));
-    expect_error(&p.upload(&other_key, &tampered), 422, "LICENSE_SIGNATURE_INVALID");
+    expect_error(
+        &p.upload(&other_key, &tampered),
+        422,
+        "LICENSE_SIGNATURE_INVALID",
+    );
 
     // A license that expires while the panel holds it (a few seconds of
     // slack for a loaded machine between creating and activating it).
@@ -1017,12 +1159,17 @@ fn portal_issued_licenses_tampered_or_for_another_instance_are_refused() {
         &portal.server,
         json!({ "tier": "pro", "max_users": 5, "max_domains": 5, "max_databases": 5, "expires_at": expires }),
     );
-    p.post("/license/activate", &json!({ "key": short })).expect(200);
+    p.post("/license/activate", &json!({ "key": short }))
+        .expect(200);
     assert_eq!(p.get("/license").json()["license"]["is_valid"], true);
     while now_secs() <= expires {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(p.get("/license").json()["license"]["is_valid"], false);
-    expect_error(&p.post("/license/verify", &Value::Null), 403, "LICENSE_EXPIRED");
+    expect_error(
+        &p.post("/license/verify", &Value::Null),
+        403,
+        "LICENSE_EXPIRED",
+    );
     assert_eq!(p.get("/license/summary").json()["status"], "expired");
 }

@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## The code
+//!
 //! hotspot: hotspot vouchers, guest sign-ins and a captive-portal backend,
 //! re-implementing the WAVER OS "API Access" API as a wasmgate
 //! plugin.

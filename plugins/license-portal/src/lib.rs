@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## The code
+//!
 //! license-portal: the vendor's side of WisPanel licensing and updates, as a
 //! wasmgate plugin. The contract is the README's `### license-portal`
 //! section (and /tmp/spec/license-portal.md while it is being built).

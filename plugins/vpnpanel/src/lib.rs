@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## The code
+//!
 //! vpnpanel: the multi-protocol VPN panel v3 API as a wasmgate plugin.
 //!
 //! The modules are layers; a module imports only from its own layer or the

@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## The code
+//!
 //! wgdashboard: the WGDashboard v4 API as a
 //! wasmgate plugin, on real WireGuard devices through the host's
 //! `wireguard` capability and their addresses through `net`.

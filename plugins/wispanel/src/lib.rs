@@ -1,3 +1,7 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## The code
+//!
 //! wispanel: the WisPanel version, update and license API as a wasmgate
 //! plugin, mounted at `/api/v1`.
 //!

@@ -12,7 +12,10 @@ struct Probe;
 
 impl Plugin for Probe {
     fn handle(req: &Request) -> Result<Response, Error> {
-        Router::new().post("/send", send).post("/json", json_helper).handle(req)
+        Router::new()
+            .post("/send", send)
+            .post("/json", json_helper)
+            .handle(req)
     }
 }
 
@@ -71,5 +74,8 @@ fn json_helper(req: &Request, _: &Params) -> Result<Response, Error> {
     let v: Value = req.json()?;
     let url = v["url"].as_str().unwrap_or_default();
     let (status, body) = outbound::post_json(url, &v["body"])?;
-    Ok(Response::json(200, &json!({ "status": status, "body": body })))
+    Ok(Response::json(
+        200,
+        &json!({ "status": status, "body": body }),
+    ))
 }

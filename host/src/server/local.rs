@@ -1,0 +1,133 @@
+//! What the command line needs besides serving: `wasmgate call`'s request and prefix, and `wasmgate check`'s table.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// The prefix of the plugin's first mount that matches `path`, else its first
+/// mount's prefix, else `/` (for `wasmgate call`).
+pub fn prefix_for(plugin: &Plugin, path: &str) -> String {
+    let mounts = &plugin.config.mounts;
+    let mut matching: Vec<_> = mounts
+        .iter()
+        .filter(|m| {
+            let mut r = Router::default();
+            r.add(&m.prefix, 0);
+            r.route(path).is_some()
+        })
+        .collect();
+    matching.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
+    matching
+        .first()
+        .copied()
+        .or(mounts.first())
+        .map_or_else(|| "/".to_string(), |m| m.prefix.clone())
+}
+
+/// A request for `wasmgate call` and `bench-instantiate`.
+pub fn local_request(
+    method: &str,
+    path_and_query: &str,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    prefix: String,
+) -> Request {
+    let (path, query) = path_and_query
+        .split_once('?')
+        .unwrap_or((path_and_query, ""));
+    Request {
+        method: method.to_ascii_uppercase(),
+        path: path.to_string(),
+        query: query.to_string(),
+        headers,
+        body,
+        client_addr: "127.0.0.1:0".to_string(),
+        prefix,
+        request_id: crate::util::ids::request_id(),
+    }
+}
+
+/// Rows for `wasmgate check`.
+pub fn check_rows(config: &Config) -> (Vec<[String; 5]>, bool) {
+    let mut rows = Vec::new();
+    let mut ok = true;
+    let db = match Db::in_memory() {
+        Ok(db) => db,
+        Err(e) => {
+            return (
+                vec![[
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("error: {e}"),
+                ]],
+                false,
+            );
+        }
+    };
+    let host = match Host::empty(config.clone(), db) {
+        Ok(h) => h,
+        Err(e) => {
+            return (
+                vec![[
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("error: {e:#}"),
+                ]],
+                false,
+            );
+        }
+    };
+    let cache = match Cache::open(&config.data_dir) {
+        Ok(c) => c,
+        Err(e) => {
+            return (
+                vec![[
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                    format!("error: {e:#}"),
+                ]],
+                false,
+            );
+        }
+    };
+    for p in &config.plugins {
+        let mounts = p
+            .mounts
+            .iter()
+            .map(|m| format!("{}{}", m.listen, m.prefix))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let grants = match p.grants.names() {
+            names if names.is_empty() => "-".to_string(),
+            names => names.join(","),
+        };
+        let status = match host.runtime.load(p, host.shared.clone(), &cache) {
+            Ok(loaded) => format!(
+                "ok ({}; exports {})",
+                if loaded.from_cache {
+                    "cached"
+                } else {
+                    "compiled"
+                },
+                loaded.exports().join(", ")
+            ),
+            Err(e) => {
+                ok = false;
+                format!("error: {e:#}")
+            }
+        };
+        rows.push([
+            p.name.clone(),
+            p.wasm.display().to_string(),
+            mounts,
+            grants,
+            status,
+        ]);
+    }
+    (rows, ok)
+}
