@@ -7,8 +7,6 @@
 //! - `meta/count`: how many notes exist, kept in the same transactions as the
 //!   notes so the `max_notes` check cannot be raced past.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use wasmgate_sdk::{Error, Params, Plugin, Request, Response, Router, config, kv};
@@ -81,9 +79,7 @@ fn create_note(req: &Request, _: &Params) -> Result<Response, Error> {
         )));
     }
     let max_notes: u64 = config::parse_or("max_notes", 1000)?;
-    let created_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let created_at = wasmgate_sdk::time::now_secs();
 
     let note = kv::transaction(|txn| {
         let count: u64 = txn.get_json(COUNT)?.unwrap_or(0);

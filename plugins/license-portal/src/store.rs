@@ -138,12 +138,7 @@ pub fn chunk_kv(channel: &str, version: &str, n: u32) -> String {
 }
 
 /// Unix seconds.
-pub fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use wasmgate_sdk::time::now_secs as now;
 
 /// `WISP-****SA6T`: the part before the first `-`, then `-****`, then the last 4 characters.
 pub fn mask(key: &str) -> String {

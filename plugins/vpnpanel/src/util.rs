@@ -4,12 +4,7 @@
 use wasmgate_sdk::crypto;
 
 /// Unix seconds now.
-pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub use wasmgate_sdk::time::now_secs;
 
 /// `n` random bytes as lower-case hex (2n characters), from the host's RNG.
 pub fn random_hex(n: u32) -> String {
