@@ -23,6 +23,7 @@ mod e2e {
     mod license_portal_lists;
     mod limits;
     mod net;
+    mod operator;
     mod outbound;
     mod server;
     mod shutdown;

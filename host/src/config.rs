@@ -163,6 +163,10 @@ pub struct HttpConfig {
     /// and closed.
     #[serde(default = "default_max_connections_per_client")]
     pub max_connections_per_client: u32,
+    /// One `info` line per request on the plugin listeners (plugin, method,
+    /// path without the query, status, duration, request id, bytes).
+    #[serde(default = "default_true")]
+    pub log_requests: bool,
 }
 
 impl Default for HttpConfig {
@@ -173,8 +177,13 @@ impl Default for HttpConfig {
             body_timeout_ms: default_body_timeout_ms(),
             max_connections: default_max_connections(),
             max_connections_per_client: default_max_connections_per_client(),
+            log_requests: true,
         }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_header_timeout_ms() -> u64 {
@@ -379,6 +388,9 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
+        let admin = parse_listen(&self.admin.listen).ok();
+        // Listen strings seen so far: (string, address, plugin).
+        let mut listens: Vec<(&str, SocketAddr, &str)> = Vec::new();
         let mut names = BTreeMap::new();
         let mut routes: BTreeMap<(String, String), String> = BTreeMap::new();
         for (i, p) in self.plugins.iter().enumerate() {
@@ -403,8 +415,35 @@ impl Config {
             }
             for (j, m) in p.mounts.iter().enumerate() {
                 let key = at(&format!("mounts[{j}]"));
-                parse_listen(&m.listen)
+                let addr = parse_listen(&m.listen)
                     .map_err(|msg| invalid(name, format!("{key}.listen"), msg))?;
+                if let Some(a) = admin
+                    && overlap(addr, a)
+                {
+                    return Err(invalid(
+                        name,
+                        format!("{key}.listen"),
+                        format!(
+                            "`{}` takes the admin listener's address (admin.listen: {}): give one of them another port",
+                            m.listen, self.admin.listen
+                        ),
+                    ));
+                }
+                if let Some((other, _, owner)) = listens
+                    .iter()
+                    .find(|(l, a, _)| *l != m.listen && overlap(addr, *a))
+                {
+                    return Err(invalid(
+                        name,
+                        format!("{key}.listen"),
+                        format!(
+                            "`{}` and `{other}` (plugin `{owner}`) cannot both be bound: they overlap on port {}; mounts that share a port must use the same listen string",
+                            m.listen,
+                            addr.port()
+                        ),
+                    ));
+                }
+                listens.push((&m.listen, addr, &p.name));
                 if !m.prefix.starts_with('/') {
                     return Err(invalid(
                         name,
@@ -510,6 +549,15 @@ fn valid_plugin_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Whether listeners on `a` and `b` would clash: the same port (not 0) and
+/// the same address, or a wildcard address that covers the other (`[::]`
+/// takes IPv4 too).
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    let covers =
+        |w: SocketAddr, x: SocketAddr| w.ip().is_unspecified() && (w.is_ipv6() || x.is_ipv4());
+    a.port() != 0 && a.port() == b.port() && (a.ip() == b.ip() || covers(a, b) || covers(b, a))
 }
 
 fn parse_listen(listen: &str) -> Result<SocketAddr, String> {

@@ -19,6 +19,16 @@ use wasmgate::server::{self, Host};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How log lines on stderr look: `text` (coloured only on a terminal) or
+    /// `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -49,13 +59,18 @@ enum Command {
         #[arg(long, default_value = "config.yaml")]
         config: PathBuf,
     },
-    /// Call one plugin in-process, without opening any port.
+    /// Call one plugin in-process, without opening any port. Exits 3 when
+    /// the answer's status is 400 or more.
     Call {
         /// The plugin's name in the config.
         plugin: String,
-        /// GET, POST, ...
+        /// GET, POST, ... (case-sensitive, as on the wire).
+        #[arg(value_parser = http_method)]
         method: String,
-        /// The request path, with an optional query string.
+        /// The path a client would send, with the mount prefix (`/hello/notes`
+        /// for a mount at `/hello/`) and an optional query string. With
+        /// `--admin`, the path below the plugin's admin surface (`/stats`).
+        #[arg(value_parser = request_path)]
         path: String,
         /// The body: JSON text, or @FILE to read it from a file.
         #[arg(long)]
@@ -90,27 +105,101 @@ enum Command {
 
 /// Exit code for a config the host refuses.
 const EXIT_CONFIG: u8 = 2;
+/// Exit code of `call` when the answer's status is 400 or more.
+const EXIT_HTTP_ERROR: u8 = 3;
+
+/// A method as `call` sends it: one token (RFC 9110), in upper case.
+fn http_method(s: &str) -> Result<String, String> {
+    const TOKEN_PUNCTUATION: &[u8] = b"!#$%&'*+-.^_`|~";
+    if s.is_empty()
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || TOKEN_PUNCTUATION.contains(&b))
+    {
+        return Err(format!(
+            "`{s}` is not an HTTP method: one word, such as GET, POST, PUT or DELETE"
+        ));
+    }
+    if s.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(format!(
+            "methods are case-sensitive: did you mean {}?",
+            s.to_ascii_uppercase()
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// A request path as `call` sends it: absolute, with an optional query.
+fn request_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!(
+            "`{s}` does not start with `/`: give the path a client sends, mount prefix included (e.g. /hello/notes)"
+        ));
+    }
+    match s.parse::<http::uri::PathAndQuery>() {
+        Ok(_) => Ok(s.to_string()),
+        Err(e) => Err(format!(
+            "`{s}` is not a valid request path ({e}): percent-encode spaces and other special characters"
+        )),
+    }
+}
 
 fn main() -> ExitCode {
     wasmgate::util::fs::restrict_umask();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<wasmgate::config::ConfigError>().is_some() {
+            if refused(&e) {
                 ExitCode::from(EXIT_CONFIG)
             } else {
                 ExitCode::FAILURE
             }
         }
     }
+}
+
+/// Crates whose `debug` and `trace` lines are the compiler's and the
+/// engine's internals (tens of thousands of lines per component compiled):
+/// held at `warn` unless `RUST_LOG` names them.
+const INTERNALS: &[&str] = &["cranelift", "wasmtime", "regalloc2", "wasmparser", "pulley"];
+
+/// Logs to stderr at `RUST_LOG`'s levels (default `info`), in `format`,
+/// with colours only when stderr is a terminal and `NO_COLOR` is unset.
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    use tracing_subscriber::EnvFilter;
+    let spec = std::env::var("RUST_LOG").unwrap_or_default();
+    let mut filter = match EnvFilter::try_new(if spec.is_empty() { "info" } else { &spec }) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("warning: RUST_LOG=`{spec}` is not a valid filter ({e}); using `info`");
+            EnvFilter::new("info")
+        }
+    };
+    for krate in INTERNALS.iter().filter(|k| !spec.contains(**k)) {
+        if let Ok(d) = format!("{krate}=warn").parse() {
+            filter = filter.add_directive(d);
+        }
+    }
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+/// Whether `e` says the config must change: a config the host refuses, or
+/// a plugin it names that the host cannot load.
+fn refused(e: &anyhow::Error) -> bool {
+    e.chain()
+        .any(|c| c.is::<wasmgate::config::ConfigError>() || c.is::<wasmgate::runtime::LoadError>())
 }
 
 fn load_config(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
@@ -196,15 +285,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => {
             let config = load_config(&config, None)?;
-            let (rows, ok) = tokio()?.block_on(async { server::check_rows(&config) });
+            let (mut rows, ok) = tokio()?.block_on(async { server::check_rows(&config) });
+            // Each error once, in full, on stderr; the table only points at it.
+            let mut errors = Vec::new();
+            for row in &mut rows {
+                if let Some(e) = row[4].strip_prefix("error: ") {
+                    errors.push(format!("error: {e}"));
+                    row[4] = "refused (see below)".into();
+                }
+            }
             print_table(&["plugin", "wasm", "mounts", "grants", "status"], &rows);
-            for row in rows.iter().filter(|r| r[4].starts_with("error: ")) {
-                eprintln!("{}", row[4]);
+            std::io::Write::flush(&mut std::io::stdout())?;
+            for e in &errors {
+                eprintln!("{e}");
             }
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
-                ExitCode::FAILURE
+                ExitCode::from(EXIT_CONFIG)
             })
         }
         Command::Call {
@@ -237,13 +335,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if !body.is_empty() && !header_pairs.iter().any(|(k, _)| k == "content-type") {
                 header_pairs.push(("content-type".into(), "application/json".into()));
             }
-            tokio()?.block_on(async {
+            let status = tokio()?.block_on(async {
                 let host = Host::load(config, Some(&plugin), false)?;
                 let p = host.plugin(&plugin).context("plugin not loaded")?;
-                let prefix = if admin {
-                    format!("/plugins/{plugin}/admin")
+                let (prefix, path) = if admin {
+                    let prefix = format!("/plugins/{plugin}/admin");
+                    let path = format!("{prefix}{path}");
+                    (prefix, path)
                 } else {
-                    server::prefix_for(p, &path)
+                    let mounts: Vec<&str> =
+                        p.config.mounts.iter().map(|m| m.prefix.as_str()).collect();
+                    if mounts.is_empty() {
+                        anyhow::bail!(
+                            "plugin `{plugin}` has no mounts, so no client can reach its handler; call its admin export with --admin"
+                        );
+                    }
+                    let prefix = server::prefix_for(p, &path).with_context(|| {
+                        format!(
+                            "`{path}` is under none of plugin `{plugin}`'s mounts ({}): PATH is the path a client sends, mount prefix included",
+                            mounts.join(", ")
+                        )
+                    })?;
+                    (prefix, path)
                 };
                 let req = server::local_request(&method, &path, header_pairs, body, prefix);
                 let id = req.request_id.clone();
@@ -267,9 +380,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
                 println!();
                 println!("{}", String::from_utf8_lossy(&body));
-                anyhow::Ok(())
+                anyhow::Ok(status)
             })?;
-            Ok(ExitCode::SUCCESS)
+            Ok(if status >= 400 {
+                ExitCode::from(EXIT_HTTP_ERROR)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         #[cfg(feature = "bench")]
         Command::BenchInstantiate {
@@ -287,7 +404,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio()?.block_on(async {
                 let host = Host::load(config.clone(), Some(&plugin), false)?;
                 let p = host.plugin(&plugin).context("plugin not loaded")?;
-                let prefix = server::prefix_for(p, &path);
+                let prefix = server::prefix_for(p, &path)
+                    .context("the path is under none of the plugin's mounts")?;
                 let mut inst = Duration::ZERO;
                 let mut call = Duration::ZERO;
                 let warmup = (iterations / 10).max(1);

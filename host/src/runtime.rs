@@ -190,6 +190,13 @@ pub enum CallError {
     Busy(#[from] SlotError),
 }
 
+/// A plugin the host refuses to load (no such file, not a component, an
+/// import its grants withhold, ...): like a config error, the config has to
+/// change. The message is the whole chain of causes.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct LoadError(pub anyhow::Error);
+
 /// Counters kept per plugin for `/plugins`.
 #[derive(Default)]
 pub struct PluginStats {
@@ -296,8 +303,19 @@ impl Runtime {
         })
     }
 
-    /// Compiles (or loads from `cache`) and links one plugin.
+    /// Compiles (or loads from `cache`) and links one plugin. Its errors are
+    /// [`LoadError`]s: the config names something the host cannot run.
     pub fn load(
+        &self,
+        config: &PluginConfig,
+        host: Arc<Shared>,
+        cache: &Cache,
+    ) -> anyhow::Result<Plugin> {
+        self.load_plugin(config, host, cache)
+            .map_err(|e| anyhow::Error::new(LoadError(e)))
+    }
+
+    fn load_plugin(
         &self,
         config: &PluginConfig,
         host: Arc<Shared>,
@@ -305,7 +323,7 @@ impl Runtime {
     ) -> anyhow::Result<Plugin> {
         let name = &config.name;
         let (component, from_cache) = cache
-            .component(&self.engine, &config.wasm)
+            .component(&self.engine, name, &config.wasm)
             .with_context(|| format!("plugin `{name}`: cannot load {}", config.wasm.display()))?;
         check_imports(&self.engine, &component, config)?;
         let mut linker: Linker<Ctx> = Linker::new(&self.engine);
@@ -654,9 +672,15 @@ impl Cache {
         })
     }
 
-    /// The component, and whether it came from the cache.
-    pub fn component(&self, engine: &Engine, wasm: &Path) -> anyhow::Result<(Component, bool)> {
-        let bytes = std::fs::read(wasm)?;
+    /// Plugin `name`'s component, and whether it came from the cache.
+    pub fn component(
+        &self,
+        engine: &Engine,
+        name: &str,
+        wasm: &Path,
+    ) -> anyhow::Result<(Component, bool)> {
+        let bytes = std::fs::read(wasm).map_err(|e| unreadable_artefact(wasm, e))?;
+        check_artefact(&bytes)?;
         let mut hasher = Sha256Hasher(digest::Context::new(&digest::SHA256));
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         hasher.0.update(&bytes);
@@ -675,7 +699,21 @@ impl Cache {
             }
             tracing::warn!(path = %path.display(), "ignoring an invalid cached component");
         }
-        let artefact = engine.precompile_component(&bytes)?;
+        tracing::info!(
+            plugin = %name,
+            "compiling {} ({:.1} MB); later starts load it from the cache",
+            wasm.display(),
+            bytes.len() as f64 / 1e6
+        );
+        let started = Instant::now();
+        let artefact = engine
+            .precompile_component(&bytes)
+            .map_err(|e| anyhow::anyhow!("{e:#}").context("not a component this host can run"))?;
+        tracing::info!(
+            plugin = %name,
+            "compiled in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
         let tag = hmac::sign(&self.key, &artefact);
         let mut sealed = Vec::with_capacity(TAG_LEN + artefact.len());
         sealed.extend_from_slice(tag.as_ref());
@@ -687,6 +725,61 @@ impl Cache {
         let component = unsafe { Component::deserialize(engine, &artefact)? };
         Ok((component, false))
     }
+}
+
+/// The build command for a Rust plugin, named in hints.
+const RUST_BUILD: &str = "cargo build --release --target wasm32-wasip2";
+
+/// Why `wasm` could not be read, with what to do about it: for a missing
+/// file, the build command, or the `cdylib` crate type when Cargo built only
+/// a library there.
+fn unreadable_artefact(wasm: &Path, e: std::io::Error) -> anyhow::Error {
+    if e.kind() != std::io::ErrorKind::NotFound {
+        return anyhow::Error::new(e);
+    }
+    let stem = wasm
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace('-', "_"))
+        .unwrap_or_default();
+    let rlib = wasm.with_file_name(format!("lib{stem}.rlib"));
+    if rlib.exists() {
+        anyhow::anyhow!(
+            "no such file, but {} is there: Cargo built the crate as a library only; add `[lib] crate-type = [\"cdylib\"]` to its Cargo.toml and build again",
+            rlib.display()
+        )
+    } else {
+        anyhow::anyhow!(
+            "no such file: build the plugin first (for Rust, `{RUST_BUILD}`); a relative `wasm:` path is read from the config file's directory"
+        )
+    }
+}
+
+/// Refuses, with what to do, a file that is not a WebAssembly component: no
+/// wasm at all, or a core module (what `wasm32-unknown-unknown` or
+/// `wasm32-wasip1` builds give).
+fn check_artefact(bytes: &[u8]) -> anyhow::Result<()> {
+    const MAGIC: &[u8] = b"\0asm";
+    /// The version and layer fields of a core module (version 1, layer 0).
+    const CORE_MODULE: [u8; 4] = [1, 0, 0, 0];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        let what = match bytes {
+            [] => "it is empty".to_string(),
+            b if b.starts_with(b"\x7fELF") => "it is a native executable (ELF)".to_string(),
+            b if b.starts_with(b"(component") || b.starts_with(b"(module") => {
+                "it is WebAssembly text; compile it to binary first".to_string()
+            }
+            _ => "it does not start with the WebAssembly magic bytes".to_string(),
+        };
+        anyhow::bail!(
+            "not a WebAssembly file: {what}. Build a component, for Rust with `{RUST_BUILD}`"
+        );
+    }
+    if bytes[4..8] == CORE_MODULE {
+        anyhow::bail!(
+            "a core WebAssembly module, not a component: build for the wasm32-wasip2 target (`{RUST_BUILD}`), or wrap a module with `wasm-tools component new`"
+        );
+    }
+    Ok(())
 }
 
 /// Writes a sealed artefact to `path` through a temporary file of this

@@ -72,9 +72,74 @@ fn call_passes_headers_and_reports_plugin_errors_as_responses() {
             "{not json",
         ],
     );
-    // The plugin answered (with a 400), so the command succeeded.
-    assert!(out.status.success(), "{}", describe(&out));
+    // The plugin answered, with a 400: printed, and exit code 3.
+    assert_eq!(out.status.code(), Some(3), "{}", describe(&out));
     parse_call_output(&out).expect(400);
+}
+
+#[test]
+fn call_exits_3_for_every_status_of_400_and_more() {
+    let setup = Setup::new(&[Plugin::fixture("fx").timeout_ms(500)]);
+    for (path, status) in [("/fx/nope-not-a-route", 404), ("/fx/loop", 504)] {
+        let out = setup.call("fx", "GET", path, &[]);
+        assert_eq!(out.status.code(), Some(3), "{path}: {}", describe(&out));
+        parse_call_output(&out).expect(status);
+    }
+    let out = setup.call("fx", "GET", "/fx/ok", &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+}
+
+#[test]
+fn call_refuses_a_method_or_path_no_client_could_send() {
+    let setup = Setup::new(&[Plugin::hello("hello")]);
+    for (method, path, needle) in [
+        ("GE T", "/hello/", "is not an HTTP method"),
+        ("", "/hello/", "is not an HTTP method"),
+        ("get", "/hello/", "did you mean GET?"),
+        ("GET", "hello/notes", "does not start with `/`"),
+        ("GET", "/hello/my notes", "percent-encode"),
+    ] {
+        let out = setup.call("hello", method, path, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{method:?} {path:?}: {}",
+            describe(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(needle),
+            "{method:?} {path:?}: {}",
+            describe(&out)
+        );
+        assert!(out.stdout.is_empty(), "{}", describe(&out));
+    }
+}
+
+#[test]
+fn call_says_that_the_path_includes_the_mount_prefix() {
+    let setup = Setup::new(&[Plugin::hello("hello")]);
+    let out = setup.call("hello", "GET", "/notes", &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("/notes")
+            && stderr.contains("/hello/")
+            && stderr.contains("mount prefix included"),
+        "{}",
+        describe(&out)
+    );
+    assert!(out.stdout.is_empty(), "{}", describe(&out));
+}
+
+#[test]
+fn call_with_admin_takes_the_path_below_the_admin_surface() {
+    let setup = Setup::new(&[Plugin::hello("hello")]);
+    let out = setup.call("hello", "GET", "/stats", &["--admin"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let r = parse_call_output(&out);
+    r.expect(200);
+    assert_eq!(r.json()["notes"], 0, "{}", describe(&out));
 }
 
 #[test]

@@ -182,3 +182,87 @@ fn a_plugin_importing_a_capability_it_was_not_granted_is_refused_at_load() {
     let yaml = config_yaml(&[Plugin::fixture("fx").grants("{ log: true }")]);
     assert_refused(&yaml, &["fx", "kv"]);
 }
+
+/// A config whose plugin `hello` is the file `name` in a temp dir holding
+/// `files` (name, bytes); its `check` and `serve` must both exit 2 and say
+/// every one of `needles`, and `check` must say it once.
+#[track_caller]
+fn assert_artefact_refused(name: &str, files: &[(&str, &[u8])], needles: &[&str]) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (file, bytes) in files {
+        std::fs::write(dir.path().join(file), bytes).expect("write file");
+    }
+    let yaml = hello_yaml().replace(
+        &quote(&wasm("hello").to_string_lossy()),
+        &quote(&dir.path().join(name).to_string_lossy()),
+    );
+    let outputs = assert_refused(&yaml, needles);
+    assert_exit_2(&outputs);
+    let check = &outputs[0];
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert_eq!(
+        all.matches(needles[0]).count(),
+        1,
+        "said more than once:\n{all}"
+    );
+}
+
+#[test]
+fn a_text_file_in_place_of_wasm_is_refused_with_the_build_command() {
+    assert_artefact_refused(
+        "notes.wasm",
+        &[("notes.wasm", b"hello, I am not wasm\n")],
+        &[
+            "not a WebAssembly file",
+            "cargo build --release --target wasm32-wasip2",
+        ],
+    );
+}
+
+#[test]
+fn a_native_executable_in_place_of_wasm_is_refused_as_such() {
+    assert_artefact_refused(
+        "hello.wasm",
+        &[("hello.wasm", b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0")],
+        &["native executable (ELF)", "wasm32-wasip2"],
+    );
+}
+
+#[test]
+fn a_core_module_is_refused_with_how_to_make_a_component() {
+    // The smallest valid core module: the magic and version 1.
+    assert_artefact_refused(
+        "core.wasm",
+        &[("core.wasm", b"\0asm\x01\0\0\0")],
+        &[
+            "a core WebAssembly module, not a component",
+            "wasm32-wasip2",
+            "wasm-tools component new",
+        ],
+    );
+}
+
+#[test]
+fn a_crate_built_without_cdylib_is_refused_with_the_crate_type_to_add() {
+    assert_artefact_refused(
+        "my_plugin.wasm",
+        &[("libmy_plugin.rlib", b"!<arch>\n")],
+        &["crate-type = [\"cdylib\"]", "libmy_plugin.rlib"],
+    );
+}
+
+#[test]
+fn a_missing_artefact_is_refused_with_the_build_command() {
+    assert_artefact_refused(
+        "absent.wasm",
+        &[],
+        &[
+            "no such file",
+            "cargo build --release --target wasm32-wasip2",
+        ],
+    );
+}

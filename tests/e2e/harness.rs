@@ -219,6 +219,8 @@ pub struct Setup {
     ulimits: Vec<String>,
     /// More arguments for `serve`.
     serve_extra: Vec<String>,
+    /// Environment changes for the binary: a value to set, or `None` to remove.
+    env: Vec<(String, Option<String>)>,
 }
 
 impl Setup {
@@ -241,7 +243,15 @@ impl Setup {
             data_dir,
             ulimits: Vec::new(),
             serve_extra: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets (`Some`) or removes (`None`) an environment variable for the
+    /// binary, after the harness's own (`RUST_LOG` removed, `NO_COLOR=1`).
+    pub fn env(mut self, key: &str, value: Option<&str>) -> Setup {
+        self.env.push((key.to_string(), value.map(str::to_string)));
+        self
     }
 
     /// Runs the binary under `ulimit -v kib`: a small address space like a router's.
@@ -287,6 +297,12 @@ impl Setup {
             .env_remove("RUST_LOG")
             .env("NO_COLOR", "1")
             .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
         cmd
     }
 

@@ -3,24 +3,20 @@
 #[allow(unused_imports)]
 use super::*;
 
-/// The prefix of the plugin's first mount that matches `path`, else its first
-/// mount's prefix, else `/` (for `wasmgate call`).
-pub fn prefix_for(plugin: &Plugin, path: &str) -> String {
-    let mounts = &plugin.config.mounts;
-    let mut matching: Vec<_> = mounts
+/// The prefix of the plugin's mount that a request for `path` reaches (the
+/// longest that matches, as the router picks), or `None` if no mount does.
+pub fn prefix_for(plugin: &Plugin, path: &str) -> Option<String> {
+    plugin
+        .config
+        .mounts
         .iter()
         .filter(|m| {
             let mut r = Router::default();
             r.add(&m.prefix, 0);
             r.route(path).is_some()
         })
-        .collect();
-    matching.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
-    matching
-        .first()
-        .copied()
-        .or(mounts.first())
-        .map_or_else(|| "/".to_string(), |m| m.prefix.clone())
+        .max_by_key(|m| m.prefix.len())
+        .map(|m| m.prefix.clone())
 }
 
 /// A request for `wasmgate call` and `bench-instantiate`.

@@ -118,18 +118,35 @@ impl Host {
         let http = &host.config.http;
         let (per_listener, per_client) = connection_caps(http, routers.len());
         let mut listeners = Vec::new();
+        // (where, what answers there) for the table printed before `ready`.
+        let mut table: Vec<(String, String)> = Vec::new();
         for (listen, router) in routers {
             let l = crate::listener::bind(&listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
-            println!("listening plugins {} {listen}", l.local_addr()?);
+            let actual = l.local_addr()?;
+            if actual.to_string() == listen {
+                println!("listening plugins {actual}");
+            } else {
+                println!("listening plugins {actual} {listen}");
+            }
+            for p in &host.config.plugins {
+                for m in p.mounts.iter().filter(|m| m.listen == listen) {
+                    table.push((format!("http://{actual}{}", m.prefix), p.name.clone()));
+                }
+            }
             let caps = ConnCaps::new(per_listener, per_client);
             listeners.push((l, Kind::Plugins(Arc::new(router)), caps));
         }
         let l = crate::listener::bind(&host.config.admin.listen)
             .await
             .with_context(|| format!("cannot listen on {} (admin)", host.config.admin.listen))?;
-        println!("listening admin {}", l.local_addr()?);
+        let admin_addr = l.local_addr()?;
+        println!("listening admin {admin_addr}");
+        table.push((
+            format!("http://{admin_addr}/"),
+            "admin API (bearer token in the data directory's admin.token)".into(),
+        ));
         listeners.push((
             l,
             Kind::Admin(Arc::new(token)),
@@ -145,6 +162,12 @@ impl Host {
             listeners.push((l, Kind::Native, caps));
         }
         let signals = ShutdownSignals::register().context("cannot handle SIGINT and SIGTERM")?;
+        table.sort();
+        let width = table.iter().map(|(url, _)| url.len()).max().unwrap_or(0);
+        println!("routes:");
+        for (url, what) in &table {
+            println!("  {url:<width$}  {what}");
+        }
         println!("ready");
         std::io::stdout().flush()?;
         Ok(Bound {

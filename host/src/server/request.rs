@@ -11,6 +11,10 @@ pub(super) async fn dispatch(
 ) -> Result<HttpResponse, Infallible> {
     let started = Instant::now();
     let id = crate::util::ids::request_id();
+    // Only what the log line needs; the query is never logged (it may hold
+    // tokens), nor is anything of the admin surface.
+    let logged = (matches!(kind, Kind::Plugins(_)) && host.config.http.log_requests)
+        .then(|| (req.method().clone(), req.uri().path().to_string()));
     let (plugin_name, mut response) = match protocol_error(&req) {
         Some(r) => (None, r),
         None => match kind {
@@ -23,11 +27,24 @@ pub(super) async fn dispatch(
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
-    host.shared.metrics.request(
-        plugin_name.unwrap_or("-"),
-        response.status().as_u16(),
-        started.elapsed(),
-    );
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    host.shared
+        .metrics
+        .request(plugin_name.unwrap_or("-"), status, elapsed);
+    if let Some((method, path)) = logged {
+        tracing::info!(
+            target: "wasmgate::request",
+            plugin = %plugin_name.unwrap_or("-"),
+            %method,
+            path = %crate::util::text::shown(&path, 200),
+            status,
+            ms = format_args!("{:.2}", elapsed.as_secs_f64() * 1e3),
+            request_id = %id,
+            bytes = hyper::body::Body::size_hint(response.body()).exact().unwrap_or(0),
+            "request"
+        );
+    }
     Ok(response)
 }
 
