@@ -1,6 +1,7 @@
 # wasmgate: build, run, test and benchmark.
 #
 #   make build   plugins (wasm32-wasip2) and the host, both in release
+#   make install the host binary into $(PREFIX)/bin (default ~/.local/bin)
 #   make run     build, then serve config.yaml with data in ./data
 #   make test    build, then the host's unit and end-to-end tests and the SDK's unit tests
 #   make lint    clippy with warnings as errors on every crate
@@ -30,7 +31,7 @@ BIN      := target/release/wasmgate
 CONFIG   ?= config.yaml
 DATA_DIR ?= ./data
 
-.PHONY: all build wasm-target plugins host run test lint bench clean
+.PHONY: all build wasm-target plugins host install run test lint bench clean
 
 all: build
 
@@ -48,6 +49,12 @@ plugins: wasm-target
 
 host:
 	$(CARGO) build --release -p wasmgate
+
+# Puts the wasmgate binary on PATH for plugin authors: $(PREFIX)/bin.
+PREFIX ?= $(HOME)/.local
+install: host
+	install -D -m 755 $(BIN) $(PREFIX)/bin/wasmgate
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "note: $(PREFIX)/bin is not on PATH";; esac
 
 run: build
 	$(BIN) serve --config $(CONFIG) --data-dir $(DATA_DIR)

@@ -10,6 +10,7 @@ mod e2e {
     pub mod http;
 
     mod admin;
+    mod authoring;
     mod caps;
     mod cli;
     mod config;

@@ -58,6 +58,22 @@ pub struct Config {
     /// The plugins to load, in order.
     #[serde(default)]
     pub plugins: Vec<PluginConfig>,
+    /// For `wasmgate dev` only: how to build the plugins and what to watch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev: Option<DevConfig>,
+}
+
+/// `wasmgate dev`'s part of a config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct DevConfig {
+    /// A shell command run in the config file's directory; it must leave
+    /// each plugin's `wasm:` file built.
+    pub build: String,
+    /// Files and directories whose changes start a build. Relative to the
+    /// config file's directory.
+    #[serde(default)]
+    pub watch: Vec<PathBuf>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -336,6 +352,11 @@ impl Config {
         config.data_dir = base.join(&config.data_dir);
         for plugin in &mut config.plugins {
             plugin.wasm = base.join(&plugin.wasm);
+        }
+        if let Some(dev) = &mut config.dev {
+            for w in &mut dev.watch {
+                *w = base.join(&*w);
+            }
         }
         config.validate(text, path)?;
         Ok(config)

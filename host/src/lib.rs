@@ -8,7 +8,8 @@
 //!
 //! Layers. A module uses only modules of the layers before its own, never
 //! one after (`tests/e2e/layers.rs` checks it):
-//! 1. leaves: [`util`], [`db`], [`metrics`], [`slots`], [`listener`];
+//! 1. leaves: [`util`], [`db`], [`metrics`], [`slots`], [`listener`],
+//!    [`scaffold`] (`wasmgate new`'s projects);
 //! 2. [`caps`] (each capability, its WIT bindings, the registry);
 //! 3. [`config`] (the file format; grant types come from `caps`);
 //! 4. [`router`];
@@ -16,15 +17,18 @@
 //!    capabilities' views);
 //! 6. [`scheduler`] (queued jobs);
 //! 7. [`server`] (listeners, request path, admin surface);
-//! 8. `main` (the command line).
+//! 8. [`dev`] (`wasmgate dev`: build, serve, rebuild and swap);
+//! 9. `main` (the command line).
 
 pub mod caps;
 pub mod config;
 pub mod db;
+pub mod dev;
 pub mod listener;
 pub mod metrics;
 pub mod router;
 pub mod runtime;
+pub mod scaffold;
 pub mod scheduler;
 pub mod server;
 pub mod slots;

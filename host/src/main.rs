@@ -26,6 +26,11 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum Lang {
+    Rust,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -48,6 +53,26 @@ enum Command {
         #[cfg(feature = "bench")]
         #[arg(long, hide = true)]
         bench_native: Option<String>,
+    },
+    /// Start a plugin project in DIR (default: ./NAME) that builds anywhere:
+    /// the WIT files (and for Rust the SDK) come from this binary.
+    New {
+        /// The plugin's name: 1 to 32 of a-z, 0-9, _ and -, starting with a letter.
+        name: String,
+        #[arg(long, value_enum)]
+        lang: Lang,
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Build the project in DIR with its config's `dev.build`, serve it, and
+    /// rebuild and swap the plugin in on every change to `dev.watch`.
+    Dev {
+        /// The project directory (its config.yaml or wasmgate.yaml).
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+        /// The config file, in place of DIR's.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Check or back up the database (the server must be stopped).
     Db {
@@ -202,8 +227,25 @@ fn refused(e: &anyhow::Error) -> bool {
         .any(|c| c.is::<wasmgate::config::ConfigError>() || c.is::<wasmgate::runtime::LoadError>())
 }
 
+/// A directory's config: its `config.yaml`, else its `wasmgate.yaml` (what
+/// `wasmgate new` writes), else `config.yaml` (for the error).
+fn project_config(dir: &Path) -> PathBuf {
+    ["config.yaml", "wasmgate.yaml"]
+        .iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| dir.join("config.yaml"))
+}
+
+/// Loads `path`; the default `config.yaml`, when there is none, falls back
+/// to `wasmgate.yaml` (a project made by `wasmgate new`).
 fn load_config(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
-    let mut config = Config::load(path)?;
+    let path = if path == Path::new("config.yaml") {
+        project_config(Path::new("."))
+    } else {
+        path.to_path_buf()
+    };
+    let mut config = Config::load(&path)?;
     if let Some(dir) = data_dir {
         config.data_dir = dir;
     }
@@ -254,6 +296,28 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let host = Host::load(config, None, accept_empty_database)?;
                 host.bind(bench_native.as_deref()).await?.serve().await
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New { name, lang, dir } => {
+            let lang = match lang {
+                Lang::Rust => wasmgate::scaffold::Lang::Rust,
+            };
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let created = wasmgate::scaffold::new_project(&name, lang, &dir)?;
+            println!(
+                "created {} ({} plugin `{name}`); next:",
+                created.dir.display(),
+                lang.name()
+            );
+            for step in &created.next {
+                println!("  {step}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dev { dir, config } => {
+            let path = config.unwrap_or_else(|| project_config(&dir));
+            let loaded = load_config(&path, None)?;
+            tokio()?.block_on(wasmgate::dev::run(&path, loaded))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Db {
@@ -350,7 +414,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                             "plugin `{plugin}` has no mounts, so no client can reach its handler; call its admin export with --admin"
                         );
                     }
-                    let prefix = server::prefix_for(p, &path).with_context(|| {
+                    let prefix = server::prefix_for(&p, &path).with_context(|| {
                         format!(
                             "`{path}` is under none of plugin `{plugin}`'s mounts ({}): PATH is the path a client sends, mount prefix included",
                             mounts.join(", ")
@@ -404,7 +468,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio()?.block_on(async {
                 let host = Host::load(config.clone(), Some(&plugin), false)?;
                 let p = host.plugin(&plugin).context("plugin not loaded")?;
-                let prefix = server::prefix_for(p, &path)
+                let prefix = server::prefix_for(&p, &path)
                     .context("the path is under none of the plugin's mounts")?;
                 let mut inst = Duration::ZERO;
                 let mut call = Duration::ZERO;

@@ -322,6 +322,48 @@ impl Runtime {
         cache: &Cache,
     ) -> anyhow::Result<Plugin> {
         let name = &config.name;
+        let linked = self.link(config, cache)?;
+        let slot = host
+            .slots
+            .register(config.limits.max_concurrency, config.limits.max_queue);
+        let env = PluginEnv {
+            name,
+            settings: &config.settings,
+            blocking_threads: host.blocking_threads,
+        };
+        let shared = Arc::new(PluginShared {
+            name: name.clone(),
+            caps: PluginCaps::new(&env, config.grants.clone()),
+            limits: config.limits.clone(),
+            host,
+            slot,
+        });
+        Ok(linked.into_plugin(shared, config, PluginStats::default(), &self.engine))
+    }
+
+    /// `old`'s component compiled and linked again from its file (rebuilt
+    /// since): the same config, capability state, instance slot and
+    /// counters; only the code is new. `old` is untouched, so a failure
+    /// leaves it serving.
+    pub fn reload(&self, old: &Plugin, cache: &Cache) -> anyhow::Result<Plugin> {
+        let linked = self
+            .link(&old.config, cache)
+            .map_err(|e| anyhow::Error::new(LoadError(e)))?;
+        let stats = PluginStats::default();
+        for (to, from) in [
+            (&stats.requests, &old.stats.requests),
+            (&stats.traps, &old.stats.traps),
+            (&stats.deadlines, &old.stats.deadlines),
+        ] {
+            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+        Ok(linked.into_plugin(old.shared.clone(), &old.config, stats, &self.engine))
+    }
+
+    /// Compiles (or loads from `cache`) plugin `config`'s component and
+    /// links it against its grants.
+    fn link(&self, config: &PluginConfig, cache: &Cache) -> anyhow::Result<Linked> {
+        let name = &config.name;
         let (component, from_cache) = cache
             .component(&self.engine, name, &config.wasm)
             .with_context(|| format!("plugin `{name}`: cannot load {}", config.wasm.display()))?;
@@ -347,32 +389,72 @@ impl Runtime {
         if config.grants.jobs && jobs.is_none() {
             tracing::warn!(plugin = %name, "granted `jobs` but exports no `job-handler`: its jobs will fail");
         }
-        let slot = host
-            .slots
-            .register(config.limits.max_concurrency, config.limits.max_queue);
-        let env = PluginEnv {
-            name,
-            settings: &config.settings,
-            blocking_threads: host.blocking_threads,
-        };
-        let shared = Arc::new(PluginShared {
-            name: name.clone(),
-            caps: PluginCaps::new(&env, config.grants.clone()),
-            limits: config.limits.clone(),
-            host,
-            slot,
-        });
-        Ok(Plugin {
-            shared,
-            config: config.clone(),
-            stats: PluginStats::default(),
-            from_cache,
-            engine: self.engine.clone(),
+        Ok(Linked {
             pre,
             handler,
             admin,
             jobs,
+            from_cache,
         })
+    }
+}
+
+/// A component linked and ready to instantiate, before it becomes a
+/// [`Plugin`].
+struct Linked {
+    pre: InstancePre<Ctx>,
+    handler: handler::GuestIndices,
+    admin: Option<admin::GuestIndices>,
+    jobs: Option<job_handler::GuestIndices>,
+    from_cache: bool,
+}
+
+impl Linked {
+    fn into_plugin(
+        self,
+        shared: Arc<PluginShared>,
+        config: &PluginConfig,
+        stats: PluginStats,
+        engine: &Engine,
+    ) -> Plugin {
+        Plugin {
+            shared,
+            config: config.clone(),
+            stats,
+            from_cache: self.from_cache,
+            engine: engine.clone(),
+            pre: self.pre,
+            handler: self.handler,
+            admin: self.admin,
+            jobs: self.jobs,
+        }
+    }
+}
+
+/// A plugin's current version. [`Loaded::swap`] gives new calls a new
+/// version while calls that already took the old one ([`Loaded::get`])
+/// finish on it.
+pub struct Loaded {
+    pub name: String,
+    current: arc_swap::ArcSwap<Plugin>,
+}
+
+impl Loaded {
+    pub fn new(plugin: Plugin) -> Loaded {
+        Loaded {
+            name: plugin.shared.name.clone(),
+            current: arc_swap::ArcSwap::from_pointee(plugin),
+        }
+    }
+
+    /// The current version, kept alive for as long as the caller holds it.
+    pub fn get(&self) -> Arc<Plugin> {
+        self.current.load_full()
+    }
+
+    /// Makes `plugin` the current version.
+    pub fn swap(&self, plugin: Plugin) {
+        self.current.store(Arc::new(plugin));
     }
 }
 

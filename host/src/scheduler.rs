@@ -12,7 +12,7 @@ use redb::ReadableTable;
 
 use crate::caps::jobs::{JobKey, JobRecord, store};
 use crate::db::{DbError, JOBS};
-use crate::runtime::Plugin;
+use crate::runtime::{Loaded, Plugin};
 use crate::util::time::unix_now_ms;
 
 /// A job that failed this many times is dropped with an error in the log.
@@ -23,18 +23,18 @@ const CONCURRENCY: usize = 4;
 /// Runs due jobs until shutdown.
 pub struct Scheduler {
     host: Arc<crate::runtime::Shared>,
-    plugins: BTreeMap<String, Arc<Plugin>>,
+    plugins: BTreeMap<String, Arc<Loaded>>,
     running: Arc<Mutex<HashSet<JobKey>>>,
     slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Scheduler {
-    pub fn new(host: Arc<crate::runtime::Shared>, plugins: &[Arc<Plugin>]) -> Scheduler {
+    pub fn new(host: Arc<crate::runtime::Shared>, plugins: &[Arc<Loaded>]) -> Scheduler {
         Scheduler {
             host,
             plugins: plugins
                 .iter()
-                .map(|p| (p.shared.name.clone(), p.clone()))
+                .map(|p| (p.name.clone(), p.clone()))
                 .collect(),
             running: Default::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENCY)),
@@ -90,7 +90,8 @@ impl Scheduler {
                 tracing::error!(?key, "unreadable job record skipped");
                 continue;
             };
-            let Some(plugin) = self.plugins.get(&job.plugin).cloned() else {
+            // The version current now runs the job, whichever queued it.
+            let Some(plugin) = self.plugins.get(&job.plugin).map(|l| l.get()) else {
                 continue; // its plugin is not loaded now; it stays queued
             };
             if !self

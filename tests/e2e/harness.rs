@@ -221,6 +221,8 @@ pub struct Setup {
     serve_extra: Vec<String>,
     /// Environment changes for the binary: a value to set, or `None` to remove.
     env: Vec<(String, Option<String>)>,
+    /// Whether the server runs as `wasmgate dev`.
+    dev: bool,
 }
 
 impl Setup {
@@ -244,6 +246,7 @@ impl Setup {
             ulimits: Vec::new(),
             serve_extra: Vec::new(),
             env: Vec::new(),
+            dev: false,
         }
     }
 
@@ -342,6 +345,13 @@ impl Setup {
     }
 
     fn serve_args(&self) -> Vec<&OsStr> {
+        if self.dev {
+            return vec![
+                OsStr::new("dev"),
+                OsStr::new("--config"),
+                self.config.as_os_str(),
+            ];
+        }
         let mut args = vec![
             OsStr::new("serve"),
             OsStr::new("--config"),
@@ -354,6 +364,13 @@ impl Setup {
     }
 
     pub fn serve(self) -> Server {
+        Server::serve(self)
+    }
+
+    /// `wasmgate dev --config <config>` in place of `serve` (the config's
+    /// own `data_dir`).
+    pub fn dev(mut self) -> Server {
+        self.dev = true;
         Server::serve(self)
     }
 }

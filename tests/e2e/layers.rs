@@ -7,13 +7,14 @@ use std::path::{Path, PathBuf};
 /// The layers, first to last; `main` is the binary and uses the library as
 /// `wasmgate::`.
 const LAYERS: &[&[&str]] = &[
-    &["util", "db", "metrics", "slots", "listener"],
+    &["util", "db", "metrics", "slots", "listener", "scaffold"],
     &["caps"],
     &["config"],
     &["router"],
     &["runtime"],
     &["scheduler"],
     &["server"],
+    &["dev"],
 ];
 
 fn layer_of(module: &str) -> usize {

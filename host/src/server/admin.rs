@@ -64,7 +64,7 @@ pub(super) async fn admin_request<'h>(
         && let Some((name, tail)) = rest.split_once('/')
         && (tail == "admin" || tail.starts_with("admin/"))
     {
-        let Some(plugin) = host.plugin(name) else {
+        let Some(loaded) = host.loaded(name) else {
             return (
                 None,
                 json_response(
@@ -74,8 +74,8 @@ pub(super) async fn admin_request<'h>(
             );
         };
         let prefix = format!("/plugins/{name}/admin");
-        let response = call_plugin(host, plugin, req, peer, &prefix, id, true).await;
-        return (Some(plugin.shared.name.as_str()), response);
+        let response = call_plugin(host, &loaded.get(), req, peer, &prefix, id, true).await;
+        return (Some(loaded.name.as_str()), response);
     }
     if path == "/backup" && req.method() == Method::POST {
         return (None, backup(host));
@@ -149,7 +149,8 @@ pub(super) fn plugins_json(host: &Host) -> serde_json::Value {
     let plugins: Vec<_> = host
         .plugins
         .iter()
-        .map(|p| {
+        .map(|l| {
+            let p = l.get();
             json!({
                 "name": p.shared.name,
                 "wasm": p.config.wasm,

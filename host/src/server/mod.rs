@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::listener::{Activity, ConnCaps, Watched, watchdog};
 use crate::router::Router;
-use crate::runtime::{Cache, CallError, Plugin, Runtime, Shared};
+use crate::runtime::{Cache, CallError, Loaded, Plugin, Runtime, Shared};
 use crate::scheduler::Scheduler;
 
 mod admin;
@@ -56,7 +56,8 @@ pub struct Host {
     pub config: Config,
     pub shared: Arc<Shared>,
     pub runtime: Runtime,
-    pub plugins: Vec<Arc<Plugin>>,
+    /// Each loaded plugin's current version.
+    pub plugins: Vec<Arc<Loaded>>,
 }
 
 impl Host {
@@ -80,7 +81,7 @@ impl Host {
                 continue;
             }
             let plugin = host.runtime.load(p, host.shared.clone(), &cache)?;
-            host.plugins.push(Arc::new(plugin));
+            host.plugins.push(Arc::new(Loaded::new(plugin)));
         }
         if let Some(name) = only
             && host.plugins.is_empty()
@@ -102,9 +103,14 @@ impl Host {
         })
     }
 
-    /// The plugin with this name.
-    pub fn plugin(&self, name: &str) -> Option<&Arc<Plugin>> {
-        self.plugins.iter().find(|p| p.shared.name == name)
+    /// The current version of the plugin with this name.
+    pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
+        self.loaded(name).map(|l| l.get())
+    }
+
+    /// The plugin with this name, whose version may change.
+    pub fn loaded(&self, name: &str) -> Option<&Arc<Loaded>> {
+        self.plugins.iter().find(|p| p.name == name)
     }
 
     /// Binds every listener and prints where. `bench_native` adds a listener
@@ -233,6 +239,11 @@ pub struct Bound {
 }
 
 impl Bound {
+    /// The host being served.
+    pub fn host(&self) -> Arc<Host> {
+        self.host.clone()
+    }
+
     /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
     pub async fn serve(self) -> anyhow::Result<()> {
         // A watch, not a Notify: a loop busy when shutdown starts must still

@@ -367,11 +367,13 @@ pub(super) async fn plugin_request<'h>(
             ),
         );
     };
-    let plugin = &host.plugins[m.plugin];
-    let name = Some(plugin.shared.name.as_str());
+    let loaded = &host.plugins[m.plugin];
+    // This request runs on the version current now, even if a newer one
+    // replaces it meanwhile.
+    let plugin = loaded.get();
     plugin.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let response = call_plugin(host, plugin, req, peer, m.prefix, id, false).await;
-    (name, response)
+    let response = call_plugin(host, &plugin, req, peer, m.prefix, id, false).await;
+    (Some(loaded.name.as_str()), response)
 }
 
 #[cfg(feature = "bench")]
@@ -382,7 +384,7 @@ pub(super) async fn native_request(
     let limit = host
         .plugins
         .first()
-        .map_or(ADMIN_BODY_BYTES, |p| p.shared.limits.max_body_bytes);
+        .map_or(ADMIN_BODY_BYTES, |p| p.get().shared.limits.max_body_bytes);
     if let Err(r) = read_body(host, req, limit, ADMIN_QUEUE_TIMEOUT).await {
         return (Some("native"), r);
     }
