@@ -71,6 +71,9 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Write the WIT package with the world `plugin` importing only the
+    /// named capabilities (or a config's grants), for Python and JavaScript builds.
+    Wit(wasmgate::authoring::wit::Args),
     #[cfg(feature = "bench")]
     /// Benchmarks only: fresh instance + call + drop, averaged.
     #[command(hide = true)]
@@ -269,6 +272,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", String::from_utf8_lossy(&body));
                 anyhow::Ok(())
             })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wit(args) => {
+            args.run()?;
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "bench")]
