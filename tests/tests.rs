@@ -2,7 +2,8 @@
 //! binary (on port 0, in a temp dir of its own) and talks to it over HTTP or
 //! through its CLI.
 //!
-//! The plugins come from `target/wasm32-wasip2/release/{hello,fixture}.wasm`;
+//! The plugins come from `target/wasm32-wasip2/release/{hello,fixture}.wasm`
+//! and `target/{hello-py,hello-js}.wasm`;
 //! `make test` builds them before running this target.
 
 mod e2e {
@@ -10,6 +11,7 @@ mod e2e {
     pub mod http;
 
     mod admin;
+    mod authoring;
     mod caps;
     mod cli;
     mod config;
