@@ -31,7 +31,9 @@ BIN      := target/release/wasmgate
 # Python and JavaScript plugins: componentize-py (PyPI) in a venv and
 # componentize-js (npm) in a node_modules, both under target/tools/, installed
 # only when missing. Each is built against the world `wasmgate wit` writes for
-# its config's grants, so it imports only what it is granted.
+# its config's grants, so it imports only what it is granted; it is rebuilt
+# when its sources, the helpers or wit/ change (the host and the tools are
+# order-only prerequisites).
 PYTHON   ?= python3
 NPM      ?= npm
 TOOLS    := target/tools
@@ -78,11 +80,11 @@ $(COMPONENTIZE_JS):
 	cd $(TOOLS)/js && { [ -f package.json ] || echo '{"private": true}' > package.json; } && \
 		$(NPM) install --no-fund --no-audit --no-save @bytecodealliance/componentize-js@$(COMPONENTIZE_JS_VERSION)
 
-target/hello-py.wasm: $(BIN) $(COMPONENTIZE_PY) examples/hello-py/app.py examples/hello-py/config.yaml sdk/python/wasmgate.py $(WIT_FILES)
+target/hello-py.wasm: examples/hello-py/app.py examples/hello-py/config.yaml sdk/python/wasmgate.py $(WIT_FILES) | $(BIN) $(COMPONENTIZE_PY)
 	$(BIN) wit --config examples/hello-py/config.yaml --plugin hello --exports handler,admin --out target/hello-py/wit
 	$(COMPONENTIZE_PY) -q -d target/hello-py/wit -w plugin componentize app -p examples/hello-py -p sdk/python -o $@
 
-target/hello-js.wasm: $(BIN) $(COMPONENTIZE_JS) examples/hello-js/app.js examples/hello-js/config.yaml sdk/js/wasmgate.js $(WIT_FILES)
+target/hello-js.wasm: examples/hello-js/app.js examples/hello-js/config.yaml sdk/js/wasmgate.js $(WIT_FILES) | $(BIN) $(COMPONENTIZE_JS)
 	$(BIN) wit --config examples/hello-js/config.yaml --plugin hello --exports handler,admin --out target/hello-js/wit
 	$(COMPONENTIZE_JS) examples/hello-js/app.js --wit target/hello-js/wit -n plugin -o $@
 

@@ -5,9 +5,12 @@
 //!    wasm stack cap and the pooling allocator, falling back to on-demand
 //!    allocation when the pool's address space cannot be reserved.
 //! 2. [`Runtime::load`] per plugin: the component from the on-disk cache
-//!    ([`Cache`]) or compiled and cached, a `Linker` holding WASI (no files,
-//!    sockets, environment or arguments) plus only the granted capabilities,
-//!    and an `InstancePre` with the export indices looked up once.
+//!    ([`Cache`]) or compiled and cached, its imports checked
+//!    ([`WASI_INTERFACES`], [`WASI_TRAP_STUBS`] and the granted
+//!    capabilities, every other import refused at once), a `Linker` holding
+//!    WASI with nothing to reach (no preopened directory, no socket, no
+//!    environment or arguments) plus only the granted capabilities, and an
+//!    `InstancePre` with the export indices looked up once.
 //! 3. [`Plugin::handle`] per request: wait for an instance slot, a fresh
 //!    `Store` with explicit `StoreLimits` and a wall-clock deadline checked at
 //!    every epoch tick, instantiate, call, drop. A trap or deadline fails
@@ -426,7 +429,8 @@ fn check_imports(
 ) -> anyhow::Result<()> {
     let mut withheld = Vec::new();
     let mut unknown = Vec::new();
-    for (import, item) in component.component_type().imports(engine) {
+    let ty = component.component_type();
+    for (import, item) in ty.imports(engine) {
         if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
             unknown.push(import.to_string());
             continue;
@@ -440,7 +444,7 @@ fn check_imports(
         let iface = split_version(rest).0;
         match crate::caps::all().iter().find(|c| c.name == iface) {
             Some(cap) if (cap.granted)(&config.grants) => {}
-            Some(cap) => withheld.push(cap),
+            Some(cap) => withheld.push((import, cap)),
             None if iface == "types" => {}
             None => unknown.push(import.to_string()),
         }
@@ -448,18 +452,28 @@ fn check_imports(
     let name = &config.name;
     let mut problems = Vec::new();
     if !withheld.is_empty() {
-        let names: Vec<String> = withheld.iter().map(|c| format!("`{}`", c.name)).collect();
+        let quote = |names: Vec<&str>| {
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let imports = quote(withheld.iter().map(|(i, _)| *i).collect());
+        let caps: Vec<&crate::caps::Descriptor> = withheld.iter().map(|(_, c)| *c).collect();
+        let (them, unused) = if caps.len() == 1 {
+            ("it", "does not use it")
+        } else {
+            ("them", "uses none of them")
+        };
         problems.push(format!(
-            "plugin `{name}` imports {} but its grants do not include {}\n  \
-             hint: grant {}: {}\n  \
-             hint: or, if it needs none of {}, build it against a world that imports only its grants \
+            "plugin `{name}` imports {imports} but its grants do not include {}\n  \
+             hint: grant {them}: {}\n  \
+             hint: or, if it {unused}, build it against a world that imports only its grants \
              (Python, JavaScript and other whole-world toolchains import every interface of the world): \
              wasmgate wit --config CONFIG --plugin {name} --out DIR",
-            names.join(", "),
-            if withheld.len() == 1 { "it" } else { "them" },
-            if withheld.len() == 1 { "it" } else { "them" },
-            grants_hint(&config.grants, &withheld),
-            if withheld.len() == 1 { "it" } else { "them" },
+            quote(caps.iter().map(|c| c.name).collect()),
+            grants_hint(&config.grants, &caps),
         ));
     }
     if !unknown.is_empty() {

@@ -46,7 +46,7 @@ fn every_ungranted_capability_is_named_at_once_with_a_grants_line_that_works() {
     let text = all_output(&out);
     assert!(
         text.contains(
-            "plugin `fx` imports `kv`, `keys`, `crypto`, `config`, `jobs`, `ratelimit`, `wireguard` but its grants do not include them"
+            "plugin `fx` imports `wasmgate:plugin/kv@0.2.0`, `wasmgate:plugin/keys@0.2.0`, `wasmgate:plugin/crypto@0.2.0`, `wasmgate:plugin/config@0.2.0`, `wasmgate:plugin/jobs@0.2.0`, `wasmgate:plugin/ratelimit@0.2.0`, `wasmgate:plugin/wireguard@0.2.0` but its grants do not include `kv`, `keys`, `crypto`, `config`, `jobs`, `ratelimit`, `wireguard`"
         ),
         "{text}"
     );
@@ -198,7 +198,9 @@ fn python_and_javascript_builds_import_exactly_the_world_wit_wrote() {
         assert!(!out.status.success(), "{lang:?}: {}", describe(&out));
         let text = all_output(&out);
         assert!(
-            text.contains("plugin `hello` imports `kv`, `log` but its grants do not include them"),
+            text.contains(
+                "plugin `hello` imports `wasmgate:plugin/kv@0.2.0`, `wasmgate:plugin/log@0.2.0` but its grants do not include `kv`, `log`\n"
+            ),
             "{lang:?}: {text}"
         );
         let out = Setup::new(&[Plugin::hello_in(lang, "hello")]).check();
