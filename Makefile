@@ -1,6 +1,6 @@
 # wasmgate: build, run, test and benchmark.
 #
-#   make build   plugins (wasm32-wasip2) and the host, both in release
+#   make build   plugins (wasm32-wasip2, and the Python and JavaScript examples) and the host, in release
 #   make install the host binary into $(PREFIX)/bin (default ~/.local/bin)
 #   make run     build, then serve config.yaml with data in ./data
 #   make test    build, then the host's unit and end-to-end tests and the SDK's unit tests
@@ -28,14 +28,30 @@ PLUGINS ?= hello fixture hotspot wispanel wgdashboard license-portal outbound-pr
 TEST_PACKAGES ?= wasmgate wasmgate-sdk hotspot wispanel wgdashboard license-portal vpnpanel
 
 BIN      := target/release/wasmgate
+
+# Python and JavaScript plugins: componentize-py (PyPI) in a venv and
+# componentize-js (npm) in a node_modules, both under target/tools/, installed
+# only when missing. Each is built against the world `wasmgate wit` writes for
+# its config's grants, so it imports only what it is granted; it is rebuilt
+# when its sources, the helpers or wit/ change (the host and the tools are
+# order-only prerequisites).
+PYTHON   ?= python3
+NPM      ?= npm
+TOOLS    := target/tools
+COMPONENTIZE_PY_VERSION ?= 0.25.1
+COMPONENTIZE_JS_VERSION ?= 0.23.0
+COMPONENTIZE_PY := $(TOOLS)/py/bin/componentize-py
+COMPONENTIZE_JS := $(TOOLS)/js/node_modules/.bin/componentize-js
+WIT_FILES := $(wildcard wit/*.wit)
+SCRIPT_PLUGINS := target/hello-py.wasm target/hello-js.wasm
 CONFIG   ?= config.yaml
 DATA_DIR ?= ./data
 
-.PHONY: all build wasm-target plugins host install run test lint bench clean
+.PHONY: all build wasm-target plugins script-plugins host install run test lint bench clean
 
 all: build
 
-build: plugins host
+build: plugins host script-plugins
 
 # Adds the rustup target only when it is missing (no network otherwise).
 wasm-target:
@@ -55,6 +71,29 @@ PREFIX ?= $(HOME)/.local
 install: host
 	install -D -m 755 $(BIN) $(PREFIX)/bin/wasmgate
 	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "note: $(PREFIX)/bin is not on PATH";; esac
+
+# Only when missing: `host` (phony) rebuilds it otherwise.
+$(BIN):
+	$(CARGO) build --release -p wasmgate
+
+script-plugins: host $(SCRIPT_PLUGINS)
+
+$(COMPONENTIZE_PY):
+	$(PYTHON) -m venv $(TOOLS)/py
+	$(TOOLS)/py/bin/pip install --quiet --disable-pip-version-check componentize-py==$(COMPONENTIZE_PY_VERSION)
+
+$(COMPONENTIZE_JS):
+	mkdir -p $(TOOLS)/js
+	cd $(TOOLS)/js && { [ -f package.json ] || echo '{"private": true}' > package.json; } && \
+		$(NPM) install --no-fund --no-audit --no-save @bytecodealliance/componentize-js@$(COMPONENTIZE_JS_VERSION)
+
+target/hello-py.wasm: examples/hello-py/app.py examples/hello-py/config.yaml sdk/python/wasmgate.py $(WIT_FILES) | $(BIN) $(COMPONENTIZE_PY)
+	$(BIN) wit --config examples/hello-py/config.yaml --plugin hello --exports handler,admin --out target/hello-py/wit
+	$(COMPONENTIZE_PY) -q -d target/hello-py/wit -w plugin componentize app -p examples/hello-py -p sdk/python -o $@
+
+target/hello-js.wasm: examples/hello-js/app.js examples/hello-js/config.yaml sdk/js/wasmgate.js $(WIT_FILES) | $(BIN) $(COMPONENTIZE_JS)
+	$(BIN) wit --config examples/hello-js/config.yaml --plugin hello --exports handler,admin --out target/hello-js/wit
+	$(COMPONENTIZE_JS) examples/hello-js/app.js --wit target/hello-js/wit -n plugin -o $@
 
 run: build
 	$(BIN) serve --config $(CONFIG) --data-dir $(DATA_DIR)

@@ -130,6 +130,9 @@ spawn_server() {
 	local name=$1 config=$2
 	shift 2
 	log "starting $BIN serve (config $config)"
+	# Removed first: the redirection below truncates the file only once the
+	# child runs, and the wait must not see the previous start's `ready`.
+	rm -f "$tmp/$name.out" "$tmp/$name.err"
 	RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$config" --data-dir "$tmp/$name-data" \
 		"$@" </dev/null >"$tmp/$name.out" 2>"$tmp/$name.err" &
 	server_pid=$!

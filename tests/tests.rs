@@ -2,7 +2,8 @@
 //! binary (on port 0, in a temp dir of its own) and talks to it over HTTP or
 //! through its CLI.
 //!
-//! The plugins come from `target/wasm32-wasip2/release/{hello,fixture}.wasm`;
+//! The plugins come from `target/wasm32-wasip2/release/{hello,fixture}.wasm`
+//! and `target/{hello-py,hello-js}.wasm`;
 //! `make test` builds them before running this target.
 
 mod e2e {
@@ -17,6 +18,7 @@ mod e2e {
     mod hello;
     mod hostile;
     mod hotspot;
+    mod imports;
     mod isolation;
     mod jobs;
     mod layers;

@@ -12,7 +12,8 @@
 //!    [`scaffold`] (`wasmgate new`'s projects);
 //! 2. [`caps`] (each capability, its WIT bindings, the registry);
 //! 3. [`config`] (the file format; grant types come from `caps`);
-//! 4. [`router`];
+//! 4. [`router`], [`authoring`] (`wasmgate wit`: the WIT package cut to a
+//!    plugin's grants);
 //! 5. [`runtime`] (engine, plugins, the store data that hands out the
 //!    capabilities' views);
 //! 6. [`scheduler`] (queued jobs);
@@ -20,6 +21,7 @@
 //! 8. [`dev`] (`wasmgate dev`: build, serve, rebuild and swap);
 //! 9. `main` (the command line).
 
+pub mod authoring;
 pub mod caps;
 pub mod config;
 pub mod db;

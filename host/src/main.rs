@@ -111,6 +111,9 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Write the WIT package with the world `plugin` importing only the
+    /// named capabilities (or a config's grants), for Python and JavaScript builds.
+    Wit(wasmgate::authoring::wit::Args),
     #[cfg(feature = "bench")]
     /// Benchmarks only: fresh instance + call + drop, averaged.
     #[command(hide = true)]
@@ -451,6 +454,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::SUCCESS
             })
+        }
+        Command::Wit(args) => {
+            args.run()?;
+            Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "bench")]
         Command::BenchInstantiate {

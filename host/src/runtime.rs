@@ -5,9 +5,12 @@
 //!    wasm stack cap and the pooling allocator, falling back to on-demand
 //!    allocation when the pool's address space cannot be reserved.
 //! 2. [`Runtime::load`] per plugin: the component from the on-disk cache
-//!    ([`Cache`]) or compiled and cached, a `Linker` holding WASI (no files,
-//!    sockets, environment or arguments) plus only the granted capabilities,
-//!    and an `InstancePre` with the export indices looked up once.
+//!    ([`Cache`]) or compiled and cached, its imports checked
+//!    ([`WASI_INTERFACES`], [`WASI_TRAP_STUBS`] and the granted
+//!    capabilities, every other import refused at once), a `Linker` holding
+//!    WASI with nothing to reach (no preopened directory, no socket, no
+//!    environment or arguments) plus only the granted capabilities, and an
+//!    `InstancePre` with the export indices looked up once.
 //! 3. [`Plugin::handle`] per request: wait for an instance slot, a fresh
 //!    `Store` with explicit `StoreLimits` and a wall-clock deadline checked at
 //!    every epoch tick, instantiate, call, drop. A trap or deadline fails
@@ -21,7 +24,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use ring::{digest, hmac};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, InstancePre, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::component::{
+    Component, InstancePre, Linker, ResourceTable, ResourceType, types::ComponentItem,
+};
 use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
     StoreLimitsBuilder, UpdateDeadline,
@@ -370,6 +375,7 @@ impl Runtime {
         check_imports(&self.engine, &component, config)?;
         let mut linker: Linker<Ctx> = Linker::new(&self.engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        add_trap_stubs(&mut linker, &self.engine, &component)?;
         crate::caps::add_to_linker(&mut linker, &config.grants)?;
         let pre = linker
             .instantiate_pre(&component)
@@ -458,34 +464,198 @@ impl Loaded {
     }
 }
 
-/// Refuses a component that imports a `wasmgate:plugin` interface its grants
-/// withhold, naming the plugin and the grant (the linker's own message would
-/// only say that an import is missing).
+/// The WASI 0.2 interfaces a plugin may import, without their versions
+/// (any `0.2.x` matches). They are what `wasmtime_wasi::p2::add_to_linker_async`
+/// links, and what wasi-libc, Rust's std, componentize-py and
+/// componentize-js import; `new_store` leaves them nothing to reach: no
+/// preopened directory, no environment variable or argument, stdin closed,
+/// TCP, UDP and name lookup refused. docs/capabilities.md ("WASI") says
+/// what each one does here.
+pub const WASI_INTERFACES: &[&str] = &[
+    "wasi:io/error",
+    "wasi:io/poll",
+    "wasi:io/streams",
+    "wasi:clocks/monotonic-clock",
+    "wasi:clocks/wall-clock",
+    "wasi:random/random",
+    "wasi:random/insecure",
+    "wasi:random/insecure-seed",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-input",
+    "wasi:cli/terminal-output",
+    "wasi:cli/terminal-stdin",
+    "wasi:cli/terminal-stdout",
+    "wasi:cli/terminal-stderr",
+    "wasi:filesystem/types",
+    "wasi:filesystem/preopens",
+    "wasi:sockets/network",
+    "wasi:sockets/instance-network",
+    "wasi:sockets/tcp",
+    "wasi:sockets/tcp-create-socket",
+    "wasi:sockets/udp",
+    "wasi:sockets/udp-create-socket",
+    "wasi:sockets/ip-name-lookup",
+];
+
+/// WASI interfaces linked as stubs whose every function traps: componentize-js
+/// imports them (for the types of its `fetch`) whether or not the plugin
+/// uses them. A plugin that calls one fails that request.
+pub const WASI_TRAP_STUBS: &[&str] = &["wasi:http/types", "wasi:http/outgoing-handler"];
+
+/// `wasi:cli/stdout@0.2.6` as (`wasi:cli/stdout`, `0.2.6`).
+fn split_version(import: &str) -> (&str, &str) {
+    import.split_once('@').unwrap_or((import, ""))
+}
+
+fn is_wasi_0_2(import: &str, names: &[&str]) -> bool {
+    let (name, version) = split_version(import);
+    version.starts_with("0.2.") && names.contains(&name)
+}
+
+/// Refuses a component whose imports the host does not give it, naming every
+/// one at once: `wasmgate:plugin` interfaces its grants withhold (with the
+/// grants line that would give them, and the `wasmgate wit` command that
+/// makes a world importing only what is granted), and interfaces the host
+/// does not offer at all. The linker's own message would only name the first
+/// missing import.
 fn check_imports(
     engine: &Engine,
     component: &Component,
     config: &PluginConfig,
 ) -> anyhow::Result<()> {
-    for (import, item) in component.component_type().imports(engine) {
-        let Some(rest) = import.strip_prefix("wasmgate:plugin/") else {
-            continue;
-        };
+    let mut withheld = Vec::new();
+    let mut unknown = Vec::new();
+    let ty = component.component_type();
+    for (import, item) in ty.imports(engine) {
         if !matches!(item.ty, ComponentItem::ComponentInstance(_)) {
+            unknown.push(import.to_string());
             continue;
         }
-        let iface = rest.split('@').next().unwrap_or(rest);
+        let Some(rest) = import.strip_prefix("wasmgate:plugin/") else {
+            if !is_wasi_0_2(import, WASI_INTERFACES) && !is_wasi_0_2(import, WASI_TRAP_STUBS) {
+                unknown.push(import.to_string());
+            }
+            continue;
+        };
+        let iface = split_version(rest).0;
         match crate::caps::all().iter().find(|c| c.name == iface) {
             Some(cap) if (cap.granted)(&config.grants) => {}
-            Some(cap) => anyhow::bail!(
-                "plugin `{}` imports `{import}` but its grants do not include `{iface}` (add `{iface}: {}` under its `grants:`)",
-                config.name,
-                cap.example
-            ),
+            Some(cap) => withheld.push((import, cap)),
             None if iface == "types" => {}
-            None => anyhow::bail!(
-                "plugin `{}` imports `{import}`, which this host does not offer",
-                config.name
-            ),
+            None => unknown.push(import.to_string()),
+        }
+    }
+    let name = &config.name;
+    let mut problems = Vec::new();
+    if !withheld.is_empty() {
+        let quote = |names: Vec<&str>| {
+            names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let imports = quote(withheld.iter().map(|(i, _)| *i).collect());
+        let caps: Vec<&crate::caps::Descriptor> = withheld.iter().map(|(_, c)| *c).collect();
+        let (them, unused) = if caps.len() == 1 {
+            ("it", "does not use it")
+        } else {
+            ("them", "uses none of them")
+        };
+        problems.push(format!(
+            "plugin `{name}` imports {imports} but its grants do not include {}\n  \
+             hint: grant {them}: {}\n  \
+             hint: or, if it {unused}, build it against a world that imports only its grants \
+             (Python, JavaScript and other whole-world toolchains import every interface of the world): \
+             wasmgate wit --config CONFIG --plugin {name} --out DIR",
+            quote(caps.iter().map(|c| c.name).collect()),
+            grants_hint(&config.grants, &caps),
+        ));
+    }
+    if !unknown.is_empty() {
+        let names: Vec<String> = unknown.iter().map(|i| format!("`{i}`")).collect();
+        problems.push(format!(
+            "plugin `{name}` imports {}, which this host does not offer (docs/capabilities.md lists what it does)",
+            names.join(", ")
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{}", problems.join("\n"))
+    }
+}
+
+/// One `grants:` line giving what `grants` gives plus `missing`, each
+/// missing capability as its example grant: valid config as it stands.
+fn grants_hint(grants: &crate::caps::Grants, missing: &[&crate::caps::Descriptor]) -> String {
+    let current = serde_json::to_value(grants).unwrap_or_default();
+    let entries: Vec<String> = crate::caps::all()
+        .iter()
+        .filter_map(|cap| {
+            if missing.iter().any(|m| m.name == cap.name) {
+                Some(format!("{}: {}", cap.name, cap.example))
+            } else if (cap.granted)(grants) {
+                let value = current.get(cap.name).map(ToString::to_string)?;
+                Some(format!("{}: {value}", cap.name))
+            } else {
+                None
+            }
+        })
+        .collect();
+    format!("grants: {{ {} }}", entries.join(", "))
+}
+
+/// Links each [`WASI_TRAP_STUBS`] interface `component` imports as functions
+/// that trap, with resources of their own (a resource the interface only
+/// `use`s from another interface is that one's).
+fn add_trap_stubs(
+    linker: &mut Linker<Ctx>,
+    engine: &Engine,
+    component: &Component,
+) -> anyhow::Result<()> {
+    struct Stub;
+    let ty = component.component_type();
+    let stubbed = |import: &str| is_wasi_0_2(import, WASI_TRAP_STUBS);
+    let mut elsewhere = Vec::new();
+    for (import, item) in ty.imports(engine) {
+        if let ComponentItem::ComponentInstance(instance) = item.ty
+            && !stubbed(import)
+        {
+            for (_, export) in instance.exports(engine) {
+                if let ComponentItem::Resource(r) = export.ty {
+                    elsewhere.push(r);
+                }
+            }
+        }
+    }
+    for (import, item) in ty.imports(engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        if !stubbed(import) {
+            continue;
+        }
+        let mut li = linker.instance(import)?;
+        for (name, export) in instance.exports(engine) {
+            match export.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let what = format!("{import}#{name}");
+                    li.func_new(name, move |_, _, _, _| {
+                        Err(wasmtime::format_err!(
+                            "`{what}` is not available to plugins (the `outbound` capability makes HTTP requests)"
+                        ))
+                    })?;
+                }
+                ComponentItem::Resource(r) if !elsewhere.contains(&r) => {
+                    li.resource(name, ResourceType::host::<Stub>(), |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
         }
     }
     Ok(())
@@ -508,9 +678,14 @@ impl Plugin {
         let limits = &self.shared.limits;
         let stdout = Output::default();
         let stderr = Output::default();
+        // No preopens, environment or arguments (the builder's defaults),
+        // and no network at all (see WASI_INTERFACES).
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
             .build();
         let deadline = Instant::now() + Duration::from_millis(limits.timeout_ms);
         let ctx = Ctx {

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,93 @@ pub fn wasm(name: &str) -> PathBuf {
         "{} not found: build the plugins first: make test",
         candidates[0].display()
     );
+}
+
+/// A component that `make build` writes to `target/` itself rather than
+/// cargo (`hello-py`, `hello-js`: built with componentize-py and
+/// componentize-js).
+pub fn built_wasm(name: &str) -> PathBuf {
+    let file = format!("{name}.wasm");
+    let mut candidates = Vec::new();
+    if let Some(target) = Path::new(BIN).parent().and_then(Path::parent) {
+        candidates.push(target.join(&file));
+    }
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target")
+            .join(&file),
+    );
+    for candidate in &candidates {
+        if candidate.is_file() {
+            return candidate
+                .canonicalize()
+                .unwrap_or_else(|_| candidate.clone());
+        }
+    }
+    panic!(
+        "{} not found: build the plugins first: make test",
+        candidates[0].display()
+    );
+}
+
+fn is_script_plugin(wasm: &Path) -> bool {
+    [Lang::Python, Lang::Js]
+        .iter()
+        .any(|l| *wasm == l.hello_wasm())
+}
+
+/// Compiling hello-py (18 MB) or hello-js (12 MB) takes seconds each on a
+/// small machine. A setup serving one starts from the host's own cache
+/// (sealed artefacts and their key), compiled once per test run, as a host
+/// restarted on the same data directory would.
+fn seed_cache(data_dir: &Path) {
+    static WARM: OnceLock<PathBuf> = OnceLock::new();
+    let warm = WARM.get_or_init(|| {
+        let plugins = [
+            Plugin::hello_in(Lang::Python, "py"),
+            Plugin::hello_in(Lang::Js, "js"),
+        ];
+        let setup = Setup::with_yaml(&config_yaml(&plugins));
+        let out = setup.check();
+        assert!(
+            out.status.success(),
+            "warming the cache: {}",
+            describe(&out)
+        );
+        let data_dir = setup.data_dir.clone();
+        // Kept for the whole test run.
+        std::mem::forget(setup);
+        data_dir
+    });
+    std::fs::create_dir_all(data_dir.join("cache")).expect("cache dir");
+    std::fs::copy(warm.join("cache.key"), data_dir.join("cache.key")).expect("copy cache.key");
+    for entry in std::fs::read_dir(warm.join("cache")).expect("warm cache") {
+        let entry = entry.expect("cache entry");
+        std::fs::copy(entry.path(), data_dir.join("cache").join(entry.file_name()))
+            .expect("copy a cached component");
+    }
+}
+
+/// A language the hello example is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    /// examples/hello
+    Rust,
+    /// examples/hello-py
+    Python,
+    /// examples/hello-js
+    Js,
+}
+
+impl Lang {
+    /// The hello example's component in this language.
+    pub fn hello_wasm(self) -> PathBuf {
+        match self {
+            Lang::Rust => wasm("hello"),
+            Lang::Python => built_wasm("hello-py"),
+            Lang::Js => built_wasm("hello-js"),
+        }
+    }
 }
 
 /// Resource limits of one plugin, written out in full so that a test never
@@ -96,9 +183,14 @@ pub struct Plugin {
 impl Plugin {
     /// The hello example mounted at `/<name>/` with the grants it needs.
     pub fn hello(name: &str) -> Plugin {
+        Plugin::hello_in(Lang::Rust, name)
+    }
+
+    /// [`Plugin::hello`] in `lang`: the same grants, limits and answers.
+    pub fn hello_in(lang: Lang, name: &str) -> Plugin {
         Plugin {
             name: name.to_string(),
-            wasm: wasm("hello"),
+            wasm: lang.hello_wasm(),
             listen: "127.0.0.1:0".to_string(),
             prefix: format!("/{name}/"),
             grants: "{ kv: true, config: true, log: true }".to_string(),
@@ -227,7 +319,11 @@ pub struct Setup {
 
 impl Setup {
     pub fn new(plugins: &[Plugin]) -> Setup {
-        Setup::with_yaml(&config_yaml(plugins))
+        let setup = Setup::with_yaml(&config_yaml(plugins));
+        if plugins.iter().any(|p| is_script_plugin(&p.wasm)) {
+            seed_cache(&setup.data_dir);
+        }
+        setup
     }
 
     /// A setup whose config.yaml is exactly `yaml` (for config error tests).

@@ -1,32 +1,63 @@
-//! The hello example over HTTP: the greeting and the notes API.
+//! The hello example over HTTP: the greeting and the notes API, in each
+//! language it is written in (examples/hello, hello-py, hello-js): every
+//! test runs once per language, with the same assertions.
 
 use serde_json::json;
 
-use crate::e2e::harness::{Plugin, Server, now_secs};
+use crate::e2e::harness::{Lang, Plugin, Server, now_secs};
 
-fn hello_server() -> Server {
-    Server::start(&[Plugin::hello("hello")])
+fn hello_server(lang: Lang) -> Server {
+    Server::start(&[Plugin::hello_in(lang, "hello")])
 }
 
-#[test]
-fn greeting_defaults_to_hello() {
-    let server = hello_server();
+/// One `#[test]` per language for each test function, in modules `rust`,
+/// `python` and `js`.
+macro_rules! in_every_language {
+    ($($name:ident),* $(,)?) => {
+        mod rust {
+            $(#[test] fn $name() { super::$name(super::Lang::Rust) })*
+        }
+        mod python {
+            $(#[test] fn $name() { super::$name(super::Lang::Python) })*
+        }
+        mod js {
+            $(#[test] fn $name() { super::$name(super::Lang::Js) })*
+        }
+    };
+}
+
+in_every_language!(
+    greeting_defaults_to_hello,
+    greeting_comes_from_settings,
+    notes_can_be_created_listed_fetched_and_deleted,
+    notes_survive_a_restart,
+    unknown_note_is_404,
+    unknown_path_inside_the_plugin_is_404_json,
+    wrong_method_on_a_known_path_is_405,
+    invalid_utf8_body_is_400,
+    malformed_json_body_is_400,
+    title_is_required_and_at_most_200_chars,
+    max_notes_setting_refuses_more_with_409,
+    admin_stats_counts_the_notes,
+);
+
+fn greeting_defaults_to_hello(lang: Lang) {
+    let server = hello_server(lang);
     let r = server.get("/hello/");
     r.expect(200);
     assert_eq!(r.json(), json!({ "message": "hello" }));
 }
 
-#[test]
-fn greeting_comes_from_settings() {
-    let server = Server::start(&[Plugin::hello("hello").settings("{ greeting: bonjour }")]);
+fn greeting_comes_from_settings(lang: Lang) {
+    let server =
+        Server::start(&[Plugin::hello_in(lang, "hello").settings("{ greeting: bonjour }")]);
     let r = server.get("/hello/");
     r.expect(200);
     assert_eq!(r.json(), json!({ "message": "bonjour" }));
 }
 
-#[test]
-fn notes_can_be_created_listed_fetched_and_deleted() {
-    let server = hello_server();
+fn notes_can_be_created_listed_fetched_and_deleted(lang: Lang) {
+    let server = hello_server(lang);
     let before = now_secs();
 
     let first = server.post_json("/hello/notes", &json!({ "title": "first", "body": "one" }));
@@ -79,9 +110,8 @@ fn notes_can_be_created_listed_fetched_and_deleted() {
     assert_eq!(list.json(), json!({ "notes": [second] }));
 }
 
-#[test]
-fn notes_survive_a_restart() {
-    let mut server = hello_server();
+fn notes_survive_a_restart(lang: Lang) {
+    let mut server = hello_server(lang);
     let a = server.post_json(
         "/hello/notes",
         &json!({ "title": "kept", "body": "across restarts" }),
@@ -108,9 +138,8 @@ fn notes_survive_a_restart() {
     assert_ne!(c_id, b_id);
 }
 
-#[test]
-fn unknown_note_is_404() {
-    let server = hello_server();
+fn unknown_note_is_404(lang: Lang) {
+    let server = hello_server(lang);
     for path in ["/hello/notes/1", "/hello/notes/nope", "/hello/notes/007"] {
         let r = server.get(path);
         r.expect(404);
@@ -118,34 +147,30 @@ fn unknown_note_is_404() {
     }
 }
 
-#[test]
-fn unknown_path_inside_the_plugin_is_404_json() {
-    let server = hello_server();
+fn unknown_path_inside_the_plugin_is_404_json(lang: Lang) {
+    let server = hello_server(lang);
     let r = server.get("/hello/nope");
     r.expect(404);
     assert_eq!(r.json(), json!({ "error": "not found" }));
 }
 
-#[test]
-fn wrong_method_on_a_known_path_is_405() {
-    let server = hello_server();
+fn wrong_method_on_a_known_path_is_405(lang: Lang) {
+    let server = hello_server(lang);
     let r = server.put("/hello/notes", b"{}");
     r.expect(405);
     assert_eq!(r.json(), json!({ "error": "method not allowed" }));
 }
 
-#[test]
-fn invalid_utf8_body_is_400() {
-    let server = hello_server();
+fn invalid_utf8_body_is_400(lang: Lang) {
+    let server = hello_server(lang);
     let r = server.post("/hello/notes", b"{\"title\": \"\xff\xfe\"}");
     r.expect(400);
     assert!(r.json()["error"].is_string(), "{r:?}");
     assert_eq!(server.get("/hello/notes").json(), json!({ "notes": [] }));
 }
 
-#[test]
-fn malformed_json_body_is_400() {
-    let server = hello_server();
+fn malformed_json_body_is_400(lang: Lang) {
+    let server = hello_server(lang);
     for body in [
         &b"{\"title\": "[..],
         b"not json",
@@ -160,9 +185,8 @@ fn malformed_json_body_is_400() {
     assert_eq!(server.get("/hello/notes").json(), json!({ "notes": [] }));
 }
 
-#[test]
-fn title_is_required_and_at_most_200_chars() {
-    let server = hello_server();
+fn title_is_required_and_at_most_200_chars(lang: Lang) {
+    let server = hello_server(lang);
     for body in [
         json!({}),
         json!({ "body": "no title" }),
@@ -178,9 +202,8 @@ fn title_is_required_and_at_most_200_chars() {
     r.expect(201);
 }
 
-#[test]
-fn max_notes_setting_refuses_more_with_409() {
-    let server = Server::start(&[Plugin::hello("hello").settings("{ max_notes: 2 }")]);
+fn max_notes_setting_refuses_more_with_409(lang: Lang) {
+    let server = Server::start(&[Plugin::hello_in(lang, "hello").settings("{ max_notes: 2 }")]);
     server
         .post_json("/hello/notes", &json!({ "title": "1" }))
         .expect(201);
@@ -199,4 +222,22 @@ fn max_notes_setting_refuses_more_with_409() {
     server
         .post_json("/hello/notes", &json!({ "title": "3" }))
         .expect(201);
+}
+
+fn admin_stats_counts_the_notes(lang: Lang) {
+    let server = hello_server(lang);
+    let r = server.plugin_admin("hello", "GET", "/stats", &serde_json::Value::Null);
+    r.expect(200);
+    assert_eq!(r.json(), json!({ "notes": 0 }));
+    for title in ["a", "b"] {
+        server
+            .post_json("/hello/notes", &json!({ "title": title }))
+            .expect(201);
+    }
+    let r = server.plugin_admin("hello", "GET", "/stats", &serde_json::Value::Null);
+    r.expect(200);
+    assert_eq!(r.json(), json!({ "notes": 2 }));
+    let r = server.plugin_admin("hello", "GET", "/nope", &serde_json::Value::Null);
+    r.expect(404);
+    assert_eq!(r.json(), json!({ "error": "not found" }));
 }

@@ -10,7 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["util", "db", "metrics", "slots", "listener", "scaffold"],
     &["caps"],
     &["config"],
-    &["router"],
+    &["router", "authoring"],
     &["runtime"],
     &["scheduler"],
     &["server"],
