@@ -8,12 +8,11 @@
 //!
 //! Layers. A module uses only modules of the layers before its own, never
 //! one after (`tests/e2e/layers.rs` checks it):
-//! 1. leaves: [`util`], [`db`], [`metrics`], [`slots`], [`listener`],
-//!    [`scaffold`] (`wasmgate new`'s projects);
+//! 1. leaves: [`util`], [`db`], [`metrics`], [`slots`], [`listener`];
 //! 2. [`caps`] (each capability, its WIT bindings, the registry);
 //! 3. [`config`] (the file format; grant types come from `caps`);
-//! 4. [`router`], [`authoring`] (`wasmgate wit`: the WIT package cut to a
-//!    plugin's grants);
+//! 4. [`router`], [`authoring`] (`wasmgate new`'s projects, and `wasmgate
+//!    wit`: the WIT package cut to a plugin's grants);
 //! 5. [`runtime`] (engine, plugins, the store data that hands out the
 //!    capabilities' views);
 //! 6. [`scheduler`] (queued jobs);
@@ -30,7 +29,6 @@ pub mod listener;
 pub mod metrics;
 pub mod router;
 pub mod runtime;
-pub mod scaffold;
 pub mod scheduler;
 pub mod server;
 pub mod slots;

@@ -303,10 +303,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::New { name, lang, dir } => {
             let lang = match lang {
-                Lang::Rust => wasmgate::scaffold::Lang::Rust,
+                Lang::Rust => wasmgate::authoring::new::Lang::Rust,
             };
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
-            let created = wasmgate::scaffold::new_project(&name, lang, &dir)?;
+            let created = wasmgate::authoring::new::new_project(&name, lang, &dir)?;
             println!(
                 "created {} ({} plugin `{name}`); next:",
                 created.dir.display(),
@@ -352,19 +352,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check { config } => {
             let config = load_config(&config, None)?;
-            let (mut rows, ok) = tokio()?.block_on(async { server::check_rows(&config) });
+            let rows = tokio()?.block_on(async { server::check_rows(&config) })?;
             // Each error once, in full, on stderr; the table only points at it.
-            let mut errors = Vec::new();
-            for row in &mut rows {
-                if let Some(e) = row[4].strip_prefix("error: ") {
-                    errors.push(format!("error: {e}"));
-                    row[4] = "refused (see below)".into();
-                }
-            }
-            print_table(&["plugin", "wasm", "mounts", "grants", "status"], &rows);
+            let table: Vec<[String; 5]> = rows
+                .iter()
+                .map(|r| {
+                    let [a, b, c, d] = r.columns.clone();
+                    let status = match &r.status {
+                        Ok(s) => s.clone(),
+                        Err(_) => "refused (see below)".into(),
+                    };
+                    [a, b, c, d, status]
+                })
+                .collect();
+            print_table(&["plugin", "wasm", "mounts", "grants", "status"], &table);
             std::io::Write::flush(&mut std::io::stdout())?;
-            for e in &errors {
-                eprintln!("{e}");
+            let mut ok = true;
+            for e in rows.iter().filter_map(|r| r.status.as_ref().err()) {
+                eprintln!("error: {e:#}");
+                ok = false;
             }
             Ok(if ok {
                 ExitCode::SUCCESS

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 /// The layers, first to last; `main` is the binary and uses the library as
 /// `wasmgate::`.
 const LAYERS: &[&[&str]] = &[
-    &["util", "db", "metrics", "slots", "listener", "scaffold"],
+    &["util", "db", "metrics", "slots", "listener"],
     &["caps"],
     &["config"],
     &["router", "authoring"],

@@ -31,7 +31,7 @@ pub fn local_request(
         .split_once('?')
         .unwrap_or((path_and_query, ""));
     Request {
-        method: method.to_ascii_uppercase(),
+        method: method.to_string(),
         path: path.to_string(),
         query: query.to_string(),
         headers,
@@ -42,55 +42,19 @@ pub fn local_request(
     }
 }
 
-/// Rows for `wasmgate check`.
-pub fn check_rows(config: &Config) -> (Vec<[String; 5]>, bool) {
+/// One plugin as `wasmgate check` reports it: the table's columns, and how
+/// its load went (`Ok`: what it loaded from and exports).
+pub struct CheckRow {
+    pub columns: [String; 4],
+    pub status: anyhow::Result<String>,
+}
+
+/// Loads and links every plugin of `config` as `serve` would, without
+/// binding anything; `Err` when the host itself cannot be set up.
+pub fn check_rows(config: &Config) -> anyhow::Result<Vec<CheckRow>> {
+    let host = Host::empty(config.clone(), Db::in_memory()?)?;
+    let cache = Cache::open(&config.data_dir)?;
     let mut rows = Vec::new();
-    let mut ok = true;
-    let db = match Db::in_memory() {
-        Ok(db) => db,
-        Err(e) => {
-            return (
-                vec![[
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    format!("error: {e}"),
-                ]],
-                false,
-            );
-        }
-    };
-    let host = match Host::empty(config.clone(), db) {
-        Ok(h) => h,
-        Err(e) => {
-            return (
-                vec![[
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    format!("error: {e:#}"),
-                ]],
-                false,
-            );
-        }
-    };
-    let cache = match Cache::open(&config.data_dir) {
-        Ok(c) => c,
-        Err(e) => {
-            return (
-                vec![[
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    "-".into(),
-                    format!("error: {e:#}"),
-                ]],
-                false,
-            );
-        }
-    };
     for p in &config.plugins {
         let mounts = p
             .mounts
@@ -102,28 +66,24 @@ pub fn check_rows(config: &Config) -> (Vec<[String; 5]>, bool) {
             names if names.is_empty() => "-".to_string(),
             names => names.join(","),
         };
-        let status = match host.runtime.load(p, host.shared.clone(), &cache) {
-            Ok(loaded) => format!(
-                "ok ({}; exports {})",
-                if loaded.from_cache {
-                    "cached"
-                } else {
-                    "compiled"
-                },
-                loaded.exports().join(", ")
-            ),
-            Err(e) => {
-                ok = false;
-                format!("error: {e:#}")
-            }
-        };
-        rows.push([
-            p.name.clone(),
-            p.wasm.display().to_string(),
-            mounts,
-            grants,
+        let status = host
+            .runtime
+            .load(p, host.shared.clone(), &cache)
+            .map(|loaded| {
+                format!(
+                    "ok ({}; exports {})",
+                    if loaded.from_cache {
+                        "cached"
+                    } else {
+                        "compiled"
+                    },
+                    loaded.exports().join(", ")
+                )
+            });
+        rows.push(CheckRow {
+            columns: [p.name.clone(), p.wasm.display().to_string(), mounts, grants],
             status,
-        ]);
+        });
     }
-    (rows, ok)
+    Ok(rows)
 }

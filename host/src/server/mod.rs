@@ -40,7 +40,7 @@ mod local;
 mod request;
 
 use admin::*;
-pub use local::{check_rows, local_request, prefix_for};
+pub use local::{CheckRow, check_rows, local_request, prefix_for};
 pub use request::call_error_body;
 use request::*;
 

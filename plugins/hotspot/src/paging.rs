@@ -14,23 +14,13 @@
 
 use serde_json::Value;
 use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
-use wasmgate_sdk::{Error, Response, config, kv};
+use wasmgate_sdk::{Error, Response, kv};
 
 use crate::api::failure;
 use crate::params::Params;
 
-/// The most entries one page holds (also the host's kv page).
-pub const MAX_LIMIT: usize = 1000;
-/// The host's default `max_response_bytes`.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-/// The longest `after` accepted: every cursor the API hands out is shorter.
-const MAX_AFTER_CHARS: usize = 128;
-
-/// What a list request asked for: one page, or the whole list (`None`).
-pub struct Paging {
-    pub limit: usize,
-    pub after: Option<String>,
-}
+pub use wasmgate_sdk::paging::{MAX_LIMIT, Paging, max_response_bytes};
+use wasmgate_sdk::paging::{PageError, entry_too_large};
 
 fn param(params: &Params, name: &str) -> Result<Option<String>, Error> {
     params
@@ -38,54 +28,27 @@ fn param(params: &Params, name: &str) -> Result<Option<String>, Error> {
         .map_err(|()| Error::bad_request(format!("Invalid {name}: expected a string or a number")))
 }
 
-/// The request's paging parameters; `None` when it sent neither.
+/// The request's paging parameters (`limit`, and the cursor `after`);
+/// `None` when it sent neither.
 pub fn paging(params: &Params) -> Result<Option<Paging>, Error> {
     let limit = param(params, "limit")?;
     let after = param(params, "after")?;
-    if limit.is_none() && after.is_none() {
-        return Ok(None);
-    }
-    let limit = match limit {
-        None => MAX_LIMIT,
-        Some(l) => l
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                Error::bad_request(format!(
-                    "Invalid limit: a whole number from 1 to {MAX_LIMIT}"
-                ))
-            })?,
-    };
-    if after
-        .as_deref()
-        .is_some_and(|a| a.chars().count() > MAX_AFTER_CHARS || a.chars().any(char::is_control))
-    {
-        return Err(bad_after());
-    }
-    Ok(Some(Paging { limit, after }))
+    wasmgate_sdk::paging::parse(limit.as_deref(), after).map_err(|e| match e {
+        PageError::Limit => Error::bad_request(format!(
+            "Invalid limit: a whole number from 1 to {MAX_LIMIT}"
+        )),
+        PageError::Cursor => bad_after(),
+    })
 }
 
 pub fn bad_after() -> Error {
     Error::bad_request("Invalid after: pass the next of the previous page")
 }
 
-/// The response cap this plugin keeps to (setting `max_response_bytes`).
-pub fn max_response_bytes() -> Result<usize, Error> {
-    config::parse_or("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
-}
-
 /// The error for a whole list that does not fit in one answer.
 fn too_large(action: &str, count: u64, cap: usize) -> Response {
     failure(&format!(
         "The list is too large for one answer ({count} entries, over the {cap}-byte response limit): page it with limit (1 to {MAX_LIMIT}) and after (the next of the previous page), e.g. action={action}&limit={MAX_LIMIT}"
-    ))
-}
-
-fn entry_too_large(cap: usize) -> Error {
-    Error::internal(format!(
-        "a list entry does not fit in an answer of max_response_bytes ({cap}): raise the setting (and the plugin's limits.max_response_bytes)"
     ))
 }
 
@@ -182,7 +145,7 @@ pub fn kv_list(
             }
         }
     };
-    let start = match paging.after.as_deref() {
+    let start = match paging.cursor.as_deref() {
         Some(after) => Some(format!("{}{}", list.prefix, (list.start)(after)?)),
         None => None,
     };
@@ -228,7 +191,7 @@ pub fn memory_list(
     let mut last = Value::Null;
     let rest = items
         .into_iter()
-        .filter(|(c, _)| paging.after.as_ref().is_none_or(|a| c > a));
+        .filter(|(c, _)| paging.cursor.as_ref().is_none_or(|a| c > a));
     for (cursor, item) in rest {
         if b.entries == paging.limit {
             more = true;

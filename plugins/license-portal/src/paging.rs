@@ -15,55 +15,25 @@
 //! and stops early rather than outgrow the cap.
 
 use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
-use wasmgate_sdk::{Error, Request, Response, config};
+use wasmgate_sdk::{Error, Request, Response};
 
 use crate::fail;
 
-/// The most entries one page holds (also the host's kv page).
-pub const MAX_LIMIT: usize = 1000;
-/// The host's default `limits.max_response_bytes`.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-/// Longer than any cursor a page hands out.
-const MAX_CURSOR_CHARS: usize = 128;
+pub use wasmgate_sdk::paging::{MAX_LIMIT, Paging, max_response_bytes};
+use wasmgate_sdk::paging::{PageError, entry_too_large};
 
-/// One page: at most `limit` entries after the cursor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paging {
-    pub limit: usize,
-    pub cursor: Option<String>,
-}
-
-/// The page the request asks for; None when it sends neither parameter,
-/// which gets the whole list as before. `Err` is the answer to give.
+/// The page the request asks for (`limit` and `cursor`); None when it sends
+/// neither, which gets the whole list as before. `Err` is the answer to give.
 pub fn paging(req: &Request) -> Result<Option<Paging>, Response> {
-    let limit = req.query("limit");
-    let cursor = req.query("cursor");
-    if limit.is_none() && cursor.is_none() {
-        return Ok(None);
-    }
-    let limit = match limit {
-        None => MAX_LIMIT,
-        Some(l) => l
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                fail(
-                    400,
-                    "VALIDATION_ERROR",
-                    &format!("Invalid limit: expected a whole number from 1 to {MAX_LIMIT}."),
-                )
-            })?,
-    };
-    let cursor = cursor.filter(|c| !c.is_empty());
-    if cursor
-        .as_deref()
-        .is_some_and(|c| c.chars().count() > MAX_CURSOR_CHARS || c.chars().any(char::is_control))
-    {
-        return Err(bad_cursor());
-    }
-    Ok(Some(Paging { limit, cursor }))
+    let cursor = req.query("cursor").filter(|c| !c.is_empty());
+    wasmgate_sdk::paging::parse(req.query("limit").as_deref(), cursor).map_err(|e| match e {
+        PageError::Limit => fail(
+            400,
+            "VALIDATION_ERROR",
+            &format!("Invalid limit: expected a whole number from 1 to {MAX_LIMIT}."),
+        ),
+        PageError::Cursor => bad_cursor(),
+    })
 }
 
 /// The refusal of a cursor this list never handed out.
@@ -75,16 +45,6 @@ pub fn bad_cursor() -> Response {
     )
 }
 
-/// The response cap this plugin keeps to (setting `max_response_bytes`).
-pub fn max_response_bytes() -> Result<usize, Error> {
-    match config::parse_or("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)? {
-        0 => Err(Error::internal(
-            "setting max_response_bytes must be more than 0",
-        )),
-        n => Ok(n),
-    }
-}
-
 /// The answer for a whole list that does not fit.
 pub fn too_large(cap: usize) -> Response {
     fail(
@@ -94,12 +54,6 @@ pub fn too_large(cap: usize) -> Response {
             "The list is larger than this server's {cap}-byte response limit: ask for it in pages with the query parameters limit (1 to {MAX_LIMIT}) and cursor (the next_cursor of the page before)."
         ),
     )
-}
-
-fn entry_too_large(cap: usize) -> Error {
-    Error::internal(format!(
-        "a list entry does not fit in an answer of max_response_bytes ({cap}): raise the setting (and the plugin's limits.max_response_bytes)"
-    ))
 }
 
 pub fn to_json(value: &serde_json::Value) -> Result<Vec<u8>, Error> {

@@ -67,6 +67,7 @@ pub mod kv;
 pub mod log;
 pub mod net;
 pub mod outbound;
+pub mod paging;
 pub mod ratelimit;
 pub mod time;
 pub mod wireguard;

@@ -266,7 +266,7 @@ pub fn info(call: &Call) -> Result<Response, Error> {
     // The page is chosen in key order first, then split into its two lists;
     // a separator is counted for every entry, which only overestimates.
     let start = paging
-        .after
+        .cursor
         .as_deref()
         .map_or(0, |a| peers.partition_point(|p| p.id.as_str() <= a));
     let frame = b"{\"data\":".len() + head.len() + MID.len() + CLOSE.len();

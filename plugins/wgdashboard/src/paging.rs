@@ -14,25 +14,16 @@
 
 use serde::Serialize;
 use serde_json::Value;
-use wasmgate_sdk::{Error, Request, Response, config};
+use wasmgate_sdk::{Error, Request, Response};
 
 use crate::envelope::fail;
 
-/// The most entries one page holds.
-pub const MAX_LIMIT: usize = 1000;
-/// The host's default `max_response_bytes`.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-/// Longer than any cursor a page hands out (names, key ids, public keys).
-const MAX_AFTER_BYTES: usize = 128;
+pub use wasmgate_sdk::paging::{MAX_LIMIT, Paging, max_response_bytes};
+use wasmgate_sdk::paging::{PageError, entry_too_large};
 
-/// One page: at most `limit` entries after the cursor `after`.
-pub struct Paging {
-    pub limit: usize,
-    pub after: Option<String>,
-}
-
-/// The request's paging parameters: `Ok(None)` for a whole list, `Err` the
-/// answer for parameters that are not understood.
+/// The request's paging parameters (`limit`, and the cursor `after`):
+/// `Ok(None)` for a whole list, `Err` the answer for parameters that are not
+/// understood.
 pub fn paging(req: &Request) -> Result<Option<Paging>, Response> {
     let limit = req.query("limit").filter(|l| !l.is_empty());
     // Form decoding turns an unescaped '+' of a base64 public key into a
@@ -41,46 +32,18 @@ pub fn paging(req: &Request) -> Result<Option<Paging>, Response> {
         .query("after")
         .filter(|a| !a.is_empty())
         .map(|a| a.replace(' ', "+"));
-    if limit.is_none() && after.is_none() {
-        return Ok(None);
-    }
-    let limit = match limit {
-        None => MAX_LIMIT,
-        Some(l) => l
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                fail(format!(
-                    "limit must be a whole number from 1 to {MAX_LIMIT}"
-                ))
-            })?,
-    };
-    if after
-        .as_deref()
-        .is_some_and(|a| a.len() > MAX_AFTER_BYTES || a.chars().any(char::is_control))
-    {
-        return Err(fail("after must be the next of the previous page"));
-    }
-    Ok(Some(Paging { limit, after }))
-}
-
-/// The response cap this plugin keeps to (setting `max_response_bytes`).
-pub fn max_response_bytes() -> Result<usize, Error> {
-    config::parse_or("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)
+    wasmgate_sdk::paging::parse(limit.as_deref(), after).map_err(|e| match e {
+        PageError::Limit => fail(format!(
+            "limit must be a whole number from 1 to {MAX_LIMIT}"
+        )),
+        PageError::Cursor => fail("after must be the next of the previous page"),
+    })
 }
 
 /// The answer for a whole list that does not fit.
 pub fn too_large(entries: usize, cap: usize) -> Response {
     fail(format!(
         "The list is too large for one answer ({entries} entries, over the {cap}-byte response limit): page it with ?limit= (1 to {MAX_LIMIT}) and &after= (the next of the previous page)"
-    ))
-}
-
-fn entry_too_large(cap: usize) -> Error {
-    Error::internal(format!(
-        "a list entry does not fit in an answer of max_response_bytes ({cap}): raise the setting (and the plugin's limits.max_response_bytes)"
     ))
 }
 
@@ -196,7 +159,7 @@ pub fn list<T>(
     };
     let mut b = Builder::new(b"[", 1, cap);
     let start = paging
-        .after
+        .cursor
         .as_deref()
         .map_or(0, |a| entries.partition_point(|e| cursor(e) <= a));
     let mut last = Value::Null;

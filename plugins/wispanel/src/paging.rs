@@ -18,51 +18,21 @@ use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
 use wasmgate_sdk::{Request, Response};
 
 use crate::api::{ApiError, ApiResult};
-use crate::settings;
 
-/// The most entries one page holds (also the host's kv page).
-pub const MAX_LIMIT: usize = 1000;
-/// The host's default `limits.max_response_bytes`.
-pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
-/// Longer than any cursor a page hands out.
-const MAX_CURSOR_CHARS: usize = 128;
+use wasmgate_sdk::paging::PageError;
+pub use wasmgate_sdk::paging::{MAX_LIMIT, Paging};
 
-/// One page: at most `limit` entries after the cursor.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paging {
-    pub limit: usize,
-    pub cursor: Option<String>,
-}
-
-/// The page the request asks for; None when it sends neither parameter
-/// (the seed's clients), which gets the whole list as before.
+/// The page the request asks for (`limit` and `cursor`); None when it sends
+/// neither parameter (the original's clients), which gets the whole list as
+/// before.
 pub fn paging(req: &Request) -> Result<Option<Paging>, ApiError> {
-    let limit = req.query("limit");
-    let cursor = req.query("cursor");
-    if limit.is_none() && cursor.is_none() {
-        return Ok(None);
-    }
-    let limit = match limit {
-        None => MAX_LIMIT,
-        Some(l) => l
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_LIMIT).contains(n))
-            .ok_or_else(|| {
-                ApiError::validation(format!(
-                    "Invalid limit: expected a whole number from 1 to {MAX_LIMIT}."
-                ))
-            })?,
-    };
-    let cursor = cursor.filter(|c| !c.is_empty());
-    if cursor
-        .as_deref()
-        .is_some_and(|c| c.chars().count() > MAX_CURSOR_CHARS || c.chars().any(char::is_control))
-    {
-        return Err(bad_cursor());
-    }
-    Ok(Some(Paging { limit, cursor }))
+    let cursor = req.query("cursor").filter(|c| !c.is_empty());
+    wasmgate_sdk::paging::parse(req.query("limit").as_deref(), cursor).map_err(|e| match e {
+        PageError::Limit => ApiError::validation(format!(
+            "Invalid limit: expected a whole number from 1 to {MAX_LIMIT}."
+        )),
+        PageError::Cursor => bad_cursor(),
+    })
 }
 
 /// The refusal of a cursor this list never handed out.
@@ -72,12 +42,7 @@ pub fn bad_cursor() -> ApiError {
 
 /// The response cap this plugin keeps to (setting `max_response_bytes`).
 pub fn max_response_bytes() -> Result<usize, ApiError> {
-    match settings::number("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES)? {
-        0 => Err(ApiError::internal(
-            "setting \"max_response_bytes\" has an invalid value",
-        )),
-        n => Ok(n),
-    }
+    Ok(wasmgate_sdk::paging::max_response_bytes()?)
 }
 
 /// The answer for a whole list that does not fit.
@@ -93,9 +58,7 @@ pub fn too_large(cap: usize) -> ApiError {
 
 /// One entry that does not fit in an answer at all: the setting is too small.
 pub fn entry_too_large(cap: usize) -> ApiError {
-    ApiError::internal(format!(
-        "a list entry does not fit in an answer of max_response_bytes ({cap}): raise the setting (and the plugin's limits.max_response_bytes)"
-    ))
+    wasmgate_sdk::paging::entry_too_large(cap).into()
 }
 
 pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, ApiError> {

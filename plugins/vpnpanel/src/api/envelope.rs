@@ -106,54 +106,37 @@ pub fn public_base(req: &Request) -> String {
     format!("http://{host}")
 }
 
-/// The host's default `limits.max_response_bytes`.
-const DEFAULT_RESPONSE_CAP: usize = 4 << 20;
-
 /// The largest answer the host lets through: setting `max_response_bytes`,
 /// which must equal the plugin's `limits.max_response_bytes` (a plugin
 /// cannot read its limits). The host turns a larger answer into a bare
-/// 500, so lists check against this first and ask the caller to page.
+/// 500, so lists check against this first and ask the caller to page. A
+/// value that is not a positive number counts as the host's default.
 pub fn response_cap() -> usize {
     wasmgate_sdk::config::get("max_response_bytes")
         .and_then(|v| v.trim().parse().ok())
         .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_RESPONSE_CAP)
+        .unwrap_or(wasmgate_sdk::paging::DEFAULT_MAX_RESPONSE_BYTES)
 }
 
 /// The most entries one page holds.
-pub const MAX_PAGE: usize = 1000;
+pub use wasmgate_sdk::paging::MAX_LIMIT as MAX_PAGE;
+use wasmgate_sdk::paging::PageError;
 
-/// A page asked for with the query parameters `limit` (1 to [`MAX_PAGE`],
-/// default [`MAX_PAGE`]) and `cursor` (the `next_cursor` of the page before).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Paging {
-    pub limit: usize,
-    pub cursor: Option<String>,
-}
+pub use wasmgate_sdk::paging::Paging;
 
-/// The page the request asks for; None when it sends neither parameter
-/// (the original's clients), which gets the whole list as before.
+/// The page the request asks for with the query parameters `limit` (1 to
+/// [`MAX_PAGE`], default [`MAX_PAGE`]) and `cursor` (the `next_cursor` of
+/// the page before); None when it sends neither parameter (the original's
+/// clients), which gets the whole list as before.
 pub fn paging(req: &Request) -> Result<Option<Paging>, Fail> {
-    let (limit, cursor) = (req.query("limit"), req.query("cursor"));
-    if limit.is_none() && cursor.is_none() {
-        return Ok(None);
-    }
-    let limit = match limit {
-        None => MAX_PAGE,
-        Some(l) => l
-            .trim()
-            .parse::<usize>()
-            .ok()
-            .filter(|l| (1..=MAX_PAGE).contains(l))
-            .ok_or_else(|| {
-                refuse(
-                    400,
-                    &format!("Invalid limit: expected a whole number from 1 to {MAX_PAGE}."),
-                )
-            })?,
-    };
-    let cursor = cursor.filter(|c| !c.is_empty());
-    Ok(Some(Paging { limit, cursor }))
+    let cursor = req.query("cursor").filter(|c| !c.is_empty());
+    wasmgate_sdk::paging::parse(req.query("limit").as_deref(), cursor).map_err(|e| match e {
+        PageError::Limit => refuse(
+            400,
+            &format!("Invalid limit: expected a whole number from 1 to {MAX_PAGE}."),
+        ),
+        PageError::Cursor => bad_cursor(),
+    })
 }
 
 /// The refusal of a cursor this list never handed out.

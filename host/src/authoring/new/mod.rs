@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
+use super::wit::FILES;
+
 /// A plugin language `wasmgate new` can start a project in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
@@ -28,54 +30,59 @@ impl Lang {
     }
 }
 
-/// The WIT package, as the host links it.
-pub const WIT: &[(&str, &str)] = &[
-    ("caps.wit", include_str!("../../../wit/caps.wit")),
-    ("kv.wit", include_str!("../../../wit/kv.wit")),
-    ("net.wit", include_str!("../../../wit/net.wit")),
-    ("outbound.wit", include_str!("../../../wit/outbound.wit")),
-    ("types.wit", include_str!("../../../wit/types.wit")),
-    ("wireguard.wit", include_str!("../../../wit/wireguard.wit")),
-    ("world.wit", include_str!("../../../wit/world.wit")),
-];
-
 /// The Rust SDK's sources.
 const SDK: &[(&str, &str)] = &[
     (
         "config.rs",
-        include_str!("../../../plugins/sdk/src/config.rs"),
+        include_str!("../../../../plugins/sdk/src/config.rs"),
     ),
     (
         "crypto.rs",
-        include_str!("../../../plugins/sdk/src/crypto.rs"),
+        include_str!("../../../../plugins/sdk/src/crypto.rs"),
     ),
     (
         "error.rs",
-        include_str!("../../../plugins/sdk/src/error.rs"),
+        include_str!("../../../../plugins/sdk/src/error.rs"),
     ),
-    ("http.rs", include_str!("../../../plugins/sdk/src/http.rs")),
-    ("jobs.rs", include_str!("../../../plugins/sdk/src/jobs.rs")),
-    ("keys.rs", include_str!("../../../plugins/sdk/src/keys.rs")),
-    ("kv.rs", include_str!("../../../plugins/sdk/src/kv.rs")),
-    ("lib.rs", include_str!("../../../plugins/sdk/src/lib.rs")),
-    ("log.rs", include_str!("../../../plugins/sdk/src/log.rs")),
-    ("net.rs", include_str!("../../../plugins/sdk/src/net.rs")),
+    (
+        "http.rs",
+        include_str!("../../../../plugins/sdk/src/http.rs"),
+    ),
+    (
+        "jobs.rs",
+        include_str!("../../../../plugins/sdk/src/jobs.rs"),
+    ),
+    (
+        "keys.rs",
+        include_str!("../../../../plugins/sdk/src/keys.rs"),
+    ),
+    ("kv.rs", include_str!("../../../../plugins/sdk/src/kv.rs")),
+    ("lib.rs", include_str!("../../../../plugins/sdk/src/lib.rs")),
+    ("log.rs", include_str!("../../../../plugins/sdk/src/log.rs")),
+    ("net.rs", include_str!("../../../../plugins/sdk/src/net.rs")),
     (
         "outbound.rs",
-        include_str!("../../../plugins/sdk/src/outbound.rs"),
+        include_str!("../../../../plugins/sdk/src/outbound.rs"),
+    ),
+    (
+        "paging.rs",
+        include_str!("../../../../plugins/sdk/src/paging.rs"),
     ),
     (
         "ratelimit.rs",
-        include_str!("../../../plugins/sdk/src/ratelimit.rs"),
+        include_str!("../../../../plugins/sdk/src/ratelimit.rs"),
     ),
     (
         "router.rs",
-        include_str!("../../../plugins/sdk/src/router.rs"),
+        include_str!("../../../../plugins/sdk/src/router.rs"),
     ),
-    ("time.rs", include_str!("../../../plugins/sdk/src/time.rs")),
+    (
+        "time.rs",
+        include_str!("../../../../plugins/sdk/src/time.rs"),
+    ),
     (
         "wireguard.rs",
-        include_str!("../../../plugins/sdk/src/wireguard.rs"),
+        include_str!("../../../../plugins/sdk/src/wireguard.rs"),
     ),
 ];
 
@@ -91,7 +98,8 @@ const GITIGNORE: &str = include_str!("gitignore.tmpl");
 
 /// The WIT package's version (`wasmgate:plugin@X`).
 pub fn wit_version() -> &'static str {
-    WIT.iter()
+    FILES
+        .iter()
         .find_map(|(_, text)| {
             text.lines()
                 .find_map(|l| l.strip_prefix("package wasmgate:plugin@"))
@@ -210,7 +218,7 @@ fn common_files(
         (PathBuf::from("README.md"), fill(README, &vars)),
         (PathBuf::from(".gitignore"), GITIGNORE.to_string()),
     ];
-    for (file, text) in WIT {
+    for (file, text) in FILES {
         files.push((Path::new("wit").join(file), text.to_string()));
     }
     files
@@ -265,7 +273,8 @@ mod tests {
 
     #[test]
     fn every_wit_and_sdk_file_is_embedded() {
-        let wit: Vec<&str> = WIT.iter().map(|(n, _)| *n).collect();
+        let mut wit: Vec<&str> = FILES.iter().map(|(n, _)| *n).collect();
+        wit.sort();
         assert_eq!(names_in("../wit", ".wit"), wit);
         let sdk: Vec<&str> = SDK.iter().map(|(n, _)| *n).collect();
         assert_eq!(names_in("../plugins/sdk/src", ".rs"), sdk);
