@@ -22,10 +22,6 @@ impl Capability for Config {
     type State = ();
     type PluginState = Settings;
 
-    fn granted(grant: &bool) -> bool {
-        *grant
-    }
-
     fn state(_: &HostEnv) {}
 
     fn plugin_state(env: &PluginEnv<'_>, _: &bool) -> Settings {

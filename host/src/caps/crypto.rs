@@ -26,10 +26,6 @@ impl Capability for Crypto {
     /// The plugin's share of them: at most half, at least one.
     type PluginState = Arc<Semaphore>;
 
-    fn granted(grant: &bool) -> bool {
-        *grant
-    }
-
     fn state(env: &HostEnv) -> Arc<Semaphore> {
         Arc::new(Semaphore::new(env.blocking_threads.max(1)))
     }

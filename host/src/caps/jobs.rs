@@ -33,10 +33,6 @@ impl Capability for Jobs {
     type State = Queue;
     type PluginState = ();
 
-    fn granted(grant: &bool) -> bool {
-        *grant
-    }
-
     fn state(env: &HostEnv) -> Queue {
         Queue {
             db: env.db.clone(),

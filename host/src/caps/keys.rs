@@ -30,10 +30,6 @@ impl Capability for Keys {
     type State = Db;
     type PluginState = ();
 
-    fn granted(grant: &bool) -> bool {
-        *grant
-    }
-
     fn state(env: &HostEnv) -> Db {
         env.db.clone()
     }

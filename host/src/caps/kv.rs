@@ -29,10 +29,6 @@ impl Capability for Kv {
     type State = Db;
     type PluginState = ();
 
-    fn granted(grant: &bool) -> bool {
-        *grant
-    }
-
     fn state(env: &HostEnv) -> Db {
         env.db.clone()
     }

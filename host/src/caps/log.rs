@@ -85,10 +85,6 @@ impl Capability for Log {
     /// The plugin's line budget; its stdout and stderr draw on it too.
     type PluginState = LogBudget;
 
-    fn granted(grant: &bool) -> bool {
-        *grant
-    }
-
     fn state(_: &HostEnv) {}
 
     fn plugin_state(_: &PluginEnv<'_>, _: &bool) -> LogBudget {

@@ -59,6 +59,24 @@ pub struct PluginEnv<'a> {
     pub blocking_threads: usize,
 }
 
+/// Whether a grant as written gives its capability: `true`, or a grant
+/// section that is present.
+pub trait Given {
+    fn given(&self) -> bool;
+}
+
+impl Given for bool {
+    fn given(&self) -> bool {
+        *self
+    }
+}
+
+impl<T> Given for Option<T> {
+    fn given(&self) -> bool {
+        self.is_some()
+    }
+}
+
 /// One capability: its grant, its states, its linking.
 pub trait Capability {
     /// Its WIT interface in `wasmgate:plugin`, and its key under `grants:`.
@@ -66,7 +84,8 @@ pub trait Capability {
     /// A grant as written in config.yaml, for messages that tell what to add.
     const EXAMPLE: &'static str;
     /// `grants.<NAME>` in config.yaml; the default withholds it.
-    type Grant: Clone
+    type Grant: Given
+        + Clone
         + Default
         + fmt::Debug
         + PartialEq
@@ -81,7 +100,9 @@ pub trait Capability {
     type PluginState: Send + Sync + 'static;
 
     /// Whether `grant` gives the capability at all.
-    fn granted(grant: &Self::Grant) -> bool;
+    fn granted(grant: &Self::Grant) -> bool {
+        grant.given()
+    }
     /// What serde cannot check: `(key under grants.<NAME>, message)`.
     fn validate(_grant: &Self::Grant) -> Result<(), (String, String)> {
         Ok(())

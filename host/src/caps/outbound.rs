@@ -49,10 +49,6 @@ impl Capability for Outbound {
     type State = ();
     type PluginState = ();
 
-    fn granted(grant: &Option<OutboundGrant>) -> bool {
-        grant.is_some()
-    }
-
     fn validate(grant: &Option<OutboundGrant>) -> Result<(), (String, String)> {
         grant.as_ref().map_or(Ok(()), OutboundGrant::validate)
     }

@@ -27,10 +27,6 @@ impl Capability for RateLimit {
     type State = ();
     type PluginState = RateLimiter;
 
-    fn granted(grant: &bool) -> bool {
-        *grant
-    }
-
     fn state(_: &HostEnv) {}
 
     fn plugin_state(_: &PluginEnv<'_>, _: &bool) -> RateLimiter {

@@ -61,10 +61,6 @@ impl Capability for Net {
     type State = Connections;
     type PluginState = ();
 
-    fn granted(grant: &Option<NetGrant>) -> bool {
-        grant.is_some()
-    }
-
     fn validate(grant: &Option<NetGrant>) -> Result<(), (String, String)> {
         grant.as_ref().map_or(Ok(()), NetGrant::validate)
     }

@@ -88,10 +88,6 @@ impl Capability for Wireguard {
     type State = Devices;
     type PluginState = ();
 
-    fn granted(grant: &Option<WireguardGrant>) -> bool {
-        grant.is_some()
-    }
-
     fn validate(grant: &Option<WireguardGrant>) -> Result<(), (String, String)> {
         grant.as_ref().map_or(Ok(()), WireguardGrant::validate)
     }
