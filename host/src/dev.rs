@@ -94,9 +94,8 @@ async fn swap_changed(host: &Arc<Host>, cache: &Cache, hashes: &mut [Option<Vec<
             continue;
         }
         let started = Instant::now();
-        let (runtime, cache_ref) = (&host.runtime, cache);
         // Compiling takes a while: off the request threads.
-        let result = tokio::task::block_in_place(|| runtime.reload(&old, cache_ref));
+        let result = tokio::task::block_in_place(|| host.runtime.reload(&old, cache));
         match result {
             Ok(new) => {
                 loaded.swap(new);

@@ -95,6 +95,8 @@ pub struct PluginShared {
     pub host: Arc<Shared>,
     /// Its index in [`Shared::slots`].
     pub slot: usize,
+    /// Its counters, kept across versions.
+    pub stats: PluginStats,
 }
 
 /// The data of one `Store`: one request or one job.
@@ -214,7 +216,6 @@ pub struct PluginStats {
 pub struct Plugin {
     pub shared: Arc<PluginShared>,
     pub config: PluginConfig,
-    pub stats: PluginStats,
     /// Whether the compiled component came from the cache.
     pub from_cache: bool,
     engine: Engine,
@@ -342,8 +343,9 @@ impl Runtime {
             limits: config.limits.clone(),
             host,
             slot,
+            stats: PluginStats::default(),
         });
-        Ok(linked.into_plugin(shared, config, PluginStats::default(), &self.engine))
+        Ok(linked.into_plugin(shared, config, &self.engine))
     }
 
     /// `old`'s component compiled and linked again from its file (rebuilt
@@ -354,15 +356,7 @@ impl Runtime {
         let linked = self
             .link(&old.config, cache)
             .map_err(|e| anyhow::Error::new(LoadError(e)))?;
-        let stats = PluginStats::default();
-        for (to, from) in [
-            (&stats.requests, &old.stats.requests),
-            (&stats.traps, &old.stats.traps),
-            (&stats.deadlines, &old.stats.deadlines),
-        ] {
-            to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
-        }
-        Ok(linked.into_plugin(old.shared.clone(), &old.config, stats, &self.engine))
+        Ok(linked.into_plugin(old.shared.clone(), &old.config, &self.engine))
     }
 
     /// Compiles (or loads from `cache`) plugin `config`'s component and
@@ -420,13 +414,11 @@ impl Linked {
         self,
         shared: Arc<PluginShared>,
         config: &PluginConfig,
-        stats: PluginStats,
         engine: &Engine,
     ) -> Plugin {
         Plugin {
             shared,
             config: config.clone(),
-            stats,
             from_cache: self.from_cache,
             engine: engine.clone(),
             pre: self.pre,
@@ -829,12 +821,12 @@ impl Plugin {
         if e.downcast_ref::<DeadlineExceeded>().is_some()
             || e.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
         {
-            self.stats.deadlines.fetch_add(1, Ordering::Relaxed);
+            self.shared.stats.deadlines.fetch_add(1, Ordering::Relaxed);
             self.shared.host.metrics.deadline(name);
             tracing::warn!(plugin = %name, request_id, timeout_ms = self.shared.limits.timeout_ms, "deadline exceeded");
             return CallError::Deadline;
         }
-        self.stats.traps.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.traps.fetch_add(1, Ordering::Relaxed);
         self.shared.host.metrics.trap(name);
         let message = trap_summary(&e);
         tracing::error!(plugin = %name, request_id, error = %message, "plugin trapped");

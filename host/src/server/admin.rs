@@ -159,9 +159,9 @@ pub(super) fn plugins_json(host: &Host) -> serde_json::Value {
                 "limits": p.config.limits,
                 "exports": p.exports(),
                 "state": "running",
-                "requests": p.stats.requests.load(Ordering::Relaxed),
-                "traps": p.stats.traps.load(Ordering::Relaxed),
-                "deadline_hits": p.stats.deadlines.load(Ordering::Relaxed),
+                "requests": p.shared.stats.requests.load(Ordering::Relaxed),
+                "traps": p.shared.stats.traps.load(Ordering::Relaxed),
+                "deadline_hits": p.shared.stats.deadlines.load(Ordering::Relaxed),
             })
         })
         .collect();

@@ -371,7 +371,7 @@ pub(super) async fn plugin_request<'h>(
     // This request runs on the version current now, even if a newer one
     // replaces it meanwhile.
     let plugin = loaded.get();
-    plugin.stats.requests.fetch_add(1, Ordering::Relaxed);
+    plugin.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let response = call_plugin(host, &plugin, req, peer, m.prefix, id, false).await;
     (Some(loaded.name.as_str()), response)
 }
