@@ -77,19 +77,29 @@ fn each_request_gets_one_log_line_without_its_query() {
     );
 }
 
-#[test]
-fn request_lines_can_be_turned_off() {
-    let yaml = config_yaml_with("http:\n  log_requests: false\n", &[Plugin::hello("hello")]);
+/// With `log_requests: false`, and in a control run without it: two
+/// requests in turn, the second printing a line of its own. A request's line
+/// is written before its answer is sent, so once the second one's printed
+/// line is in the log, the first one's request line would be too.
+fn request_lines_with(sections: &str) -> String {
+    let yaml = config_yaml_with(sections, &[Plugin::fixture("fx")]);
     let server = Setup::with_yaml(&yaml).serve();
-    server.get("/hello/").expect(200);
-    // The marker comes after the request in the same stream.
-    server.get("/nowhere").expect(404);
-    std::thread::sleep(Duration::from_millis(300));
+    server.get("/fx/ok").expect(200);
+    server.get("/fx/print?bytes=40").expect(200);
     assert!(
-        !server.logs().contains("wasmgate::request"),
+        server.wait_for_log(&[&"x".repeat(40)], Duration::from_secs(5)),
         "{}",
         server.logs()
     );
+    server.logs()
+}
+
+#[test]
+fn request_lines_can_be_turned_off() {
+    let on = request_lines_with("");
+    assert!(on.contains("path=/fx/ok status=200"), "{on}");
+    let off = request_lines_with("http:\n  log_requests: false\n");
+    assert!(!off.contains("wasmgate::request"), "{off}");
 }
 
 #[test]
