@@ -40,8 +40,9 @@ enum LogFormat {
 enum Command {
     /// Serve every plugin in the config until SIGINT or SIGTERM.
     Serve {
-        #[arg(long, default_value = "config.yaml")]
-        config: PathBuf,
+        /// Default: ./config.yaml, else ./wasmgate.yaml (a `wasmgate new` project).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Overrides the config's `data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -81,8 +82,9 @@ enum Command {
     },
     /// Validate the config, load and link every plugin, print a table.
     Check {
-        #[arg(long, default_value = "config.yaml")]
-        config: PathBuf,
+        /// Default: ./config.yaml, else ./wasmgate.yaml (a `wasmgate new` project).
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Call one plugin in-process, without opening any port. Exits 3 when
     /// the answer's status is 400 or more.
@@ -106,8 +108,9 @@ enum Command {
         /// Call the plugin's admin export instead of its handler.
         #[arg(long)]
         admin: bool,
-        #[arg(long, default_value = "config.yaml")]
-        config: PathBuf,
+        /// Default: ./config.yaml, else ./wasmgate.yaml (a `wasmgate new` project).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -118,8 +121,9 @@ enum Command {
     /// Benchmarks only: fresh instance + call + drop, averaged.
     #[command(hide = true)]
     BenchInstantiate {
-        #[arg(long, default_value = "config.yaml")]
-        config: PathBuf,
+        /// Default: ./config.yaml, else ./wasmgate.yaml (a `wasmgate new` project).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         plugin: String,
         #[arg(long, default_value_t = 10_000)]
@@ -240,14 +244,10 @@ fn project_config(dir: &Path) -> PathBuf {
         .unwrap_or_else(|| dir.join("config.yaml"))
 }
 
-/// Loads `path`; the default `config.yaml`, when there is none, falls back
-/// to `wasmgate.yaml` (a project made by `wasmgate new`).
-fn load_config(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
-    let path = if path == Path::new("config.yaml") {
-        project_config(Path::new("."))
-    } else {
-        path.to_path_buf()
-    };
+/// Loads `path`, or without one the current directory's config (see
+/// [`project_config`]).
+fn load_config(path: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+    let path = path.unwrap_or_else(|| project_config(Path::new(".")));
     let mut config = Config::load(&path)?;
     if let Some(dir) = data_dir {
         config.data_dir = dir;
@@ -259,8 +259,9 @@ fn load_config(path: &Path, data_dir: Option<PathBuf>) -> anyhow::Result<Config>
 enum DbCommand {
     /// Check every page and row of the database; exits non-zero if it is damaged.
     Check {
-        #[arg(long, default_value = "config.yaml")]
-        config: PathBuf,
+        /// Default: ./config.yaml, else ./wasmgate.yaml (a `wasmgate new` project).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -270,8 +271,9 @@ enum DbCommand {
         /// The new file; an existing one is never overwritten.
         #[arg(long)]
         out: PathBuf,
-        #[arg(long, default_value = "config.yaml")]
-        config: PathBuf,
+        /// Default: ./config.yaml, else ./wasmgate.yaml (a `wasmgate new` project).
+        #[arg(long)]
+        config: Option<PathBuf>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
@@ -292,7 +294,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             #[cfg(feature = "bench")]
             bench_native,
         } => {
-            let config = load_config(&config, data_dir)?;
+            let config = load_config(config, data_dir)?;
             #[cfg(not(feature = "bench"))]
             let bench_native: Option<String> = None;
             tokio()?.block_on(async {
@@ -319,14 +321,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dev { dir, config } => {
             let path = config.unwrap_or_else(|| project_config(&dir));
-            let loaded = load_config(&path, None)?;
+            let loaded = load_config(Some(path.clone()), None)?;
             tokio()?.block_on(wasmgate::dev::run(&path, loaded))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Db {
             command: DbCommand::Check { config, data_dir },
         } => {
-            let config = load_config(&config, data_dir)?;
+            let config = load_config(config, data_dir)?;
             let path = config.data_dir.join(wasmgate::db::FILE);
             if wasmgate::db::check_file(&path)? {
                 println!("{}: ok", path.display());
@@ -343,7 +345,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     data_dir,
                 },
         } => {
-            let config = load_config(&config, data_dir)?;
+            let config = load_config(config, data_dir)?;
             let db = wasmgate::db::Db::open(&config.data_dir, false)?;
             db.backup(&out)
                 .with_context(|| format!("cannot back up into {}", out.display()))?;
@@ -351,7 +353,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { config } => {
-            let config = load_config(&config, None)?;
+            let config = load_config(config, None)?;
             let rows = tokio()?.block_on(async { server::check_rows(&config) })?;
             // Each error once, in full, on stderr; the table only points at it.
             let table: Vec<[String; 5]> = rows
@@ -388,7 +390,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             data_dir,
         } => {
-            let config = load_config(&config, data_dir)?;
+            let config = load_config(config, data_dir)?;
             let body = match body {
                 None => Vec::new(),
                 Some(b) => match b.strip_prefix('@') {
@@ -473,7 +475,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             path,
             data_dir,
         } => {
-            let mut config = load_config(&config, data_dir)?;
+            let mut config = load_config(config, data_dir)?;
             if config.data_dir.join("wasmgate.redb").exists() {
                 config.data_dir =
                     std::env::temp_dir().join(format!("wasmgate-bench-{}", std::process::id()));
