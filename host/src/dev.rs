@@ -118,11 +118,17 @@ async fn swap_changed(host: &Arc<Host>, cache: &Cache, hashes: &mut [Option<Vec<
 }
 
 /// Runs the build command with its output on the terminal; whether it
-/// succeeded.
+/// succeeded. `WASMGATE` names this binary, so that a build that calls
+/// `wasmgate wit` (the Python and JavaScript projects' `build.sh`) writes the
+/// WIT of the host that will load the result.
 async fn build(dev: &DevConfig, dir: &Path) -> anyhow::Result<bool> {
     eprintln!("dev: building: {}", dev.build);
     let started = Instant::now();
-    let status = tokio::process::Command::new("sh")
+    let mut command = tokio::process::Command::new("sh");
+    if let Ok(exe) = std::env::current_exe() {
+        command.env("WASMGATE", exe);
+    }
+    let status = command
         .arg("-c")
         .arg(&dev.build)
         .current_dir(dir)

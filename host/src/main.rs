@@ -26,11 +26,6 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
-enum Lang {
-    Rust,
-}
-
-#[derive(Clone, Copy, clap::ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -61,7 +56,7 @@ enum Command {
         /// The plugin's name: 1 to 32 of a-z, 0-9, _ and -, starting with a letter.
         name: String,
         #[arg(long, value_enum)]
-        lang: Lang,
+        lang: wasmgate::authoring::new::Lang,
         #[arg(long)]
         dir: Option<PathBuf>,
     },
@@ -304,9 +299,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::New { name, lang, dir } => {
-            let lang = match lang {
-                Lang::Rust => wasmgate::authoring::new::Lang::Rust,
-            };
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
             let created = wasmgate::authoring::new::new_project(&name, lang, &dir)?;
             println!(

@@ -868,25 +868,30 @@ impl Plugin {
 /// stack overflow's backtrace alone has thousands of frames.
 fn trap_summary(e: &wasmtime::Error) -> String {
     const FRAMES: usize = 8;
+    // What went wrong first (a trap code, or the message of the host
+    // function that failed, such as a trap stub's), then where.
+    let cause = match e.downcast_ref::<wasmtime::Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    };
     let full = format!("{e:?}");
-    let mut lines = full.lines().filter(|l| !l.trim().is_empty());
-    let mut out: Vec<&str> = lines.by_ref().take(FRAMES + 1).collect();
-    let rest = lines.count();
-    if let Some(cause) = e.downcast_ref::<wasmtime::Trap>() {
-        return format!(
-            "{cause}; {}{}",
-            out.join(" | "),
-            if rest > 0 {
-                format!(" | ... {rest} more lines")
-            } else {
-                String::new()
-            }
-        );
+    let frames: Vec<&str> = full
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .collect();
+    let mut out = cause;
+    if !frames.is_empty() {
+        out.push_str("; ");
+        out.push_str(&frames[..frames.len().min(FRAMES)].join(" | "));
+        if frames.len() > FRAMES {
+            out.push_str(&format!(" | ... {} more frames", frames.len() - FRAMES));
+        }
     }
-    if rest > 0 {
-        out.push("...");
-    }
-    out.join(" | ")
+    out
 }
 
 /// Compiled components on disk under `<data_dir>/cache`, keyed by the

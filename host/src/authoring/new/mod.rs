@@ -1,6 +1,12 @@
 //! `wasmgate new`: a plugin project that builds anywhere, with the WIT files
-//! and (for Rust) the SDK vendored from copies compiled into this binary, so
-//! the project always matches the host that made it.
+//! and the language's helpers (the Rust SDK crate, `wasmgate.py`,
+//! `wasmgate.js`) vendored from copies compiled into this binary, so the
+//! project always matches the host that made it.
+//!
+//! Python and JavaScript projects build with `sh build.sh`: `wasmgate wit`
+//! writes the world for the grants in the project's `wasmgate.yaml`, then
+//! componentize-py or componentize-js (the versions pinned here and in the
+//! repository's Makefile) compiles the sources against it.
 
 use std::path::{Path, PathBuf};
 
@@ -9,16 +15,33 @@ use anyhow::Context as _;
 use super::wit::FILES;
 
 /// A plugin language `wasmgate new` can start a project in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Lang {
     Rust,
+    Python,
+    Js,
 }
+
+/// The componentize-py release projects are set up with (as the Makefile's).
+pub const COMPONENTIZE_PY_VERSION: &str = "0.25.1";
+/// The componentize-js release projects are set up with (as the Makefile's).
+pub const COMPONENTIZE_JS_VERSION: &str = "0.23.0";
 
 impl Lang {
     /// Its name on the command line.
     pub fn name(self) -> &'static str {
         match self {
             Lang::Rust => "rust",
+            Lang::Python => "python",
+            Lang::Js => "js",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Lang::Rust => "Rust",
+            Lang::Python => "Python",
+            Lang::Js => "JavaScript",
         }
     }
 
@@ -26,6 +49,34 @@ impl Lang {
     pub fn build_command(self) -> &'static str {
         match self {
             Lang::Rust => "cargo build --release --target wasm32-wasip2",
+            Lang::Python | Lang::Js => "sh build.sh",
+        }
+    }
+
+    /// The command that runs the project's tests.
+    pub fn test_command(self) -> &'static str {
+        match self {
+            Lang::Rust => "cargo test",
+            Lang::Python => "python3 -m unittest",
+            Lang::Js => "node --test test.mjs",
+        }
+    }
+
+    /// The one-time setup to print when the toolchain is not found (`None`
+    /// when it is, or when there is none).
+    fn setup_step(self, dir: &Path) -> Option<String> {
+        match self {
+            Lang::Rust => (!wasm_target_installed()).then(|| "rustup target add wasm32-wasip2".into()),
+            Lang::Python => (!dir.join(".venv/bin/componentize-py").exists()
+                && !on_path("componentize-py"))
+            .then(|| {
+                format!(
+                    "python3 -m venv .venv && .venv/bin/pip install componentize-py=={COMPONENTIZE_PY_VERSION}"
+                )
+            }),
+            Lang::Js => (!dir.join("node_modules/.bin/componentize-js").exists()
+                && !on_path("componentize-js"))
+            .then(|| "npm install".into()),
         }
     }
 }
@@ -89,7 +140,17 @@ const SDK: &[(&str, &str)] = &[
 /// Where the SDK finds the WIT in this repository, and in a project.
 const SDK_WIT_PATH: (&str, &str) = ("path: \"../../wit\"", "path: \"../wit\"");
 
+const PY_SDK: &str = include_str!("../../../../sdk/python/wasmgate.py");
+const JS_SDK: &str = include_str!("../../../../sdk/js/wasmgate.js");
+
 const RUST_LIB: &str = include_str!("rust/lib.rs.tmpl");
+const PY_APP: &str = include_str!("python/app.py.tmpl");
+const PY_TEST: &str = include_str!("python/test_app.py.tmpl");
+const PY_BUILD: &str = include_str!("python/build.sh.tmpl");
+const JS_APP: &str = include_str!("js/app.js.tmpl");
+const JS_TEST: &str = include_str!("js/test.mjs.tmpl");
+const JS_BUILD: &str = include_str!("js/build.sh.tmpl");
+const JS_PACKAGE: &str = include_str!("js/package.json.tmpl");
 const RUST_CARGO: &str = include_str!("rust/Cargo.toml.tmpl");
 const SDK_CARGO: &str = include_str!("rust/sdk-Cargo.toml.tmpl");
 const CONFIG: &str = include_str!("wasmgate.yaml.tmpl");
@@ -153,6 +214,8 @@ pub fn new_project(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<Created
     }
     let files = match lang {
         Lang::Rust => rust_files(name)?,
+        Lang::Python => python_files(name),
+        Lang::Js => js_files(name),
     };
     for (path, text) in &files {
         let path = dir.join(path);
@@ -163,15 +226,25 @@ pub fn new_project(name: &str, lang: Lang, dir: &Path) -> anyhow::Result<Created
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let mut next = vec![format!("cd {}", dir.display())];
-    if lang == Lang::Rust && !wasm_target_installed() {
-        next.push("rustup target add wasm32-wasip2".into());
-    }
+    next.extend(lang.setup_step(dir));
     next.push(lang.build_command().into());
     next.push(format!("wasmgate call {name} GET /"));
     next.push("wasmgate dev".into());
     Ok(Created {
         dir: dir.to_path_buf(),
         next,
+    })
+}
+
+/// Whether an executable `name` is in a directory of `PATH`.
+fn on_path(name: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| {
+        std::env::split_paths(&paths).any(|d| {
+            std::fs::metadata(d.join(name)).is_ok_and(|m| {
+                use std::os::unix::fs::PermissionsExt as _;
+                m.is_file() && m.permissions().mode() & 0o111 != 0
+            })
+        })
     })
 }
 
@@ -197,21 +270,30 @@ fn common_files(
     setup: &str,
     test: &str,
 ) -> Vec<(PathBuf, String)> {
+    let wit_version = format!("wasmgate:plugin@{}", wit_version());
+    let wit_note = match lang {
+        Lang::Rust => format!(
+            "The WIT interfaces the plugin is built against are in `wit/` ({wit_version});\n\
+             they match the host that made this project."
+        ),
+        Lang::Python | Lang::Js => format!(
+            "The WIT interfaces are in `wit/` ({wit_version}), as the host that made\n\
+             this project has them. `build.sh` builds against `build/wit`: the same\n\
+             package with a world that imports only the capabilities `grants:` names,\n\
+             so after changing `grants:`, rebuild."
+        ),
+    };
     let vars = [
         ("name", name),
-        (
-            "language",
-            match lang {
-                Lang::Rust => "Rust",
-            },
-        ),
+        ("language", lang.title()),
         ("wasm", wasm),
         ("build", lang.build_command()),
         ("watch", watch),
         ("setup", setup),
         ("test", test),
+        ("wit_note", &wit_note),
         ("host_version", env!("CARGO_PKG_VERSION")),
-        ("wit_version", &format!("wasmgate:plugin@{}", wit_version())),
+        ("wit_version", &wit_version),
     ];
     let mut files = vec![
         (PathBuf::from("wasmgate.yaml"), fill(CONFIG, &vars)),
@@ -221,6 +303,67 @@ fn common_files(
     for (file, text) in FILES {
         files.push((Path::new("wit").join(file), text.to_string()));
     }
+    files
+}
+
+/// The variables of the Python and JavaScript templates.
+fn script_vars(name: &str) -> [(&str, String); 3] {
+    [
+        ("name", name.to_string()),
+        ("wit_semver", wit_version().to_string()),
+        ("componentize_js", COMPONENTIZE_JS_VERSION.to_string()),
+    ]
+}
+
+fn fill_owned(template: &str, vars: &[(&str, String)]) -> String {
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    fill(template, &vars)
+}
+
+fn python_files(name: &str) -> Vec<(PathBuf, String)> {
+    let setup = format!(
+        "Needs Python 3 and componentize-py {COMPONENTIZE_PY_VERSION} (from PyPI), in `.venv` or on PATH: \
+         `python3 -m venv .venv && .venv/bin/pip install componentize-py=={COMPONENTIZE_PY_VERSION}`. \
+         `build.sh` runs `wasmgate wit`, so `wasmgate` must be on PATH (or named by `WASMGATE`). \
+         `wasmgate.py` holds the helpers (router, JSON, errors, kv/keys/config/log)."
+    );
+    let mut files = common_files(
+        name,
+        Lang::Python,
+        &format!("build/{name}.wasm"),
+        "app.py, wasmgate.py",
+        &setup,
+        "after a build, `python3 -m unittest` calls the plugin through `wasmgate call`.",
+    );
+    let vars = script_vars(name);
+    files.push(("app.py".into(), fill_owned(PY_APP, &vars)));
+    files.push(("test_app.py".into(), fill_owned(PY_TEST, &vars)));
+    files.push(("build.sh".into(), fill_owned(PY_BUILD, &vars)));
+    files.push(("wasmgate.py".into(), PY_SDK.to_string()));
+    files
+}
+
+fn js_files(name: &str) -> Vec<(PathBuf, String)> {
+    let setup = format!(
+        "Needs Node.js 18 or later and componentize-js {COMPONENTIZE_JS_VERSION} (from npm), in \
+         `node_modules` or on PATH: `npm install`. `build.sh` runs `wasmgate wit`, so `wasmgate` \
+         must be on PATH (or named by `WASMGATE`). `wasmgate.js` holds the helpers (router, \
+         JSON, errors, kv/keys/config/log)."
+    );
+    let mut files = common_files(
+        name,
+        Lang::Js,
+        &format!("build/{name}.wasm"),
+        "app.js, wasmgate.js",
+        &setup,
+        "after a build, `node --test test.mjs` calls the plugin through `wasmgate call`.",
+    );
+    let vars = script_vars(name);
+    files.push(("app.js".into(), fill_owned(JS_APP, &vars)));
+    files.push(("test.mjs".into(), fill_owned(JS_TEST, &vars)));
+    files.push(("build.sh".into(), fill_owned(JS_BUILD, &vars)));
+    files.push(("package.json".into(), fill_owned(JS_PACKAGE, &vars)));
+    files.push(("wasmgate.js".into(), JS_SDK.to_string()));
     files
 }
 
@@ -318,6 +461,16 @@ mod tests {
 
     #[test]
     fn the_project_has_no_path_back_into_the_repository() {
+        for files in [python_files("demo"), js_files("demo")] {
+            for (path, text) in &files {
+                assert!(!text.contains("../"), "{} points outside", path.display());
+                assert!(
+                    !text.contains("{{"),
+                    "{} has an unfilled template",
+                    path.display()
+                );
+            }
+        }
         let files = rust_files("demo").unwrap();
         for (path, text) in &files {
             assert!(
@@ -337,6 +490,32 @@ mod tests {
             .unwrap()
             .1;
         assert!(lib.contains("path: \"../wit\""));
+    }
+
+    /// The toolchain versions new projects pin are the ones CI builds the
+    /// repository's Python and JavaScript examples with.
+    #[test]
+    fn the_pinned_toolchains_are_the_makefiles() {
+        let makefile =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Makefile"))
+                .unwrap();
+        assert!(makefile.contains(&format!(
+            "COMPONENTIZE_PY_VERSION ?= {COMPONENTIZE_PY_VERSION}\n"
+        )));
+        assert!(makefile.contains(&format!(
+            "COMPONENTIZE_JS_VERSION ?= {COMPONENTIZE_JS_VERSION}\n"
+        )));
+    }
+
+    /// A JavaScript plugin imports the interfaces by their versioned names.
+    #[test]
+    fn the_js_template_imports_the_package_version() {
+        let app = &js_files("demo")
+            .into_iter()
+            .find(|(p, _)| p.ends_with("app.js"))
+            .unwrap()
+            .1;
+        assert!(app.contains(&format!("'wasmgate:plugin/kv@{}'", wit_version())));
     }
 
     #[test]
