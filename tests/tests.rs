@@ -24,6 +24,7 @@ mod e2e {
     mod layers;
     mod license_portal;
     mod license_portal_lists;
+    mod lifecycle;
     mod limits;
     mod net;
     mod operator;

@@ -1,20 +1,21 @@
 //! `wasmgate dev`: the plugin author's loop. Builds the project with the
 //! config's `dev.build` command, serves the config, and on every change under
 //! `dev.watch` builds again and swaps each plugin whose component changed,
-//! without a restart: requests already running finish on the old version,
-//! new ones get the new one ([`crate::runtime::Loaded`]). A failed build or
-//! a component that does not load leaves the last good version serving.
+//! without a restart, through the same reload as `SIGHUP`
+//! ([`crate::server::live`]): requests already running finish on the old
+//! version, new ones get the new one. A failed build or a component that
+//! does not load leaves the last good version serving. The config file is
+//! re-read with each reload, so its changes apply too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context as _;
-use ring::digest;
 
 use crate::config::{Config, DevConfig};
-use crate::runtime::Cache;
-use crate::server::Host;
+use crate::server::live::ReloadError;
+use crate::server::{Host, OnLoadError};
 
 /// How often the watched paths are looked at. Polling sizes and times of a
 /// project's few files costs little, works on every filesystem (network
@@ -62,13 +63,8 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         eprintln!("dev: waiting for a change to build again");
         seen = wait_for_change(&watch, seen).await;
     }
-    let host = Host::load(config, None, false)?;
-    let cache = Cache::open(&host.config.data_dir)?;
-    let mut hashes: Vec<Option<Vec<u8>>> = host
-        .plugins
-        .iter()
-        .map(|l| file_hash(&l.get().config.wasm))
-        .collect();
+    let mut host = Host::load(config, None, false, OnLoadError::Stop)?;
+    host.config_path = Some(config_path.to_path_buf());
     let bound = host.bind(None).await?;
     let host = bound.host();
     let server = tokio::spawn(bound.serve());
@@ -76,7 +72,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
         loop {
             seen = wait_for_change(&watch, seen).await;
             match build(&dev, &dir).await {
-                Ok(true) => swap_changed(&host, &cache, &mut hashes).await,
+                Ok(true) => swap(&host).await,
                 Ok(false) => eprintln!("dev: build failed; the last good version keeps serving"),
                 Err(e) => eprintln!("dev: cannot run the build: {e:#}"),
             }
@@ -88,32 +84,24 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Swaps in every plugin whose component file changed since it was loaded.
-async fn swap_changed(host: &Arc<Host>, cache: &Cache, hashes: &mut [Option<Vec<u8>>]) {
-    for (loaded, hash) in host.plugins.iter().zip(hashes.iter_mut()) {
-        let old = loaded.get();
-        let now = file_hash(&old.config.wasm);
-        if now.is_none() || now == *hash {
-            continue;
-        }
-        let started = Instant::now();
-        // Compiling takes a while: off the request threads.
-        let result = tokio::task::block_in_place(|| host.runtime.reload(&old, cache));
-        match result {
-            Ok(new) => {
-                loaded.swap(new);
-                *hash = now;
-                eprintln!(
-                    "dev: plugin `{}` swapped in {:.2} s",
-                    loaded.name,
-                    started.elapsed().as_secs_f64()
-                );
+/// Reloads after a build: every plugin whose component (or config) changed
+/// is swapped in.
+async fn swap(host: &Arc<Host>) {
+    let started = Instant::now();
+    match host.reload().await {
+        Ok(changes) => {
+            let secs = started.elapsed().as_secs_f64();
+            for name in changes.changed.keys() {
+                eprintln!("dev: plugin `{name}` swapped in {secs:.2} s");
             }
-            Err(e) => eprintln!(
-                "dev: plugin `{}` did not load; the last good version keeps serving: {e:#}",
-                loaded.name
-            ),
+            if changes.is_empty() {
+                eprintln!("dev: no component changed");
+            }
         }
+        Err(ReloadError::Load { plugin, error }) => eprintln!(
+            "dev: plugin `{plugin}` did not load; the last good version keeps serving: {error:#}"
+        ),
+        Err(e) => eprintln!("dev: reload refused; the last good version keeps serving: {e}"),
     }
 }
 
@@ -197,9 +185,4 @@ async fn wait_for_change(
             last = again;
         }
     }
-}
-
-fn file_hash(path: &Path) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(path).ok()?;
-    Some(digest::digest(&digest::SHA256, &bytes).as_ref().to_vec())
 }

@@ -45,6 +45,10 @@ enum Command {
         /// which is otherwise refused as damaged.
         #[arg(long)]
         accept_empty_database: bool,
+        /// Exit when a plugin fails to load, instead of serving the others
+        /// and answering 503 on its routes.
+        #[arg(long)]
+        strict: bool,
         /// Benchmarks only (`--features bench`): an extra listener answering natively.
         #[cfg(feature = "bench")]
         #[arg(long, hide = true)]
@@ -69,6 +73,21 @@ enum Command {
         /// The config file, in place of DIR's.
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Make a running server re-read its config file and apply what changed
+    /// (as SIGHUP does); prints the changes. Exits 2 when the server refuses
+    /// the config (it then changes nothing).
+    Reload {
+        /// The config the server runs. Default: ./config.yaml, else ./wasmgate.yaml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Where the admin token is (the server's `--data-dir`, if it had one).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The admin listener's address, when the config's is not the one
+        /// bound (port 0, say).
+        #[arg(long)]
+        admin: Option<String>,
     },
     /// Check or back up the database (the server must be stopped).
     Db {
@@ -286,17 +305,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             data_dir,
             accept_empty_database,
+            strict,
             #[cfg(feature = "bench")]
             bench_native,
         } => {
-            let config = load_config(config, data_dir)?;
+            let path = config.unwrap_or_else(|| project_config(Path::new(".")));
+            let config = load_config(Some(path.clone()), data_dir)?;
             #[cfg(not(feature = "bench"))]
             let bench_native: Option<String> = None;
+            let on_error = if strict {
+                server::OnLoadError::Stop
+            } else {
+                server::OnLoadError::Report
+            };
             tokio()?.block_on(async {
-                let host = Host::load(config, None, accept_empty_database)?;
+                let mut host = Host::load(config, None, accept_empty_database, on_error)?;
+                host.config_path = Some(path);
                 host.bind(bench_native.as_deref()).await?.serve().await
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload {
+            config,
+            data_dir,
+            admin,
+        } => {
+            let config = load_config(config, data_dir)?;
+            let addr = admin.unwrap_or_else(|| config.admin.listen.clone());
+            let token_path = config.data_dir.join("admin.token");
+            let token = std::fs::read_to_string(&token_path)
+                .with_context(|| format!("cannot read the admin token {}", token_path.display()))?;
+            let (status, body) =
+                tokio()?.block_on(server::admin_post(&addr, token.trim(), "/reload"))?;
+            if status.is_success() {
+                for line in body["summary"].as_array().into_iter().flatten() {
+                    println!("{}", line.as_str().unwrap_or_default());
+                }
+                Ok(ExitCode::SUCCESS)
+            } else {
+                let error = body["error"].as_str().unwrap_or("no reason given");
+                eprintln!(
+                    "error: the server refused the reload ({status}); nothing changed: {error}"
+                );
+                Ok(ExitCode::from(EXIT_CONFIG))
+            }
         }
         Command::New { name, lang, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
@@ -403,7 +455,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 header_pairs.push(("content-type".into(), "application/json".into()));
             }
             let status = tokio()?.block_on(async {
-                let host = Host::load(config, Some(&plugin), false)?;
+                let host = Host::load(config, Some(&plugin), false, server::OnLoadError::Stop)?;
                 let p = host.plugin(&plugin).context("plugin not loaded")?;
                 let (prefix, path) = if admin {
                     let prefix = format!("/plugins/{plugin}/admin");
@@ -473,7 +525,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     std::env::temp_dir().join(format!("wasmgate-bench-{}", std::process::id()));
             }
             tokio()?.block_on(async {
-                let host = Host::load(config.clone(), Some(&plugin), false)?;
+                let host = Host::load(
+                    config.clone(),
+                    Some(&plugin),
+                    false,
+                    server::OnLoadError::Stop,
+                )?;
                 let p = host.plugin(&plugin).context("plugin not loaded")?;
                 let prefix = server::prefix_for(&p, &path)
                     .context("the path is under none of the plugin's mounts")?;

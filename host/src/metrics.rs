@@ -39,6 +39,7 @@ pub struct Metrics {
     host_panics: Family<PluginLabel, Counter>,
     storage_up: prometheus_client::metrics::gauge::Gauge,
     storage_failures: prometheus_client::metrics::gauge::Gauge,
+    plugin_up: Family<PluginLabel, prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Default for Metrics {
@@ -57,6 +58,7 @@ impl Default for Metrics {
         let host_panics = Family::<PluginLabel, Counter>::default();
         let storage_up = prometheus_client::metrics::gauge::Gauge::default();
         let storage_failures = prometheus_client::metrics::gauge::Gauge::default();
+        let plugin_up = Family::<PluginLabel, prometheus_client::metrics::gauge::Gauge>::default();
         let mut registry = Registry::with_prefix("wasmgate");
         registry.register(
             "requests",
@@ -94,8 +96,14 @@ impl Default for Metrics {
             "I/O failures of the database since start (a full disk, say)",
             storage_failures.clone(),
         );
+        registry.register(
+            "plugin_up",
+            "1 for a configured plugin that serves, 0 for one that failed to load",
+            plugin_up.clone(),
+        );
         Metrics {
             registry,
+            plugin_up,
             requests,
             latency,
             instantiate,
@@ -132,6 +140,22 @@ impl Metrics {
         self.instantiate
             .get_or_create(&label(plugin))
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets whether plugin `plugin` serves (it is configured and loaded).
+    pub fn plugin_up(&self, plugin: &str, up: bool) {
+        self.plugin_up
+            .get_or_create(&PluginLabel {
+                plugin: plugin.to_string(),
+            })
+            .set(i64::from(up));
+    }
+
+    /// Forgets a plugin that is no longer configured.
+    pub fn plugin_removed(&self, plugin: &str) {
+        self.plugin_up.remove(&PluginLabel {
+            plugin: plugin.to_string(),
+        });
     }
 
     pub fn trap(&self, plugin: &str) {

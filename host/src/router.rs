@@ -4,7 +4,7 @@
 //! not `/apiary`. The longest matching prefix wins; duplicates are refused
 //! when the config is validated, and again here.
 
-use crate::config::{Config, normalize_prefix};
+use crate::config::{Config, PluginConfig, normalize_prefix};
 use std::collections::BTreeMap;
 
 /// One routing table per listener.
@@ -62,8 +62,16 @@ impl Router {
 
     /// Every listener's table from a validated config, keyed by the `listen` string.
     pub fn from_config(config: &Config) -> BTreeMap<String, Router> {
+        Router::from_plugins(config.plugins.iter())
+    }
+
+    /// Every listener's table for `plugins` (whose mounts a config validated),
+    /// routing to their positions in `plugins`, keyed by the `listen` string.
+    pub fn from_plugins<'a>(
+        plugins: impl Iterator<Item = &'a PluginConfig>,
+    ) -> BTreeMap<String, Router> {
         let mut tables: BTreeMap<String, Router> = BTreeMap::new();
-        for (i, plugin) in config.plugins.iter().enumerate() {
+        for (i, plugin) in plugins.enumerate() {
             for mount in &plugin.mounts {
                 let added = tables
                     .entry(mount.listen.clone())

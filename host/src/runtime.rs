@@ -96,7 +96,7 @@ pub struct PluginShared {
     /// Its index in [`Shared::slots`].
     pub slot: usize,
     /// Its counters, kept across versions.
-    pub stats: PluginStats,
+    pub stats: Arc<PluginStats>,
 }
 
 /// The data of one `Store`: one request or one job.
@@ -218,6 +218,10 @@ pub struct Plugin {
     pub config: PluginConfig,
     /// Whether the compiled component came from the cache.
     pub from_cache: bool,
+    /// The SHA-256 of the component file, in hex: which code this version runs.
+    pub sha256: String,
+    /// When this version was loaded.
+    pub loaded_at: std::time::SystemTime,
     engine: Engine,
     pre: InstancePre<Ctx>,
     handler: handler::GuestIndices,
@@ -317,7 +321,19 @@ impl Runtime {
         host: Arc<Shared>,
         cache: &Cache,
     ) -> anyhow::Result<Plugin> {
-        self.load_plugin(config, host, cache)
+        self.load_version(config, host, cache, Arc::default())
+    }
+
+    /// Like [`Runtime::load`], counting into `stats` (a previous version's,
+    /// so that the counters go on across versions).
+    pub fn load_version(
+        &self,
+        config: &PluginConfig,
+        host: Arc<Shared>,
+        cache: &Cache,
+        stats: Arc<PluginStats>,
+    ) -> anyhow::Result<Plugin> {
+        self.load_plugin(config, host, cache, stats)
             .map_err(|e| anyhow::Error::new(LoadError(e)))
     }
 
@@ -326,6 +342,7 @@ impl Runtime {
         config: &PluginConfig,
         host: Arc<Shared>,
         cache: &Cache,
+        stats: Arc<PluginStats>,
     ) -> anyhow::Result<Plugin> {
         let name = &config.name;
         let linked = self.link(config, cache)?;
@@ -343,7 +360,7 @@ impl Runtime {
             limits: config.limits.clone(),
             host,
             slot,
-            stats: PluginStats::default(),
+            stats,
         });
         Ok(linked.into_plugin(shared, config, &self.engine))
     }
@@ -363,7 +380,7 @@ impl Runtime {
     /// links it against its grants.
     fn link(&self, config: &PluginConfig, cache: &Cache) -> anyhow::Result<Linked> {
         let name = &config.name;
-        let (component, from_cache) = cache
+        let (component, from_cache, sha256) = cache
             .component(&self.engine, name, &config.wasm)
             .with_context(|| format!("plugin `{name}`: cannot load {}", config.wasm.display()))?;
         check_imports(&self.engine, &component, config)?;
@@ -395,6 +412,7 @@ impl Runtime {
             admin,
             jobs,
             from_cache,
+            sha256,
         })
     }
 }
@@ -407,6 +425,7 @@ struct Linked {
     admin: Option<admin::GuestIndices>,
     jobs: Option<job_handler::GuestIndices>,
     from_cache: bool,
+    sha256: String,
 }
 
 impl Linked {
@@ -420,39 +439,14 @@ impl Linked {
             shared,
             config: config.clone(),
             from_cache: self.from_cache,
+            sha256: self.sha256,
+            loaded_at: std::time::SystemTime::now(),
             engine: engine.clone(),
             pre: self.pre,
             handler: self.handler,
             admin: self.admin,
             jobs: self.jobs,
         }
-    }
-}
-
-/// A plugin's current version. [`Loaded::swap`] gives new calls a new
-/// version while calls that already took the old one ([`Loaded::get`])
-/// finish on it.
-pub struct Loaded {
-    pub name: String,
-    current: arc_swap::ArcSwap<Plugin>,
-}
-
-impl Loaded {
-    pub fn new(plugin: Plugin) -> Loaded {
-        Loaded {
-            name: plugin.shared.name.clone(),
-            current: arc_swap::ArcSwap::from_pointee(plugin),
-        }
-    }
-
-    /// The current version, kept alive for as long as the caller holds it.
-    pub fn get(&self) -> Arc<Plugin> {
-        self.current.load_full()
-    }
-
-    /// Makes `plugin` the current version.
-    pub fn swap(&self, plugin: Plugin) {
-        self.current.store(Arc::new(plugin));
     }
 }
 
@@ -926,15 +920,17 @@ impl Cache {
         })
     }
 
-    /// Plugin `name`'s component, and whether it came from the cache.
+    /// Plugin `name`'s component, whether it came from the cache, and the
+    /// SHA-256 of the file (hex).
     pub fn component(
         &self,
         engine: &Engine,
         name: &str,
         wasm: &Path,
-    ) -> anyhow::Result<(Component, bool)> {
+    ) -> anyhow::Result<(Component, bool, String)> {
         let bytes = std::fs::read(wasm).map_err(|e| unreadable_artefact(wasm, e))?;
         check_artefact(&bytes)?;
+        let sha256 = crate::util::ids::hex(digest::digest(&digest::SHA256, &bytes).as_ref());
         let mut hasher = Sha256Hasher(digest::Context::new(&digest::SHA256));
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         hasher.0.update(&bytes);
@@ -947,7 +943,7 @@ impl Cache {
                     // SAFETY: the HMAC proves this host wrote these bytes from
                     // `precompile_component` with a compatible engine.
                     if let Ok(c) = unsafe { Component::deserialize(engine, artefact) } {
-                        return Ok((c, true));
+                        return Ok((c, true, sha256));
                     }
                 }
             }
@@ -977,7 +973,7 @@ impl Cache {
         }
         // SAFETY: produced just above by this engine.
         let component = unsafe { Component::deserialize(engine, &artefact)? };
-        Ok((component, false))
+        Ok((component, false, sha256))
     }
 }
 

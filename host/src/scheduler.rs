@@ -4,7 +4,7 @@
 //! to [`MAX_ATTEMPTS`] times. Jobs are queued by the `jobs` capability
 //! ([`crate::caps::jobs`]).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use redb::ReadableTable;
 
 use crate::caps::jobs::{JobKey, JobRecord, store};
 use crate::db::{DbError, JOBS};
-use crate::runtime::{Loaded, Plugin};
+use crate::runtime::Plugin;
 use crate::util::time::unix_now_ms;
 
 /// A job that failed this many times is dropped with an error in the log.
@@ -20,22 +20,23 @@ pub const MAX_ATTEMPTS: u32 = 5;
 /// Jobs run at once across the host.
 const CONCURRENCY: usize = 4;
 
+/// The version of a plugin that serves now, by name (`None` when no plugin
+/// of that name serves): the server's, which changes on reload.
+pub type Lookup = Arc<dyn Fn(&str) -> Option<Arc<Plugin>> + Send + Sync>;
+
 /// Runs due jobs until shutdown.
 pub struct Scheduler {
     host: Arc<crate::runtime::Shared>,
-    plugins: BTreeMap<String, Arc<Loaded>>,
+    plugins: Lookup,
     running: Arc<Mutex<HashSet<JobKey>>>,
     slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Scheduler {
-    pub fn new(host: Arc<crate::runtime::Shared>, plugins: &[Arc<Loaded>]) -> Scheduler {
+    pub fn new(host: Arc<crate::runtime::Shared>, plugins: Lookup) -> Scheduler {
         Scheduler {
             host,
-            plugins: plugins
-                .iter()
-                .map(|p| (p.name.clone(), p.clone()))
-                .collect(),
+            plugins,
             running: Default::default(),
             slots: Arc::new(tokio::sync::Semaphore::new(CONCURRENCY)),
         }
@@ -91,7 +92,7 @@ impl Scheduler {
                 continue;
             };
             // The version current now runs the job, whichever queued it.
-            let Some(plugin) = self.plugins.get(&job.plugin).map(|l| l.get()) else {
+            let Some(plugin) = (self.plugins)(&job.plugin) else {
                 continue; // its plugin is not loaded now; it stays queued
             };
             if !self

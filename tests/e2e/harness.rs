@@ -435,9 +435,14 @@ impl Setup {
         self.run(&args)
     }
 
-    /// `wasmgate serve` that is expected to exit by itself (a bad config).
+    /// `wasmgate serve --strict` that is expected to exit by itself (a bad
+    /// config, or a plugin that does not load).
     pub fn serve_expecting_failure(&self) -> Output {
-        self.run(&self.serve_args())
+        let mut args = self.serve_args();
+        if !self.dev {
+            args.push(OsStr::new("--strict"));
+        }
+        self.run(&args)
     }
 
     fn serve_args(&self) -> Vec<&OsStr> {

@@ -34,13 +34,14 @@ pub(super) fn authorized(token: &str, req: &hyper::Request<Incoming>) -> bool {
     crate::caps::crypto::constant_time_eq(presented.trim().as_bytes(), token.as_bytes())
 }
 
-pub(super) async fn admin_request<'h>(
-    host: &'h Host,
+pub(super) async fn admin_request<'l>(
+    host: &Host,
+    live: &'l Live,
     token: &str,
     peer: SocketAddr,
     id: &str,
     req: hyper::Request<Incoming>,
-) -> (Option<&'h str>, HttpResponse) {
+) -> (Option<&'l str>, HttpResponse) {
     let path = req.uri().path().to_string();
     if path == "/health" && req.method() == Method::GET {
         return (
@@ -64,7 +65,7 @@ pub(super) async fn admin_request<'h>(
         && let Some((name, tail)) = rest.split_once('/')
         && (tail == "admin" || tail.starts_with("admin/"))
     {
-        let Some(loaded) = host.loaded(name) else {
+        let Some(entry) = live.entry(name) else {
             return (
                 None,
                 json_response(
@@ -73,12 +74,36 @@ pub(super) async fn admin_request<'h>(
                 ),
             );
         };
+        let Some(plugin) = entry.plugin() else {
+            return (Some(entry.name()), plugin_unavailable(entry.name()));
+        };
         let prefix = format!("/plugins/{name}/admin");
-        let response = call_plugin(host, &loaded.get(), req, peer, &prefix, id, true).await;
-        return (Some(loaded.name.as_str()), response);
+        let response = call_plugin(host, plugin, req, peer, &prefix, id, true).await;
+        return (Some(entry.name()), response);
     }
     if path == "/backup" && req.method() == Method::POST {
         return (None, backup(host));
+    }
+    if path == "/reload" && req.method() == Method::POST {
+        if let Err(r) = read_body(host, req, ADMIN_BODY_BYTES, ADMIN_QUEUE_TIMEOUT).await {
+            return (None, r);
+        }
+        return (
+            None,
+            match host.reload().await {
+                Ok(changes) => json_response(
+                    StatusCode::OK,
+                    json!({"reloaded": true, "changes": changes, "summary": changes.lines()}),
+                ),
+                Err(e) => {
+                    let status = match e {
+                        ReloadError::NotServing => StatusCode::SERVICE_UNAVAILABLE,
+                        _ => StatusCode::UNPROCESSABLE_ENTITY,
+                    };
+                    json_response(status, json!({"reloaded": false, "error": e.to_string()}))
+                }
+            },
+        );
     }
     if req.method() != Method::GET {
         return (
@@ -93,7 +118,10 @@ pub(super) async fn admin_request<'h>(
         return (None, r);
     }
     match path.as_str() {
-        "/plugins" => (None, json_response(StatusCode::OK, plugins_json(host))),
+        "/plugins" => (
+            None,
+            json_response(StatusCode::OK, plugins_json(host, live)),
+        ),
         "/metrics" => {
             let db = &host.shared.db;
             host.shared
@@ -145,24 +173,39 @@ pub(super) fn backup(host: &Host) -> HttpResponse {
     }
 }
 
-pub(super) fn plugins_json(host: &Host) -> serde_json::Value {
-    let plugins: Vec<_> = host
+pub(super) fn plugins_json(host: &Host, live: &Live) -> serde_json::Value {
+    let plugins: Vec<_> = live
         .plugins
         .iter()
-        .map(|l| {
-            let p = l.get();
-            json!({
-                "name": p.shared.name,
-                "wasm": p.config.wasm,
-                "mounts": p.config.mounts,
-                "grants": p.config.grants.names(),
-                "limits": p.config.limits,
-                "exports": p.exports(),
-                "state": "running",
-                "requests": p.shared.stats.requests.load(Ordering::Relaxed),
-                "traps": p.shared.stats.traps.load(Ordering::Relaxed),
-                "deadline_hits": p.shared.stats.deadlines.load(Ordering::Relaxed),
-            })
+        .map(|e| {
+            let c = e.config();
+            match e {
+                Entry::Serving { plugin: p, .. } => json!({
+                    "name": c.name,
+                    "wasm": c.wasm,
+                    "mounts": c.mounts,
+                    "grants": c.grants.names(),
+                    "limits": c.limits,
+                    "exports": p.exports(),
+                    "state": "running",
+                    "sha256": p.sha256,
+                    "loaded_at_ms": p.loaded_at
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64),
+                    "requests": p.shared.stats.requests.load(Ordering::Relaxed),
+                    "traps": p.shared.stats.traps.load(Ordering::Relaxed),
+                    "deadline_hits": p.shared.stats.deadlines.load(Ordering::Relaxed),
+                }),
+                Entry::Failed { reason, .. } => json!({
+                    "name": c.name,
+                    "wasm": c.wasm,
+                    "mounts": c.mounts,
+                    "grants": c.grants.names(),
+                    "limits": c.limits,
+                    "state": "failed",
+                    "reason": reason,
+                }),
+            }
         })
         .collect();
     json!({

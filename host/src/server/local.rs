@@ -87,3 +87,35 @@ pub fn check_rows(config: &Config) -> anyhow::Result<Vec<CheckRow>> {
     }
     Ok(rows)
 }
+
+/// `POST path` to a running server's admin surface at `addr` with the
+/// bearer `token`: the answer's status and JSON body (`wasmgate reload`).
+pub async fn admin_post(
+    addr: &str,
+    token: &str,
+    path: &str,
+) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| {
+            format!("cannot reach the admin listener at {addr}: is the server running?")
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .context("admin listener: HTTP handshake failed")?;
+    tokio::spawn(conn);
+    let req = hyper::Request::post(path)
+        .header(header::HOST, addr)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))?;
+    let response = sender
+        .send_request(req)
+        .await
+        .context("admin listener: no answer")?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    let value = serde_json::from_slice(&body).unwrap_or_else(
+        |_| serde_json::json!({"error": String::from_utf8_lossy(&body).into_owned()}),
+    );
+    Ok((status, value))
+}

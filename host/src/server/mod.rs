@@ -1,17 +1,22 @@
-//! Listeners, the request path, the admin surface and graceful shutdown.
+//! Listeners, the request path, the admin surface, reloads and graceful
+//! shutdown.
 //!
 //! Steps, in order: [`Host::load`] opens the data directory, the database,
-//! the engine and every plugin; [`Host::bind`] binds every listener (printing
-//! `listening ...` lines and `ready`); [`Bound::serve`] accepts connections
-//! (a task each, HTTP/1.1 keep-alive) until SIGINT or SIGTERM, then stops
-//! accepting, lets in-flight requests finish and returns, closing redb.
+//! the engine and every plugin (one that fails to load is reported and its
+//! routes answer 503, unless [`OnLoadError::Stop`]); [`Host::bind`] binds
+//! every listener (printing `listening ...` lines and `ready`);
+//! [`Bound::serve`] accepts connections (a task each, HTTP/1.1 keep-alive)
+//! and applies reloads (SIGHUP, `POST /reload`: [`live`]) until SIGINT or
+//! SIGTERM, then stops accepting, lets in-flight requests finish and
+//! returns, closing redb.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -32,15 +37,18 @@ use crate::config::Config;
 use crate::db::Db;
 use crate::listener::{Activity, ConnCaps, Watched, watchdog};
 use crate::router::Router;
-use crate::runtime::{Cache, CallError, Loaded, Plugin, Runtime, Shared};
+use crate::runtime::{Cache, CallError, Plugin, Runtime, Shared};
 use crate::scheduler::Scheduler;
 
 mod admin;
+pub mod live;
 mod local;
 mod request;
 
+use live::{Changes, Entry, Live, ReloadError};
+
 use admin::*;
-pub use local::{CheckRow, check_rows, local_request, prefix_for};
+pub use local::{CheckRow, admin_post, check_rows, local_request, prefix_for};
 pub use request::call_error_body;
 use request::*;
 
@@ -51,43 +59,97 @@ type HttpResponse = hyper::Response<Body>;
 /// How long shutdown waits for in-flight requests beyond the longest plugin timeout.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Everything `serve`, `call` and `check` share: the engine and the loaded plugins.
+/// What to do when a plugin fails to load at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLoadError {
+    /// Fail: `check`, `call`, `serve --strict`.
+    Stop,
+    /// Report it (log, `/plugins`, `/metrics`), answer 503 on its routes,
+    /// and serve the others: `serve`.
+    Report,
+}
+
+/// A reload asked of the serving loop, and where its outcome goes.
+pub struct ReloadRequest {
+    pub reply: tokio::sync::oneshot::Sender<Result<Changes, ReloadError>>,
+}
+
+/// Everything `serve`, `call` and `check` share: the engine and the plugins.
 pub struct Host {
+    /// The config the host started with. Its `data_dir`, `admin`, `http`
+    /// and `runtime` hold until the next start; its plugins and mounts are
+    /// what [`Host::live`] serves until a reload changes them.
     pub config: Config,
+    /// The file a reload re-reads (`None`: reloads are refused).
+    pub config_path: Option<PathBuf>,
     pub shared: Arc<Shared>,
     pub runtime: Runtime,
-    /// Each loaded plugin's current version.
-    pub plugins: Vec<Arc<Loaded>>,
+    pub cache: Cache,
+    live: arc_swap::ArcSwap<Live>,
+    /// The serving loop's reload queue, while it serves.
+    reloads: OnceLock<tokio::sync::mpsc::Sender<ReloadRequest>>,
 }
 
 impl Host {
     /// Opens `config.data_dir` (creating it) and loads the plugins named by
     /// `only`, or all of them.
     /// `accept_empty_db` lets a 0-byte database file be started afresh.
-    pub fn load(config: Config, only: Option<&str>, accept_empty_db: bool) -> anyhow::Result<Host> {
+    pub fn load(
+        config: Config,
+        only: Option<&str>,
+        accept_empty_db: bool,
+        on_error: OnLoadError,
+    ) -> anyhow::Result<Host> {
         let dir = &config.data_dir;
         crate::util::fs::prepare_data_dir(dir)
             .with_context(|| format!("cannot prepare the data directory {}", dir.display()))?;
         let db = Db::open(dir, accept_empty_db)?;
-        Host::with_db(config, db, only)
+        Host::with_db(config, db, only, on_error)
     }
 
     /// Like [`Host::load`], with a database of the caller's choosing.
-    pub fn with_db(config: Config, db: Db, only: Option<&str>) -> anyhow::Result<Host> {
-        let mut host = Host::empty(config, db)?;
-        let cache = Cache::open(&host.config.data_dir)?;
+    pub fn with_db(
+        config: Config,
+        db: Db,
+        only: Option<&str>,
+        on_error: OnLoadError,
+    ) -> anyhow::Result<Host> {
+        let host = Host::empty(config, db)?;
+        let mut entries = Vec::new();
         for p in &host.config.plugins {
             if only.is_some_and(|name| name != p.name) {
                 continue;
             }
-            let plugin = host.runtime.load(p, host.shared.clone(), &cache)?;
-            host.plugins.push(Arc::new(Loaded::new(plugin)));
+            match host.runtime.load(p, host.shared.clone(), &host.cache) {
+                Ok(plugin) => {
+                    host.shared.metrics.plugin_up(&p.name, true);
+                    entries.push(Entry::Serving {
+                        config: p.clone(),
+                        plugin: Arc::new(plugin),
+                    });
+                }
+                Err(e) if on_error == OnLoadError::Report => {
+                    let reason = format!("{e:#}");
+                    tracing::error!(
+                        plugin = %p.name,
+                        error = %reason,
+                        "plugin failed to load: its routes answer 503 until a reload loads it"
+                    );
+                    host.shared.metrics.plugin_up(&p.name, false);
+                    entries.push(Entry::Failed {
+                        config: p.clone(),
+                        reason,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
         if let Some(name) = only
-            && host.plugins.is_empty()
+            && entries.is_empty()
         {
             anyhow::bail!("no plugin named `{name}` in the config");
         }
+        host.switch(Live::new(entries));
         Ok(host)
     }
 
@@ -95,22 +157,46 @@ impl Host {
     pub fn empty(config: Config, db: Db) -> anyhow::Result<Host> {
         let shared = Arc::new(Shared::new(&config, db));
         let runtime = Runtime::new(&config.runtime, config.max_memory_bytes())?;
+        let cache = Cache::open(&config.data_dir)?;
         Ok(Host {
             config,
+            config_path: None,
             shared,
             runtime,
-            plugins: Vec::new(),
+            cache,
+            live: arc_swap::ArcSwap::from_pointee(Live::new(Vec::new())),
+            reloads: OnceLock::new(),
         })
     }
 
-    /// The current version of the plugin with this name.
+    /// The version of the plugin with this name that serves now.
     pub fn plugin(&self, name: &str) -> Option<Arc<Plugin>> {
-        self.loaded(name).map(|l| l.get())
+        self.live
+            .load()
+            .entry(name)
+            .and_then(|e| e.plugin().cloned())
     }
 
-    /// The plugin with this name, whose version may change.
-    pub fn loaded(&self, name: &str) -> Option<&Arc<Loaded>> {
-        self.plugins.iter().find(|p| p.name == name)
+    /// Every plugin that serves now.
+    pub fn serving(&self) -> Vec<Arc<Plugin>> {
+        self.live
+            .load()
+            .plugins
+            .iter()
+            .filter_map(|e| e.plugin().cloned())
+            .collect()
+    }
+
+    /// Re-reads the config file and applies the difference, through the
+    /// serving loop (which owns the listeners): what changed, or why
+    /// nothing did.
+    pub async fn reload(&self) -> Result<Changes, ReloadError> {
+        let tx = self.reloads.get().ok_or(ReloadError::NotServing)?;
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        tx.send(ReloadRequest { reply })
+            .await
+            .map_err(|_| ReloadError::NotServing)?;
+        rx.await.map_err(|_| ReloadError::NotServing)?
     }
 
     /// Binds every listener and prints where. `bench_native` adds a listener
@@ -120,29 +206,33 @@ impl Host {
         let _ = bench_native;
         let host = Arc::new(self);
         let token = admin_token(&host.config.data_dir)?;
-        let routers = Router::from_config(&host.config);
+        let live = host.live();
         let http = &host.config.http;
-        let (per_listener, per_client) = connection_caps(http, routers.len());
+        let (per_listener, per_client) = connection_caps(http, live.routers.len());
         let mut listeners = Vec::new();
         // (where, what answers there) for the table printed before `ready`.
         let mut table: Vec<(String, String)> = Vec::new();
-        for (listen, router) in routers {
-            let l = crate::listener::bind(&listen)
+        for listen in live.routers.keys() {
+            let l = crate::listener::bind(listen)
                 .await
                 .with_context(|| format!("cannot listen on {listen}"))?;
             let actual = l.local_addr()?;
-            if actual.to_string() == listen {
+            if actual.to_string() == *listen {
                 println!("listening plugins {actual}");
             } else {
                 println!("listening plugins {actual} {listen}");
             }
-            for p in &host.config.plugins {
-                for m in p.mounts.iter().filter(|m| m.listen == listen) {
-                    table.push((format!("http://{actual}{}", m.prefix), p.name.clone()));
+            for e in &live.plugins {
+                let what = match e {
+                    Entry::Serving { .. } => e.name().to_string(),
+                    Entry::Failed { .. } => format!("{} (failed to load: 503)", e.name()),
+                };
+                for m in e.config().mounts.iter().filter(|m| m.listen == *listen) {
+                    table.push((format!("http://{actual}{}", m.prefix), what.clone()));
                 }
             }
             let caps = ConnCaps::new(per_listener, per_client);
-            listeners.push((l, Kind::Plugins(Arc::new(router)), caps));
+            listeners.push((l, Kind::Plugins(Arc::from(listen.as_str())), caps));
         }
         let l = crate::listener::bind(&host.config.admin.listen)
             .await
@@ -167,7 +257,8 @@ impl Host {
             let caps = ConnCaps::new(per_listener, per_client);
             listeners.push((l, Kind::Native, caps));
         }
-        let signals = ShutdownSignals::register().context("cannot handle SIGINT and SIGTERM")?;
+        let signals =
+            ShutdownSignals::register().context("cannot handle SIGINT, SIGTERM and SIGHUP")?;
         table.sort();
         let width = table.iter().map(|(url, _)| url.len()).max().unwrap_or(0);
         println!("routes:");
@@ -180,6 +271,7 @@ impl Host {
             host,
             listeners,
             signals,
+            caps: (per_listener, per_client),
         })
     }
 }
@@ -225,7 +317,9 @@ fn connection_caps(http: &crate::config::HttpConfig, listeners: usize) -> (usize
 
 #[derive(Clone)]
 enum Kind {
-    Plugins(Arc<Router>),
+    /// A plugin listener, by its configured address (its routes are the
+    /// live table's).
+    Plugins(Arc<str>),
     Admin(Arc<String>),
     #[cfg(feature = "bench")]
     Native,
@@ -236,6 +330,89 @@ pub struct Bound {
     host: Arc<Host>,
     listeners: Vec<(TcpListener, Kind, Arc<ConnCaps>)>,
     signals: ShutdownSignals,
+    /// Connection caps of a plugin listener: in all, per client address.
+    caps: (usize, usize),
+}
+
+/// A plugin listener's accept loop and how to stop it alone.
+struct AcceptLoop {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What every accept loop shares.
+#[derive(Clone)]
+struct Accepting {
+    host: Arc<Host>,
+    stop: tokio::sync::watch::Receiver<bool>,
+    graceful: Arc<GracefulShutdown>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+}
+
+impl Accepting {
+    /// Accepts on `listener` until shutdown or until `own_stop` says so.
+    fn spawn(
+        &self,
+        listener: TcpListener,
+        kind: Kind,
+        caps: Arc<ConnCaps>,
+        mut own_stop: tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
+        let Accepting {
+            host,
+            mut stop,
+            graceful,
+            header_timeout,
+            idle_timeout,
+        } = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = tokio::select! {
+                    x = crate::listener::accept(&listener) => x,
+                    _ = crate::util::shutdown::stopped(&mut stop) => return,
+                    _ = crate::util::shutdown::stopped(&mut own_stop) => return,
+                };
+                let Some(admitted) = caps.admit(peer.ip()) else {
+                    tracing::debug!(%peer, open = caps.open(), "connection refused: over a connection cap");
+                    crate::listener::refuse(stream);
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let activity = Activity::new();
+                let (host, kind, act) = (host.clone(), kind.clone(), activity.clone());
+                let service = service_fn(move |req| {
+                    let in_service = act.enter();
+                    let (host, kind) = (host.clone(), kind.clone());
+                    async move {
+                        let r = dispatch(host, kind, peer, req).await;
+                        drop(in_service);
+                        r
+                    }
+                });
+                let conn = http1::Builder::new()
+                    .keep_alive(true)
+                    // The watchdog below times heads and idle connections.
+                    .header_read_timeout(None)
+                    .serve_connection(
+                        TokioIo::new(Watched::new(stream, activity.clone())),
+                        service,
+                    );
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    tokio::select! {
+                        r = conn => if let Err(e) = r {
+                            tracing::debug!(error = %e, %peer, "connection ended with an error");
+                        },
+                        why = watchdog(&activity, header_timeout, idle_timeout) => {
+                            tracing::debug!(%peer, ?why, "connection closed by a timeout");
+                        }
+                    }
+                    drop(admitted);
+                });
+            }
+        })
+    }
 }
 
 impl Bound {
@@ -244,78 +421,88 @@ impl Bound {
         self.host.clone()
     }
 
-    /// Serves until SIGINT or SIGTERM, then shuts down gracefully.
+    /// Serves until SIGINT or SIGTERM, then shuts down gracefully. SIGHUP
+    /// and `POST /reload` re-read the config file and apply it.
     pub async fn serve(self) -> anyhow::Result<()> {
         // A watch, not a Notify: a loop busy when shutdown starts must still
         // see it on its next turn.
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let graceful = Arc::new(GracefulShutdown::new());
-        let scheduler = Scheduler::new(self.host.shared.clone(), &self.host.plugins);
-        let scheduler = tokio::spawn(scheduler.run(stop.clone()));
-        let mut accept_loops = Vec::new();
-        let http = &self.host.config.http;
-        let header_timeout = Duration::from_millis(http.header_timeout_ms);
-        let idle_timeout = Duration::from_millis(http.idle_timeout_ms);
-        for (listener, kind, caps) in self.listeners {
+        let lookup: crate::scheduler::Lookup = {
             let host = self.host.clone();
-            let mut stop = stop.clone();
-            let graceful = graceful.clone();
-            accept_loops.push(tokio::spawn(async move {
-                loop {
-                    let (stream, peer) = tokio::select! {
-                        x = crate::listener::accept(&listener) => x,
-                        _ = crate::util::shutdown::stopped(&mut stop) => return,
-                    };
-                    let Some(admitted) = caps.admit(peer.ip()) else {
-                        tracing::debug!(%peer, open = caps.open(), "connection refused: over a connection cap");
-                        crate::listener::refuse(stream);
-                        continue;
-                    };
-                    let _ = stream.set_nodelay(true);
-                    let activity = Activity::new();
-                    let (host, kind, act) = (host.clone(), kind.clone(), activity.clone());
-                    let service = service_fn(move |req| {
-                        let in_service = act.enter();
-                        let (host, kind) = (host.clone(), kind.clone());
-                        async move {
-                            let r = dispatch(host, kind, peer, req).await;
-                            drop(in_service);
-                            r
-                        }
-                    });
-                    let conn = http1::Builder::new()
-                        .keep_alive(true)
-                        // The watchdog below times heads and idle connections.
-                        .header_read_timeout(None)
-                        .serve_connection(TokioIo::new(Watched::new(stream, activity.clone())), service);
-                    let conn = graceful.watch(conn);
-                    tokio::spawn(async move {
-                        tokio::select! {
-                            r = conn => if let Err(e) = r {
-                                tracing::debug!(error = %e, %peer, "connection ended with an error");
-                            },
-                            why = watchdog(&activity, header_timeout, idle_timeout) => {
-                                tracing::debug!(%peer, ?why, "connection closed by a timeout");
-                            }
-                        }
-                        drop(admitted);
-                    });
+            Arc::new(move |name: &str| host.plugin(name))
+        };
+        let scheduler = Scheduler::new(self.host.shared.clone(), lookup);
+        let scheduler = tokio::spawn(scheduler.run(stop.clone()));
+        let http = &self.host.config.http;
+        let accepting = Accepting {
+            host: self.host.clone(),
+            stop: stop.clone(),
+            graceful: graceful.clone(),
+            header_timeout: Duration::from_millis(http.header_timeout_ms),
+            idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+        };
+        // Plugin listeners by configured address: a reload opens and closes them.
+        let mut plugin_loops: BTreeMap<String, AcceptLoop> = BTreeMap::new();
+        let mut other_loops = Vec::new();
+        for (listener, kind, caps) in self.listeners {
+            let (own_tx, own_rx) = tokio::sync::watch::channel(false);
+            let listen = match &kind {
+                Kind::Plugins(listen) => Some(listen.to_string()),
+                _ => None,
+            };
+            let task = accepting.spawn(listener, kind, caps, own_rx);
+            match listen {
+                Some(listen) => {
+                    plugin_loops.insert(listen, AcceptLoop { stop: own_tx, task });
                 }
-            }));
+                None => other_loops.push((own_tx, task)),
+            }
         }
-        let mut signals = self.signals;
-        signals.recv().await;
+        let (reload_tx, mut reload_rx) = tokio::sync::mpsc::channel::<ReloadRequest>(4);
+        let _ = self.host.reloads.set(reload_tx);
+        let mut reloader = Reloader {
+            host: self.host.clone(),
+            accepting,
+            loops: plugin_loops,
+            caps: self.caps,
+        };
+        let ShutdownSignals {
+            mut int,
+            mut term,
+            mut hup,
+        } = self.signals;
+        loop {
+            tokio::select! {
+                _ = int.recv() => break,
+                _ = term.recv() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    let _ = reloader.reload().await;
+                }
+                Some(req) = reload_rx.recv() => {
+                    let _ = req.reply.send(reloader.reload().await);
+                }
+            }
+        }
         tracing::info!("shutting down: no new connections, finishing in-flight requests");
         let _ = stop_tx.send(true);
-        for l in accept_loops {
-            let _ = l.await;
+        // Its handle on the graceful shutdown goes first (see below).
+        let Reloader {
+            loops, accepting, ..
+        } = reloader;
+        drop(accepting);
+        for (_, l) in loops {
+            let _ = l.task.await;
+        }
+        for (_, task) in other_loops {
+            let _ = task.await;
         }
         let longest = self
             .host
-            .config
-            .plugins
+            .serving()
             .iter()
-            .map(|p| p.limits.timeout_ms)
+            .map(|p| p.shared.limits.timeout_ms)
             .max()
             .unwrap_or(0);
         let grace = Duration::from_millis(longest) + SHUTDOWN_GRACE;
@@ -334,11 +521,111 @@ impl Bound {
     }
 }
 
-/// SIGINT and SIGTERM, registered before `ready` is printed so that a signal
-/// arriving right after it cannot take the default action (dying).
+/// Applies reloads for the serving loop, which owns the plugin listeners.
+struct Reloader {
+    host: Arc<Host>,
+    accepting: Accepting,
+    loops: BTreeMap<String, AcceptLoop>,
+    caps: (usize, usize),
+}
+
+impl Reloader {
+    /// Re-reads the config file, prepares everything it changes, binds the
+    /// listeners it adds, then switches and closes the listeners it drops;
+    /// prints and logs the outcome. Any error before the switch changes
+    /// nothing.
+    async fn reload(&mut self) -> Result<Changes, ReloadError> {
+        let started = Instant::now();
+        let result = self.apply().await;
+        match &result {
+            Ok(changes) => {
+                for line in changes.lines() {
+                    println!("reload: {line}");
+                }
+                let _ = std::io::stdout().flush();
+                tracing::info!(ms = started.elapsed().as_millis() as u64, "reload applied");
+            }
+            Err(e) => {
+                println!("reload: refused, nothing changed: {e}");
+                let _ = std::io::stdout().flush();
+                tracing::error!(error = %e, "reload refused; nothing changed");
+            }
+        }
+        result
+    }
+
+    async fn apply(&mut self) -> Result<Changes, ReloadError> {
+        let path = self.host.config_path.clone().ok_or_else(|| {
+            ReloadError::Config(anyhow::anyhow!(
+                "the host was started without a config file"
+            ))
+        })?;
+        let mut new = Config::load(&path).map_err(|e| ReloadError::Config(e.into()))?;
+        // `--data-dir` overrides the file's, as at start.
+        new.data_dir = self.host.config.data_dir.clone();
+        let host = self.host.clone();
+        let prepared = tokio::task::spawn_blocking(move || host.prepare(&new))
+            .await
+            .map_err(|e| ReloadError::Config(anyhow::anyhow!("the reload task failed: {e}")))??;
+        let mut changes = prepared.changes;
+        let mut opened = Vec::new();
+        for listen in prepared.live.routers.keys() {
+            if !self.loops.contains_key(listen) {
+                let l = crate::listener::bind(listen)
+                    .await
+                    .map_err(|e| ReloadError::Listen {
+                        listen: listen.clone(),
+                        error: e.into(),
+                    })?;
+                opened.push((listen.clone(), l));
+            }
+        }
+        let closed: Vec<String> = self
+            .loops
+            .keys()
+            .filter(|l| !prepared.live.routers.contains_key(*l))
+            .cloned()
+            .collect();
+        let metrics = &self.host.shared.metrics;
+        for name in &changes.removed {
+            metrics.plugin_removed(name);
+        }
+        for e in &prepared.live.plugins {
+            metrics.plugin_up(e.name(), e.plugin().is_some());
+        }
+        self.host.switch(prepared.live);
+        for (listen, l) in opened {
+            let actual = l
+                .local_addr()
+                .map_or_else(|_| listen.clone(), |a| a.to_string());
+            let (own_tx, own_rx) = tokio::sync::watch::channel(false);
+            let caps = ConnCaps::new(self.caps.0, self.caps.1);
+            let task =
+                self.accepting
+                    .spawn(l, Kind::Plugins(Arc::from(listen.as_str())), caps, own_rx);
+            self.loops
+                .insert(listen.clone(), AcceptLoop { stop: own_tx, task });
+            changes.opened.push((listen, actual));
+        }
+        for listen in closed {
+            if let Some(l) = self.loops.remove(&listen) {
+                // Connections it accepted finish their requests; new ones
+                // find no route there.
+                let _ = l.stop.send(true);
+            }
+            changes.closed.push(listen);
+        }
+        Ok(changes)
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, registered before `ready` is printed so that
+/// a signal arriving right after it cannot take the default action (dying).
 struct ShutdownSignals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
+    /// Reload, not shutdown.
+    hup: tokio::signal::unix::Signal,
 }
 
 impl ShutdownSignals {
@@ -347,13 +634,7 @@ impl ShutdownSignals {
         Ok(ShutdownSignals {
             int: signal(SignalKind::interrupt())?,
             term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
         })
-    }
-
-    async fn recv(&mut self) {
-        tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
-        }
     }
 }

@@ -15,11 +15,13 @@ pub(super) async fn dispatch(
     // tokens), nor is anything of the admin surface.
     let logged = (matches!(kind, Kind::Plugins(_)) && host.config.http.log_requests)
         .then(|| (req.method().clone(), req.uri().path().to_string()));
+    // The table this request runs on, to its end, whatever a reload does.
+    let live = host.live();
     let (plugin_name, mut response) = match protocol_error(&req) {
         Some(r) => (None, r),
         None => match kind {
-            Kind::Plugins(router) => plugin_request(&host, &router, peer, &id, req).await,
-            Kind::Admin(token) => admin_request(&host, &token, peer, &id, req).await,
+            Kind::Plugins(listen) => plugin_request(&host, &live, &listen, peer, &id, req).await,
+            Kind::Admin(token) => admin_request(&host, &live, &token, peer, &id, req).await,
             #[cfg(feature = "bench")]
             Kind::Native => native_request(&host, req).await,
         },
@@ -350,30 +352,44 @@ pub(super) async fn call_plugin(
     response
 }
 
-pub(super) async fn plugin_request<'h>(
-    host: &'h Host,
-    router: &Router,
+pub(super) async fn plugin_request<'l>(
+    host: &Host,
+    live: &'l Live,
+    listen: &str,
     peer: SocketAddr,
     id: &str,
     req: hyper::Request<Incoming>,
-) -> (Option<&'h str>, HttpResponse) {
+) -> (Option<&'l str>, HttpResponse) {
     let path = req.uri().path().to_string();
-    let Some(m) = router.route(&path) else {
-        return (
-            None,
-            json_response(
-                StatusCode::NOT_FOUND,
-                json!({"error": "no route", "path": path}),
-            ),
-        );
+    let no_route = |path: String| {
+        json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": "no route", "path": path}),
+        )
     };
-    let loaded = &host.plugins[m.plugin];
-    // This request runs on the version current now, even if a newer one
-    // replaces it meanwhile.
-    let plugin = loaded.get();
+    let Some(router) = live.routers.get(listen) else {
+        // A listener a reload closed: its open connections end here.
+        return (None, closing(no_route(path)));
+    };
+    let Some(m) = router.route(&path) else {
+        return (None, no_route(path));
+    };
+    let entry = &live.plugins[m.plugin];
+    let Some(plugin) = entry.plugin() else {
+        return (Some(entry.name()), plugin_unavailable(entry.name()));
+    };
     plugin.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
-    let response = call_plugin(host, &plugin, req, peer, m.prefix, id, false).await;
-    (Some(loaded.name.as_str()), response)
+    let response = call_plugin(host, plugin, req, peer, m.prefix, id, false).await;
+    (Some(entry.name()), response)
+}
+
+/// The answer on the routes of a plugin that failed to load (the reason is
+/// the operator's, on the admin surface's `/plugins`).
+pub(super) fn plugin_unavailable(name: &str) -> HttpResponse {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        json!({"error": "plugin unavailable", "plugin": name}),
+    )
 }
 
 #[cfg(feature = "bench")]
@@ -382,9 +398,9 @@ pub(super) async fn native_request(
     req: hyper::Request<Incoming>,
 ) -> (Option<&str>, HttpResponse) {
     let limit = host
-        .plugins
+        .serving()
         .first()
-        .map_or(ADMIN_BODY_BYTES, |p| p.get().shared.limits.max_body_bytes);
+        .map_or(ADMIN_BODY_BYTES, |p| p.shared.limits.max_body_bytes);
     if let Err(r) = read_body(host, req, limit, ADMIN_QUEUE_TIMEOUT).await {
         return (Some("native"), r);
     }
