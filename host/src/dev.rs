@@ -15,7 +15,7 @@ use anyhow::Context as _;
 
 use crate::config::{Config, DevConfig};
 use crate::server::live::ReloadError;
-use crate::server::{Host, OnLoadError};
+use crate::server::{Host, OnLoadError, Reload};
 
 /// How often the watched paths are looked at. Polling sizes and times of a
 /// project's few files costs little, works on every filesystem (network
@@ -88,7 +88,7 @@ pub async fn run(config_path: &Path, config: Config) -> anyhow::Result<()> {
 /// is swapped in.
 async fn swap(host: &Arc<Host>) {
     let started = Instant::now();
-    match host.reload().await {
+    match host.reload(Reload::File).await {
         Ok(changes) => {
             let secs = started.elapsed().as_secs_f64();
             for name in changes.changed.keys() {

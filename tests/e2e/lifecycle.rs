@@ -355,3 +355,94 @@ fn reload_without_a_running_server_says_so() {
         describe(&out)
     );
 }
+
+/// `POST path` on the admin surface with the server's token.
+fn admin_post(server: &Server, path: &str) -> http::Response {
+    let auth = format!("Bearer {}", server.admin_token());
+    http::send(
+        server.admin_addr(),
+        "POST",
+        path,
+        &[("authorization", &auth)],
+        b"",
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_disabled_plugin_answers_503_across_restarts_until_enabled() {
+    let mut server = Server::start(&[Plugin::hello("hello"), Plugin::hello("other")]);
+    let note = server.post_json("/hello/notes", &json!({ "title": "kept" }));
+    note.expect(201);
+    let r = admin_post(&server, "/plugins/hello/disable");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["summary"], json!(["disabled plugin hello"]));
+    let r = server.get("/hello/notes");
+    r.expect(503);
+    assert_eq!(
+        r.json(),
+        json!({"error": "plugin disabled", "plugin": "hello"})
+    );
+    server.get("/other/").expect(200);
+    let token = server.admin_token();
+    let plugins = server.admin_get("/plugins", Some(&token)).json();
+    assert_eq!(plugins["plugins"][0]["state"], "disabled");
+    // Unknown names and a second disable.
+    assert_eq!(admin_post(&server, "/plugins/nobody/disable").status, 404);
+    let r = admin_post(&server, "/plugins/hello/disable");
+    assert_eq!(r.json()["summary"], json!(["nothing changed"]));
+
+    // Kept across a restart and a reload of the file.
+    server.restart();
+    server.get("/hello/").expect(503);
+    assert!(server.logs().contains("hello (disabled: 503)"));
+    let out = reload_cli(&server);
+    assert!(out.status.success(), "{}", describe(&out));
+    server.get("/hello/").expect(503);
+
+    let r = admin_post(&server, "/plugins/hello/enable");
+    assert_eq!(r.json()["summary"], json!(["enabled plugin hello"]));
+    assert_eq!(
+        server.get("/hello/notes").json(),
+        json!({ "notes": [note.json()] })
+    );
+    server.restart();
+    server.get("/hello/").expect(200);
+}
+
+#[test]
+fn jobs_queued_by_one_version_run_under_the_next_and_wait_for_a_removed_plugin() {
+    let fixture = |settings: &str| Plugin::fixture("fx").settings(settings);
+    let server = Server::start(&[fixture("{ v: 1 }")]);
+    server
+        .post("/fx/job?key=across&delay_ms=1500", b"")
+        .expect(202);
+    write_config(&server, &[fixture("{ v: 2 }")]);
+    let out = reload_cli(&server);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("changed plugin fx: settings"),
+        "{}",
+        describe(&out)
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get("/fx/kv/across").status != 200 {
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(server.get("/fx/kv/across").text(), "done");
+
+    // Removed, its job waits; added back, the job runs.
+    server
+        .post("/fx/job?key=later&delay_ms=300", b"")
+        .expect(202);
+    write_config(&server, &[Plugin::hello("hello")]);
+    assert!(reload_cli(&server).status.success());
+    std::thread::sleep(Duration::from_millis(1500));
+    write_config(&server, &[Plugin::hello("hello"), fixture("{ v: 3 }")]);
+    assert!(reload_cli(&server).status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get("/fx/kv/later").status != 200 {
+        assert!(Instant::now() < deadline, "{}", server.logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

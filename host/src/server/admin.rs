@@ -75,7 +75,7 @@ pub(super) async fn admin_request<'l>(
             );
         };
         let Some(plugin) = entry.plugin() else {
-            return (Some(entry.name()), plugin_unavailable(entry.name()));
+            return (Some(entry.name()), plugin_unavailable(entry));
         };
         let prefix = format!("/plugins/{name}/admin");
         let response = call_plugin(host, plugin, req, peer, &prefix, id, true).await;
@@ -84,13 +84,24 @@ pub(super) async fn admin_request<'l>(
     if path == "/backup" && req.method() == Method::POST {
         return (None, backup(host));
     }
-    if path == "/reload" && req.method() == Method::POST {
+    let what = match path
+        .strip_prefix("/plugins/")
+        .and_then(|r| r.split_once('/'))
+    {
+        _ if path == "/reload" => Some(Reload::File),
+        Some((name, "enable")) => Some(Reload::Enable(name.to_string(), true)),
+        Some((name, "disable")) => Some(Reload::Enable(name.to_string(), false)),
+        _ => None,
+    };
+    if let Some(what) = what
+        && req.method() == Method::POST
+    {
         if let Err(r) = read_body(host, req, ADMIN_BODY_BYTES, ADMIN_QUEUE_TIMEOUT).await {
             return (None, r);
         }
         return (
             None,
-            match host.reload().await {
+            match host.reload(what).await {
                 Ok(changes) => json_response(
                     StatusCode::OK,
                     json!({"reloaded": true, "changes": changes, "summary": changes.lines()}),
@@ -98,6 +109,8 @@ pub(super) async fn admin_request<'l>(
                 Err(e) => {
                     let status = match e {
                         ReloadError::NotServing => StatusCode::SERVICE_UNAVAILABLE,
+                        ReloadError::NoSuchPlugin(_) => StatusCode::NOT_FOUND,
+                        ReloadError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
                         _ => StatusCode::UNPROCESSABLE_ENTITY,
                     };
                     json_response(status, json!({"reloaded": false, "error": e.to_string()}))
@@ -204,6 +217,14 @@ pub(super) fn plugins_json(host: &Host, live: &Live) -> serde_json::Value {
                     "limits": c.limits,
                     "state": "failed",
                     "reason": reason,
+                }),
+                Entry::Disabled { .. } => json!({
+                    "name": c.name,
+                    "wasm": c.wasm,
+                    "mounts": c.mounts,
+                    "grants": c.grants.names(),
+                    "limits": c.limits,
+                    "state": "disabled",
                 }),
             }
         })

@@ -20,9 +20,13 @@ use crate::router::Router;
 use crate::runtime::Plugin;
 
 use super::Host;
+use super::state::PluginState;
 
 /// Every configured plugin's state and every listener's routes.
 pub struct Live {
+    /// The config this table was made from (the file as of the last start
+    /// or reload that applied).
+    pub config: Config,
     /// In config order; routes point into it.
     pub plugins: Vec<Entry>,
     /// By configured `listen` address.
@@ -42,12 +46,16 @@ pub enum Entry {
         config: PluginConfig,
         reason: String,
     },
+    /// Switched off through the admin API: its routes answer 503.
+    Disabled { config: PluginConfig },
 }
 
 impl Entry {
     pub fn config(&self) -> &PluginConfig {
         match self {
-            Entry::Serving { config, .. } | Entry::Failed { config, .. } => config,
+            Entry::Serving { config, .. }
+            | Entry::Failed { config, .. }
+            | Entry::Disabled { config } => config,
         }
     }
 
@@ -59,19 +67,23 @@ impl Entry {
     pub fn plugin(&self) -> Option<&Arc<Plugin>> {
         match self {
             Entry::Serving { plugin, .. } => Some(plugin),
-            Entry::Failed { .. } => None,
+            Entry::Failed { .. } | Entry::Disabled { .. } => None,
         }
     }
 }
 
 impl Live {
-    /// The table for `plugins`, with their routes.
-    pub fn new(plugins: Vec<Entry>) -> Live {
+    /// The table for `plugins` (made from `config`), with their routes.
+    pub fn new(config: Config, plugins: Vec<Entry>) -> Live {
         let routers = Router::from_plugins(plugins.iter().map(Entry::config))
             .into_iter()
             .map(|(listen, r)| (listen, Arc::new(r)))
             .collect();
-        Live { plugins, routers }
+        Live {
+            config,
+            plugins,
+            routers,
+        }
     }
 
     pub fn entry(&self, name: &str) -> Option<&Entry> {
@@ -89,6 +101,9 @@ pub struct Changes {
     pub changed: BTreeMap<String, Vec<&'static str>>,
     /// Plugins that had failed to load and now serve.
     pub recovered: Vec<String>,
+    /// Plugins switched off, and switched on again.
+    pub disabled: Vec<String>,
+    pub enabled: Vec<String>,
     /// Plugins that had failed to load and still do, with why.
     pub still_failed: BTreeMap<String, String>,
     /// Listeners opened (configured address, bound address).
@@ -105,6 +120,8 @@ impl Changes {
             && self.removed.is_empty()
             && self.changed.is_empty()
             && self.recovered.is_empty()
+            && self.disabled.is_empty()
+            && self.enabled.is_empty()
             && self.opened.is_empty()
             && self.closed.is_empty()
     }
@@ -123,6 +140,12 @@ impl Changes {
         }
         for name in &self.recovered {
             out.push(format!("plugin {name} loads now"));
+        }
+        for name in &self.disabled {
+            out.push(format!("disabled plugin {name}"));
+        }
+        for name in &self.enabled {
+            out.push(format!("enabled plugin {name}"));
         }
         for (name, why) in &self.still_failed {
             out.push(format!("plugin {name} still fails to load: {why}"));
@@ -170,6 +193,12 @@ pub enum ReloadError {
     /// The host is not serving (a reload needs the listeners).
     #[error("the host is not serving")]
     NotServing,
+    /// No configured plugin has this name.
+    #[error("no plugin named `{0}`")]
+    NoSuchPlugin(String),
+    /// The plugin state file cannot be written.
+    #[error("{0:#}")]
+    State(anyhow::Error),
 }
 
 /// The next table and what it changes, ready to switch to.
@@ -213,7 +242,7 @@ impl Host {
     /// what it changes. A new or changed plugin that does not load is an
     /// error (nothing changes); one that had failed and still fails stays
     /// failed. Compiling blocks: call from a blocking context.
-    pub fn prepare(&self, new: &Config) -> Result<Prepared, ReloadError> {
+    pub fn prepare(&self, new: &Config, state: &PluginState) -> Result<Prepared, ReloadError> {
         let current = self.live();
         let mut changes = Changes::default();
         let mut entries = Vec::with_capacity(new.plugins.len());
@@ -223,7 +252,26 @@ impl Host {
         };
         for pc in &new.plugins {
             let name = pc.name.as_str();
-            let entry = match current.entry(name) {
+            let old = current.entry(name);
+            if state.disabled.contains(name) {
+                if old.is_some_and(|e| !matches!(e, Entry::Disabled { .. })) {
+                    changes.disabled.push(name.to_string());
+                }
+                entries.push(Entry::Disabled { config: pc.clone() });
+                continue;
+            }
+            let entry = match old {
+                Some(Entry::Disabled { .. }) => {
+                    let plugin = self
+                        .runtime
+                        .load(pc, self.shared.clone(), &self.cache)
+                        .map_err(|e| load_error(name, e))?;
+                    changes.enabled.push(name.to_string());
+                    Entry::Serving {
+                        config: pc.clone(),
+                        plugin: Arc::new(plugin),
+                    }
+                }
                 None => {
                     let plugin = self
                         .runtime
@@ -305,7 +353,7 @@ impl Host {
         }
         changes.need_restart = self.sections_changed(new);
         Ok(Prepared {
-            live: Live::new(entries),
+            live: Live::new(new.clone(), entries),
             changes,
         })
     }

@@ -44,8 +44,10 @@ mod admin;
 pub mod live;
 mod local;
 mod request;
+pub mod state;
 
 use live::{Changes, Entry, Live, ReloadError};
+use state::PluginState;
 
 use admin::*;
 pub use local::{CheckRow, admin_post, check_rows, local_request, prefix_for};
@@ -69,8 +71,18 @@ pub enum OnLoadError {
     Report,
 }
 
+/// What a reload applies.
+#[derive(Debug, Clone)]
+pub enum Reload {
+    /// The config file as it is now.
+    File,
+    /// The config in effect, with plugin `.0` switched on (`true`) or off.
+    Enable(String, bool),
+}
+
 /// A reload asked of the serving loop, and where its outcome goes.
 pub struct ReloadRequest {
+    pub what: Reload,
     pub reply: tokio::sync::oneshot::Sender<Result<Changes, ReloadError>>,
 }
 
@@ -86,6 +98,8 @@ pub struct Host {
     pub runtime: Runtime,
     pub cache: Cache,
     live: arc_swap::ArcSwap<Live>,
+    /// Which plugins the admin API disabled (saved in the data directory).
+    state: std::sync::Mutex<PluginState>,
     /// The serving loop's reload queue, while it serves.
     reloads: OnceLock<tokio::sync::mpsc::Sender<ReloadRequest>>,
 }
@@ -114,10 +128,16 @@ impl Host {
         only: Option<&str>,
         on_error: OnLoadError,
     ) -> anyhow::Result<Host> {
-        let host = Host::empty(config, db)?;
+        let mut host = Host::empty(config, db)?;
+        let state = PluginState::load(&host.config.data_dir)?;
         let mut entries = Vec::new();
         for p in &host.config.plugins {
             if only.is_some_and(|name| name != p.name) {
+                continue;
+            }
+            if state.disabled.contains(&p.name) {
+                host.shared.metrics.plugin_up(&p.name, false);
+                entries.push(Entry::Disabled { config: p.clone() });
                 continue;
             }
             match host.runtime.load(p, host.shared.clone(), &host.cache) {
@@ -149,7 +169,8 @@ impl Host {
         {
             anyhow::bail!("no plugin named `{name}` in the config");
         }
-        host.switch(Live::new(entries));
+        host.switch(Live::new(host.config.clone(), entries));
+        host.state = std::sync::Mutex::new(state);
         Ok(host)
     }
 
@@ -158,13 +179,15 @@ impl Host {
         let shared = Arc::new(Shared::new(&config, db));
         let runtime = Runtime::new(&config.runtime, config.max_memory_bytes())?;
         let cache = Cache::open(&config.data_dir)?;
+        let live = Live::new(config.clone(), Vec::new());
         Ok(Host {
             config,
             config_path: None,
             shared,
             runtime,
             cache,
-            live: arc_swap::ArcSwap::from_pointee(Live::new(Vec::new())),
+            live: arc_swap::ArcSwap::from_pointee(live),
+            state: Default::default(),
             reloads: OnceLock::new(),
         })
     }
@@ -190,10 +213,10 @@ impl Host {
     /// Re-reads the config file and applies the difference, through the
     /// serving loop (which owns the listeners): what changed, or why
     /// nothing did.
-    pub async fn reload(&self) -> Result<Changes, ReloadError> {
+    pub async fn reload(&self, what: Reload) -> Result<Changes, ReloadError> {
         let tx = self.reloads.get().ok_or(ReloadError::NotServing)?;
         let (reply, rx) = tokio::sync::oneshot::channel();
-        tx.send(ReloadRequest { reply })
+        tx.send(ReloadRequest { what, reply })
             .await
             .map_err(|_| ReloadError::NotServing)?;
         rx.await.map_err(|_| ReloadError::NotServing)?
@@ -226,6 +249,7 @@ impl Host {
                 let what = match e {
                     Entry::Serving { .. } => e.name().to_string(),
                     Entry::Failed { .. } => format!("{} (failed to load: 503)", e.name()),
+                    Entry::Disabled { .. } => format!("{} (disabled: 503)", e.name()),
                 };
                 for m in e.config().mounts.iter().filter(|m| m.listen == *listen) {
                     table.push((format!("http://{actual}{}", m.prefix), what.clone()));
@@ -478,10 +502,10 @@ impl Bound {
                 _ = term.recv() => break,
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading the config");
-                    let _ = reloader.reload().await;
+                    let _ = reloader.reload(Reload::File).await;
                 }
                 Some(req) = reload_rx.recv() => {
-                    let _ = req.reply.send(reloader.reload().await);
+                    let _ = req.reply.send(reloader.reload(req.what).await);
                 }
             }
         }
@@ -534,9 +558,9 @@ impl Reloader {
     /// listeners it adds, then switches and closes the listeners it drops;
     /// prints and logs the outcome. Any error before the switch changes
     /// nothing.
-    async fn reload(&mut self) -> Result<Changes, ReloadError> {
+    async fn reload(&mut self, what: Reload) -> Result<Changes, ReloadError> {
         let started = Instant::now();
-        let result = self.apply().await;
+        let result = self.apply(what).await;
         match &result {
             Ok(changes) => {
                 for line in changes.lines() {
@@ -554,17 +578,42 @@ impl Reloader {
         result
     }
 
-    async fn apply(&mut self) -> Result<Changes, ReloadError> {
-        let path = self.host.config_path.clone().ok_or_else(|| {
-            ReloadError::Config(anyhow::anyhow!(
-                "the host was started without a config file"
-            ))
-        })?;
-        let mut new = Config::load(&path).map_err(|e| ReloadError::Config(e.into()))?;
-        // `--data-dir` overrides the file's, as at start.
-        new.data_dir = self.host.config.data_dir.clone();
+    async fn apply(&mut self, what: Reload) -> Result<Changes, ReloadError> {
+        let old_state = self
+            .host
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut state = old_state.clone();
+        let new = match &what {
+            Reload::File => {
+                let path = self.host.config_path.clone().ok_or_else(|| {
+                    ReloadError::Config(anyhow::anyhow!(
+                        "the host was started without a config file"
+                    ))
+                })?;
+                let mut new = Config::load(&path).map_err(|e| ReloadError::Config(e.into()))?;
+                // `--data-dir` overrides the file's, as at start.
+                new.data_dir = self.host.config.data_dir.clone();
+                new
+            }
+            Reload::Enable(name, on) => {
+                let config = self.host.live().config.clone();
+                if !config.plugins.iter().any(|p| p.name == *name) {
+                    return Err(ReloadError::NoSuchPlugin(name.clone()));
+                }
+                if *on {
+                    state.disabled.remove(name);
+                } else {
+                    state.disabled.insert(name.clone());
+                }
+                config
+            }
+        };
         let host = self.host.clone();
-        let prepared = tokio::task::spawn_blocking(move || host.prepare(&new))
+        let next_state = state.clone();
+        let prepared = tokio::task::spawn_blocking(move || host.prepare(&new, &next_state))
             .await
             .map_err(|e| ReloadError::Config(anyhow::anyhow!("the reload task failed: {e}")))??;
         let mut changes = prepared.changes;
@@ -586,6 +635,13 @@ impl Reloader {
             .filter(|l| !prepared.live.routers.contains_key(*l))
             .cloned()
             .collect();
+        if state != old_state {
+            // Saved before the switch: a state that cannot be kept is not applied.
+            state
+                .save(&self.host.config.data_dir)
+                .map_err(ReloadError::State)?;
+            *self.host.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+        }
         let metrics = &self.host.shared.metrics;
         for name in &changes.removed {
             metrics.plugin_removed(name);

@@ -376,7 +376,7 @@ pub(super) async fn plugin_request<'l>(
     };
     let entry = &live.plugins[m.plugin];
     let Some(plugin) = entry.plugin() else {
-        return (Some(entry.name()), plugin_unavailable(entry.name()));
+        return (Some(entry.name()), plugin_unavailable(entry));
     };
     plugin.shared.stats.requests.fetch_add(1, Ordering::Relaxed);
     let response = call_plugin(host, plugin, req, peer, m.prefix, id, false).await;
@@ -384,11 +384,15 @@ pub(super) async fn plugin_request<'l>(
 }
 
 /// The answer on the routes of a plugin that failed to load (the reason is
-/// the operator's, on the admin surface's `/plugins`).
-pub(super) fn plugin_unavailable(name: &str) -> HttpResponse {
+/// the operator's, on the admin surface's `/plugins`) or is disabled.
+pub(super) fn plugin_unavailable(entry: &Entry) -> HttpResponse {
+    let error = match entry {
+        Entry::Disabled { .. } => "plugin disabled",
+        _ => "plugin unavailable",
+    };
     json_response(
         StatusCode::SERVICE_UNAVAILABLE,
-        json!({"error": "plugin unavailable", "plugin": name}),
+        json!({"error": error, "plugin": entry.name()}),
     )
 }
 
