@@ -231,6 +231,11 @@ fn a_flipped_byte_in_the_manifest_breaks_the_signature() {
     assert!(stdout.contains("(does NOT verify)"), "{stdout}");
     // Even with no key to check against.
     v.refused(&["verify", "hello.wgpkg"], "does not verify");
+    // Nor does its vendor sign it again without noticing.
+    v.refused(
+        &["sign", "--key", "acme.key", "hello.wgpkg"],
+        "does not verify",
+    );
 }
 
 #[test]

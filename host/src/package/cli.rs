@@ -153,17 +153,12 @@ fn build(wasm: &Path, manifest_path: &Path, out: &Path) -> anyhow::Result<()> {
 fn sign(key_path: &Path, path: &Path) -> anyhow::Result<()> {
     let key = SigningKey::read(key_path)?;
     let mut package = super::load(path)?;
-    // A package whose component was changed since build is not signed: the
-    // signature would vouch for a manifest that names another component.
-    let actual = package.component_sha256();
-    if actual != package.manifest().component_sha256 {
-        return Err(anyhow::Error::new(Refusal::TamperedComponent {
-            plugin: package.manifest().name.clone(),
-            expected: package.manifest().component_sha256.clone(),
-            actual,
-        })
-        .context(format!("{}: not signed", path.display())));
-    }
+    // A package changed since it was built or signed is not signed (again):
+    // the signature would vouch for a manifest or a component its vendor
+    // never made. A valid signature is replaced (a new key, say).
+    package
+        .check_integrity()
+        .with_context(|| format!("{}: not signed", path.display()))?;
     let replaced = package.sign(&key);
     package
         .write_file(path)

@@ -36,6 +36,7 @@ pub use self::manifest::Manifest;
 pub use self::verify::{Refusal, Verified};
 pub use crate::config::TrustConfig as Trust;
 pub use crate::util::ed25519::PublicKey;
+pub use semver::Version;
 
 /// The manifest's entry, first in the archive.
 pub const MANIFEST_ENTRY: &str = "manifest.json";
@@ -268,7 +269,9 @@ impl Package {
             if size > max {
                 return Err(PackageError::EntryTooLarge { name, size, max });
             }
-            let mut data = Vec::with_capacity(size as usize);
+            // No more room than the input could hold: a header claiming the
+            // largest entry in a small file reserves nothing much.
+            let mut data = Vec::with_capacity(size.min(bytes.len() as u64) as usize);
             entry
                 .take(max + 1)
                 .read_to_end(&mut data)
