@@ -29,6 +29,7 @@ mod e2e {
     mod net;
     mod operator;
     mod outbound;
+    mod package;
     mod server;
     mod shutdown;
     mod storage;

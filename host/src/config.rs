@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use crate::caps::Grants;
+pub use crate::util::ed25519::PublicKey;
 
 /// Why a config file was refused.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +62,56 @@ pub struct Config {
     /// For `wasmgate dev` only: how to build the plugins and what to watch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<DevConfig>,
+    /// Whose signatures a plugin package needs (docs/package.md).
+    #[serde(default)]
+    pub trust: TrustConfig,
+}
+
+/// Who may sign plugin packages, and whether a package must be signed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct TrustConfig {
+    /// Whether a package without a signature from a listed key is refused.
+    /// Absent: true once any key is listed, else false.
+    #[serde(default)]
+    pub require_signature: Option<bool>,
+    /// The vendors' public keys.
+    #[serde(default)]
+    pub keys: Vec<TrustedKey>,
+}
+
+impl TrustConfig {
+    /// [`TrustConfig::require_signature`] with its default resolved.
+    pub fn signature_required(&self) -> bool {
+        self.require_signature.unwrap_or(!self.keys.is_empty())
+    }
+
+    /// The listed key `key`, if any.
+    pub fn key(&self, key: &PublicKey) -> Option<&TrustedKey> {
+        self.keys.iter().find(|k| k.key == *key)
+    }
+
+    /// The key the plugin name `plugin` is pinned to, if any.
+    pub fn pinned(&self, plugin: &str) -> Option<&TrustedKey> {
+        self.keys
+            .iter()
+            .find(|k| k.plugins.iter().any(|p| p == plugin))
+    }
+}
+
+/// One vendor's key.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct TrustedKey {
+    /// What messages call the key; unique, with the rules of a plugin name.
+    pub name: String,
+    /// `ed25519:<base64>`, as `wasmgate package keygen` prints it.
+    pub key: PublicKey,
+    /// The plugin names this key may sign, each then pinned to it (no other
+    /// key's signature is accepted for them). Empty: any name not pinned to
+    /// another key.
+    #[serde(default)]
+    pub plugins: Vec<String>,
 }
 
 /// `wasmgate dev`'s part of a config.
@@ -303,6 +354,54 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// What serde cannot check, the caps alone: `(key under limits,
+    /// message)`. Whether `max_body_bytes` fits the host's
+    /// `runtime.max_buffered_body_bytes` is the whole config's check.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.memory_mb == 0 || self.memory_mb > MAX_MEMORY_MB {
+            return Err((
+                "memory_mb",
+                format!("{} is out of range 1..={MAX_MEMORY_MB}", self.memory_mb),
+            ));
+        }
+        for (key, ms) in [
+            ("timeout_ms", self.timeout_ms),
+            ("queue_timeout_ms", self.queue_timeout_ms),
+        ] {
+            if ms == 0 || ms > MAX_TIMEOUT_MS {
+                return Err((key, format!("{ms} is out of range 1..={MAX_TIMEOUT_MS}")));
+            }
+        }
+        if self.max_response_bytes == 0 {
+            return Err(("max_response_bytes", "must be at least 1".into()));
+        }
+        if self.max_concurrency == Some(0) {
+            return Err(("max_concurrency", "must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Mount {
+    /// What serde cannot check of one mount alone: its listen address (on
+    /// success) or `(key under the mount, message)`. Clashes with other
+    /// mounts and the admin listener are the whole config's check.
+    pub fn validate(&self) -> Result<SocketAddr, (&'static str, String)> {
+        let addr = parse_listen(&self.listen).map_err(|m| ("listen", m))?;
+        if !self.prefix.starts_with('/') {
+            return Err(("prefix", format!("`{}` must start with `/`", self.prefix)));
+        }
+        if self.prefix.contains(['?', '#']) || self.prefix.contains("//") {
+            return Err((
+                "prefix",
+                format!("`{}` is not a plain path prefix", self.prefix),
+            ));
+        }
+        Ok(addr)
+    }
+}
+
 fn default_max_queue() -> u32 {
     256
 }
@@ -436,8 +535,9 @@ impl Config {
             }
             for (j, m) in p.mounts.iter().enumerate() {
                 let key = at(&format!("mounts[{j}]"));
-                let addr = parse_listen(&m.listen)
-                    .map_err(|msg| invalid(name, format!("{key}.listen"), msg))?;
+                let addr = m
+                    .validate()
+                    .map_err(|(field, msg)| invalid(name, format!("{key}.{field}"), msg))?;
                 if let Some(a) = admin
                     && overlap(addr, a)
                 {
@@ -465,20 +565,6 @@ impl Config {
                     ));
                 }
                 listens.push((&m.listen, addr, &p.name));
-                if !m.prefix.starts_with('/') {
-                    return Err(invalid(
-                        name,
-                        format!("{key}.prefix"),
-                        format!("`{}` must start with `/`", m.prefix),
-                    ));
-                }
-                if m.prefix.contains(['?', '#']) || m.prefix.contains("//") {
-                    return Err(invalid(
-                        name,
-                        format!("{key}.prefix"),
-                        format!("`{}` is not a plain path prefix", m.prefix),
-                    ));
-                }
                 let route = (m.listen.clone(), normalize_prefix(&m.prefix));
                 if let Some(other) = routes.insert(route, p.name.clone()) {
                     return Err(invalid(
@@ -492,27 +578,8 @@ impl Config {
                 }
             }
             let l = &p.limits;
-            if l.memory_mb == 0 || l.memory_mb > MAX_MEMORY_MB {
-                return Err(invalid(
-                    name,
-                    at("limits.memory_mb"),
-                    format!("{} is out of range 1..={MAX_MEMORY_MB}", l.memory_mb),
-                ));
-            }
-            if l.timeout_ms == 0 || l.timeout_ms > MAX_TIMEOUT_MS {
-                return Err(invalid(
-                    name,
-                    at("limits.timeout_ms"),
-                    format!("{} is out of range 1..={MAX_TIMEOUT_MS}", l.timeout_ms),
-                ));
-            }
-            if l.max_response_bytes == 0 {
-                return Err(invalid(
-                    name,
-                    at("limits.max_response_bytes"),
-                    "must be at least 1".into(),
-                ));
-            }
+            l.validate()
+                .map_err(|(field, msg)| invalid(name, at(&format!("limits.{field}")), msg))?;
             if l.max_body_bytes as u64 > self.runtime.max_buffered_body_bytes {
                 return Err(invalid(
                     name,
@@ -523,26 +590,72 @@ impl Config {
                     ),
                 ));
             }
-            if l.max_concurrency == Some(0) {
-                return Err(invalid(
-                    name,
-                    at("limits.max_concurrency"),
-                    "must be at least 1".into(),
-                ));
-            }
-            if l.queue_timeout_ms == 0 || l.queue_timeout_ms > MAX_TIMEOUT_MS {
-                return Err(invalid(
-                    name,
-                    at("limits.queue_timeout_ms"),
-                    format!(
-                        "{} is out of range 1..={MAX_TIMEOUT_MS}",
-                        l.queue_timeout_ms
-                    ),
-                ));
-            }
             p.grants
                 .validate()
                 .map_err(|(key, message)| invalid(name, at(&format!("grants.{key}")), message))?;
+        }
+        self.validate_trust(text, path)
+    }
+
+    fn validate_trust(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |index: usize, key: String, message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            line: line_of_trusted_key(text, index),
+            key,
+            message,
+        };
+        // Key name, and the key each plugin name is pinned to, by index.
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut pinned: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, k) in self.trust.keys.iter().enumerate() {
+            let at = |field: &str| format!("trust.keys[{i}].{field}");
+            if !valid_plugin_name(&k.name) {
+                return Err(invalid(
+                    i,
+                    at("name"),
+                    format!(
+                        "`{}` is not a valid name: use 1 to 32 of a-z, 0-9, _ and -",
+                        k.name
+                    ),
+                ));
+            }
+            if let Some(first) = names.insert(&k.name, i) {
+                return Err(invalid(
+                    i,
+                    at("name"),
+                    format!("`{}` is already the name of trust.keys[{first}]", k.name),
+                ));
+            }
+            if let Some(first) = self.trust.keys[..i].iter().position(|o| o.key == k.key) {
+                return Err(invalid(
+                    i,
+                    at("key"),
+                    format!(
+                        "the same key as trust.keys[{first}] (`{}`): list each key once",
+                        self.trust.keys[first].name
+                    ),
+                ));
+            }
+            for (j, plugin) in k.plugins.iter().enumerate() {
+                if !valid_plugin_name(plugin) {
+                    return Err(invalid(
+                        i,
+                        at(&format!("plugins[{j}]")),
+                        format!("`{plugin}` is not a valid plugin name"),
+                    ));
+                }
+                if let Some(first) = pinned.insert(plugin, i) {
+                    let message = if first == i {
+                        format!("`{plugin}` is listed twice")
+                    } else {
+                        format!(
+                            "`{plugin}` is already pinned to trust.keys[{first}] (`{}`): a plugin name is pinned to one key",
+                            self.trust.keys[first].name
+                        )
+                    };
+                    return Err(invalid(i, at(&format!("plugins[{j}]")), message));
+                }
+            }
         }
         Ok(())
     }
@@ -565,7 +678,8 @@ pub fn normalize_prefix(prefix: &str) -> String {
     format!("{trimmed}/")
 }
 
-fn valid_plugin_name(name: &str) -> bool {
+/// Whether `name` can name a plugin: 1 to 32 of a-z, 0-9, `_` and `-`.
+pub fn valid_plugin_name(name: &str) -> bool {
     (1..=32).contains(&name.len())
         && name
             .bytes()
@@ -597,6 +711,38 @@ fn line_of_plugin(text: &str, name: &str) -> Option<usize> {
                 .unwrap_or(false)
         })
         .map(|i| i + 1)
+}
+
+/// The 1-based line on which `trust.keys[index]` starts: its `- ` line in
+/// a block list, else the `keys:` line (a flow list), else the `trust:` line.
+fn line_of_trusted_key(text: &str, index: usize) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let trust = lines.iter().position(|l| l.starts_with("trust:"))?;
+    let section = |i: &usize| {
+        *i > trust && (lines[*i].starts_with([' ', '-']) || lines[*i].trim().is_empty())
+    };
+    let Some(keys) = (trust + 1..lines.len())
+        .take_while(section)
+        .find(|i| lines[*i].trim_start().starts_with("keys:"))
+    else {
+        return Some(trust + 1);
+    };
+    let items: Vec<usize> = (keys + 1..lines.len())
+        .take_while(section)
+        .filter(|i| lines[*i].trim_start().starts_with("- "))
+        .collect();
+    // The items of `keys:` are its shallowest `- ` lines.
+    let depth = |i: &usize| lines[*i].len() - lines[*i].trim_start().len();
+    let top = items.iter().map(depth).min();
+    Some(
+        items
+            .iter()
+            .filter(|i| Some(depth(i)) == top)
+            .nth(index)
+            .copied()
+            .unwrap_or(keys)
+            + 1,
+    )
 }
 
 #[cfg(test)]
@@ -890,6 +1036,105 @@ plugins:
         assert_eq!(s["greeting"], serde_json::json!("hi"));
         assert_eq!(s["max"], serde_json::json!(3));
         assert_eq!(s["list"], serde_json::json!([1, 2]));
+    }
+
+    const KEY_A: &str = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=";
+    const KEY_B: &str = "ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw=";
+
+    #[test]
+    fn trust_requires_signatures_once_a_key_is_listed_unless_told_otherwise() {
+        let c = parse(ONE).unwrap();
+        assert_eq!(c.trust, TrustConfig::default());
+        assert!(!c.trust.signature_required());
+        let c = parse(&format!(
+            "trust:\n  keys:\n    - name: acme\n      key: \"{KEY_A}\"\n      plugins: [hello]\n    - name: other\n      key: \"{KEY_B}\"\n{ONE}"
+        ))
+        .unwrap();
+        assert!(c.trust.signature_required());
+        let a: PublicKey = KEY_A.parse().unwrap();
+        let b: PublicKey = KEY_B.parse().unwrap();
+        assert_eq!(c.trust.key(&a).unwrap().name, "acme");
+        assert_eq!(c.trust.pinned("hello").unwrap().key, a);
+        assert!(c.trust.pinned("other").is_none());
+        assert_eq!(c.trust.key(&b).unwrap().plugins, Vec::<String>::new());
+        let c = parse(&format!(
+            "trust: {{ require_signature: false, keys: [{{ name: acme, key: \"{KEY_A}\" }}] }}\n"
+        ))
+        .unwrap();
+        assert!(!c.trust.signature_required());
+        let c = parse("trust: { require_signature: true }\n").unwrap();
+        assert!(c.trust.signature_required());
+    }
+
+    #[test]
+    fn bad_trusted_keys_are_refused_with_key_and_line() {
+        for (trust, key, needle) in [
+            (
+                format!(
+                    "  keys:\n    - name: acme\n      key: \"{KEY_A}\"\n    - name: acme\n      key: \"{KEY_B}\"\n"
+                ),
+                "config.yaml:5: trust.keys[1].name",
+                "already the name of trust.keys[0]",
+            ),
+            (
+                format!(
+                    "  keys:\n    - name: acme\n      key: \"{KEY_A}\"\n    - name: again\n      key: \"{KEY_A}\"\n"
+                ),
+                "config.yaml:5: trust.keys[1].key",
+                "the same key as trust.keys[0] (`acme`)",
+            ),
+            (
+                format!("  keys:\n    - name: Acme\n      key: \"{KEY_A}\"\n"),
+                "config.yaml:3: trust.keys[0].name",
+                "not a valid name",
+            ),
+            (
+                format!(
+                    "  keys:\n    - name: acme\n      key: \"{KEY_A}\"\n      plugins: [hello, \"He llo\"]\n"
+                ),
+                "config.yaml:3: trust.keys[0].plugins[1]",
+                "not a valid plugin name",
+            ),
+            (
+                format!(
+                    "  keys:\n    - name: acme\n      key: \"{KEY_A}\"\n      plugins: [hello]\n    - name: other\n      key: \"{KEY_B}\"\n      plugins: [x, hello]\n"
+                ),
+                "config.yaml:6: trust.keys[1].plugins[1]",
+                "already pinned to trust.keys[0] (`acme`)",
+            ),
+            (
+                format!(
+                    "  keys:\n    - name: acme\n      key: \"{KEY_A}\"\n      plugins: [hello, hello]\n"
+                ),
+                "config.yaml:3: trust.keys[0].plugins[1]",
+                "listed twice",
+            ),
+        ] {
+            let err = parse(&format!("trust:\n{trust}")).unwrap_err().to_string();
+            assert!(err.contains(key), "{key}: {err}");
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        for (trust, needle) in [
+            (
+                "keys: [{ name: acme, key: \"rsa:AAAA\" }]",
+                "expected `ed25519:`",
+            ),
+            (
+                "keys: [{ name: acme, key: \"ed25519:AAAA\" }]",
+                "32 bytes, this is 3",
+            ),
+            ("keys: [{ name: acme }]", "missing field `key`"),
+            (
+                "require_signatures: true",
+                "unknown field `require_signatures`",
+            ),
+        ] {
+            let err = parse(&format!("plugins: []\ntrust: {{ {trust} }}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{trust}: {err}");
+            assert!(err.contains("line 2"), "{trust}: {err}");
+        }
     }
 
     #[test]

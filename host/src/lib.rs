@@ -12,7 +12,9 @@
 //! 2. [`caps`] (each capability, its WIT bindings, the registry);
 //! 3. [`config`] (the file format; grant types come from `caps`);
 //! 4. [`router`], [`authoring`] (`wasmgate new`'s projects, and `wasmgate
-//!    wit`: the WIT package cut to a plugin's grants);
+//!    wit`: the WIT package cut to a plugin's grants), [`package`] (signed
+//!    plugin packages: the format, `wasmgate package`, and the check an
+//!    install makes);
 //! 5. [`runtime`] (engine, plugins, the store data that hands out the
 //!    capabilities' views);
 //! 6. [`scheduler`] (queued jobs);
@@ -27,6 +29,7 @@ pub mod db;
 pub mod dev;
 pub mod listener;
 pub mod metrics;
+pub mod package;
 pub mod router;
 pub mod runtime;
 pub mod scheduler;

@@ -131,6 +131,9 @@ enum Command {
     /// Write the WIT package with the world `plugin` importing only the
     /// named capabilities (or a config's grants), for Python and JavaScript builds.
     Wit(wasmgate::authoring::wit::Args),
+    /// Make, sign, inspect and verify plugin packages: a manifest, a
+    /// component and a vendor's signature in one file (docs/package.md).
+    Package(wasmgate::package::cli::Args),
     #[cfg(feature = "bench")]
     /// Benchmarks only: fresh instance + call + drop, averaged.
     #[command(hide = true)]
@@ -241,11 +244,13 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Whether `e` says the config must change: a config the host refuses, or
-/// a plugin it names that the host cannot load.
+/// Whether `e` says the input must change: a config the host refuses, a
+/// plugin it names that the host cannot load, or a package, manifest or
+/// key file the host refuses.
 fn refused(e: &anyhow::Error) -> bool {
     e.chain()
         .any(|c| c.is::<wasmgate::config::ConfigError>() || c.is::<wasmgate::runtime::LoadError>())
+        || wasmgate::package::cli::refused(e)
 }
 
 /// A directory's config: its `config.yaml`, else its `wasmgate.yaml` (what
@@ -508,6 +513,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Wit(args) => {
+            args.run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Package(args) => {
             args.run()?;
             Ok(ExitCode::SUCCESS)
         }

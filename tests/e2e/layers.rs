@@ -10,7 +10,7 @@ const LAYERS: &[&[&str]] = &[
     &["util", "db", "metrics", "slots", "listener"],
     &["caps"],
     &["config"],
-    &["router", "authoring"],
+    &["router", "authoring", "package"],
     &["runtime"],
     &["scheduler"],
     &["server"],

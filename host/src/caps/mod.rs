@@ -77,6 +77,30 @@ impl<T> Given for Option<T> {
     }
 }
 
+/// Whether a grant asks for nothing beyond another: what an operator
+/// approved covers a later request that stays inside it (a plugin package
+/// whose new version asks for more is refused until the operator approves
+/// the new grants).
+pub trait Within {
+    fn within(&self, approved: &Self) -> bool;
+}
+
+impl Within for bool {
+    fn within(&self, approved: &bool) -> bool {
+        !*self || *approved
+    }
+}
+
+impl<T: Within> Within for Option<T> {
+    fn within(&self, approved: &Option<T>) -> bool {
+        match (self, approved) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(asked), Some(approved)) => asked.within(approved),
+        }
+    }
+}
+
 /// One capability: its grant, its states, its linking.
 pub trait Capability {
     /// Its WIT interface in `wasmgate:plugin`, and its key under `grants:`.
@@ -85,6 +109,7 @@ pub trait Capability {
     const EXAMPLE: &'static str;
     /// `grants.<NAME>` in config.yaml; the default withholds it.
     type Grant: Given
+        + Within
         + Clone
         + Default
         + fmt::Debug
@@ -243,6 +268,18 @@ macro_rules! capabilities {
                 out
             }
 
+            /// The capabilities whose grant here asks for more than
+            /// `approved` gives, in WIT order; empty when every one is within.
+            pub fn beyond(&self, approved: &Grants) -> Vec<&'static str> {
+                let mut out = Vec::new();
+                $(
+                    if !Within::within(&self.$name, &approved.$name) {
+                        out.push(<$cap as Capability>::NAME);
+                    }
+                )*
+                out
+            }
+
             /// What serde cannot check: `(key under grants, message)`.
             pub fn validate(&self) -> Result<(), (String, String)> {
                 $(
@@ -367,5 +404,84 @@ pub(crate) mod testing {
                 table: &mut self.table,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grants(yaml: &str) -> Grants {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_grant_is_within_an_approval_that_gives_at_least_as_much() {
+        let approved = grants(
+            "{ kv: true, log: true, net: { links: [\"guest*\", wg0], write: true }, outbound: { hosts: [API.example.com, \"[::1]:8080\"], timeout_ms: 9000 } }",
+        );
+        for asked in [
+            "{}",
+            "{ kv: true }",
+            "{ kv: true, log: true }",
+            "{ net: { links: [wg0] } }",
+            "{ net: { links: [\"guest*\", wg0], write: true } }",
+            "{ outbound: { hosts: [api.example.com], timeout_ms: 9000 } }",
+            "{ outbound: { hosts: [\"[::1]:8080\"], max_response_bytes: 1 } }",
+        ] {
+            assert_eq!(
+                grants(asked).beyond(&approved),
+                Vec::<&str>::new(),
+                "{asked}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_grant_beyond_the_approval_names_each_capability_in_wit_order() {
+        let approved = grants(
+            "{ kv: true, net: { links: [\"guest*\"] }, wireguard: { devices: [\"wg*\"] }, outbound: { hosts: [a.example] } }",
+        );
+        for (asked, beyond) in [
+            ("{ log: true, kv: true, keys: true }", vec!["keys", "log"]),
+            ("{ net: { links: [guest0] } }", vec!["net"]),
+            ("{ net: { links: [\"guest*\"], write: true } }", vec!["net"]),
+            (
+                "{ net: { links: [\"guest*\"], netns: other } }",
+                vec!["net"],
+            ),
+            (
+                "{ wireguard: { devices: [\"wg*\"], backend: kernel } }",
+                vec!["wireguard"],
+            ),
+            (
+                "{ wireguard: { devices: [\"wg*\"], userspace_binary: /tmp/wg } }",
+                vec!["wireguard"],
+            ),
+            ("{ outbound: { hosts: [b.example] } }", vec!["outbound"]),
+            (
+                "{ outbound: { hosts: [\"a.example:8443\"] } }",
+                vec!["outbound"],
+            ),
+            (
+                "{ outbound: { hosts: [a.example], timeout_ms: 5001 } }",
+                vec!["outbound"],
+            ),
+            (
+                "{ outbound: { hosts: [a.example], max_response_bytes: 1048577 } }",
+                vec!["outbound"],
+            ),
+            (
+                "{ kv: true, jobs: true, ratelimit: true }",
+                vec!["jobs", "ratelimit"],
+            ),
+        ] {
+            assert_eq!(grants(asked).beyond(&approved), beyond, "{asked}");
+        }
+        let nothing = Grants::default();
+        assert_eq!(
+            grants("{ net: { links: [a] }, crypto: true }").beyond(&nothing),
+            ["crypto", "net"]
+        );
     }
 }

@@ -213,6 +213,24 @@ fn parse_entry(entry: &str) -> Result<Allowed, String> {
     })
 }
 
+impl super::Within for OutboundGrant {
+    /// Each host is one the approval lists (compared as parsed: the host's
+    /// case does not matter), and neither the timeout nor the response cap
+    /// is larger.
+    fn within(&self, approved: &OutboundGrant) -> bool {
+        let listed: Vec<Allowed> = approved
+            .hosts
+            .iter()
+            .filter_map(|h| parse_entry(h).ok())
+            .collect();
+        self.hosts
+            .iter()
+            .all(|h| parse_entry(h).is_ok_and(|a| listed.contains(&a)))
+            && self.timeout_ms <= approved.timeout_ms
+            && self.max_response_bytes <= approved.max_response_bytes
+    }
+}
+
 impl OutboundGrant {
     /// What serde cannot check: `(key under grants.outbound, message)` on failure.
     pub fn validate(&self) -> Result<(), (String, String)> {

@@ -42,3 +42,13 @@ pub use self::wasmgate::plugin::types::{Request, Response};
 pub use self::wasmgate::plugin::{
     config, crypto, jobs, keys, kv, log, net, outbound, ratelimit, wireguard,
 };
+
+/// The version of the `wasmgate:plugin` package these bindings implement
+/// (`package wasmgate:plugin@X;` in `wit/world.wit`): what a component
+/// built for this host imports and exports.
+pub fn version() -> &'static str {
+    include_str!("../../../wit/world.wit")
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package wasmgate:plugin@"))
+        .map_or("unknown", |v| v.trim_end_matches(';'))
+}

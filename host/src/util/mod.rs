@@ -4,9 +4,10 @@
 //! (private files, the data directory), [`shutdown`] (the stop signal),
 //! [`deadline`] (bounding a host call that waits), [`netns`] (work done
 //! inside a network namespace), [`text`] (bounding what an error message
-//! repeats).
+//! repeats), [`ed25519`] (public keys in their `ed25519:<base64>` form).
 
 pub mod deadline;
+pub mod ed25519;
 pub mod fs;
 pub mod ids;
 pub mod netns;

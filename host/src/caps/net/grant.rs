@@ -43,6 +43,22 @@ impl NetGrant {
     }
 }
 
+impl crate::caps::Within for NetGrant {
+    /// Each pattern is one the approval lists, word for word (a narrower
+    /// pattern spelt differently counts as new), `write` only if approved,
+    /// and the same namespace.
+    fn within(&self, approved: &NetGrant) -> bool {
+        patterns_within(&self.links, &approved.links)
+            && self.write.within(&approved.write)
+            && self.netns == approved.netns
+    }
+}
+
+/// Whether every pattern of `asked` is one of `approved`, word for word.
+pub fn patterns_within(asked: &[String], approved: &[String]) -> bool {
+    asked.iter().all(|p| approved.contains(p))
+}
+
 /// The namespace file of a grant's `netns`: a name under [`NETNS_DIR`] or an
 /// absolute path.
 pub fn netns_file(ns: &str) -> PathBuf {

@@ -48,6 +48,17 @@ pub enum WireguardBackend {
     Userspace,
 }
 
+impl caps::Within for WireguardGrant {
+    /// Each device pattern is one the approval lists, word for word; the
+    /// backend, the userspace binary and the namespace are the same.
+    fn within(&self, approved: &WireguardGrant) -> bool {
+        caps::net::grant::patterns_within(&self.devices, &approved.devices)
+            && self.backend == approved.backend
+            && self.userspace_binary == approved.userspace_binary
+            && self.netns == approved.netns
+    }
+}
+
 impl WireguardGrant {
     /// The namespace file to open, or `None` for the host's own namespace.
     pub fn netns_path(&self) -> Option<PathBuf> {
