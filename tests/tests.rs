@@ -19,6 +19,7 @@ mod e2e {
     mod hostile;
     mod hotspot;
     mod imports;
+    mod install;
     mod isolation;
     mod jobs;
     mod layers;

@@ -461,6 +461,12 @@ impl Config {
         Ok(config)
     }
 
+    /// Checks a config assembled in memory (the file's plugins plus those
+    /// installed from packages) as a file's would be; errors name `what`.
+    pub fn revalidate(&self, what: &str) -> Result<(), ConfigError> {
+        self.validate("", Path::new(what))
+    }
+
     fn validate(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
         let invalid = |plugin: Option<&str>, key: String, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),

@@ -19,7 +19,8 @@
 //!    capabilities' views);
 //! 6. [`scheduler`] (queued jobs);
 //! 7. [`server`] (listeners, request path, admin surface);
-//! 8. [`dev`] (`wasmgate dev`: build, serve, rebuild and swap);
+//! 8. [`dev`] (`wasmgate dev`: build, serve, rebuild and swap), [`remote`]
+//!    (`wasmgate plugin`: a running server's plugins through its admin API);
 //! 9. `main` (the command line).
 
 pub mod authoring;
@@ -30,6 +31,7 @@ pub mod dev;
 pub mod listener;
 pub mod metrics;
 pub mod package;
+pub mod remote;
 pub mod router;
 pub mod runtime;
 pub mod scheduler;

@@ -89,6 +89,15 @@ enum Command {
         #[arg(long)]
         admin: Option<String>,
     },
+    /// Install, upgrade, roll back, remove or list a running server's
+    /// plugins (packages from `wasmgate package build`). Exits 2 when the
+    /// server refuses (it then changed nothing).
+    Plugin {
+        #[command(subcommand)]
+        action: wasmgate::remote::Action,
+        #[command(flatten)]
+        target: wasmgate::remote::Target,
+    },
     /// Check or back up the database (the server must be stopped).
     Db {
         #[command(subcommand)]
@@ -329,6 +338,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 host.bind(bench_native.as_deref()).await?.serve().await
             })?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin { action, target } => {
+            let config = load_config(target.config, target.data_dir)?;
+            let done = tokio()?.block_on(wasmgate::remote::run(action, &config, target.admin))?;
+            Ok(if done {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_CONFIG)
+            })
         }
         Command::Reload {
             config,

@@ -14,7 +14,7 @@ const LAYERS: &[&[&str]] = &[
     &["runtime"],
     &["scheduler"],
     &["server"],
-    &["dev"],
+    &["dev", "remote"],
 ];
 
 fn layer_of(module: &str) -> usize {

@@ -407,6 +407,39 @@ pub(crate) mod testing {
     }
 }
 
+/// Deletes everything plugin `plugin` stored through its capabilities (kv
+/// values, API keys, queued jobs), in one transaction; how many records.
+pub fn purge_plugin(db: &crate::db::Db, plugin: &str) -> Result<u64, crate::db::DbError> {
+    use redb::{ReadableTable as _, ReadableTableMetadata as _};
+    db.write(|tx| -> Result<u64, crate::db::DbError> {
+        let mut n = 0u64;
+        for def in [crate::db::KV, crate::db::KEYS] {
+            let mut t = tx.open_table(def)?;
+            let keys: Vec<String> = t
+                .range((plugin, "")..)?
+                .map_while(|item| {
+                    item.ok()
+                        .filter(|(k, _)| k.value().0 == plugin)
+                        .map(|(k, _)| k.value().1.to_string())
+                })
+                .collect();
+            for k in &keys {
+                t.remove((plugin, k.as_str()))?;
+            }
+            n += keys.len() as u64;
+        }
+        let mut digests = tx.open_table(crate::db::KEY_DIGESTS)?;
+        digests.retain(|_, owner| owner.0 != plugin)?;
+        let mut jobs = tx.open_table(crate::db::JOBS)?;
+        let before = jobs.len()?;
+        jobs.retain(|_, v| {
+            serde_json::from_slice::<jobs::JobRecord>(v).map_or(true, |j| j.plugin != plugin)
+        })?;
+        n += before - jobs.len()?;
+        Ok(n)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

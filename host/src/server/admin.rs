@@ -84,6 +84,20 @@ pub(super) async fn admin_request<'l>(
     if path == "/backup" && req.method() == Method::POST {
         return (None, backup(host));
     }
+    if let Some(name) = path.strip_prefix("/plugins/")
+        && !name.contains('/')
+        && (req.method() == Method::PUT || req.method() == Method::DELETE)
+    {
+        let name = name.to_string();
+        return (None, lifecycle_request(host, name, req).await);
+    }
+    if let Some(name) = path
+        .strip_prefix("/plugins/")
+        .and_then(|r| r.strip_suffix("/versions"))
+        && req.method() == Method::GET
+    {
+        return (None, versions(host, live, name));
+    }
     let what = match path
         .strip_prefix("/plugins/")
         .and_then(|r| r.split_once('/'))
@@ -91,6 +105,7 @@ pub(super) async fn admin_request<'l>(
         _ if path == "/reload" => Some(Reload::File),
         Some((name, "enable")) => Some(Reload::Enable(name.to_string(), true)),
         Some((name, "disable")) => Some(Reload::Enable(name.to_string(), false)),
+        Some((name, "rollback")) => Some(Reload::Rollback(name.to_string())),
         _ => None,
     };
     if let Some(what) = what
@@ -99,24 +114,7 @@ pub(super) async fn admin_request<'l>(
         if let Err(r) = read_body(host, req, ADMIN_BODY_BYTES, ADMIN_QUEUE_TIMEOUT).await {
             return (None, r);
         }
-        return (
-            None,
-            match host.reload(what).await {
-                Ok(changes) => json_response(
-                    StatusCode::OK,
-                    json!({"reloaded": true, "changes": changes, "summary": changes.lines()}),
-                ),
-                Err(e) => {
-                    let status = match e {
-                        ReloadError::NotServing => StatusCode::SERVICE_UNAVAILABLE,
-                        ReloadError::NoSuchPlugin(_) => StatusCode::NOT_FOUND,
-                        ReloadError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
-                        _ => StatusCode::UNPROCESSABLE_ENTITY,
-                    };
-                    json_response(status, json!({"reloaded": false, "error": e.to_string()}))
-                }
-            },
-        );
+        return (None, reload_response(host.reload(what).await));
     }
     if req.method() != Method::GET {
         return (
@@ -233,4 +231,119 @@ pub(super) fn plugins_json(host: &Host, live: &Live) -> serde_json::Value {
         "plugins": plugins,
         "allocator": if host.runtime.pooling { "pooling" } else { "on_demand" },
     })
+}
+
+/// The answer to a reload, install, rollback, removal, enable or disable.
+fn reload_response(result: Result<Changes, ReloadError>) -> HttpResponse {
+    match result {
+        Ok(changes) => json_response(
+            StatusCode::OK,
+            json!({"reloaded": true, "changes": changes, "summary": changes.lines()}),
+        ),
+        Err(e) => {
+            let status = match e {
+                ReloadError::NotServing => StatusCode::SERVICE_UNAVAILABLE,
+                ReloadError::NoSuchPlugin(_) => StatusCode::NOT_FOUND,
+                ReloadError::State(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                ReloadError::Refused(_) => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            json_response(status, json!({"reloaded": false, "error": e.to_string()}))
+        }
+    }
+}
+
+/// Whether the query has `key=true` (or `key=1`).
+fn query_flag(req: &hyper::Request<Incoming>, key: &str) -> bool {
+    req.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == format!("{key}=true") || kv == format!("{key}=1"))
+    })
+}
+
+/// The header naming the grants an operator approves for a package.
+pub const APPROVE_HEADER: &str = "x-wasmgate-approve-grants";
+
+/// `PUT /plugins/<name>` (install or upgrade from the package in the body)
+/// and `DELETE /plugins/<name>` (remove an installed plugin).
+async fn lifecycle_request(
+    host: &Host,
+    name: String,
+    req: hyper::Request<Incoming>,
+) -> HttpResponse {
+    let bad = |message: String| json_response(StatusCode::BAD_REQUEST, json!({"error": message}));
+    let what = if req.method() == Method::DELETE {
+        let keep_data = query_flag(&req, "keep_data");
+        if let Err(r) = read_body(host, req, ADMIN_BODY_BYTES, ADMIN_QUEUE_TIMEOUT).await {
+            return r;
+        }
+        Reload::Remove { name, keep_data }
+    } else {
+        let force = query_flag(&req, "force");
+        let approved = req
+            .headers()
+            .get(APPROVE_HEADER)
+            .map(|v| v.to_str().map(str::to_string));
+        let limit = crate::package::MAX_PACKAGE_BYTES
+            .min(host.config.runtime.max_buffered_body_bytes) as usize;
+        let body = match read_body(host, req, limit, ADMIN_QUEUE_TIMEOUT).await {
+            Ok(b) => b,
+            Err(r) => return r,
+        };
+        let approved: crate::caps::Grants = match approved {
+            None => {
+                return bad(format!(
+                    "approve the grants the package requests in the {APPROVE_HEADER} header, as JSON in the config's grants shape (`wasmgate package inspect` shows them)"
+                ));
+            }
+            Some(Err(_)) => return bad(format!("{APPROVE_HEADER} is not text")),
+            Some(Ok(text)) => match serde_json::from_str(&text) {
+                Ok(g) => g,
+                Err(e) => return bad(format!("{APPROVE_HEADER}: {e}")),
+            },
+        };
+        if let Err((key, message)) = approved.validate() {
+            return bad(format!("{APPROVE_HEADER}: {key}: {message}"));
+        }
+        let package = match crate::package::Package::read(&body.bytes) {
+            Ok(p) => p,
+            Err(e) => return bad(format!("not a wasmgate package: {e}")),
+        };
+        if package.manifest().name != name {
+            return bad(format!(
+                "the package is plugin `{}`, not `{name}`",
+                package.manifest().name
+            ));
+        }
+        Reload::Install {
+            package: Box::new(package),
+            approved,
+            force,
+        }
+    };
+    reload_response(host.reload(what).await)
+}
+
+/// `GET /plugins/<name>/versions`: an installed plugin's versions on disk
+/// (the last serves); for a plugin of the config file, the component it runs.
+fn versions(host: &Host, live: &Live, name: &str) -> HttpResponse {
+    if let Some(installed) = host.installed(name)
+        && live.config.plugins.iter().all(|p| p.name != name)
+    {
+        let current = installed.current().map(|v| v.version.clone());
+        return json_response(
+            StatusCode::OK,
+            json!({"name": name, "source": "package", "current": current, "versions": installed.versions}),
+        );
+    }
+    match live.entry(name) {
+        Some(e) => json_response(
+            StatusCode::OK,
+            json!({"name": name, "source": "config", "sha256": e.plugin().map(|p| p.sha256.clone())}),
+        ),
+        None => json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": "no such plugin", "plugin": name}),
+        ),
+    }
 }

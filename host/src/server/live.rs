@@ -199,12 +199,44 @@ pub enum ReloadError {
     /// The plugin state file cannot be written.
     #[error("{0:#}")]
     State(anyhow::Error),
+    /// An install, rollback or removal the host refuses.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// The next table and what it changes, ready to switch to.
 pub struct Prepared {
     pub live: Live,
     pub changes: Changes,
+}
+
+/// The config file's plugins plus those installed from packages that it
+/// does not define (the file takes precedence), checked as a whole.
+pub fn effective(file: &Config, state: &PluginState) -> Result<Config, ReloadError> {
+    let mut config = file.clone();
+    for (name, installed) in &state.installed {
+        let Some(v) = installed.current() else {
+            continue;
+        };
+        if config.plugins.iter().any(|p| p.name == *name) {
+            tracing::warn!(plugin = %name, "defined in the config file and installed from a package: the config file's serves");
+            continue;
+        }
+        config.plugins.push(PluginConfig {
+            name: name.clone(),
+            wasm: super::state::component_path(&file.data_dir, name, &v.version),
+            mounts: v.mounts.clone(),
+            grants: v.grants.clone(),
+            limits: v.limits.clone().unwrap_or_default(),
+            settings: v.settings.clone(),
+        });
+    }
+    if !state.installed.is_empty() {
+        config
+            .revalidate("the config file with the installed plugins")
+            .map_err(|e| ReloadError::Config(e.into()))?;
+    }
+    Ok(config)
 }
 
 /// The fields of a plugin's config that differ between `a` and `b`.

@@ -95,6 +95,19 @@ pub async fn admin_post(
     token: &str,
     path: &str,
 ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+    admin_call(addr, token, Method::POST, path, &[], Vec::new()).await
+}
+
+/// One request to a running server's admin surface at `addr` with the
+/// bearer `token`: the answer's status and JSON body.
+pub async fn admin_call(
+    addr: &str,
+    token: &str,
+    method: Method,
+    path: &str,
+    headers: &[(&str, String)],
+    body: Vec<u8>,
+) -> anyhow::Result<(StatusCode, serde_json::Value)> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .with_context(|| {
@@ -104,10 +117,15 @@ pub async fn admin_post(
         .await
         .context("admin listener: HTTP handshake failed")?;
     tokio::spawn(conn);
-    let req = hyper::Request::post(path)
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(path)
         .header(header::HOST, addr)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Full::new(Bytes::new()))?;
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let req = req.body(Full::new(Bytes::from(body)))?;
     let response = sender
         .send_request(req)
         .await

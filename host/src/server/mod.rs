@@ -49,8 +49,9 @@ pub mod state;
 use live::{Changes, Entry, Live, ReloadError};
 use state::PluginState;
 
+pub use admin::APPROVE_HEADER;
 use admin::*;
-pub use local::{CheckRow, admin_post, check_rows, local_request, prefix_for};
+pub use local::{CheckRow, admin_call, admin_post, check_rows, local_request, prefix_for};
 pub use request::call_error_body;
 use request::*;
 
@@ -78,6 +79,18 @@ pub enum Reload {
     File,
     /// The config in effect, with plugin `.0` switched on (`true`) or off.
     Enable(String, bool),
+    /// A package to install (or upgrade to), with the grants the operator
+    /// approved; `force` allows a downgrade.
+    Install {
+        package: Box<crate::package::Package>,
+        approved: crate::caps::Grants,
+        force: bool,
+    },
+    /// Back to the installed plugin's previous version.
+    Rollback(String),
+    /// An installed plugin removed, its packages deleted, and its stored
+    /// data too unless `keep_data`.
+    Remove { name: String, keep_data: bool },
 }
 
 /// A reload asked of the serving loop, and where its outcome goes.
@@ -130,8 +143,10 @@ impl Host {
     ) -> anyhow::Result<Host> {
         let mut host = Host::empty(config, db)?;
         let state = PluginState::load(&host.config.data_dir)?;
+        // The file's plugins and those installed from packages.
+        let effective = live::effective(&host.config, &state)?;
         let mut entries = Vec::new();
-        for p in &host.config.plugins {
+        for p in &effective.plugins {
             if only.is_some_and(|name| name != p.name) {
                 continue;
             }
@@ -198,6 +213,16 @@ impl Host {
             .load()
             .entry(name)
             .and_then(|e| e.plugin().cloned())
+    }
+
+    /// Installed plugin `name`'s versions, if it was installed from packages.
+    pub fn installed(&self, name: &str) -> Option<state::Installed> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .installed
+            .get(name)
+            .cloned()
     }
 
     /// Every plugin that serves now.
@@ -586,7 +611,7 @@ impl Reloader {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let mut state = old_state.clone();
-        let new = match &what {
+        let file = match &what {
             Reload::File => {
                 let path = self.host.config_path.clone().ok_or_else(|| {
                     ReloadError::Config(anyhow::anyhow!(
@@ -598,24 +623,73 @@ impl Reloader {
                 new.data_dir = self.host.config.data_dir.clone();
                 new
             }
-            Reload::Enable(name, on) => {
-                let config = self.host.live().config.clone();
-                if !config.plugins.iter().any(|p| p.name == *name) {
-                    return Err(ReloadError::NoSuchPlugin(name.clone()));
-                }
-                if *on {
-                    state.disabled.remove(name);
-                } else {
-                    state.disabled.insert(name.clone());
-                }
-                config
-            }
+            _ => self.host.live().config.clone(),
         };
+        let data_dir = self.host.config.data_dir.clone();
+        // Files to delete once the switch is made, and a plugin whose data goes.
+        let mut obsolete: Vec<PathBuf> = Vec::new();
+        // Files this reload wrote, deleted again unless it applies.
+        let mut written = Unwritten(Vec::new());
+        let mut purge: Option<String> = None;
+        match what {
+            Reload::File => {}
+            Reload::Enable(name, on) => {
+                let configured = live::effective(&file, &state)?;
+                if !configured.plugins.iter().any(|p| p.name == name) {
+                    return Err(ReloadError::NoSuchPlugin(name));
+                }
+                if on {
+                    state.disabled.remove(&name);
+                } else {
+                    state.disabled.insert(name);
+                }
+            }
+            Reload::Install {
+                package,
+                approved,
+                force,
+            } => {
+                let name = &package.manifest().name;
+                let version = package.manifest().version.to_string();
+                let had = state
+                    .installed
+                    .get(name)
+                    .is_some_and(|i| i.versions.iter().any(|v| v.version == version));
+                let dropped = install(&file, &mut state, &data_dir, &package, &approved, force)?;
+                if !had {
+                    written.0 = version_files(&data_dir, name, &version).to_vec();
+                }
+                for v in dropped {
+                    obsolete.extend(version_files(&data_dir, name, &v.version));
+                }
+            }
+            Reload::Rollback(name) => {
+                let installed = installed_only(&file, &mut state, &name)?;
+                if installed.versions.len() < 2 {
+                    return Err(ReloadError::Refused(format!(
+                        "plugin `{name}` has no earlier version to roll back to"
+                    )));
+                }
+                let undone = installed.versions.pop().expect("two versions");
+                obsolete.extend(version_files(&data_dir, &name, &undone.version));
+            }
+            Reload::Remove { name, keep_data } => {
+                installed_only(&file, &mut state, &name)?;
+                state.installed.remove(&name);
+                obsolete.push(state::packages_dir(&data_dir, &name));
+                if !keep_data {
+                    purge = Some(name);
+                }
+            }
+        }
+        let new = live::effective(&file, &state)?;
         let host = self.host.clone();
         let next_state = state.clone();
-        let prepared = tokio::task::spawn_blocking(move || host.prepare(&new, &next_state))
+        let mut prepared = tokio::task::spawn_blocking(move || host.prepare(&new, &next_state))
             .await
             .map_err(|e| ReloadError::Config(anyhow::anyhow!("the reload task failed: {e}")))??;
+        // What a later reload starts from: the file, not what packages add.
+        prepared.live.config = file;
         let mut changes = prepared.changes;
         let mut opened = Vec::new();
         for listen in prepared.live.routers.keys() {
@@ -650,6 +724,27 @@ impl Reloader {
             metrics.plugin_up(e.name(), e.plugin().is_some());
         }
         self.host.switch(prepared.live);
+        written.0.clear();
+        for path in obsolete {
+            let removed = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if let Err(e) = removed {
+                tracing::warn!(path = %path.display(), error = %e, "cannot delete an obsolete package file");
+            }
+        }
+        if let Some(name) = purge {
+            match crate::caps::purge_plugin(&self.host.shared.db, &name) {
+                Ok(n) => {
+                    tracing::info!(plugin = %name, records = n, "deleted the removed plugin's data")
+                }
+                Err(e) => {
+                    tracing::error!(plugin = %name, error = %e, "cannot delete the removed plugin's data")
+                }
+            }
+        }
         for (listen, l) in opened {
             let actual = l
                 .local_addr()
@@ -673,6 +768,109 @@ impl Reloader {
         }
         Ok(changes)
     }
+}
+
+/// Files deleted when dropped, unless emptied first: what a refused install
+/// wrote.
+struct Unwritten(Vec<PathBuf>);
+
+impl Drop for Unwritten {
+    fn drop(&mut self) {
+        for path in &self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// The package and component files of one installed version.
+fn version_files(data_dir: &Path, name: &str, version: &str) -> [PathBuf; 2] {
+    let dir = state::packages_dir(data_dir, name);
+    [
+        dir.join(format!("{version}.wgpkg")),
+        dir.join(format!("{version}.wasm")),
+    ]
+}
+
+/// Installed plugin `name` in `state`, refusing one the config file defines
+/// or that is not installed.
+fn installed_only<'s>(
+    file: &Config,
+    state: &'s mut PluginState,
+    name: &str,
+) -> Result<&'s mut state::Installed, ReloadError> {
+    if file.plugins.iter().any(|p| p.name == name) {
+        return Err(ReloadError::Refused(format!(
+            "plugin `{name}` is defined in the config file, not installed from a package: change it there"
+        )));
+    }
+    state
+        .installed
+        .get_mut(name)
+        .ok_or_else(|| ReloadError::NoSuchPlugin(name.to_string()))
+}
+
+/// Verifies `package` under the config's trust policy, the approved grants
+/// and the installed version, writes its files (private) and makes it the
+/// plugin's current version in `state`; the versions dropped to stay within
+/// [`state::KEEP_VERSIONS`].
+fn install(
+    file: &Config,
+    state: &mut PluginState,
+    data_dir: &Path,
+    package: &crate::package::Package,
+    approved: &crate::caps::Grants,
+    force: bool,
+) -> Result<Vec<state::InstalledVersion>, ReloadError> {
+    let m = package.manifest();
+    let name = m.name.as_str();
+    if file.plugins.iter().any(|p| p.name == name) {
+        return Err(ReloadError::Refused(format!(
+            "plugin `{name}` is defined in the config file, which takes precedence: remove it there to install it from a package"
+        )));
+    }
+    let installed = state
+        .installed
+        .get(name)
+        .and_then(|i| i.current())
+        .and_then(|v| crate::package::Version::parse(&v.version).ok());
+    let verified = package
+        .verify(&file.trust, Some(approved), installed.as_ref(), force)
+        .map_err(|r| ReloadError::Refused(r.to_string()))?;
+    let dir = state::packages_dir(data_dir, name);
+    let version = m.version.to_string();
+    if let Some(same) = state
+        .installed
+        .get(name)
+        .and_then(|i| i.versions.iter().find(|v| v.version == version))
+        && same.sha256 != package.component_sha256()
+    {
+        return Err(ReloadError::Refused(format!(
+            "plugin `{name}` {version} is installed with another component: give the package a new version"
+        )));
+    }
+    let [pkg_path, wasm_path] = version_files(data_dir, name, &version);
+    let written = crate::util::fs::create_private_dir(&data_dir.join("packages"))
+        .and_then(|()| crate::util::fs::create_private_dir(&dir))
+        .and_then(|()| crate::util::fs::write_private(&pkg_path, &package.to_bytes()))
+        .and_then(|()| crate::util::fs::write_private(&wasm_path, package.component()));
+    written
+        .map_err(|e| ReloadError::State(anyhow::anyhow!("cannot write {}: {e}", dir.display())))?;
+    let entry = state::InstalledVersion {
+        version,
+        vendor: m.vendor.clone(),
+        sha256: package.component_sha256(),
+        signer: verified.signer.clone(),
+        installed_at_ms: crate::util::time::unix_now_ms(),
+        grants: m.grants.clone(),
+        mounts: m.mounts.clone(),
+        settings: m.settings.clone(),
+        limits: m.limits.clone(),
+    };
+    Ok(state
+        .installed
+        .entry(name.to_string())
+        .or_default()
+        .push(entry))
 }
 
 /// SIGINT, SIGTERM and SIGHUP, registered before `ready` is printed so that

@@ -104,8 +104,8 @@ pub(super) fn protocol_error(req: &hyper::Request<Incoming>) -> Option<HttpRespo
 /// A request body in memory, holding its share of the host's body budget
 /// until it is dropped.
 pub(super) struct ReadBody {
-    parts: http::request::Parts,
-    bytes: Bytes,
+    pub(super) parts: http::request::Parts,
+    pub(super) bytes: Bytes,
     budget: Option<OwnedSemaphorePermit>,
 }
 

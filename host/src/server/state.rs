@@ -1,11 +1,13 @@
-//! What the admin API changed about the configured plugins, kept across
-//! restarts in `<data_dir>/plugin-state.json` (mode 0600): which plugins
-//! are disabled. The config file says which plugins exist; this file only
-//! says which of them are switched off, so editing the config never fights
-//! it (a disabled plugin removed from the config is simply gone, and comes
-//! back disabled if it is added again).
+//! What the admin API changed, kept across restarts in
+//! `<data_dir>/plugin-state.json` (mode 0600): which plugins are disabled,
+//! and the plugins installed from packages, each with the versions kept on
+//! disk under `<data_dir>/packages/<name>/` (`<version>.wgpkg`, the package
+//! as uploaded, and `<version>.wasm`, its component). The config file takes
+//! precedence: a plugin it defines cannot be installed, and a disabled
+//! plugin removed from the config is simply gone (it comes back disabled if
+//! added again).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -14,12 +16,75 @@ use serde::{Deserialize, Serialize};
 /// The file's name in the data directory.
 pub const FILE: &str = "plugin-state.json";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How many versions of an installed plugin stay on disk for rollback.
+pub const KEEP_VERSIONS: usize = 5;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginState {
     /// Plugins that answer 503 until enabled again.
     #[serde(default)]
     pub disabled: BTreeSet<String>,
+    /// Plugins installed from packages, by name.
+    #[serde(default)]
+    pub installed: BTreeMap<String, Installed>,
+}
+
+impl PartialEq for PluginState {
+    fn eq(&self, other: &Self) -> bool {
+        serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
+    }
+}
+
+/// A plugin installed from packages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Installed {
+    /// Oldest first; the last one serves. At most [`KEEP_VERSIONS`].
+    pub versions: Vec<InstalledVersion>,
+}
+
+/// One installed version, as its package's manifest gave it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstalledVersion {
+    pub version: String,
+    pub vendor: String,
+    /// The component's SHA-256, hex.
+    pub sha256: String,
+    /// The trusted key's name that signed it, if any.
+    pub signer: Option<String>,
+    pub installed_at_ms: u64,
+    pub grants: crate::caps::Grants,
+    pub mounts: Vec<crate::config::Mount>,
+    pub settings: BTreeMap<String, serde_json::Value>,
+    pub limits: Option<crate::config::Limits>,
+}
+
+impl Installed {
+    /// The version that serves.
+    pub fn current(&self) -> Option<&InstalledVersion> {
+        self.versions.last()
+    }
+
+    /// Makes `v` the current version (replacing one of the same version);
+    /// returns the versions dropped to keep [`KEEP_VERSIONS`].
+    pub fn push(&mut self, v: InstalledVersion) -> Vec<InstalledVersion> {
+        self.versions.retain(|old| old.version != v.version);
+        self.versions.push(v);
+        let extra = self.versions.len().saturating_sub(KEEP_VERSIONS);
+        self.versions.drain(..extra).collect()
+    }
+}
+
+/// Where plugin `name`'s packages are kept.
+pub fn packages_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("packages").join(name)
+}
+
+/// The component file of version `version` of installed plugin `name`.
+pub fn component_path(data_dir: &Path, name: &str, version: &str) -> PathBuf {
+    packages_dir(data_dir, name).join(format!("{version}.wasm"))
 }
 
 impl PluginState {
