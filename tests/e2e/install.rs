@@ -382,7 +382,7 @@ fn refused_packages_change_nothing_and_say_why() {
 }
 
 #[test]
-fn twenty_upgrades_under_load_fail_no_request() {
+fn twenty_upgrades_and_a_rollback_under_load_fail_no_request_and_switch_cleanly() {
     let v = Vendor::new();
     let key = v.keygen("acme.key");
     let packages: Vec<(PathBuf, String)> = (0..=20)
@@ -405,14 +405,23 @@ fn twenty_upgrades_under_load_fail_no_request() {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(Mutex::new(Vec::<String>::new()));
+    // Every answer: when its request was sent, and the version (gN) it came from.
+    let seen = Arc::new(Mutex::new(Vec::<(Instant, usize)>::new()));
     let workers: Vec<_> = (0..32)
         .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            let (stop, ok, failed, seen) = (stop.clone(), ok.clone(), failed.clone(), seen.clone());
             std::thread::spawn(move || {
                 let mut conn = Conn::open(addr).expect("connect");
+                let mut mine = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
                     match conn.send("GET", "/hello/", &[], b"") {
                         Ok(r) if r.status == 200 => {
+                            let g = r.json()["message"].as_str().unwrap_or("").to_string();
+                            match g.strip_prefix('g').and_then(|n| n.parse().ok()) {
+                                Some(n) => mine.push((sent, n)),
+                                None => failed.lock().unwrap().push(format!("answer {g:?}")),
+                            }
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
                         Ok(r) => failed
@@ -425,16 +434,26 @@ fn twenty_upgrades_under_load_fail_no_request() {
                         }
                     }
                 }
+                seen.lock().unwrap().extend(mine);
             })
         })
         .collect();
+    // (when the command returned, the version every later request must get)
+    let mut switched: Vec<(Instant, usize)> = Vec::new();
     let mut to_first = Vec::new();
-    for (package, greeting) in &packages[1..] {
+    for (i, (package, greeting)) in packages.iter().enumerate().skip(1) {
         let started = Instant::now();
         plugin_ok(&server, &["upgrade", package.to_str().unwrap(), "--yes"]);
+        switched.push((Instant::now(), i));
         wait_for_greeting(addr, greeting);
         to_first.push(started.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
     }
+    // And back one version, under the same load.
+    plugin_ok(&server, &["rollback", "hello"]);
+    switched.push((Instant::now(), 19));
+    wait_for_greeting(addr, "g19");
+    std::thread::sleep(Duration::from_millis(100));
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
@@ -446,16 +465,65 @@ fn twenty_upgrades_under_load_fail_no_request() {
         failed.len(),
         &failed[..failed.len().min(10)]
     );
+    // A request sent after a switch returned gets the version it installed
+    // or one a later switch installed, never an earlier one.
+    let seen = seen.lock().unwrap();
+    for (sent, n) in seen.iter() {
+        if let Some(k) = switched.iter().rposition(|(at, _)| at < sent) {
+            let allowed: Vec<usize> = switched[k..].iter().map(|(_, v)| *v).collect();
+            assert!(
+                allowed.contains(n),
+                "a request sent after the switch to g{} got g{n}",
+                switched[k].1
+            );
+        }
+    }
     to_first.sort();
     eprintln!(
-        "20 upgrades under 32 connections: {} requests, 0 failed; upgrade command to the first answer of the new version: median {:.0} ms, max {:.0} ms",
+        "20 upgrades and a rollback under 32 connections: {} requests, 0 failed; upgrade command to the first answer of the new version: median {:.0} ms, max {:.0} ms",
         ok.load(Ordering::Relaxed),
         to_first[to_first.len() / 2].as_secs_f64() * 1e3,
         to_first[to_first.len() - 1].as_secs_f64() * 1e3
     );
-    // Only the last versions stay on disk.
+    // Only the last five versions stay on disk, less the one rolled back.
     let kept = std::fs::read_dir(server.setup().data_dir.join("packages/hello"))
         .unwrap()
         .count();
-    assert_eq!(kept, 2 * 5);
+    assert_eq!(kept, 2 * 4);
+}
+
+/// A config file edited while the server was down so that an installed
+/// plugin's route clashes with one of its own: the server still starts,
+/// serving the file's plugins, and says why the installed one sits out.
+#[test]
+fn an_installed_plugin_that_clashes_with_the_config_file_sits_out_at_start() {
+    let v = Vendor::new();
+    let key = v.keygen("acme.key");
+    let v1 = v.package("1.0.0", "v1", GRANTS, Some("acme.key"));
+    let mut server = server_trusting(&key);
+    plugin_ok(&server, &["install", v1.to_str().unwrap(), "--yes"]);
+    wait_for_greeting(v.addr(), "v1");
+    server.signal("TERM");
+    server.wait_exit(Duration::from_secs(10)).expect("exited");
+
+    let trust = format!(
+        "trust:\n  keys:\n    - name: acme\n      key: \"{key}\"\n      plugins: [hello]\n"
+    );
+    let mut mine = Plugin::hello("mine").settings("{ greeting: mine }");
+    mine.listen = format!("127.0.0.1:{}", v.port);
+    mine.prefix = "/hello/".into();
+    std::fs::write(
+        &server.setup().config,
+        config_yaml_with(&trust, &[Plugin::hello("other"), mine]),
+    )
+    .unwrap();
+    server.restart();
+    assert!(
+        server
+            .logs()
+            .contains("the installed plugins do not fit the config file"),
+        "{}",
+        server.logs()
+    );
+    assert_eq!(greeting(v.addr()), "mine");
 }

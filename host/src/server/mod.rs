@@ -144,7 +144,19 @@ impl Host {
         let mut host = Host::empty(config, db)?;
         let state = PluginState::load(&host.config.data_dir)?;
         // The file's plugins and those installed from packages.
-        let effective = live::effective(&host.config, &state)?;
+        let effective = match live::effective(&host.config, &state) {
+            Ok(c) => c,
+            // An installed plugin that clashes with what the file defines
+            // now (a route, a listener) must not keep the rest from serving.
+            Err(e) if on_error == OnLoadError::Report => {
+                tracing::error!(
+                    error = %e,
+                    "the installed plugins do not fit the config file; serving the config file's plugins only until that is fixed"
+                );
+                host.config.clone()
+            }
+            Err(e) => return Err(e.into()),
+        };
         let mut entries = Vec::new();
         for p in &effective.plugins {
             if only.is_some_and(|name| name != p.name) {
