@@ -132,7 +132,7 @@ fn default_data_dir() -> PathBuf {
 }
 
 /// The admin surface: health, plugin list, metrics and each plugin's admin export.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct AdminConfig {
     /// Socket address; loopback by default. Every route but `/health` needs
@@ -154,7 +154,7 @@ fn default_admin_listen() -> String {
 }
 
 /// How the engine allocates instances.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, rename_all = "snake_case")]
 pub struct RuntimeConfig {
     /// Instances that may exist at once across all plugins (the pooling

@@ -78,16 +78,8 @@ enum Command {
     /// (as SIGHUP does); prints the changes. Exits 2 when the server refuses
     /// the config (it then changes nothing).
     Reload {
-        /// The config the server runs. Default: ./config.yaml, else ./wasmgate.yaml.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        /// Where the admin token is (the server's `--data-dir`, if it had one).
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The admin listener's address, when the config's is not the one
-        /// bound (port 0, say).
-        #[arg(long)]
-        admin: Option<String>,
+        #[command(flatten)]
+        target: wasmgate::remote::Target,
     },
     /// Install, upgrade, roll back, remove or list a running server's
     /// plugins (packages from `wasmgate package build`). Exits 2 when the
@@ -348,30 +340,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(EXIT_CONFIG)
             })
         }
-        Command::Reload {
-            config,
-            data_dir,
-            admin,
-        } => {
-            let config = load_config(config, data_dir)?;
-            let addr = admin.unwrap_or_else(|| config.admin.listen.clone());
-            let token_path = config.data_dir.join("admin.token");
-            let token = std::fs::read_to_string(&token_path)
-                .with_context(|| format!("cannot read the admin token {}", token_path.display()))?;
-            let (status, body) =
-                tokio()?.block_on(server::admin_post(&addr, token.trim(), "/reload"))?;
-            if status.is_success() {
-                for line in body["summary"].as_array().into_iter().flatten() {
-                    println!("{}", line.as_str().unwrap_or_default());
-                }
-                Ok(ExitCode::SUCCESS)
+        Command::Reload { target } => {
+            let config = load_config(target.config, target.data_dir)?;
+            let done = tokio()?.block_on(wasmgate::remote::reload(&config, target.admin))?;
+            Ok(if done {
+                ExitCode::SUCCESS
             } else {
-                let error = body["error"].as_str().unwrap_or("no reason given");
-                eprintln!(
-                    "error: the server refused the reload ({status}); nothing changed: {error}"
-                );
-                Ok(ExitCode::from(EXIT_CONFIG))
-            }
+                ExitCode::from(EXIT_CONFIG)
+            })
         }
         Command::New { name, lang, dir } => {
             let dir = dir.unwrap_or_else(|| PathBuf::from(&name));

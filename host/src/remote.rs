@@ -1,6 +1,7 @@
-//! `wasmgate plugin ...`: installs, upgrades, rolls back, removes and lists
-//! the plugins of a running server, through its admin API (the token from
-//! its data directory). Installing shows what the package is and the grants
+//! `wasmgate plugin ...` and `wasmgate reload`: installs, upgrades, rolls
+//! back, removes and lists the plugins of a running server, or makes it
+//! re-read its config, through its admin API (the token from its data
+//! directory). Installing shows what the package is and the grants
 //! it requests, and asks before approving them.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -107,6 +108,13 @@ pub async fn run(action: Action, config: &Config, admin: Option<String>) -> anyh
     }
 }
 
+/// `wasmgate reload`: the server re-reads its config file (as on SIGHUP);
+/// whether it applied it.
+pub async fn reload(config: &Config, admin: Option<String>) -> anyhow::Result<bool> {
+    let admin = Admin::new(config, admin)?;
+    report(admin.call(Method::POST, "/reload", &[], Vec::new()).await?)
+}
+
 /// Prints a reload's summary, or its refusal.
 fn report((status, body): (StatusCode, serde_json::Value)) -> anyhow::Result<bool> {
     if status.is_success() {
@@ -201,16 +209,8 @@ async fn list(admin: &Admin) -> anyhow::Result<bool> {
     );
     for p in body["plugins"].as_array().into_iter().flatten() {
         let name = p["name"].as_str().unwrap_or("?");
-        let (_, v) = admin
-            .call(
-                Method::GET,
-                &format!("/plugins/{name}/versions"),
-                &[],
-                Vec::new(),
-            )
-            .await?;
-        let source = v["source"].as_str().unwrap_or("?");
-        let version = v["current"].as_str().unwrap_or("-");
+        let source = p["source"].as_str().unwrap_or("?");
+        let version = p["version"].as_str().unwrap_or("-");
         let sha = p["sha256"].as_str().map_or("-", |s| &s[..12.min(s.len())]);
         println!(
             "{name:<24} {:<9} {source:<8} {version:<12} {sha}",

@@ -930,7 +930,7 @@ impl Cache {
     ) -> anyhow::Result<(Component, bool, String)> {
         let bytes = std::fs::read(wasm).map_err(|e| unreadable_artefact(wasm, e))?;
         check_artefact(&bytes)?;
-        let sha256 = crate::util::ids::hex(digest::digest(&digest::SHA256, &bytes).as_ref());
+        let sha256 = crate::util::ids::sha256_hex(&bytes);
         let mut hasher = Sha256Hasher(digest::Context::new(&digest::SHA256));
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
         hasher.0.update(&bytes);

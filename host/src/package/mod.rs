@@ -36,6 +36,7 @@ pub use self::manifest::Manifest;
 pub use self::verify::{Refusal, Verified};
 pub use crate::config::TrustConfig as Trust;
 pub use crate::util::ed25519::PublicKey;
+use crate::util::ids::sha256_hex;
 pub use semver::Version;
 
 /// The manifest's entry, first in the archive.
@@ -436,11 +437,6 @@ pub fn load(path: &Path) -> anyhow::Result<Package> {
         .read_to_end(&mut bytes)
         .map_err(read)?;
     Package::read(&bytes).map_err(|e| anyhow::Error::new(e).context(path.display().to_string()))
-}
-
-/// SHA-256 in lower-case hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::util::ids::hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
 /// A writer that compares what it is given with `rest`, consuming it.

@@ -190,13 +190,25 @@ pub(super) fn plugins_json(host: &Host, live: &Live) -> serde_json::Value {
         .iter()
         .map(|e| {
             let c = e.config();
-            match e {
+            // A plugin the config file does not define was installed.
+            let installed = live
+                .config
+                .plugins
+                .iter()
+                .all(|p| p.name != c.name)
+                .then(|| host.installed(&c.name))
+                .flatten();
+            let mut v = json!({
+                "name": c.name,
+                "wasm": c.wasm,
+                "mounts": c.mounts,
+                "grants": c.grants.names(),
+                "limits": c.limits,
+                "source": if installed.is_some() { "package" } else { "config" },
+                "version": installed.as_ref().and_then(|i| i.current()).map(|v| &v.version),
+            });
+            let more = match e {
                 Entry::Serving { plugin: p, .. } => json!({
-                    "name": c.name,
-                    "wasm": c.wasm,
-                    "mounts": c.mounts,
-                    "grants": c.grants.names(),
-                    "limits": c.limits,
                     "exports": p.exports(),
                     "state": "running",
                     "sha256": p.sha256,
@@ -207,24 +219,13 @@ pub(super) fn plugins_json(host: &Host, live: &Live) -> serde_json::Value {
                     "traps": p.shared.stats.traps.load(Ordering::Relaxed),
                     "deadline_hits": p.shared.stats.deadlines.load(Ordering::Relaxed),
                 }),
-                Entry::Failed { reason, .. } => json!({
-                    "name": c.name,
-                    "wasm": c.wasm,
-                    "mounts": c.mounts,
-                    "grants": c.grants.names(),
-                    "limits": c.limits,
-                    "state": "failed",
-                    "reason": reason,
-                }),
-                Entry::Disabled { .. } => json!({
-                    "name": c.name,
-                    "wasm": c.wasm,
-                    "mounts": c.mounts,
-                    "grants": c.grants.names(),
-                    "limits": c.limits,
-                    "state": "disabled",
-                }),
+                Entry::Failed { reason, .. } => json!({"state": "failed", "reason": reason}),
+                Entry::Disabled { .. } => json!({"state": "disabled"}),
+            };
+            if let (Some(v), serde_json::Value::Object(more)) = (v.as_object_mut(), more) {
+                v.extend(more);
             }
+            v
         })
         .collect();
     json!({

@@ -222,9 +222,10 @@ pub fn effective(file: &Config, state: &PluginState) -> Result<Config, ReloadErr
             tracing::warn!(plugin = %name, "defined in the config file and installed from a package: the config file's serves");
             continue;
         }
+        let [_, wasm] = super::state::version_files(&file.data_dir, name, &v.version);
         config.plugins.push(PluginConfig {
             name: name.clone(),
-            wasm: super::state::component_path(&file.data_dir, name, &v.version),
+            wasm,
             mounts: v.mounts.clone(),
             grants: v.grants.clone(),
             limits: v.limits.clone().unwrap_or_default(),
@@ -241,17 +242,14 @@ pub fn effective(file: &Config, state: &PluginState) -> Result<Config, ReloadErr
 
 /// The fields of a plugin's config that differ between `a` and `b`.
 fn differences(a: &PluginConfig, b: &PluginConfig) -> Vec<&'static str> {
-    fn value<T: Serialize>(t: &T) -> serde_json::Value {
-        serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
-    }
     let mut out = Vec::new();
     if a.wasm != b.wasm {
         out.push("wasm");
     }
-    if value(&a.grants) != value(&b.grants) {
+    if a.grants != b.grants {
         out.push("grants");
     }
-    if value(&a.limits) != value(&b.limits) {
+    if a.limits != b.limits {
         out.push("limits");
     }
     if a.settings != b.settings {
@@ -393,21 +391,17 @@ impl Host {
     /// The config sections other than `plugins` that differ from the ones the
     /// host started with (they are read once, at start).
     fn sections_changed(&self, new: &Config) -> Vec<&'static str> {
-        fn value<T: Serialize>(t: &T) -> serde_json::Value {
-            serde_json::to_value(t).unwrap_or(serde_json::Value::Null)
-        }
         let old = &self.config;
         let mut out = Vec::new();
-        if old.data_dir != new.data_dir {
-            out.push("data_dir");
-        }
-        if value(&old.admin) != value(&new.admin) {
+        // `data_dir` is not compared: a reload keeps the one the host
+        // started with (the file's or `--data-dir`).
+        if old.admin != new.admin {
             out.push("admin");
         }
-        if value(&old.runtime) != value(&new.runtime) {
+        if old.runtime != new.runtime {
             out.push("runtime");
         }
-        if value(&old.http) != value(&new.http) {
+        if old.http != new.http {
             out.push("http");
         }
         out

@@ -88,16 +88,6 @@ pub fn check_rows(config: &Config) -> anyhow::Result<Vec<CheckRow>> {
     Ok(rows)
 }
 
-/// `POST path` to a running server's admin surface at `addr` with the
-/// bearer `token`: the answer's status and JSON body (`wasmgate reload`).
-pub async fn admin_post(
-    addr: &str,
-    token: &str,
-    path: &str,
-) -> anyhow::Result<(StatusCode, serde_json::Value)> {
-    admin_call(addr, token, Method::POST, path, &[], Vec::new()).await
-}
-
 /// One request to a running server's admin surface at `addr` with the
 /// bearer `token`: the answer's status and JSON body.
 pub async fn admin_call(

@@ -51,7 +51,7 @@ use state::PluginState;
 
 pub use admin::APPROVE_HEADER;
 use admin::*;
-pub use local::{CheckRow, admin_call, admin_post, check_rows, local_request, prefix_for};
+pub use local::{CheckRow, admin_call, check_rows, local_request, prefix_for};
 pub use request::call_error_body;
 use request::*;
 
@@ -646,8 +646,8 @@ impl Reloader {
         match what {
             Reload::File => {}
             Reload::Enable(name, on) => {
-                let configured = live::effective(&file, &state)?;
-                if !configured.plugins.iter().any(|p| p.name == name) {
+                // The table has every plugin of the config in effect.
+                if self.host.live().entry(&name).is_none() {
                     return Err(ReloadError::NoSuchPlugin(name));
                 }
                 if on {
@@ -669,10 +669,10 @@ impl Reloader {
                     .is_some_and(|i| i.versions.iter().any(|v| v.version == version));
                 let dropped = install(&file, &mut state, &data_dir, &package, &approved, force)?;
                 if !had {
-                    written.0 = version_files(&data_dir, name, &version).to_vec();
+                    written.0 = state::version_files(&data_dir, name, &version).to_vec();
                 }
                 for v in dropped {
-                    obsolete.extend(version_files(&data_dir, name, &v.version));
+                    obsolete.extend(state::version_files(&data_dir, name, &v.version));
                 }
             }
             Reload::Rollback(name) => {
@@ -683,7 +683,7 @@ impl Reloader {
                     )));
                 }
                 let undone = installed.versions.pop().expect("two versions");
-                obsolete.extend(version_files(&data_dir, &name, &undone.version));
+                obsolete.extend(state::version_files(&data_dir, &name, &undone.version));
             }
             Reload::Remove { name, keep_data } => {
                 installed_only(&file, &mut state, &name)?;
@@ -794,15 +794,6 @@ impl Drop for Unwritten {
     }
 }
 
-/// The package and component files of one installed version.
-fn version_files(data_dir: &Path, name: &str, version: &str) -> [PathBuf; 2] {
-    let dir = state::packages_dir(data_dir, name);
-    [
-        dir.join(format!("{version}.wgpkg")),
-        dir.join(format!("{version}.wasm")),
-    ]
-}
-
 /// Installed plugin `name` in `state`, refusing one the config file defines
 /// or that is not installed.
 fn installed_only<'s>(
@@ -860,7 +851,7 @@ fn install(
             "plugin `{name}` {version} is installed with another component: give the package a new version"
         )));
     }
-    let [pkg_path, wasm_path] = version_files(data_dir, name, &version);
+    let [pkg_path, wasm_path] = state::version_files(data_dir, name, &version);
     let written = crate::util::fs::create_private_dir(&data_dir.join("packages"))
         .and_then(|()| crate::util::fs::create_private_dir(&dir))
         .and_then(|()| crate::util::fs::write_private(&pkg_path, &package.to_bytes()))

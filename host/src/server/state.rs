@@ -19,7 +19,7 @@ pub const FILE: &str = "plugin-state.json";
 /// How many versions of an installed plugin stay on disk for rollback.
 pub const KEEP_VERSIONS: usize = 5;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginState {
     /// Plugins that answer 503 until enabled again.
@@ -30,14 +30,8 @@ pub struct PluginState {
     pub installed: BTreeMap<String, Installed>,
 }
 
-impl PartialEq for PluginState {
-    fn eq(&self, other: &Self) -> bool {
-        serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
-    }
-}
-
 /// A plugin installed from packages.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Installed {
     /// Oldest first; the last one serves. At most [`KEEP_VERSIONS`].
@@ -45,7 +39,7 @@ pub struct Installed {
 }
 
 /// One installed version, as its package's manifest gave it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstalledVersion {
     pub version: String,
@@ -82,9 +76,14 @@ pub fn packages_dir(data_dir: &Path, name: &str) -> PathBuf {
     data_dir.join("packages").join(name)
 }
 
-/// The component file of version `version` of installed plugin `name`.
-pub fn component_path(data_dir: &Path, name: &str, version: &str) -> PathBuf {
-    packages_dir(data_dir, name).join(format!("{version}.wasm"))
+/// The package and the component file of version `version` of installed
+/// plugin `name`.
+pub fn version_files(data_dir: &Path, name: &str, version: &str) -> [PathBuf; 2] {
+    let dir = packages_dir(data_dir, name);
+    [
+        dir.join(format!("{version}.wgpkg")),
+        dir.join(format!("{version}.wasm")),
+    ]
 }
 
 impl PluginState {

@@ -88,10 +88,7 @@ fn make_private(path: &Path, fixed: &mut Vec<PathBuf>) -> io::Result<()> {
 
 /// The SHA-256 of the file at `path`, in hex.
 pub fn sha256_file(path: &Path) -> io::Result<String> {
-    let bytes = std::fs::read(path)?;
-    Ok(crate::util::ids::hex(
-        ring::digest::digest(&ring::digest::SHA256, &bytes).as_ref(),
-    ))
+    Ok(crate::util::ids::sha256_hex(&std::fs::read(path)?))
 }
 
 #[cfg(test)]

@@ -40,3 +40,8 @@ pub fn request_id() -> String {
         COUNTER.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// The SHA-256 of `bytes`, in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}

@@ -307,17 +307,12 @@ fn common_files(
 }
 
 /// The variables of the Python and JavaScript templates.
-fn script_vars(name: &str) -> [(&str, String); 3] {
+fn script_vars(name: &str) -> [(&str, &str); 3] {
     [
-        ("name", name.to_string()),
-        ("wit_semver", wit_version().to_string()),
-        ("componentize_js", COMPONENTIZE_JS_VERSION.to_string()),
+        ("name", name),
+        ("wit_semver", wit_version()),
+        ("componentize_js", COMPONENTIZE_JS_VERSION),
     ]
-}
-
-fn fill_owned(template: &str, vars: &[(&str, String)]) -> String {
-    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    fill(template, &vars)
 }
 
 fn python_files(name: &str) -> Vec<(PathBuf, String)> {
@@ -336,9 +331,9 @@ fn python_files(name: &str) -> Vec<(PathBuf, String)> {
         "after a build, `python3 -m unittest` calls the plugin through `wasmgate call`.",
     );
     let vars = script_vars(name);
-    files.push(("app.py".into(), fill_owned(PY_APP, &vars)));
-    files.push(("test_app.py".into(), fill_owned(PY_TEST, &vars)));
-    files.push(("build.sh".into(), fill_owned(PY_BUILD, &vars)));
+    files.push(("app.py".into(), fill(PY_APP, &vars)));
+    files.push(("test_app.py".into(), fill(PY_TEST, &vars)));
+    files.push(("build.sh".into(), fill(PY_BUILD, &vars)));
     files.push(("wasmgate.py".into(), PY_SDK.to_string()));
     files
 }
@@ -359,10 +354,10 @@ fn js_files(name: &str) -> Vec<(PathBuf, String)> {
         "after a build, `node --test test.mjs` calls the plugin through `wasmgate call`.",
     );
     let vars = script_vars(name);
-    files.push(("app.js".into(), fill_owned(JS_APP, &vars)));
-    files.push(("test.mjs".into(), fill_owned(JS_TEST, &vars)));
-    files.push(("build.sh".into(), fill_owned(JS_BUILD, &vars)));
-    files.push(("package.json".into(), fill_owned(JS_PACKAGE, &vars)));
+    files.push(("app.js".into(), fill(JS_APP, &vars)));
+    files.push(("test.mjs".into(), fill(JS_TEST, &vars)));
+    files.push(("build.sh".into(), fill(JS_BUILD, &vars)));
+    files.push(("package.json".into(), fill(JS_PACKAGE, &vars)));
     files.push(("wasmgate.js".into(), JS_SDK.to_string()));
     files
 }
