@@ -4,14 +4,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::e2e::harness::{BIN, Setup, describe, parse_call_output, run_with_timeout, wasm};
-use crate::e2e::http::Conn;
+use crate::e2e::harness::{
+    BIN, Load, Setup, describe, message_of, parse_call_output, run_with_timeout, wasm,
+};
 
 /// The commands of the README's "Writing a plugin" block.
 fn readme_steps() -> Vec<String> {
@@ -317,32 +318,11 @@ fn dev_swaps_a_rebuilt_plugin_under_load_without_failing_a_request() {
     let addr = server.addr();
     server.get("/app/").expect(200);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            std::thread::spawn(move || {
-                let mut conn = Conn::open(addr).expect("connect");
-                while !stop.load(Ordering::Relaxed) {
-                    match conn.send("GET", "/app/", &[], b"") {
-                        Ok(r) if r.status == 200 && r.json()["message"] == "hello" => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => failed
-                            .lock()
-                            .unwrap()
-                            .push(format!("{} {}", r.status, r.text())),
-                        Err(e) => {
-                            failed.lock().unwrap().push(e.to_string());
-                            conn = Conn::open(addr).expect("reconnect");
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(addr, "/app/", 4, |r| match message_of(r) {
+        Ok(m) if m == "hello" => Ok(m),
+        Ok(m) => Err(format!("answer {m:?}")),
+        Err(e) => Err(e),
+    });
 
     // Two rebuilds while the load runs, each a different component.
     let original = std::fs::read(wasm("hello")).unwrap();
@@ -361,21 +341,12 @@ fn dev_swaps_a_rebuilt_plugin_under_load_without_failing_a_request() {
         }
     }
     std::thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let failed = failed.lock().unwrap();
+    let seen = load.stop();
+    seen.assert_none_failed();
     assert!(
-        failed.is_empty(),
-        "{} failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(
-        ok.load(Ordering::Relaxed) > 100,
+        seen.answers.len() > 100,
         "only {} requests",
-        ok.load(Ordering::Relaxed)
+        seen.answers.len()
     );
 
     // A rebuild into different code: the new code answers.

@@ -30,44 +30,27 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The path of a plugin built by `make test` (`hello` or `fixture`).
 pub fn wasm(name: &str) -> PathBuf {
-    let file = format!("{name}.wasm");
-    // The test binary's own target dir first (it honours CARGO_TARGET_DIR),
-    // then the workspace's target dir.
-    let mut candidates = Vec::new();
-    if let Some(target) = Path::new(BIN).parent().and_then(Path::parent) {
-        candidates.push(target.join("wasm32-wasip2/release").join(&file));
-    }
-    candidates.push(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/wasm32-wasip2/release")
-            .join(&file),
-    );
-    for candidate in &candidates {
-        if candidate.is_file() {
-            return candidate
-                .canonicalize()
-                .unwrap_or_else(|_| candidate.clone());
-        }
-    }
-    panic!(
-        "{} not found: build the plugins first: make test",
-        candidates[0].display()
-    );
+    in_target(&Path::new("wasm32-wasip2/release").join(format!("{name}.wasm")))
 }
 
 /// A component that `make build` writes to `target/` itself rather than
 /// cargo (`hello-py`, `hello-js`: built with componentize-py and
 /// componentize-js).
 pub fn built_wasm(name: &str) -> PathBuf {
-    let file = format!("{name}.wasm");
+    in_target(Path::new(&format!("{name}.wasm")))
+}
+
+/// `file` under the test binary's own target dir (it honours
+/// CARGO_TARGET_DIR), else under the workspace's.
+fn in_target(file: &Path) -> PathBuf {
     let mut candidates = Vec::new();
     if let Some(target) = Path::new(BIN).parent().and_then(Path::parent) {
-        candidates.push(target.join(&file));
+        candidates.push(target.join(file));
     }
     candidates.push(
         Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target")
-            .join(&file),
+            .join(file),
     );
     for candidate in &candidates {
         if candidate.is_file() {
@@ -704,6 +687,24 @@ impl Server {
         self.admin.expect("admin listener")
     }
 
+    /// `wasmgate ARGS... --config C --data-dir D --admin A`: a command that
+    /// talks to this server's admin API (`reload`, `plugin ...`).
+    pub fn admin_cli(&self, args: &[&str]) -> Output {
+        let admin = self.admin_addr().to_string();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&[
+            "--config",
+            self.setup.config.to_str().expect("a UTF-8 path"),
+            "--data-dir",
+            self.setup.data_dir.to_str().expect("a UTF-8 path"),
+            "--admin",
+            &admin,
+        ]);
+        let mut cmd = self.setup.command(&all);
+        cmd.env("NO_COLOR", "1");
+        run_with_timeout(cmd, Duration::from_secs(120))
+    }
+
     /// A URL on the first plugin listener, for messages and external tools.
     #[allow(dead_code)]
     pub fn url(&self, path: &str) -> String {
@@ -961,4 +962,101 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         }
         thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Keep-alive clients sending `GET path` over and over while a test changes
+/// the server under them (a reload, an upgrade, a rebuild).
+pub struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    workers: Vec<thread::JoinHandle<LoadReport>>,
+}
+
+/// What the clients saw: each answer `check` accepted, with when its
+/// request was sent and what `check` made of it, and every failure (a
+/// refused answer, a reset connection).
+#[derive(Default)]
+pub struct LoadReport {
+    pub answers: Vec<(Instant, String)>,
+    pub failed: Vec<String>,
+}
+
+impl Load {
+    /// `connections` clients on `addr`; `check` turns an answer into its
+    /// label (`Ok`) or says what is wrong with it (`Err`).
+    pub fn start(
+        addr: SocketAddr,
+        path: &'static str,
+        connections: usize,
+        check: fn(&Response) -> Result<String, String>,
+    ) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let workers = (0..connections)
+            .map(|_| {
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    let mut seen = LoadReport::default();
+                    let mut conn = Conn::open(addr).expect("connect");
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let sent = Instant::now();
+                        match conn.send("GET", path, &[], b"") {
+                            Ok(r) => match check(&r) {
+                                Ok(label) => seen.answers.push((sent, label)),
+                                Err(e) => seen.failed.push(e),
+                            },
+                            Err(e) => {
+                                seen.failed.push(e.to_string());
+                                conn = Conn::open(addr).expect("reconnect");
+                            }
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Load { stop, workers }
+    }
+
+    /// Stops the clients; everything they saw.
+    pub fn stop(self) -> LoadReport {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut all = LoadReport::default();
+        for w in self.workers {
+            let seen = w.join().expect("a load client panicked");
+            all.answers.extend(seen.answers);
+            all.failed.extend(seen.failed);
+        }
+        all
+    }
+}
+
+impl LoadReport {
+    /// Asserts that no request failed.
+    #[track_caller]
+    pub fn assert_none_failed(&self) {
+        assert!(
+            self.failed.is_empty(),
+            "{} failed requests: {:?}",
+            self.failed.len(),
+            &self.failed[..self.failed.len().min(10)]
+        );
+    }
+}
+
+/// A 200 answer's JSON `message`, as a [`Load`] check.
+pub fn message_of(r: &Response) -> Result<String, String> {
+    let json = serde_json::from_slice::<serde_json::Value>(&r.body).ok();
+    match (r.status, json.as_ref().and_then(|v| v["message"].as_str())) {
+        (200, Some(m)) => Ok(m.to_string()),
+        _ => Err(format!("{} {}", r.status, r.text())),
+    }
+}
+
+/// A free loopback port (bound, then released), for a listener the server
+/// opens later.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -6,16 +6,15 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::e2e::harness::{
-    BIN, Plugin, Server, Setup, config_yaml_with, describe, run_with_timeout, wasm,
+    BIN, Load, Plugin, Server, Setup, config_yaml_with, describe, free_port, message_of,
+    run_with_timeout, wasm,
 };
-use crate::e2e::http::{self, Conn};
+use crate::e2e::http;
 
 /// A vendor's directory: its keys and packages of the hello component.
 struct Vendor {
@@ -26,14 +25,9 @@ struct Vendor {
 
 impl Vendor {
     fn new() -> Vendor {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         Vendor {
             dir: tempfile::tempdir().unwrap(),
-            port,
+            port: free_port(),
         }
     }
 
@@ -98,32 +92,22 @@ impl Vendor {
 
 const GRANTS: &str = "{ kv: true, config: true, log: true }";
 
+/// The `trust:` section that trusts `key` (named acme) for plugin hello.
+fn trusting(key: &str) -> String {
+    format!("trust:\n  keys:\n    - name: acme\n      key: \"{key}\"\n      plugins: [hello]\n")
+}
+
 /// A server that trusts `key` for plugin hello and serves plugin `other`
 /// from its config file.
 fn server_trusting(key: &str) -> Server {
-    let trust = format!(
-        "trust:\n  keys:\n    - name: acme\n      key: \"{key}\"\n      plugins: [hello]\n"
-    );
-    Setup::with_yaml(&config_yaml_with(&trust, &[Plugin::hello("other")])).serve()
+    Setup::with_yaml(&config_yaml_with(&trusting(key), &[Plugin::hello("other")])).serve()
 }
 
 /// `wasmgate plugin ARGS...` against `server`.
 fn plugin_cli(server: &Server, args: &[&str]) -> Output {
-    let setup = server.setup();
-    let admin = server.admin_addr().to_string();
     let mut all = vec!["plugin"];
     all.extend_from_slice(args);
-    all.extend_from_slice(&[
-        "--config",
-        setup.config.to_str().unwrap(),
-        "--data-dir",
-        setup.data_dir.to_str().unwrap(),
-        "--admin",
-        &admin,
-    ]);
-    let mut cmd = Command::new(BIN);
-    cmd.args(&all).env("NO_COLOR", "1");
-    run_with_timeout(cmd, Duration::from_secs(120))
+    server.admin_cli(&all)
 }
 
 #[track_caller]
@@ -402,42 +386,14 @@ fn twenty_upgrades_and_a_rollback_under_load_fail_no_request_and_switch_cleanly(
     wait_for_greeting(v.addr(), "g0");
 
     let addr = v.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    // Every answer: when its request was sent, and the version (gN) it came from.
-    let seen = Arc::new(Mutex::new(Vec::<(Instant, usize)>::new()));
-    let workers: Vec<_> = (0..32)
-        .map(|_| {
-            let (stop, ok, failed, seen) = (stop.clone(), ok.clone(), failed.clone(), seen.clone());
-            std::thread::spawn(move || {
-                let mut conn = Conn::open(addr).expect("connect");
-                let mut mine = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let sent = Instant::now();
-                    match conn.send("GET", "/hello/", &[], b"") {
-                        Ok(r) if r.status == 200 => {
-                            let g = r.json()["message"].as_str().unwrap_or("").to_string();
-                            match g.strip_prefix('g').and_then(|n| n.parse().ok()) {
-                                Some(n) => mine.push((sent, n)),
-                                None => failed.lock().unwrap().push(format!("answer {g:?}")),
-                            }
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => failed
-                            .lock()
-                            .unwrap()
-                            .push(format!("{} {}", r.status, r.text())),
-                        Err(e) => {
-                            failed.lock().unwrap().push(e.to_string());
-                            conn = Conn::open(addr).expect("reconnect");
-                        }
-                    }
-                }
-                seen.lock().unwrap().extend(mine);
-            })
-        })
-        .collect();
+    // Every answer, labelled with the version (gN) it came from.
+    let load = Load::start(addr, "/hello/", 32, |r| {
+        let m = message_of(r)?;
+        match m.strip_prefix('g').map(str::parse::<usize>) {
+            Some(Ok(_)) => Ok(m),
+            _ => Err(format!("answer {m:?}")),
+        }
+    });
     // (when the command returned, the version every later request must get)
     let mut switched: Vec<(Instant, usize)> = Vec::new();
     let mut to_first = Vec::new();
@@ -454,25 +410,16 @@ fn twenty_upgrades_and_a_rollback_under_load_fail_no_request_and_switch_cleanly(
     switched.push((Instant::now(), 19));
     wait_for_greeting(addr, "g19");
     std::thread::sleep(Duration::from_millis(100));
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let failed = failed.lock().unwrap();
-    assert!(
-        failed.is_empty(),
-        "{} failed requests: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(10)]
-    );
+    let seen = load.stop();
+    seen.assert_none_failed();
     // A request sent after a switch returned gets the version it installed
     // or one a later switch installed, never an earlier one.
-    let seen = seen.lock().unwrap();
-    for (sent, n) in seen.iter() {
+    for (sent, m) in &seen.answers {
+        let n: usize = m[1..].parse().expect("a checked label");
         if let Some(k) = switched.iter().rposition(|(at, _)| at < sent) {
             let allowed: Vec<usize> = switched[k..].iter().map(|(_, v)| *v).collect();
             assert!(
-                allowed.contains(n),
+                allowed.contains(&n),
                 "a request sent after the switch to g{} got g{n}",
                 switched[k].1
             );
@@ -481,7 +428,7 @@ fn twenty_upgrades_and_a_rollback_under_load_fail_no_request_and_switch_cleanly(
     to_first.sort();
     eprintln!(
         "20 upgrades and a rollback under 32 connections: {} requests, 0 failed; upgrade command to the first answer of the new version: median {:.0} ms, max {:.0} ms",
-        ok.load(Ordering::Relaxed),
+        seen.answers.len(),
         to_first[to_first.len() / 2].as_secs_f64() * 1e3,
         to_first[to_first.len() - 1].as_secs_f64() * 1e3
     );
@@ -506,15 +453,12 @@ fn an_installed_plugin_that_clashes_with_the_config_file_sits_out_at_start() {
     server.signal("TERM");
     server.wait_exit(Duration::from_secs(10)).expect("exited");
 
-    let trust = format!(
-        "trust:\n  keys:\n    - name: acme\n      key: \"{key}\"\n      plugins: [hello]\n"
-    );
     let mut mine = Plugin::hello("mine").settings("{ greeting: mine }");
     mine.listen = format!("127.0.0.1:{}", v.port);
     mine.prefix = "/hello/".into();
     std::fs::write(
         &server.setup().config,
-        config_yaml_with(&trust, &[Plugin::hello("other"), mine]),
+        config_yaml_with(&trusting(&key), &[Plugin::hello("other"), mine]),
     )
     .unwrap();
     server.restart();

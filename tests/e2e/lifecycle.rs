@@ -5,23 +5,15 @@
 //! keep being answered.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::e2e::harness::{BIN, Plugin, Server, Setup, config_yaml, describe, run_with_timeout};
-use crate::e2e::http::{self, Conn};
-
-/// A free loopback port (bound then released), for a listener a reload adds.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::e2e::harness::{
+    BIN, Load, Plugin, Server, Setup, config_yaml, describe, free_port, message_of,
+    run_with_timeout,
+};
+use crate::e2e::http;
 
 /// The hello example with `greeting` as its greeting.
 fn hello_saying(name: &str, greeting: &str) -> Plugin {
@@ -48,19 +40,7 @@ fn wait_for_count(server: &Server, needle: &str, count: usize) {
 
 /// `wasmgate reload` against `server`.
 fn reload_cli(server: &Server) -> std::process::Output {
-    let admin = server.admin_addr().to_string();
-    let setup = server.setup();
-    let mut cmd = setup.command(&[
-        "reload",
-        "--config",
-        setup.config.to_str().unwrap(),
-        "--data-dir",
-        setup.data_dir.to_str().unwrap(),
-        "--admin",
-        &admin,
-    ]);
-    cmd.env("NO_COLOR", "1");
-    run_with_timeout(cmd, Duration::from_secs(120))
+    server.admin_cli(&["reload"])
 }
 
 #[test]
@@ -260,40 +240,11 @@ fn a_request_in_flight_finishes_on_the_version_it_started_on() {
 #[test]
 fn reloads_under_load_fail_no_request() {
     let server = Server::start(&[hello_saying("hello", "v1")]);
-    let addr = server.addr();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(Mutex::new(Vec::<String>::new()));
-    // The greeting each worker saw last.
-    let last = Arc::new(Mutex::new(vec![String::new(); 32]));
-    let workers: Vec<_> = (0..32)
-        .map(|i| {
-            let (stop, ok, failed, last) = (stop.clone(), ok.clone(), failed.clone(), last.clone());
-            std::thread::spawn(move || {
-                let mut conn = Conn::open(addr).expect("connect");
-                while !stop.load(Ordering::Relaxed) {
-                    match conn.send("GET", "/hello/", &[], b"") {
-                        Ok(r) if r.status == 200 => {
-                            let m = r.json()["message"].as_str().unwrap_or("").to_string();
-                            if m != "v1" && m != "v2" {
-                                failed.lock().unwrap().push(format!("answer {m:?}"));
-                            }
-                            last.lock().unwrap()[i] = m;
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok(r) => failed
-                            .lock()
-                            .unwrap()
-                            .push(format!("{} {}", r.status, r.text())),
-                        Err(e) => {
-                            failed.lock().unwrap().push(e.to_string());
-                            conn = Conn::open(addr).expect("reconnect");
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(server.addr(), "/hello/", 32, |r| match message_of(r) {
+        Ok(m) if m == "v1" || m == "v2" => Ok(m),
+        Ok(m) => Err(format!("answer {m:?}")),
+        Err(e) => Err(e),
+    });
     let rounds = 10;
     let started = Instant::now();
     for round in 0..rounds {
@@ -304,31 +255,31 @@ fn reloads_under_load_fail_no_request() {
         assert!(out.status.success(), "{}", describe(&out));
     }
     let reload_time = started.elapsed();
+    let last_switch = Instant::now();
+    std::thread::sleep(Duration::from_millis(600));
+    let seen = load.stop();
+    seen.assert_none_failed();
     // After the last switch, only the last version answers.
-    let before = ok.load(Ordering::Relaxed);
-    std::thread::sleep(Duration::from_millis(300));
-    last.lock().unwrap().iter_mut().for_each(String::clear);
-    std::thread::sleep(Duration::from_millis(300));
-    stop.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.join().unwrap();
-    }
-    let failed = failed.lock().unwrap();
+    let after: Vec<&str> = seen
+        .answers
+        .iter()
+        .filter(|(sent, _)| *sent > last_switch)
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert!(!after.is_empty(), "no request after the last reload");
     assert!(
-        failed.is_empty(),
-        "failed requests: {:?}",
-        &failed[..failed.len().min(10)]
-    );
-    let total = ok.load(Ordering::Relaxed);
-    assert!(total > before, "no request after the last reload");
-    let last = last.lock().unwrap();
-    assert!(
-        last.iter().all(|m| m.is_empty() || m == "v1"),
-        "after the last reload: {last:?}"
+        after.iter().all(|m| *m == "v1"),
+        "after the last reload: {:?}",
+        after
+            .iter()
+            .filter(|m| **m != "v1")
+            .take(5)
+            .collect::<Vec<_>>()
     );
     eprintln!(
-        "{rounds} reloads in {:.2} s under 32 connections: {total} requests, none failed",
-        reload_time.as_secs_f64()
+        "{rounds} reloads in {:.2} s under 32 connections: {} requests, none failed",
+        reload_time.as_secs_f64(),
+        seen.answers.len()
     );
 }
 

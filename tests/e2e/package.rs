@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use crate::e2e::harness::{Setup, describe, wasm};
+use crate::e2e::wispanel::sha256_hex;
 
 const MANIFEST: &str = "\
 name: hello
@@ -93,14 +94,6 @@ impl Vendor {
         ]);
         assert!(out.contains("hello 1.0.0 (unsigned)"), "{out}");
     }
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Where `needle` starts in the file at `path`.
