@@ -6,6 +6,10 @@
 #   make test    build, then the host's unit and end-to-end tests and the SDK's unit tests
 #   make lint    clippy with warnings as errors on every crate
 #   make bench   build, then bench/run.sh, which writes BENCHMARKS.md
+#   make cross   the runtime-only host for each of $(CROSS_TARGETS) (docs/routers.md)
+#   make cross-test  cross, then each under qemu-user through tests/routers/smoke.sh
+#   make dist    cross, then a tarball per target in target/dist/
+#   make bench-routers  cross, then bench/routers.py (the Routers section of BENCHMARKS.md)
 #
 # One target dir (target/) for everything; cargo serialises concurrent builds.
 
@@ -47,7 +51,7 @@ SCRIPT_PLUGINS := target/hello-py.wasm target/hello-js.wasm
 CONFIG   ?= config.yaml
 DATA_DIR ?= ./data
 
-.PHONY: all build wasm-target plugins script-plugins host install run test lint bench clean
+.PHONY: all build wasm-target plugins script-plugins host install run test lint bench bench-routers cross cross-test dist clean
 
 all: build
 
@@ -108,16 +112,45 @@ test: build
 # The bench binary carries `bench-instantiate` and `--bench-native`, which the
 # production build leaves out.
 # Clippy with warnings as errors on every crate: the host natively (with and
-# without the bench feature), the SDK natively, the guests for wasm.
+# without the bench feature, and as router builds: without the compiler,
+# with and without the capabilities), the SDK natively, the guests for wasm.
 lint: wasm-target
 	$(CARGO) clippy --release -p wasmgate --tests -- -D warnings
 	$(CARGO) clippy --release -p wasmgate --features bench --bins -- -D warnings
+	$(CARGO) clippy --release -p wasmgate --no-default-features --features $(ROUTER_FEATURES) --tests -- -D warnings
+	$(CARGO) clippy --release -p wasmgate --no-default-features --lib --bins -- -D warnings
 	$(CARGO) clippy --release -p wasmgate-sdk --tests -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) $(addprefix -p ,$(PLUGINS)) -- -D warnings
 
 bench: build
 	$(CARGO) build --release -p wasmgate --features bench
 	bash bench/run.sh
+
+# Router builds: no compiler (precompiled plugins only), the capabilities in
+# ROUTER_FEATURES, statically linked, with the Debian cross compilers.
+CROSS_TARGETS   ?= aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf x86_64-unknown-linux-musl
+ROUTER_FEATURES ?= net,wireguard,outbound
+
+cross:
+	@for t in $(CROSS_TARGETS); do \
+		echo "scripts/cross.sh $$t $(ROUTER_FEATURES)"; \
+		CARGO=$(CARGO) scripts/cross.sh $$t $(ROUTER_FEATURES) || exit 1; \
+	done
+
+# The smoke test per target, then the x86_64 tarball's systemd unit and
+# procd script (tests/routers/packaging.sh).
+cross-test: plugins $(BIN) cross
+	@for t in $(CROSS_TARGETS); do tests/routers/smoke.sh $$t || exit 1; done
+	scripts/dist.sh x86_64-unknown-linux-musl
+	tests/routers/packaging.sh x86_64-unknown-linux-musl
+
+# Sizes, idle RSS, start, Pulley against Cranelift, memory under load:
+# the "Routers" section of BENCHMARKS.md.
+bench-routers: plugins $(BIN) cross
+	$(PYTHON) bench/routers.py
+
+dist: plugins $(BIN) cross
+	@for t in $(CROSS_TARGETS); do scripts/dist.sh $$t || exit 1; done
 
 clean:
 	$(CARGO) clean

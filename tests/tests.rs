@@ -5,12 +5,23 @@
 //! The plugins come from `target/wasm32-wasip2/release/{hello,fixture}.wasm`
 //! and `target/{hello-py,hello-js}.wasm`;
 //! `make test` builds them before running this target.
+//!
+//! They test the full build (every capability, the compiler); a router
+//! build (`--no-default-features`) is tested by `tests/routers/smoke.sh`
+//! through its binary.
+#![cfg(all(
+    feature = "compiler",
+    feature = "net",
+    feature = "wireguard",
+    feature = "outbound"
+))]
 
 mod e2e {
     pub mod harness;
     pub mod http;
 
     mod admin;
+    mod aot;
     mod authoring;
     mod caps;
     mod cli;

@@ -65,6 +65,122 @@ pub struct Config {
     /// Whose signatures a plugin package needs (docs/package.md).
     #[serde(default)]
     pub trust: TrustConfig,
+    /// How much memory the host keeps: a profile of defaults (`router` for
+    /// small boxes) and the knobs that are not in `runtime` or `http`.
+    #[serde(default)]
+    pub memory: MemoryConfig,
+}
+
+/// See [`MemoryConfig::profile`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryProfile {
+    /// Throughput first: a large storage cache, the instance pool.
+    #[default]
+    Server,
+    /// A router with 128 MB of RAM: small caches and buffers, on-demand
+    /// instances, freed memory given back to the system.
+    Router,
+}
+
+/// The memory knobs (docs/routers.md lists each with both profiles'
+/// values). An absent knob takes its profile's value; the profile also
+/// sets the defaults of `runtime.allocator`, `runtime.max_instances`,
+/// `runtime.max_buffered_body_bytes` and `http.max_connections` when the
+/// file does not set them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct MemoryConfig {
+    #[serde(default)]
+    pub profile: MemoryProfile,
+    /// The storage engine's page cache (redb), in MiB. Server: 1024, router: 8.
+    #[serde(default)]
+    pub storage_cache_mb: Option<u64>,
+    /// The most a connection buffers of a request head, in KiB (larger heads
+    /// are refused with 431). Server: 400, router: 32.
+    #[serde(default)]
+    pub connection_buffer_kb: Option<u32>,
+    /// Give memory freed after a burst (connections, big answers) back to
+    /// the system every few seconds instead of keeping it for reuse (glibc
+    /// builds; musl returns it by itself). Server: false, router: true.
+    #[serde(default)]
+    pub release_freed: Option<bool>,
+}
+
+impl MemoryConfig {
+    fn router(&self) -> bool {
+        self.profile == MemoryProfile::Router
+    }
+
+    pub fn storage_cache_bytes(&self) -> usize {
+        let mb = self
+            .storage_cache_mb
+            .unwrap_or(if self.router() { 8 } else { 1024 });
+        (mb as usize) << 20
+    }
+
+    pub fn connection_buffer_bytes(&self) -> usize {
+        let kb = self
+            .connection_buffer_kb
+            .unwrap_or(if self.router() { 32 } else { 400 });
+        (kb as usize) << 10
+    }
+
+    pub fn release_freed(&self) -> bool {
+        self.release_freed.unwrap_or(self.router())
+    }
+}
+
+/// The router profile's defaults for keys of other sections: on-demand
+/// instances, at most 16 at once, 8 MiB of request bodies buffered, 256
+/// connections per listener. `set(section, key)`: whether the file sets it
+/// (and so keeps its value).
+fn router_defaults(config: &mut Config, set: impl Fn(&str, &str) -> bool) {
+    if !set("runtime", "allocator") {
+        config.runtime.allocator = AllocatorKind::OnDemand;
+    }
+    if !set("runtime", "max_instances") {
+        config.runtime.max_instances = 16;
+    }
+    if !set("runtime", "max_buffered_body_bytes") {
+        config.runtime.max_buffered_body_bytes = 8 << 20;
+    }
+    if !set("http", "max_connections") {
+        config.http.max_connections = 256;
+    }
+}
+
+/// Applies the router profile's defaults to the keys `text` does not set.
+fn apply_profile(config: &mut Config, text: &str) {
+    if config.memory.profile != MemoryProfile::Router {
+        return;
+    }
+    let Ok(value) = serde_norway::from_str::<serde_norway::Value>(text) else {
+        return;
+    };
+    router_defaults(config, |section, key| {
+        value.get(section).and_then(|s| s.get(key)).is_some()
+    });
+}
+
+impl Config {
+    /// Switches to the router memory profile, its defaults replacing
+    /// whatever the file set (`wasmgate bundle --memory-profile router`).
+    /// Request bodies stay readable: the buffer keeps room for the largest
+    /// `max_body_bytes` of any plugin.
+    pub fn use_router_profile(&mut self) {
+        self.memory.profile = MemoryProfile::Router;
+        router_defaults(self, |_, _| false);
+        let largest = self
+            .plugins
+            .iter()
+            .map(|p| p.limits.max_body_bytes as u64)
+            .max();
+        self.runtime.max_buffered_body_bytes = self
+            .runtime
+            .max_buffered_body_bytes
+            .max(largest.unwrap_or(0));
+    }
 }
 
 /// Who may sign plugin packages, and whether a package must be signed.
@@ -78,6 +194,11 @@ pub struct TrustConfig {
     /// The vendors' public keys.
     #[serde(default)]
     pub keys: Vec<TrustedKey>,
+    /// The keys whose signatures on precompiled plugins (`wasmgate compile
+    /// --key`) are accepted; `plugins` pins a key to plugin names as for
+    /// `keys`. No key: artefacts are refused (components still load).
+    #[serde(default)]
+    pub compilers: Vec<TrustedKey>,
 }
 
 impl TrustConfig {
@@ -174,6 +295,11 @@ pub struct RuntimeConfig {
     /// A plugin may use at most half of them at once (at least one).
     #[serde(default)]
     pub blocking_threads: u32,
+    /// Run plugins as Pulley bytecode in wasmtime's interpreter instead of
+    /// native code. Always so on architectures without a Cranelift backend
+    /// (32-bit ARM, MIPS); elsewhere for comparison and testing.
+    #[serde(default)]
+    pub pulley: bool,
 }
 
 impl Default for RuntimeConfig {
@@ -183,6 +309,7 @@ impl Default for RuntimeConfig {
             allocator: AllocatorKind::default(),
             max_buffered_body_bytes: default_max_buffered_body_bytes(),
             blocking_threads: 0,
+            pulley: false,
         }
     }
 }
@@ -448,6 +575,7 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        apply_profile(&mut config, text);
         config.data_dir = base.join(&config.data_dir);
         for plugin in &mut config.plugins {
             plugin.wasm = base.join(&plugin.wasm);
@@ -604,17 +732,35 @@ impl Config {
     }
 
     fn validate_trust(&self, text: &str, path: &Path) -> Result<(), ConfigError> {
+        for (list, entries) in [
+            ("keys", &self.trust.keys),
+            ("compilers", &self.trust.compilers),
+        ] {
+            self.validate_trusted_keys(text, path, list, entries)?;
+        }
+        Ok(())
+    }
+
+    /// `trust.<list>`: names valid and unique, each key once, each plugin
+    /// name pinned to one key.
+    fn validate_trusted_keys(
+        &self,
+        text: &str,
+        path: &Path,
+        list: &str,
+        entries: &[TrustedKey],
+    ) -> Result<(), ConfigError> {
         let invalid = |index: usize, key: String, message: String| ConfigError::Invalid {
             path: path.to_path_buf(),
-            line: line_of_trusted_key(text, index),
+            line: line_of_trusted_key(text, list, index),
             key,
             message,
         };
         // Key name, and the key each plugin name is pinned to, by index.
         let mut names: BTreeMap<&str, usize> = BTreeMap::new();
         let mut pinned: BTreeMap<&str, usize> = BTreeMap::new();
-        for (i, k) in self.trust.keys.iter().enumerate() {
-            let at = |field: &str| format!("trust.keys[{i}].{field}");
+        for (i, k) in entries.iter().enumerate() {
+            let at = |field: &str| format!("trust.{list}[{i}].{field}");
             if !valid_plugin_name(&k.name) {
                 return Err(invalid(
                     i,
@@ -629,16 +775,16 @@ impl Config {
                 return Err(invalid(
                     i,
                     at("name"),
-                    format!("`{}` is already the name of trust.keys[{first}]", k.name),
+                    format!("`{}` is already the name of trust.{list}[{first}]", k.name),
                 ));
             }
-            if let Some(first) = self.trust.keys[..i].iter().position(|o| o.key == k.key) {
+            if let Some(first) = entries[..i].iter().position(|o| o.key == k.key) {
                 return Err(invalid(
                     i,
                     at("key"),
                     format!(
-                        "the same key as trust.keys[{first}] (`{}`): list each key once",
-                        self.trust.keys[first].name
+                        "the same key as trust.{list}[{first}] (`{}`): list each key once",
+                        entries[first].name
                     ),
                 ));
             }
@@ -655,8 +801,8 @@ impl Config {
                         format!("`{plugin}` is listed twice")
                     } else {
                         format!(
-                            "`{plugin}` is already pinned to trust.keys[{first}] (`{}`): a plugin name is pinned to one key",
-                            self.trust.keys[first].name
+                            "`{plugin}` is already pinned to trust.{list}[{first}] (`{}`): a plugin name is pinned to one key",
+                            entries[first].name
                         )
                     };
                     return Err(invalid(i, at(&format!("plugins[{j}]")), message));
@@ -719,9 +865,10 @@ fn line_of_plugin(text: &str, name: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// The 1-based line on which `trust.keys[index]` starts: its `- ` line in
-/// a block list, else the `keys:` line (a flow list), else the `trust:` line.
-fn line_of_trusted_key(text: &str, index: usize) -> Option<usize> {
+/// The 1-based line on which `trust.<list>[index]` starts: its `- ` line
+/// in a block list, else the `<list>:` line (a flow list), else the
+/// `trust:` line.
+fn line_of_trusted_key(text: &str, list: &str, index: usize) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let trust = lines.iter().position(|l| l.starts_with("trust:"))?;
     let section = |i: &usize| {
@@ -729,7 +876,7 @@ fn line_of_trusted_key(text: &str, index: usize) -> Option<usize> {
     };
     let Some(keys) = (trust + 1..lines.len())
         .take_while(section)
-        .find(|i| lines[*i].trim_start().starts_with("keys:"))
+        .find(|i| lines[*i].trim_start().starts_with(&format!("{list}:")))
     else {
         return Some(trust + 1);
     };
@@ -754,7 +901,7 @@ fn line_of_trusted_key(text: &str, index: usize) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::caps::wireguard::WireguardBackend;
+    use crate::caps::wireguard::grant::WireguardBackend;
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(text, Path::new("config.yaml"), Path::new("/base"))
@@ -1141,6 +1288,49 @@ plugins:
             assert!(err.contains(needle), "{trust}: {err}");
             assert!(err.contains("line 2"), "{trust}: {err}");
         }
+    }
+
+    #[test]
+    fn the_router_profile_sets_the_defaults_the_file_leaves_out() {
+        let c = parse(ONE).unwrap();
+        assert_eq!(c.memory.storage_cache_bytes(), 1024 << 20);
+        assert_eq!(c.runtime.allocator, AllocatorKind::Pooling);
+        assert!(!c.memory.release_freed());
+        let c = parse(&format!("memory: {{ profile: router }}\n{ONE}")).unwrap();
+        assert_eq!(c.memory.storage_cache_bytes(), 8 << 20);
+        assert_eq!(c.memory.connection_buffer_bytes(), 32 << 10);
+        assert!(c.memory.release_freed());
+        assert_eq!(c.runtime.allocator, AllocatorKind::OnDemand);
+        assert_eq!(c.runtime.max_instances, 16);
+        assert_eq!(c.runtime.max_buffered_body_bytes, 8 << 20);
+        assert_eq!(c.http.max_connections, 256);
+        // What the file sets stays.
+        let c = parse(&format!(
+            "memory: {{ profile: router, storage_cache_mb: 32 }}\nruntime: {{ max_instances: 64 }}\nhttp: {{ max_connections: 100 }}\n{ONE}"
+        ))
+        .unwrap();
+        assert_eq!(c.memory.storage_cache_bytes(), 32 << 20);
+        assert_eq!(c.runtime.max_instances, 64);
+        assert_eq!(c.http.max_connections, 100);
+        assert_eq!(c.runtime.allocator, AllocatorKind::OnDemand);
+        let mut c = c;
+        c.use_router_profile();
+        assert_eq!(c.runtime.max_instances, 16);
+        assert!(parse("memory: { profile: tiny }\n").is_err());
+    }
+
+    #[test]
+    fn trusted_compilers_are_checked_like_vendor_keys() {
+        let e = parse(&format!(
+            "trust:\n  compilers:\n    - name: build\n      key: \"{KEY_A}\"\n    - name: build\n      key: \"{KEY_A}\"\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("config.yaml:5: trust.compilers[1].name")
+                && e.contains("already the name of trust.compilers[0]"),
+            "{e}"
+        );
     }
 
     #[test]

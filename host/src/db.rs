@@ -103,8 +103,9 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 impl Db {
     /// Opens or creates `<dir>/wasmgate.redb` (mode 0600) and makes sure every
     /// table exists, so that read transactions never meet a missing table.
-    /// An empty file is refused unless `accept_empty`.
-    pub fn open(dir: &Path, accept_empty: bool) -> Result<Db, OpenError> {
+    /// An empty file is refused unless `accept_empty`. `cache_bytes`: the
+    /// page cache (`memory.storage_cache_mb`).
+    pub fn open(dir: &Path, accept_empty: bool, cache_bytes: usize) -> Result<Db, OpenError> {
         let path = dir.join(FILE);
         let existed = match std::fs::metadata(&path) {
             Ok(m) if m.len() == 0 && !accept_empty => return Err(OpenError::Empty(path)),
@@ -112,7 +113,9 @@ impl Db {
             Err(_) => false,
         };
         let opened = std::panic::catch_unwind(|| -> Result<Database, DbError> {
-            let db = Database::create(&path)?;
+            let db = Database::builder()
+                .set_cache_size(cache_bytes)
+                .create(&path)?;
             // Plugins keep secrets in it: private even where the umask is not.
             std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
                 .map_err(redb::StorageError::from)?;
@@ -449,10 +452,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join(FILE), b"").unwrap();
         assert!(matches!(
-            Db::open(dir.path(), false),
+            Db::open(dir.path(), false, 1 << 20),
             Err(OpenError::Empty(_))
         ));
-        let db = Db::open(dir.path(), true).expect("accepted");
+        let db = Db::open(dir.path(), true, 1 << 20).expect("accepted");
         db.write(|tx| -> Result<(), DbError> {
             tx.open_table(KV)?.insert(("p", "k"), b"v".as_slice())?;
             Ok(())
@@ -463,7 +466,7 @@ mod tests {
     #[test]
     fn a_backup_is_a_database_with_every_row() {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path(), false).unwrap();
+        let db = Db::open(dir.path(), false, 1 << 20).unwrap();
         db.write(|tx| -> Result<(), DbError> {
             tx.open_table(KV)?.insert(("p", "k"), b"v".as_slice())?;
             tx.open_table(JOBS)?.insert((1, 2), b"j".as_slice())?;

@@ -15,14 +15,17 @@
 //!    wit`: the WIT package cut to a plugin's grants), [`package`] (signed
 //!    plugin packages: the format, `wasmgate package`, and the check an
 //!    install makes);
-//! 5. [`runtime`] (engine, plugins, the store data that hands out the
+//! 5. [`aot`] (precompiled plugins: the engine configuration, the signed
+//!    artefact format, `wasmgate compile`);
+//! 6. [`runtime`] (engine, plugins, the store data that hands out the
 //!    capabilities' views);
-//! 6. [`scheduler`] (queued jobs);
-//! 7. [`server`] (listeners, request path, admin surface);
-//! 8. [`dev`] (`wasmgate dev`: build, serve, rebuild and swap), [`remote`]
+//! 7. [`scheduler`] (queued jobs);
+//! 8. [`server`] (listeners, request path, admin surface);
+//! 9. [`dev`] (`wasmgate dev`: build, serve, rebuild and swap), [`remote`]
 //!    (`wasmgate plugin`: a running server's plugins through its admin API);
-//! 9. `main` (the command line).
+//! 10. `main` (the command line).
 
+pub mod aot;
 pub mod authoring;
 pub mod caps;
 pub mod config;

@@ -135,6 +135,16 @@ enum Command {
     /// Make, sign, inspect and verify plugin packages: a manifest, a
     /// component and a vendor's signature in one file (docs/package.md).
     Package(wasmgate::package::cli::Args),
+    /// Precompile a config's plugins for a target (this machine, another
+    /// architecture, or Pulley) into signed artefacts (`<plugin>.aot`) that
+    /// a host, including one built without the compiler, loads as they are.
+    #[cfg(feature = "compiler")]
+    Compile(wasmgate::aot::compile::Args),
+    /// Write what a router image needs: the config, every plugin
+    /// precompiled for the target and signed, and the packages given
+    /// (docs/routers.md).
+    #[cfg(feature = "compiler")]
+    Bundle(wasmgate::aot::bundle::Args),
     #[cfg(feature = "bench")]
     /// Benchmarks only: fresh instance + call + drop, averaged.
     #[command(hide = true)]
@@ -220,28 +230,35 @@ const INTERNALS: &[&str] = &["cranelift", "wasmtime", "regalloc2", "wasmparser",
 /// with colours only when stderr is a terminal and `NO_COLOR` is unset.
 fn init_logging(format: LogFormat) {
     use std::io::IsTerminal as _;
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::Targets;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let spec = std::env::var("RUST_LOG").unwrap_or_default();
-    let mut filter = match EnvFilter::try_new(if spec.is_empty() { "info" } else { &spec }) {
+    // `level` and `target=level` directives, comma-separated (no regex
+    // engine in the binary for span or field filters).
+    let mut filter: Targets = match (if spec.is_empty() { "info" } else { &spec }).parse() {
         Ok(f) => f,
         Err(e) => {
             eprintln!("warning: RUST_LOG=`{spec}` is not a valid filter ({e}); using `info`");
-            EnvFilter::new("info")
+            "info".parse().expect("a valid filter")
         }
     };
     for krate in INTERNALS.iter().filter(|k| !spec.contains(**k)) {
-        if let Ok(d) = format!("{krate}=warn").parse() {
-            filter = filter.add_directive(d);
-        }
+        filter = filter.with_target(*krate, tracing::Level::WARN);
     }
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(tracing::Level::TRACE)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
     match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.finish().with(filter).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(filter)
+            .init(),
     }
 }
 
@@ -389,7 +406,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let config = load_config(config, data_dir)?;
-            let db = wasmgate::db::Db::open(&config.data_dir, false)?;
+            let db = wasmgate::db::Db::open(
+                &config.data_dir,
+                false,
+                config.memory.storage_cache_bytes(),
+            )?;
             db.backup(&out)
                 .with_context(|| format!("cannot back up into {}", out.display()))?;
             println!("{}", out.display());
@@ -511,6 +532,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Package(args) => {
+            args.run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "compiler")]
+        Command::Compile(args) => {
+            args.run()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        #[cfg(feature = "compiler")]
+        Command::Bundle(args) => {
             args.run()?;
             Ok(ExitCode::SUCCESS)
         }

@@ -22,21 +22,21 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use ring::{digest, hmac};
+#[cfg(feature = "compiler")]
+use ring::digest;
+use ring::hmac;
 use tokio::sync::Semaphore;
 use wasmtime::component::{
     Component, InstancePre, Linker, ResourceTable, ResourceType, types::ComponentItem,
 };
-use wasmtime::{
-    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, StoreLimits,
-    StoreLimitsBuilder, UpdateDeadline,
-};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use crate::aot::{self, EngineSettings};
 use crate::caps::log::Output;
 use crate::caps::wit::{Request, Response, admin, handler, job_handler};
 use crate::caps::{Call, CapsHost, HostCaps, HostEnv, PluginCaps, PluginEnv};
-use crate::config::{AllocatorKind, Limits, PluginConfig, RuntimeConfig};
+use crate::config::{AllocatorKind, Limits, PluginConfig, RuntimeConfig, TrustedKey};
 use crate::db::Db;
 use crate::metrics::Metrics;
 use crate::slots::{SlotError, Slots};
@@ -44,10 +44,6 @@ use crate::util::deadline::DeadlineExceeded;
 
 /// How often the epoch advances; the granularity of deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
-/// The most wasm stack a call may use.
-pub const MAX_WASM_STACK: usize = 512 << 10;
-/// The fibre stack each call runs on: the wasm stack plus room for host calls.
-pub const ASYNC_STACK: usize = 2 << 20;
 /// Response headers a plugin may send.
 const MAX_RESPONSE_HEADERS: usize = 100;
 
@@ -234,6 +230,10 @@ pub struct Runtime {
     pub engine: Engine,
     /// Whether the pooling allocator is in use (false after a fallback).
     pub pooling: bool,
+    /// The engine settings that shape compiled code, as in use.
+    pub settings: EngineSettings,
+    /// What code the engine runs ([`aot::host_code_target`]).
+    pub arch: String,
     stop_ticker: Arc<AtomicBool>,
 }
 
@@ -243,55 +243,18 @@ impl Drop for Runtime {
     }
 }
 
-fn base_config() -> wasmtime::Config {
-    let mut c = wasmtime::Config::new();
-    c.epoch_interruption(true);
-    c.max_wasm_stack(MAX_WASM_STACK);
-    c.async_stack_size(ASYNC_STACK);
-    c.wasm_component_model(true);
-    c
-}
-
 impl Runtime {
     /// Builds the engine. `max_memory` is the largest memory cap of any plugin.
     pub fn new(rt: &RuntimeConfig, max_memory: usize) -> anyhow::Result<Runtime> {
-        // On demand, each memory reserves only its own cap plus a small guard
-        // (explicit bounds checks instead of 4 GiB of guard pages), so the
-        // host also fits address spaces of 39 bits and under-sized ulimits.
-        let on_demand = || {
-            let mut c = base_config();
-            c.memory_reservation(max_memory as u64)
-                .memory_guard_size(64 << 10)
-                .memory_reservation_for_growth(0);
-            Engine::new(&c)
-        };
+        let on_demand = aot::engine_config(rt, max_memory, false, None, false)?;
         let (engine, pooling) = match rt.allocator {
-            AllocatorKind::OnDemand => (on_demand()?, false),
+            AllocatorKind::OnDemand => (Engine::new(&on_demand)?, false),
             AllocatorKind::Pooling => {
-                let n = rt.max_instances;
-                let mut pool = PoolingAllocationConfig::default();
-                pool.total_component_instances(n)
-                    .total_core_instances(n.saturating_mul(16))
-                    .total_memories(n.saturating_mul(2))
-                    .total_tables(n.saturating_mul(16))
-                    .total_stacks(n)
-                    .max_core_instances_per_component(16)
-                    .max_memories_per_component(4)
-                    .max_tables_per_component(16)
-                    .max_memory_size(max_memory)
-                    // Keep the first MiB of each memory and table resident and
-                    // reset it by copying/pagemap scan instead of madvise:
-                    // the largest single saving per fresh instance.
-                    .linear_memory_keep_resident(1 << 20)
-                    .table_keep_resident(1 << 16)
-                    .pagemap_scan(wasmtime::Enabled::Auto);
-                let mut c = base_config();
-                c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-                match Engine::new(&c) {
+                match Engine::new(&aot::engine_config(rt, max_memory, true, None, false)?) {
                     Ok(engine) => (engine, true),
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot reserve the instance pool; using on-demand allocation");
-                        (on_demand()?, false)
+                        (Engine::new(&on_demand)?, false)
                     }
                 }
             }
@@ -309,6 +272,8 @@ impl Runtime {
         Ok(Runtime {
             engine,
             pooling,
+            settings: aot::settings(max_memory, pooling),
+            arch: aot::host_code_target(rt.pulley),
             stop_ticker,
         })
     }
@@ -381,7 +346,7 @@ impl Runtime {
     fn link(&self, config: &PluginConfig, cache: &Cache) -> anyhow::Result<Linked> {
         let name = &config.name;
         let (component, from_cache, sha256) = cache
-            .component(&self.engine, name, &config.wasm)
+            .component(self, name, &config.wasm)
             .with_context(|| format!("plugin `{name}`: cannot load {}", config.wasm.display()))?;
         check_imports(&self.engine, &component, config)?;
         let mut linker: Linker<Ctx> = Linker::new(&self.engine);
@@ -888,16 +853,27 @@ fn trap_summary(e: &wasmtime::Error) -> String {
     out
 }
 
-/// Compiled components on disk under `<data_dir>/cache`, keyed by the
-/// engine's precompile-compatibility hash and the component's bytes, and
-/// sealed with an HMAC under a key only the host knows, so that nothing but
-/// an artefact this host compiled is ever deserialized.
+/// Where components come from: precompiled artefacts ([`aot`], signed by a
+/// key under `trust.compilers`), or components compiled here and kept on
+/// disk under `<data_dir>/cache`, keyed by the engine's
+/// precompile-compatibility hash and the component's bytes, and sealed with
+/// an HMAC under a key only this host knows. Nothing else is ever
+/// deserialized.
 pub struct Cache {
+    // Only a host with the compiler writes (and so reads) its own cache.
+    #[cfg_attr(not(feature = "compiler"), allow(dead_code))]
     dir: PathBuf,
+    #[cfg_attr(not(feature = "compiler"), allow(dead_code))]
     key: hmac::Key,
+    /// `trust.compilers` of the config in force.
+    compilers: arc_swap::ArcSwap<Vec<TrustedKey>>,
 }
 
+#[cfg(feature = "compiler")]
 const TAG_LEN: usize = 32;
+
+/// The largest file read as a plugin (component or artefact).
+const MAX_PLUGIN_FILE: u64 = 512 << 20;
 
 impl Cache {
     pub fn open(data_dir: &Path) -> anyhow::Result<Cache> {
@@ -917,23 +893,78 @@ impl Cache {
         Ok(Cache {
             dir,
             key: hmac::Key::new(hmac::HMAC_SHA256, &key),
+            compilers: Default::default(),
         })
     }
 
-    /// Plugin `name`'s component, whether it came from the cache, and the
-    /// SHA-256 of the file (hex).
+    /// Trusts artefacts signed by `keys` (a config's `trust.compilers`),
+    /// and no others, from now on.
+    pub fn trust_compilers(&self, keys: &[TrustedKey]) {
+        self.compilers.store(Arc::new(keys.to_vec()));
+    }
+
+    /// Plugin `name`'s component from the file `wasm` (a component or an
+    /// artefact), whether it was precompiled (an artefact or the cache), and
+    /// the SHA-256 of the file (hex).
     pub fn component(
         &self,
-        engine: &Engine,
+        rt: &Runtime,
         name: &str,
         wasm: &Path,
     ) -> anyhow::Result<(Component, bool, String)> {
-        let bytes = std::fs::read(wasm).map_err(|e| unreadable_artefact(wasm, e))?;
-        check_artefact(&bytes)?;
+        let bytes =
+            aot::read_limited(wasm, MAX_PLUGIN_FILE).map_err(|e| unreadable_artefact(wasm, e))?;
         let sha256 = crate::util::ids::sha256_hex(&bytes);
+        if aot::is_artefact(&bytes) {
+            let compilers = self.compilers.load();
+            let verified = aot::verify(&bytes, name, &compilers, &rt.arch, &rt.settings)?;
+            // SAFETY: `verify` checked that a trusted key signed this code
+            // as the output of `wasmgate compile` for this wasmtime, code
+            // target and engine settings; wasmtime checks the latter again.
+            let component =
+                unsafe { Component::deserialize(&rt.engine, verified.code) }.map_err(|e| {
+                    aot::AotError::Engine {
+                        artefact: format!("{} ({e})", verified.header.engine),
+                        host: rt.settings.to_string(),
+                    }
+                })?;
+            tracing::info!(plugin = %name, signer = %verified.signer, "loaded a precompiled artefact");
+            return Ok((component, true, sha256));
+        }
+        check_artefact(&bytes)?;
+        self.compiled(rt, name, wasm, &bytes)
+            .map(|(c, cached)| (c, cached, sha256))
+    }
+
+    #[cfg(not(feature = "compiler"))]
+    fn compiled(
+        &self,
+        rt: &Runtime,
+        _: &str,
+        wasm: &Path,
+        _: &[u8],
+    ) -> anyhow::Result<(Component, bool)> {
+        anyhow::bail!(
+            "{} is a component, and this wasmgate was built without the compiler: precompile it with `wasmgate compile --target {}` on a machine with a full build, and name the artefact in `wasm:`",
+            wasm.display(),
+            aot::host_target_hint(&rt.arch)
+        )
+    }
+
+    /// `bytes` (the component in `wasm`) compiled, from the cache or now;
+    /// and whether it came from the cache.
+    #[cfg(feature = "compiler")]
+    fn compiled(
+        &self,
+        rt: &Runtime,
+        name: &str,
+        wasm: &Path,
+        bytes: &[u8],
+    ) -> anyhow::Result<(Component, bool)> {
+        let engine = &rt.engine;
         let mut hasher = Sha256Hasher(digest::Context::new(&digest::SHA256));
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
-        hasher.0.update(&bytes);
+        hasher.0.update(bytes);
         let id = crate::util::ids::hex(hasher.0.finish().as_ref());
         let path = self.dir.join(format!("{id}.cwasm"));
         if let Ok(sealed) = std::fs::read(&path) {
@@ -943,7 +974,7 @@ impl Cache {
                     // SAFETY: the HMAC proves this host wrote these bytes from
                     // `precompile_component` with a compatible engine.
                     if let Ok(c) = unsafe { Component::deserialize(engine, artefact) } {
-                        return Ok((c, true, sha256));
+                        return Ok((c, true));
                     }
                 }
             }
@@ -957,7 +988,7 @@ impl Cache {
         );
         let started = Instant::now();
         let artefact = engine
-            .precompile_component(&bytes)
+            .precompile_component(bytes)
             .map_err(|e| anyhow::anyhow!("{e:#}").context("not a component this host can run"))?;
         tracing::info!(
             plugin = %name,
@@ -973,7 +1004,7 @@ impl Cache {
         }
         // SAFETY: produced just above by this engine.
         let component = unsafe { Component::deserialize(engine, &artefact)? };
-        Ok((component, false, sha256))
+        Ok((component, false))
     }
 }
 
@@ -1032,6 +1063,7 @@ fn check_artefact(bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "compiler")]
 /// Writes a sealed artefact to `path` through a temporary file of this
 /// process's own; whatever is in the way at `path` (a directory, say) is
 /// removed first.
@@ -1048,8 +1080,10 @@ fn store_artefact(path: &Path, sealed: &[u8]) -> std::io::Result<()> {
     })
 }
 
+#[cfg(feature = "compiler")]
 struct Sha256Hasher(digest::Context);
 
+#[cfg(feature = "compiler")]
 impl std::hash::Hasher for Sha256Hasher {
     fn finish(&self) -> u64 {
         0

@@ -11,6 +11,7 @@ const LAYERS: &[&[&str]] = &[
     &["caps"],
     &["config"],
     &["router", "authoring", "package"],
+    &["aot"],
     &["runtime"],
     &["scheduler"],
     &["server"],

@@ -39,11 +39,58 @@ pub mod jobs;
 pub mod keys;
 pub mod kv;
 pub mod log;
+#[cfg(feature = "net")]
 pub mod net;
+#[cfg(feature = "outbound")]
 pub mod outbound;
 pub mod ratelimit;
+#[cfg(feature = "wireguard")]
 pub mod wireguard;
 pub mod wit;
+
+pub mod absent;
+
+/// Declares a capability left out of this build: its grant module (which
+/// every build has) and an [`absent::Absent`] in place of its implementation.
+#[allow(unused_macros)]
+macro_rules! omitted {
+    ($module:ident, $cap:ident, $grant:ty, $feature:literal, $example:literal) => {
+        pub mod $module {
+            #[allow(dead_code)]
+            pub mod grant;
+
+            pub struct Marker;
+
+            impl super::absent::Omitted for Marker {
+                const NAME: &'static str = stringify!($module);
+                const EXAMPLE: &'static str = $example;
+                const FEATURE: &'static str = $feature;
+                type Grant = Option<$grant>;
+            }
+
+            pub type $cap = super::absent::Absent<Marker>;
+        }
+    };
+}
+
+#[cfg(not(feature = "net"))]
+omitted!(net, Net, grant::NetGrant, "net", "{ links: [\"guest*\"] }");
+#[cfg(not(feature = "wireguard"))]
+omitted!(
+    wireguard,
+    Wireguard,
+    grant::WireguardGrant,
+    "wireguard",
+    "{ devices: [\"wg*\"] }"
+);
+#[cfg(not(feature = "outbound"))]
+omitted!(
+    outbound,
+    Outbound,
+    grant::OutboundGrant,
+    "outbound",
+    "{ hosts: [\"api.example.com\"] }"
+);
 
 /// What the host gives capabilities to build their host-wide state.
 pub struct HostEnv {
@@ -283,8 +330,11 @@ macro_rules! capabilities {
             /// What serde cannot check: `(key under grants, message)`.
             pub fn validate(&self) -> Result<(), (String, String)> {
                 $(
-                    <$cap as Capability>::validate(&self.$name)
-                        .map_err(|(key, message)| (format!("{}.{key}", <$cap as Capability>::NAME), message))?;
+                    <$cap as Capability>::validate(&self.$name).map_err(|(key, message)| {
+                        let name = <$cap as Capability>::NAME;
+                        let key = if key.is_empty() { name.to_string() } else { format!("{name}.{key}") };
+                        (key, message)
+                    })?;
                 )*
                 Ok(())
             }

@@ -291,6 +291,7 @@ fn verify(path: &Path, keys: &[PublicKey], config: Option<&Path>) -> anyhow::Res
                         plugins: Vec::new(),
                     })
                     .collect(),
+                ..TrustConfig::default()
             },
             "--trust".to_string(),
         ),

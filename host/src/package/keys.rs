@@ -72,12 +72,18 @@ impl SigningKey {
         PublicKey::from_bytes(bytes)
     }
 
+    /// The signature of `message`, which must start with a context of its
+    /// own ([`SIGNING_CONTEXT`] for packages).
+    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.0.sign(message).as_ref());
+        out
+    }
+
     /// The signature of `manifest` (a manifest's exact bytes), after
     /// [`SIGNING_CONTEXT`].
     pub fn sign_manifest(&self, manifest: &[u8]) -> [u8; 64] {
-        let mut out = [0u8; 64];
-        out.copy_from_slice(self.0.sign(&signed_message(manifest)).as_ref());
-        out
+        self.sign(&signed_message(manifest))
     }
 }
 

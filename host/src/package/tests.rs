@@ -54,6 +54,7 @@ fn trust(require: Option<bool>, keys: &[(&str, &SigningKey, &[&str])]) -> TrustC
                 plugins: plugins.iter().map(|p| p.to_string()).collect(),
             })
             .collect(),
+        ..TrustConfig::default()
     }
 }
 

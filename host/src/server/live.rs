@@ -273,6 +273,18 @@ impl Host {
     /// error (nothing changes); one that had failed and still fails stays
     /// failed. Compiling blocks: call from a blocking context.
     pub fn prepare(&self, new: &Config, state: &PluginState) -> Result<Prepared, ReloadError> {
+        // Artefacts load under the new config's trust; a refused config
+        // leaves the current one's in force.
+        let current_trust = self.live().config.trust.compilers.clone();
+        self.cache.trust_compilers(&new.trust.compilers);
+        let prepared = self.prepare_with(new, state);
+        if prepared.is_err() {
+            self.cache.trust_compilers(&current_trust);
+        }
+        prepared
+    }
+
+    fn prepare_with(&self, new: &Config, state: &PluginState) -> Result<Prepared, ReloadError> {
         let current = self.live();
         let mut changes = Changes::default();
         let mut entries = Vec::with_capacity(new.plugins.len());

@@ -54,6 +54,7 @@ pub struct CheckRow {
 pub fn check_rows(config: &Config) -> anyhow::Result<Vec<CheckRow>> {
     let host = Host::empty(config.clone(), Db::in_memory()?)?;
     let cache = Cache::open(&config.data_dir)?;
+    cache.trust_compilers(&config.trust.compilers);
     let mut rows = Vec::new();
     for p in &config.plugins {
         let mounts = p

@@ -130,7 +130,7 @@ impl Host {
         let dir = &config.data_dir;
         crate::util::fs::prepare_data_dir(dir)
             .with_context(|| format!("cannot prepare the data directory {}", dir.display()))?;
-        let db = Db::open(dir, accept_empty_db)?;
+        let db = Db::open(dir, accept_empty_db, config.memory.storage_cache_bytes())?;
         Host::with_db(config, db, only, on_error)
     }
 
@@ -206,6 +206,7 @@ impl Host {
         let shared = Arc::new(Shared::new(&config, db));
         let runtime = Runtime::new(&config.runtime, config.max_memory_bytes())?;
         let cache = Cache::open(&config.data_dir)?;
+        cache.trust_compilers(&config.trust.compilers);
         let live = Live::new(config.clone(), Vec::new());
         Ok(Host {
             config,
@@ -409,6 +410,8 @@ struct Accepting {
     graceful: Arc<GracefulShutdown>,
     header_timeout: Duration,
     idle_timeout: Duration,
+    /// The most a connection buffers (`memory.connection_buffer_kb`).
+    buffer: usize,
 }
 
 impl Accepting {
@@ -426,6 +429,7 @@ impl Accepting {
             graceful,
             header_timeout,
             idle_timeout,
+            buffer,
         } = self.clone();
         tokio::spawn(async move {
             loop {
@@ -453,6 +457,7 @@ impl Accepting {
                 });
                 let conn = http1::Builder::new()
                     .keep_alive(true)
+                    .max_buf_size(buffer)
                     // The watchdog below times heads and idle connections.
                     .header_read_timeout(None)
                     .serve_connection(
@@ -495,6 +500,10 @@ impl Bound {
         };
         let scheduler = Scheduler::new(self.host.shared.clone(), lookup);
         let scheduler = tokio::spawn(scheduler.run(stop.clone()));
+        if self.host.config.memory.release_freed() {
+            crate::util::memory::limit_arenas();
+            tokio::spawn(crate::util::memory::trim_until(stop.clone()));
+        }
         let http = &self.host.config.http;
         let accepting = Accepting {
             host: self.host.clone(),
@@ -502,6 +511,8 @@ impl Bound {
             graceful: graceful.clone(),
             header_timeout: Duration::from_millis(http.header_timeout_ms),
             idle_timeout: Duration::from_millis(http.idle_timeout_ms),
+            // hyper's floor is 8 KiB.
+            buffer: self.host.config.memory.connection_buffer_bytes().max(8192),
         };
         // Plugin listeners by configured address: a reload opens and closes them.
         let mut plugin_loops: BTreeMap<String, AcceptLoop> = BTreeMap::new();
@@ -576,6 +587,7 @@ impl Bound {
             tracing::warn!("connections still open after the grace period; closing them");
         }
         let _ = scheduler.await;
+        #[cfg(feature = "wireguard")]
         self.host.shared.caps.wireguard.stop_all();
         tracing::info!("stopped");
         Ok(())

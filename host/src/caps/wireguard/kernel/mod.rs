@@ -120,8 +120,8 @@ fn socket_in(netns: Option<&Path>) -> io::Result<Socket> {
 
 fn set_recv_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
     let tv = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+        tv_sec: timeout.as_secs() as _,
+        tv_usec: timeout.subsec_micros() as _,
     };
     // SAFETY: a valid socket and a timeval of the size given.
     let r = unsafe {
