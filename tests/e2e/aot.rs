@@ -183,3 +183,144 @@ fn pulley_runs_the_same_plugin_compiled_here_or_ahead_of_time() {
         "this host runs pulley64 code",
     );
 }
+
+#[test]
+fn a_bundle_serves_its_config_and_packages_without_compiling() {
+    let build = Build::new();
+    let dir = build.setup.dir().to_path_buf();
+    let run = |args: &[&str]| {
+        let out = build.setup.run(args);
+        assert!(out.status.success(), "{args:?}: {}", describe(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let refused = |args: &[&str], needle: &str| {
+        let out = build.setup.run(args);
+        assert!(
+            !out.status.success(),
+            "{args:?} accepted: {}",
+            describe(&out)
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "no `{needle}` in: {stderr}");
+    };
+    // A vendor's signed package of hello, answering on its own mount.
+    let vendor_key = dir.join("vendor.key");
+    let vendor = run(&["package", "keygen", "--out", vendor_key.to_str().unwrap()]);
+    let vendor_public = vendor[vendor.find("ed25519:").unwrap()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let manifest = dir.join("greeter.yaml");
+    std::fs::write(
+        &manifest,
+        "name: greeter\nversion: 1.0.0\nvendor: Acme\nwit_version: 0.2.0\nmin_host_version: 0.1.0\n\
+         grants: { kv: true, config: true, log: true }\nsettings: { greeting: from a package }\n\
+         mounts: [{ listen: \"127.0.0.1:0\", prefix: /greeter/ }]\n",
+    )
+    .unwrap();
+    let package = dir.join("greeter.wgpkg");
+    let hello = crate::e2e::harness::wasm("hello");
+    run(&[
+        "package",
+        "build",
+        "--wasm",
+        hello.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        package.to_str().unwrap(),
+    ]);
+    run(&[
+        "package",
+        "sign",
+        "--key",
+        vendor_key.to_str().unwrap(),
+        package.to_str().unwrap(),
+    ]);
+
+    let input = dir.join("input.yaml");
+    let trust_vendor =
+        format!("trust:\n  keys:\n    - {{ name: acme, key: \"{vendor_public}\" }}\n");
+    std::fs::write(
+        &input,
+        config_yaml_with(
+            &trust_vendor,
+            &[Plugin::hello("hello").settings("{ greeting: from the config }")],
+        ),
+    )
+    .unwrap();
+    let key = dir.join("compile.key");
+    let out = dir.join("image");
+    let data = dir.join("image-data");
+    let printed = run(&[
+        "bundle",
+        "--config",
+        input.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--package",
+        package.to_str().unwrap(),
+        "--router-profile",
+    ]);
+    assert!(
+        printed.contains("greeter: package 1.0.0") && printed.contains("signed by acme"),
+        "{printed}"
+    );
+    assert!(out.join("plugins/hello.aot").exists() && out.join("plugins/greeter.aot").exists());
+    assert!(out.join("packages/greeter-1.0.0.wgpkg").exists());
+    let config = std::fs::read_to_string(out.join("config.yaml")).unwrap();
+    assert!(
+        config.contains("profile: router") && config.contains("compilers:"),
+        "{config}"
+    );
+
+    // The bundled config serves both, from artefacts.
+    let mut setup = Setup::with_yaml(&config);
+    setup.config = out.join("config.yaml");
+    setup.data_dir = data.clone();
+    let server = setup.serve();
+    let r = server.get("/hello/");
+    assert!(r.text().contains("from the config"), "{r:?}");
+    let r = server.get("/greeter/");
+    assert!(r.text().contains("from a package"), "{r:?}");
+    let logs = server.logs();
+    assert_eq!(
+        logs.matches("loaded a precompiled artefact").count(),
+        2,
+        "{logs}"
+    );
+    assert!(!logs.contains("compiling"), "{logs}");
+    drop(server);
+
+    // An unsigned package under a policy that requires signatures: refused.
+    let unsigned = dir.join("unsigned.wgpkg");
+    run(&[
+        "package",
+        "build",
+        "--wasm",
+        hello.to_str().unwrap(),
+        "--manifest",
+        manifest.to_str().unwrap(),
+        "--out",
+        unsigned.to_str().unwrap(),
+    ]);
+    refused(
+        &[
+            "bundle",
+            "--config",
+            input.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            dir.join("image2").to_str().unwrap(),
+            "--package",
+            unsigned.to_str().unwrap(),
+        ],
+        "signature",
+    );
+}
