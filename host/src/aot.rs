@@ -31,7 +31,6 @@ use serde::{Deserialize, Serialize};
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::config::{AllocatorKind, RuntimeConfig, TrustedKey};
-use crate::util::ed25519::PublicKey;
 
 /// The first bytes of an artefact (never the start of a wasm file).
 pub const MAGIC: &[u8; 8] = b"WGAOT01\n";
@@ -413,13 +412,6 @@ pub fn seal(mut header: Header, code: &[u8], key: &crate::package::keys::Signing
     out.extend_from_slice(&signature);
     out.extend_from_slice(code);
     out
-}
-
-/// The public key in an artefact's signature is not recoverable: which key
-/// signed is found by trying the trusted ones. This names `key` as
-/// `trust.compilers` lists it, for `wasmgate compile`'s hint.
-pub fn trust_entry(name: &str, key: &PublicKey) -> String {
-    format!("trust:\n  compilers:\n    - name: {name}\n      key: \"{key}\"\n")
 }
 
 /// The artefact file name for plugin `name`.

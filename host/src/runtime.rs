@@ -212,8 +212,8 @@ pub struct PluginStats {
 pub struct Plugin {
     pub shared: Arc<PluginShared>,
     pub config: PluginConfig,
-    /// Whether the compiled component came from the cache.
-    pub from_cache: bool,
+    /// Where its compiled code came from.
+    pub origin: Origin,
     /// The SHA-256 of the component file, in hex: which code this version runs.
     pub sha256: String,
     /// When this version was loaded.
@@ -345,7 +345,7 @@ impl Runtime {
     /// links it against its grants.
     fn link(&self, config: &PluginConfig, cache: &Cache) -> anyhow::Result<Linked> {
         let name = &config.name;
-        let (component, from_cache, sha256) = cache
+        let (component, origin, sha256) = cache
             .component(self, name, &config.wasm)
             .with_context(|| format!("plugin `{name}`: cannot load {}", config.wasm.display()))?;
         check_imports(&self.engine, &component, config)?;
@@ -376,7 +376,7 @@ impl Runtime {
             handler,
             admin,
             jobs,
-            from_cache,
+            origin,
             sha256,
         })
     }
@@ -389,7 +389,7 @@ struct Linked {
     handler: handler::GuestIndices,
     admin: Option<admin::GuestIndices>,
     jobs: Option<job_handler::GuestIndices>,
-    from_cache: bool,
+    origin: Origin,
     sha256: String,
 }
 
@@ -403,7 +403,7 @@ impl Linked {
         Plugin {
             shared,
             config: config.clone(),
-            from_cache: self.from_cache,
+            origin: self.origin,
             sha256: self.sha256,
             loaded_at: std::time::SystemTime::now(),
             engine: engine.clone(),
@@ -853,6 +853,17 @@ fn trap_summary(e: &wasmtime::Error) -> String {
     out
 }
 
+/// Where a plugin's compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Compiled at this load (and cached).
+    Compiled,
+    /// This host's own cache.
+    Cache,
+    /// An artefact of `wasmgate compile`.
+    Artefact,
+}
+
 /// Where components come from: precompiled artefacts ([`aot`], signed by a
 /// key under `trust.compilers`), or components compiled here and kept on
 /// disk under `<data_dir>/cache`, keyed by the engine's
@@ -904,14 +915,13 @@ impl Cache {
     }
 
     /// Plugin `name`'s component from the file `wasm` (a component or an
-    /// artefact), whether it was precompiled (an artefact or the cache), and
-    /// the SHA-256 of the file (hex).
+    /// artefact), where its code came from, and the SHA-256 of the file (hex).
     pub fn component(
         &self,
         rt: &Runtime,
         name: &str,
         wasm: &Path,
-    ) -> anyhow::Result<(Component, bool, String)> {
+    ) -> anyhow::Result<(Component, Origin, String)> {
         let bytes =
             aot::read_limited(wasm, MAX_PLUGIN_FILE).map_err(|e| unreadable_artefact(wasm, e))?;
         let sha256 = crate::util::ids::sha256_hex(&bytes);
@@ -929,11 +939,11 @@ impl Cache {
                     }
                 })?;
             tracing::info!(plugin = %name, signer = %verified.signer, "loaded a precompiled artefact");
-            return Ok((component, true, sha256));
+            return Ok((component, Origin::Artefact, sha256));
         }
         check_artefact(&bytes)?;
         self.compiled(rt, name, wasm, &bytes)
-            .map(|(c, cached)| (c, cached, sha256))
+            .map(|(c, origin)| (c, origin, sha256))
     }
 
     #[cfg(not(feature = "compiler"))]
@@ -943,7 +953,7 @@ impl Cache {
         _: &str,
         wasm: &Path,
         _: &[u8],
-    ) -> anyhow::Result<(Component, bool)> {
+    ) -> anyhow::Result<(Component, Origin)> {
         anyhow::bail!(
             "{} is a component, and this wasmgate was built without the compiler: precompile it with `wasmgate compile --target {}` on a machine with a full build, and name the artefact in `wasm:`",
             wasm.display(),
@@ -951,8 +961,7 @@ impl Cache {
         )
     }
 
-    /// `bytes` (the component in `wasm`) compiled, from the cache or now;
-    /// and whether it came from the cache.
+    /// `bytes` (the component in `wasm`) compiled, from the cache or now.
     #[cfg(feature = "compiler")]
     fn compiled(
         &self,
@@ -960,7 +969,7 @@ impl Cache {
         name: &str,
         wasm: &Path,
         bytes: &[u8],
-    ) -> anyhow::Result<(Component, bool)> {
+    ) -> anyhow::Result<(Component, Origin)> {
         let engine = &rt.engine;
         let mut hasher = Sha256Hasher(digest::Context::new(&digest::SHA256));
         std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut hasher);
@@ -974,7 +983,7 @@ impl Cache {
                     // SAFETY: the HMAC proves this host wrote these bytes from
                     // `precompile_component` with a compatible engine.
                     if let Ok(c) = unsafe { Component::deserialize(engine, artefact) } {
-                        return Ok((c, true));
+                        return Ok((c, Origin::Cache));
                     }
                 }
             }
@@ -1004,7 +1013,7 @@ impl Cache {
         }
         // SAFETY: produced just above by this engine.
         let component = unsafe { Component::deserialize(engine, &artefact)? };
-        Ok((component, false))
+        Ok((component, Origin::Compiled))
     }
 }
 

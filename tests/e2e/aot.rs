@@ -94,6 +94,12 @@ fn an_artefact_serves_without_compiling_and_every_mismatch_is_refused_by_name() 
     let aot = with_wasm(&hello, &artefact);
 
     let setup = Setup::with_yaml(&config_yaml_with(&sections, std::slice::from_ref(&aot)));
+    let check = setup.check();
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("ok (precompiled"),
+        "{}",
+        describe(&check)
+    );
     let server = setup.serve();
     let r = server.get("/hello/");
     assert_eq!(r.status, 200, "{r:?}");

@@ -73,10 +73,10 @@ pub fn check_rows(config: &Config) -> anyhow::Result<Vec<CheckRow>> {
             .map(|loaded| {
                 format!(
                     "ok ({}; exports {})",
-                    if loaded.from_cache {
-                        "cached"
-                    } else {
-                        "compiled"
+                    match loaded.origin {
+                        crate::runtime::Origin::Compiled => "compiled",
+                        crate::runtime::Origin::Cache => "cached",
+                        crate::runtime::Origin::Artefact => "precompiled",
                     },
                     loaded.exports().join(", ")
                 )
