@@ -181,9 +181,12 @@ fn split(bytes: &[u8]) -> Result<Parts<'_>, AotError> {
     })
 }
 
-/// The header of `bytes`, without checking anything else (for `inspect`).
+/// The header of `bytes`, without checking anything else.
 pub fn read_header(bytes: &[u8]) -> Result<Header, AotError> {
-    let parts = split(bytes)?;
+    header_of(&split(bytes)?)
+}
+
+fn header_of(parts: &Parts<'_>) -> Result<Header, AotError> {
     serde_json::from_slice(parts.header_bytes)
         .map_err(|e| AotError::Malformed(format!("its header is not valid: {e}")))
 }
@@ -199,7 +202,7 @@ pub fn verify<'a>(
     settings: &EngineSettings,
 ) -> Result<Verified<'a>, AotError> {
     let parts = split(bytes)?;
-    let header = read_header(bytes)?;
+    let header = header_of(&parts)?;
     if compilers.is_empty() {
         return Err(AotError::NoTrustedCompiler);
     }

@@ -1082,11 +1082,7 @@ fn store_artefact(path: &Path, sealed: &[u8]) -> std::io::Result<()> {
         Ok(m) if !m.is_file() => std::fs::remove_file(path)?,
         _ => {}
     }
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    crate::util::fs::write_private(&tmp, sealed)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    crate::util::fs::write_replacing(path, sealed)
 }
 
 #[cfg(feature = "compiler")]

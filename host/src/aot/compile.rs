@@ -43,6 +43,8 @@ pub struct Args {
 #[derive(Debug)]
 pub struct Compiled {
     pub plugin: String,
+    /// The code it holds: an architecture or a Pulley flavour.
+    pub arch: String,
     pub path: PathBuf,
     pub bytes: usize,
     pub took: Duration,
@@ -52,13 +54,6 @@ impl Args {
     pub fn run(&self) -> anyhow::Result<()> {
         let config = Config::load(&self.config)?;
         let key = SigningKey::read(&self.key)?;
-        let (arch, _) = match &self.target {
-            Some(t) => code_target(t).map_err(anyhow::Error::msg)?,
-            None => (
-                super::host_code_target(config.runtime.pulley),
-                String::new(),
-            ),
-        };
         let out = compile(
             &config,
             self.target.as_deref(),
@@ -72,7 +67,7 @@ impl Args {
                 c.plugin,
                 c.path.display(),
                 c.bytes as f64 / 1e6,
-                arch,
+                c.arch,
                 c.took.as_secs_f64()
             );
         }
@@ -153,23 +148,15 @@ pub fn compile(
         };
         let sealed = super::seal(header, &code, key);
         let path = out.join(super::file_name(&p.name));
-        write_file(&path, &sealed).with_context(|| format!("cannot write {}", path.display()))?;
+        crate::util::fs::write_replacing(&path, &sealed)
+            .with_context(|| format!("cannot write {}", path.display()))?;
         done.push(Compiled {
             plugin: p.name.clone(),
+            arch: arch.clone(),
             path,
             bytes: sealed.len(),
             took: started.elapsed(),
         });
     }
     Ok(done)
-}
-
-/// Writes `bytes` to `path` through a temporary file beside it, so that a
-/// host never reads half an artefact.
-fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
 }
