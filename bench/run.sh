@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `make bench`: native hyper handler vs. the hello plugin under wrk, plus the
+# `make bench`: a standalone hyper server and the host's native handler vs. the
+# hello plugin under wrk, plus the
 # instantiate + call + drop microbenchmark, plus the hotspot plugin's
 # create_voucher (durable commits) and get_voucher_users (10,000 vouchers),
 # plus the wgdashboard plugin's /api/handshake and getWireguardConfigurations
@@ -17,7 +18,7 @@
 #   BENCH_DURATION [5] seconds per measured run  BENCH_WARMUP [1] seconds
 #   BENCH_CONNECTIONS ["32 256"]  BENCH_ITERATIONS [20000]
 #   BENCH_HOTSPOT_VOUCHERS [10000] vouchers listed by get_voucher_users
-#   BENCH_HOTSPOT_LIST_CONNECTIONS [4]  BENCH_HOTSPOT_CREATE_CONNECTIONS ["4 32"]
+#   BENCH_HOTSPOT_LIST_CONNECTIONS [4]  BENCH_HOTSPOT_CREATE_CONNECTIONS ["1 4 32"]
 #   BENCH_WGD_CONFIGURATIONS [10]  BENCH_WGD_PEERS [50] peers per configuration
 #   BENCH_WGD_CONNECTIONS [32]
 #   BENCH_VPN_BULK [10000] users in the timed bulk creation
@@ -28,6 +29,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BIN=${WASMGATE_BIN:-target/release/wasmgate}
+NATIVE_BIN=${NATIVE_HELLO_BIN:-$(dirname "$BIN")/native-hello}
 CONFIG=bench/hello.yaml
 WASM=target/wasm32-wasip2/release/hello.wasm
 OUT=${BENCH_OUT:-BENCHMARKS.md}
@@ -43,7 +45,7 @@ HOTSPOT_WASM=target/wasm32-wasip2/release/hotspot.wasm
 HOTSPOT_LUA=bench/wrk-hotspot-create.lua
 HOTSPOT_VOUCHERS=${BENCH_HOTSPOT_VOUCHERS:-10000}
 read -r -a HOTSPOT_LIST_CONNECTIONS <<<"${BENCH_HOTSPOT_LIST_CONNECTIONS:-4}"
-read -r -a HOTSPOT_CREATE_CONNECTIONS <<<"${BENCH_HOTSPOT_CREATE_CONNECTIONS:-4 32}"
+read -r -a HOTSPOT_CREATE_CONNECTIONS <<<"${BENCH_HOTSPOT_CREATE_CONNECTIONS:-1 4 32}"
 WGD_CONFIG=bench/wgdashboard.yaml
 WGD_WASM=target/wasm32-wasip2/release/wgdashboard.wasm
 WGD_CONFIGURATIONS=${BENCH_WGD_CONFIGURATIONS:-10}
@@ -65,6 +67,7 @@ die() {
 }
 
 [ -x "$BIN" ] || die "$BIN not found: run \`make build\` (or \`make bench\`) first"
+[ -x "$NATIVE_BIN" ] || die "$NATIVE_BIN not found: run \`make bench\` (it builds it)"
 [ -f "$WASM" ] || die "$WASM not found: run \`make build\` first"
 [ -f "$HOTSPOT_WASM" ] || die "$HOTSPOT_WASM not found: run \`make build\` first"
 [ -f "$WGD_WASM" ] || die "$WGD_WASM not found: run \`make build\` first"
@@ -106,8 +109,10 @@ stop_server() {
 	server_status=0
 	wait "$pid" 2>/dev/null || server_status=$?
 }
+standalone_pid=""
 cleanup() {
 	stop_server
+	[ -z "$standalone_pid" ] || kill "$standalone_pid" 2>/dev/null || true
 	rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -156,27 +161,39 @@ spawn_server() {
 
 start_server server "$CONFIG" --bench-native 127.0.0.1:0
 
+# The limit: a bare hyper server answering the same bytes, in its own process.
+"$NATIVE_BIN" 127.0.0.1:0 </dev/null >"$tmp/standalone.out" 2>"$tmp/standalone.err" &
+standalone_pid=$!
+for ((i = 0; i < 100; i++)); do
+	grep -q '^listening ' "$tmp/standalone.out" 2>/dev/null && break
+	sleep 0.1
+done
+standalone_addr=$(awk '$1 == "listening" { print $2; exit }' "$tmp/standalone.out")
+[ -n "$standalone_addr" ] || die "$NATIVE_BIN printed no \`listening\` line"
+
 # `listening native <addr>`, `listening plugins <addr> <configured>`.
 native_addr=$(awk '$1 == "listening" && $2 == "native" { print $3; exit }' "$tmp/server.out")
 plugin_addr=$(awk '$1 == "listening" && $2 == "plugins" { print $3; exit }' "$tmp/server.out")
 [ -n "$native_addr" ] || die "no \`listening native\` line (does serve support --bench-native?)"
 [ -n "$plugin_addr" ] || die "no \`listening plugins\` line"
-for addr in "$native_addr" "$plugin_addr"; do
+for addr in "$standalone_addr" "$native_addr" "$plugin_addr"; do
 	case $addr in
 	127.* | '[::1]':*) ;;
 	*) die "refusing to load a non-loopback address: $addr" ;;
 	esac
 done
+standalone_url="http://$standalone_addr/"
 native_url="http://$native_addr/"
 plugin_url="http://$plugin_addr/hello/"
 log "native $native_url, plugin $plugin_url"
 
 # Both must answer 200 with the same body, or the comparison means nothing.
 if command -v curl >/dev/null 2>&1; then
+	standalone_body=$(curl -fsS --max-time 10 "$standalone_url") || die "GET $standalone_url failed"
 	native_body=$(curl -fsS --max-time 10 "$native_url") || die "GET $native_url failed"
 	plugin_body=$(curl -fsS --max-time 10 "$plugin_url") || die "GET $plugin_url failed"
-	[ "$native_body" = "$plugin_body" ] ||
-		log "warning: bodies differ: native '$native_body' vs plugin '$plugin_body'"
+	[ "$native_body" = "$plugin_body" ] && [ "$standalone_body" = "$plugin_body" ] ||
+		log "warning: bodies differ: standalone '$standalone_body', native '$native_body', plugin '$plugin_body'"
 fi
 
 # ---------------------------------------------------------------------------
@@ -189,8 +206,12 @@ field() {
 
 declare -A rps p50 p99 errs
 for c in "${CONNECTIONS[@]}"; do
-	for target in native plugin; do
-		if [ "$target" = native ]; then url=$native_url; else url=$plugin_url; fi
+	for target in standalone native plugin; do
+		case $target in
+		standalone) url=$standalone_url ;;
+		native) url=$native_url ;;
+		*) url=$plugin_url ;;
+		esac
 		out="$tmp/wrk-$target-$c.txt"
 		log "wrk $target c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
 		timeout $((WARMUP + 20)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" "$url" >/dev/null ||
@@ -222,6 +243,8 @@ stop_server
 if [ "$server_status" != 0 ]; then
 	log "warning: server exited with status $server_status after SIGTERM (expected 0)"
 fi
+kill "$standalone_pid" 2>/dev/null || true
+wait "$standalone_pid" 2>/dev/null || true
 
 # ---------------------------------------------------------------------------
 # instantiate + call + drop
@@ -292,11 +315,11 @@ hs_wrk() {
 	shift 3
 	local out="$tmp/wrk-hotspot-$name-$c.txt" key="$name/$c"
 	log "wrk hotspot $name c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
-	timeout $((WARMUP + 30)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" --timeout 10s -H "X-API-Key: $hs_key" "$@" "$url" >/dev/null ||
+	timeout $((WARMUP + 30)) wrk -t"$((c < THREADS ? c : THREADS))" -c"$c" -d"${WARMUP}s" --timeout 10s -H "X-API-Key: $hs_key" "$@" "$url" >/dev/null ||
 		die "wrk warm-up against $url failed"
 	local before after
 	before=$(hs_vouchers)
-	timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
+	timeout $((DURATION + 30)) wrk -t"$((c < THREADS ? c : THREADS))" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
 		-H "X-API-Key: $hs_key" "$@" "$url" >"$out" 2>&1 || {
 		cat "$out" >&2
 		die "wrk against $url failed"
@@ -548,15 +571,16 @@ fi
 	echo
 	echo "What was measured, on loopback, with the load generator and the server sharing the same cores:"
 	echo
-	echo "- **native**: the host's hidden \`--bench-native\` listener, a Rust handler in the same hyper stack answering every request with 200 \`{\"message\":\"hello\"}\`."
+	echo "- **standalone**: the limit, [bench/native_hello.rs](bench/native_hello.rs): the smallest hyper server on tokio answering every request with 200 \`{\"message\":\"hello\"}\`, in its own process; no router, limits, metrics or logs. Ratios are against it."
+	echo "- **native**: the host's hidden \`--bench-native\` listener, a Rust handler in the host's own hyper stack (connection caps, routing, metrics, request ids) giving the same answer."
 	echo "- **plugin**: \`GET /hello/\` on the hello plugin ([$CONFIG]($CONFIG), greeting \"hello\"): the same answer, from a fresh wasm instance per request."
 	echo "- wrk ${THREADS} threads, HTTP/1.1 keep-alive, a ${WARMUP} s warm-up then ${DURATION} s measured per row; latency percentiles are wrk's."
 	echo
-	echo "| connections | native req/s | plugin req/s | plugin/native | native p50 | plugin p50 | native p99 | plugin p99 | errors (native/plugin) |"
-	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "| connections | standalone req/s | native req/s | plugin req/s | plugin/standalone | plugin/native | standalone p99 | native p99 | plugin p50 | plugin p99 | errors (s/n/p) |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for c in "${CONNECTIONS[@]}"; do
-		n="native/$c" p="plugin/$c"
-		echo "| $c | $(num "${rps[$n]}") | $(num "${rps[$p]}") | $(ratio "${rps[$p]}" "${rps[$n]}") | $(ms "${p50[$n]}") | $(ms "${p50[$p]}") | $(ms "${p99[$n]}") | $(ms "${p99[$p]}") | ${errs[$n]}/${errs[$p]} |"
+		s="standalone/$c" n="native/$c" p="plugin/$c"
+		echo "| $c | $(num "${rps[$s]}") | $(num "${rps[$n]}") | $(num "${rps[$p]}") | $(ratio "${rps[$p]}" "${rps[$s]}") | $(ratio "${rps[$p]}" "${rps[$n]}") | $(ms "${p99[$s]}") | $(ms "${p99[$n]}") | $(ms "${p50[$p]}") | $(ms "${p99[$p]}") | ${errs[$s]}/${errs[$n]}/${errs[$p]} |"
 	done
 	echo
 	echo "## Instantiate + call + drop"
@@ -576,7 +600,7 @@ fi
 	echo "The hotspot plugin ([$HOTSPOT_CONFIG]($HOTSPOT_CONFIG)) on its own server, key in \`X-API-Key\`, same wrk settings:"
 	echo
 	echo "- **get_voucher_users**: \`GET /api/?action=get_voucher_users\` over $HOTSPOT_VOUCHERS vouchers (seeded through the admin batch route); every answer is the whole list, $list_bytes bytes of JSON, read with one kv prefix scan (pages of 1000) whose stored values are joined without parsing."
-	echo "- **create_voucher**: \`POST /api/\` with a JSON body ([$HOTSPOT_LUA]($HOTSPOT_LUA)) and no username, so each request makes a new voucher with a random one: one kv transaction (username index, id counter, record) committed durably by redb before the answer. Every create contends on the id counter; conflicts are retried inside the plugin. $((hs_total - HOTSPOT_VOUCHERS)) vouchers were created by these runs (warm-ups and one check request included)."
+	echo "- **create_voucher**: \`POST /api/\` with a JSON body ([$HOTSPOT_LUA]($HOTSPOT_LUA)) and no username, so each request makes a new voucher with a random one: one kv transaction (a free random username checked in the index, the index entry and the record, the id from the host's sequence) committed by the group committer: concurrent creates share one redb fsync, and each is answered only once its batch is durable. No two creates read a key the other writes, so none conflicts. $((hs_total - HOTSPOT_VOUCHERS)) vouchers were created by these runs (warm-ups and one check request included)."
 	echo
 	echo "| request | connections | req/s | p50 | p99 | requests | vouchers stored | errors |"
 	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
@@ -673,7 +697,7 @@ mv "$tmp/BENCHMARKS.md" "$OUT"
 
 log "wrote $OUT"
 for c in "${CONNECTIONS[@]}"; do
-	log "c=$c: native $(num "${rps[native/$c]}") req/s, plugin $(num "${rps[plugin/$c]}") req/s, ratio $(ratio "${rps[plugin/$c]}" "${rps[native/$c]}")"
+	log "c=$c: standalone $(num "${rps[standalone/$c]}") req/s, native $(num "${rps[native/$c]}") req/s, plugin $(num "${rps[plugin/$c]}") req/s, plugin/standalone $(ratio "${rps[plugin/$c]}" "${rps[standalone/$c]}")"
 done
 log "instantiate+call+drop: $total_us µs (instantiate $inst_us, call $call_us)"
 for c in "${HOTSPOT_LIST_CONNECTIONS[@]}"; do

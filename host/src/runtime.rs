@@ -107,6 +107,8 @@ pub struct Ctx {
     pub stderr: Output,
     wasi: WasiCtx,
     limits: StoreLimits,
+    /// The newest storage commit the call may have read.
+    storage_seen: u64,
 }
 
 impl CapsHost for Ctx {
@@ -117,6 +119,7 @@ impl CapsHost for Ctx {
             request_id: &self.request_id,
             deadline: self.deadline,
             table: &mut self.table,
+            storage_seen: &mut self.storage_seen,
         }
     }
 }
@@ -191,6 +194,9 @@ pub enum CallError {
     /// No instance slot came free in time, or the plugin's queue is full.
     #[error("busy: {0}")]
     Busy(#[from] SlotError),
+    /// What the call read could not be made durable: the database failed.
+    #[error("{0}")]
+    Storage(String),
 }
 
 /// A plugin the host refuses to load (no such file, not a component, an
@@ -654,6 +660,7 @@ impl Plugin {
                 .tables(32)
                 .memories(8)
                 .build(),
+            storage_seen: 0,
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
@@ -709,7 +716,15 @@ impl Plugin {
         let result = catch_host_panic(result).await;
         store.data().flush_output();
         let response = result.map_err(|e| self.classify(e, &req.request_id))?;
-        self.check_response(response)
+        let response = self.check_response(response)?;
+        // Nothing the plugin read may reach the client before it is durable.
+        let seen = store.data().storage_seen;
+        drop(store);
+        drop(_slot);
+        if let Err(e) = self.shared.host.db.settled(seen).await {
+            return Err(CallError::Storage(e.to_string()));
+        }
+        Ok(response)
     }
 
     #[cfg(feature = "bench")]

@@ -220,23 +220,27 @@ fn a_bundle_serves_its_config_and_packages_without_compiling() {
     let manifest = dir.join("greeter.yaml");
     std::fs::write(
         &manifest,
-        "name: greeter\nversion: 1.0.0\nvendor: Acme\nwit_version: 0.2.0\nmin_host_version: 0.1.0\n\
+        "name: greeter\nversion: 1.0.0\nvendor: Acme\nwit_version: 0.2.1\nmin_host_version: 0.1.0\n\
          grants: { kv: true, config: true, log: true }\nsettings: { greeting: from a package }\n\
          mounts: [{ listen: \"127.0.0.1:0\", prefix: /greeter/ }]\n",
     )
     .unwrap();
     let package = dir.join("greeter.wgpkg");
     let hello = crate::e2e::harness::wasm("hello");
-    run(&[
-        "package",
-        "build",
-        "--wasm",
-        hello.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--out",
-        package.to_str().unwrap(),
-    ]);
+    // `wasmgate package build` of the hello component with that manifest.
+    let package_build = |out: &Path| {
+        run(&[
+            "package",
+            "build",
+            "--wasm",
+            hello.to_str().unwrap(),
+            "--manifest",
+            manifest.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    package_build(&package);
     run(&[
         "package",
         "sign",
@@ -305,16 +309,7 @@ fn a_bundle_serves_its_config_and_packages_without_compiling() {
 
     // An unsigned package under a policy that requires signatures: refused.
     let unsigned = dir.join("unsigned.wgpkg");
-    run(&[
-        "package",
-        "build",
-        "--wasm",
-        hello.to_str().unwrap(),
-        "--manifest",
-        manifest.to_str().unwrap(),
-        "--out",
-        unsigned.to_str().unwrap(),
-    ]);
+    package_build(&unsigned);
     refused(
         &[
             "bundle",

@@ -1770,3 +1770,90 @@ fn a_guest_link_outside_the_net_grant_is_a_clear_error() {
         err("No guest links configured (setting guest_links)")
     );
 }
+
+/// Group commit under load, then kill -9, five times over: every voucher
+/// acknowledged by any of 32 concurrent clients is there after the restart,
+/// with the id it was answered with, and no id was handed out twice.
+#[test]
+fn every_voucher_acknowledged_before_a_kill_survives_it() {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    const CLIENTS: usize = 32;
+    const ROUNDS: usize = 5;
+    let mut h = Hotspot::start();
+    // username -> id, as answered.
+    let mut acknowledged: BTreeMap<String, u64> = BTreeMap::new();
+    for round in 0..ROUNDS {
+        let addr = h.server.addr();
+        let acks = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|c| {
+                let (acks, key) = (acks.clone(), h.key.clone());
+                std::thread::spawn(move || {
+                    let Ok(mut conn) = http::Conn::open(addr) else {
+                        return;
+                    };
+                    for i in 0.. {
+                        let username = format!("r{round}c{c}n{i}");
+                        let body = json!({ "api-key": key, "action": "create_voucher", "username": username });
+                        let sent = conn.send(
+                            "POST",
+                            "/api/",
+                            &[("content-type", "application/json")],
+                            body.to_string().as_bytes(),
+                        );
+                        // The server was killed: what was not answered was
+                        // never acknowledged.
+                        let Ok(r) = sent else { return };
+                        assert_eq!(r.status, 200, "{}", r.text());
+                        let v = r.json();
+                        assert_eq!(v["error"], false, "{v}");
+                        let id = v["user"]["id"].as_u64().expect("an id");
+                        acks.lock().unwrap().push((username, id));
+                    }
+                })
+            })
+            .collect();
+        // Kill once a few hundred creates were acknowledged in this round.
+        let started = Instant::now();
+        while acks.lock().unwrap().len() < 300 && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        h.server.signal("KILL");
+        h.server
+            .wait_exit(Duration::from_secs(10))
+            .expect("exited after SIGKILL");
+        for c in clients {
+            c.join().expect("a client thread");
+        }
+        let acks = std::mem::take(&mut *acks.lock().unwrap());
+        assert!(acks.len() >= 300, "round {round}: only {} acks", acks.len());
+        for (username, id) in acks {
+            assert!(acknowledged.insert(username, id).is_none());
+        }
+        h.server.restart();
+
+        let stored: BTreeMap<String, u64> = h.action("get_voucher_users")["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                (
+                    u["username"].as_str().unwrap().to_string(),
+                    u["id"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        for (username, id) in &acknowledged {
+            assert_eq!(
+                stored.get(username),
+                Some(id),
+                "round {round}: acknowledged voucher {username} (id {id}) lost"
+            );
+        }
+        let ids: std::collections::BTreeSet<u64> = stored.values().copied().collect();
+        assert_eq!(ids.len(), stored.len(), "an id was handed out twice");
+    }
+}

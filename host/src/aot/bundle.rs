@@ -87,6 +87,7 @@ pub fn bundle(
     plugins_dir: &Path,
 ) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
+    let mut components = std::collections::BTreeMap::new();
     let staging = out.join("packages");
     std::fs::create_dir_all(&staging)
         .with_context(|| format!("cannot create {}", staging.display()))?;
@@ -102,12 +103,11 @@ pub fn bundle(
         let m = package.manifest();
         let file = staging.join(format!("{}-{}.wgpkg", m.name, m.version));
         std::fs::copy(path, &file).with_context(|| format!("cannot write {}", file.display()))?;
-        // The component next to it, for `compile` to read.
-        let wasm = staging.join(format!(".{}.wasm", m.name));
-        std::fs::write(&wasm, package.component())?;
+        components.insert(m.name.clone(), package.component().to_vec());
         let entry = PluginConfig {
             name: m.name.clone(),
-            wasm,
+            // Where the bundled config will find its artefact.
+            wasm: plugins_dir.join(super::file_name(&m.name)),
             mounts: m.mounts.clone(),
             grants: m.grants.clone(),
             limits: m.limits.clone().unwrap_or_default(),
@@ -129,7 +129,8 @@ pub fn bundle(
     config
         .revalidate("the bundled config")
         .map_err(anyhow::Error::from)?;
-    let compiled = super::compile::compile(&config, target, key, &out.join("plugins"), &[])?;
+    let compiled =
+        super::compile::compile(&config, target, key, &out.join("plugins"), &[], &components)?;
     for c in &compiled {
         lines.push(format!(
             "{}: {} ({:.1} MB)",
@@ -140,12 +141,6 @@ pub fn bundle(
     }
     for p in &mut config.plugins {
         p.wasm = plugins_dir.join(super::file_name(&p.name));
-    }
-    for e in std::fs::read_dir(&staging)? {
-        let e = e?;
-        if e.file_name().to_string_lossy().starts_with('.') {
-            std::fs::remove_file(e.path())?;
-        }
     }
     config.data_dir = data_dir.to_path_buf();
     let public = key.public_key();

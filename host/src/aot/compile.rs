@@ -60,6 +60,7 @@ impl Args {
             &key,
             &self.out,
             &self.plugins,
+            &Default::default(),
         )?;
         for c in &out {
             println!(
@@ -83,12 +84,15 @@ impl Args {
 
 /// Compiles `config`'s plugins (or those named in `only`) for `target`
 /// (`None`: this machine), signs them with `key` and writes them to `out`.
+/// A plugin's component is `given`'s entry for its name (a bundle's
+/// package, already in memory), else the file its `wasm` names.
 pub fn compile(
     config: &Config,
     target: Option<&str>,
     key: &SigningKey,
     out: &Path,
     only: &[String],
+    given: &std::collections::BTreeMap<String, Vec<u8>>,
 ) -> anyhow::Result<Vec<Compiled>> {
     for name in only {
         if !config.plugins.iter().any(|p| &p.name == name) {
@@ -119,9 +123,17 @@ pub fn compile(
         if !only.is_empty() && !only.contains(&p.name) {
             continue;
         }
-        let bytes = std::fs::read(&p.wasm)
-            .with_context(|| format!("plugin `{}`: cannot read {}", p.name, p.wasm.display()))?;
-        if super::is_artefact(&bytes) {
+        let read;
+        let bytes = match given.get(&p.name) {
+            Some(bytes) => bytes,
+            None => {
+                read = std::fs::read(&p.wasm).with_context(|| {
+                    format!("plugin `{}`: cannot read {}", p.name, p.wasm.display())
+                })?;
+                &read
+            }
+        };
+        if super::is_artefact(bytes) {
             anyhow::bail!(
                 "plugin `{}`: {} is already precompiled; compile from the component",
                 p.name,
@@ -129,7 +141,7 @@ pub fn compile(
             );
         }
         let started = Instant::now();
-        let code = engine.precompile_component(&bytes).map_err(|e| {
+        let code = engine.precompile_component(bytes).map_err(|e| {
             anyhow::anyhow!("{e:#}").context(format!(
                 "plugin `{}`: {} is not a component this host can compile",
                 p.name,
@@ -138,7 +150,7 @@ pub fn compile(
         })?;
         let header = Header {
             plugin: p.name.clone(),
-            component_sha256: crate::util::ids::sha256_hex(&bytes),
+            component_sha256: crate::util::ids::sha256_hex(bytes),
             code_sha256: String::new(),
             arch: arch.clone(),
             target: target.map_or_else(|| arch.clone(), str::to_string),

@@ -5,7 +5,10 @@
 //! transaction at commit, after checking that nothing it read has changed
 //! (optimistic concurrency). So no plugin ever holds redb's writer lock across
 //! guest code, and two requests that read-check-write the same key cannot
-//! both commit.
+//! both commit. Writes go through the group committer ([`Db::commit`]):
+//! concurrent calls share an fsync, each answered once its batch is durable.
+//! What a call reads is noted, and its answer waits until that is durable
+//! too ([`Db::settled`]).
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -46,6 +49,8 @@ pub struct View<'a> {
     plugin: &'a PluginCaps,
     db: &'a Db,
     table: &'a mut ResourceTable,
+    /// The newest commit this call may have read.
+    seen: &'a mut u64,
 }
 
 struct HasView;
@@ -60,6 +65,7 @@ impl<'a> View<'a> {
             plugin: call.plugin,
             db: &call.host.kv,
             table: call.table,
+            seen: call.storage_seen,
         }
     }
 
@@ -121,8 +127,16 @@ fn value_digest(v: &[u8]) -> [u8; 32] {
 }
 
 impl View<'_> {
-    fn kv_get(&self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+    /// A read transaction; what it sees is noted so that the answer waits
+    /// until that is durable (see [`crate::db::Db::settled`]).
+    fn read(&mut self) -> Result<redb::ReadTransaction, Error> {
         let tx = self.db.read().map_err(storage)?;
+        *self.seen = (*self.seen).max(self.db.applied());
+        Ok(tx)
+    }
+
+    fn kv_get(&mut self, key: &str) -> Result<Option<Vec<u8>>, Error> {
+        let tx = self.read()?;
         let table = tx.open_table(KV).map_err(storage)?;
         let value = table
             .get((self.plugin.name.as_str(), key))
@@ -130,17 +144,24 @@ impl View<'_> {
         Ok(value.map(|v| v.value().to_vec()))
     }
 
-    fn kv_write(
+    /// Runs `f` in a write transaction of the group committer, with the
+    /// plugin's name; answers once durable. The future borrows nothing of
+    /// the view.
+    fn kv_write<R: Send + 'static>(
         &self,
-        f: impl FnOnce(&WriteTransaction, &str) -> Result<bool, Error>,
-    ) -> Result<bool, Error> {
-        self.db
-            .write(|tx| f(tx, &self.plugin.name).map_err(KvWriteError))
-            .map_err(|e| e.0)
+        f: impl FnOnce(&WriteTransaction, &str) -> Result<R, Error> + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<R, Error>> + Send + 'static {
+        let db = self.db.clone();
+        let plugin = self.plugin.name.clone();
+        async move {
+            db.commit(move |tx| f(tx, &plugin).map_err(KvWriteError))
+                .await
+                .map_err(|e| e.0)
+        }
     }
 }
 
-/// Lets [`crate::db::Db::write`] carry a WIT error out of its closure.
+/// Lets [`crate::db::Db::commit`] carry a WIT error out of its closure.
 struct KvWriteError(Error);
 
 impl From<DbError> for KvWriteError {
@@ -149,46 +170,43 @@ impl From<DbError> for KvWriteError {
     }
 }
 
-impl From<Error> for KvWriteError {
-    fn from(e: Error) -> Self {
-        KvWriteError(e)
-    }
-}
-
 impl Host for View<'_> {
     fn convert_error(&mut self, err: KvError) -> wasmtime::Result<Error> {
         err.into_wit()
     }
 
-    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, KvError> {
         self.granted()?;
         check_key(&key)?;
         Ok(self.kv_get(&key)?)
     }
 
-    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
+    async fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), KvError> {
         self.granted()?;
         check_key(&key).and_then(|()| check_value(&value))?;
-        let r = self.db.write(|tx| -> Result<(), KvWriteError> {
-            let mut t = tx.open_table(KV).map_err(DbError::from)?;
-            t.insert((self.plugin.name.as_str(), key.as_str()), value.as_slice())
-                .map_err(DbError::from)?;
-            Ok(())
-        });
-        Ok(r.map_err(|e| e.0)?)
+        Ok(self
+            .kv_write(move |tx, plugin| {
+                let mut t = tx.open_table(KV).map_err(storage)?;
+                t.insert((plugin, key.as_str()), value.as_slice())
+                    .map_err(storage)?;
+                Ok(())
+            })
+            .await?)
     }
 
-    fn delete(&mut self, key: String) -> Result<bool, KvError> {
+    async fn delete(&mut self, key: String) -> Result<bool, KvError> {
         self.granted()?;
         check_key(&key)?;
-        Ok(self.kv_write(|tx, plugin| {
-            let mut t = tx.open_table(KV).map_err(storage)?;
-            let existed = t.remove((plugin, key.as_str())).map_err(storage)?.is_some();
-            Ok(existed)
-        })?)
+        Ok(self
+            .kv_write(move |tx, plugin| {
+                let mut t = tx.open_table(KV).map_err(storage)?;
+                let existed = t.remove((plugin, key.as_str())).map_err(storage)?.is_some();
+                Ok(existed)
+            })
+            .await?)
     }
 
-    fn list(
+    async fn list(
         &mut self,
         prefix: String,
         cursor: Option<String>,
@@ -198,11 +216,11 @@ impl Host for View<'_> {
         Ok(self.kv_list(&prefix, cursor.as_deref(), limit)?)
     }
 
-    fn count(&mut self, prefix: String) -> Result<u64, KvError> {
+    async fn count(&mut self, prefix: String) -> Result<u64, KvError> {
         self.granted()?;
+        let tx = self.read()?;
         let plugin = self.plugin.name.as_str();
         let r = (|| -> Result<u64, Error> {
-            let tx = self.db.read().map_err(storage)?;
             let t = tx.open_table(KV).map_err(storage)?;
             let mut n = 0u64;
             for item in t.range((plugin, prefix.as_str())..).map_err(storage)? {
@@ -217,13 +235,26 @@ impl Host for View<'_> {
         })();
         Ok(r?)
     }
+
+    async fn next_id(&mut self, name: String, at_least: u64) -> Result<u64, KvError> {
+        self.granted()?;
+        check_key(&name)?;
+        let (db, plugin) = (self.db.clone(), self.plugin.name.clone());
+        match db.next_id(&plugin, &name, at_least).await {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => {
+                Err(Error::Storage(format!("the sequence `{name}` has no numbers left")).into())
+            }
+            Err(e) => Err(storage(e).into()),
+        }
+    }
 }
 
 impl View<'_> {
-    fn kv_list(&self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, Error> {
+    fn kv_list(&mut self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, Error> {
+        let tx = self.read()?;
         let plugin = self.plugin.name.as_str();
         let limit = limit.clamp(1, MAX_PAGE) as usize;
-        let tx = self.db.read().map_err(storage)?;
         let t = tx.open_table(KV).map_err(storage)?;
         let start = match cursor {
             Some(c) if c >= prefix => Bound::Excluded((plugin, c)),
@@ -251,11 +282,11 @@ impl View<'_> {
 }
 
 impl HostTxn for View<'_> {
-    fn new(&mut self) -> wasmtime::Result<Resource<Txn>> {
+    async fn new(&mut self) -> wasmtime::Result<Resource<Txn>> {
         Ok(self.table.push(Txn::default())?)
     }
 
-    fn get(&mut self, txn: Resource<Txn>, key: String) -> Result<Option<Vec<u8>>, KvError> {
+    async fn get(&mut self, txn: Resource<Txn>, key: String) -> Result<Option<Vec<u8>>, KvError> {
         self.granted()?;
         check_key(&key)?;
         let t = self.table.get(&txn).or_trap()?;
@@ -273,21 +304,26 @@ impl HostTxn for View<'_> {
         Ok(value)
     }
 
-    fn set(&mut self, txn: Resource<Txn>, key: String, value: Vec<u8>) -> Result<(), KvError> {
+    async fn set(
+        &mut self,
+        txn: Resource<Txn>,
+        key: String,
+        value: Vec<u8>,
+    ) -> Result<(), KvError> {
         self.granted()?;
         check_key(&key).and_then(|()| check_value(&value))?;
         let t = self.table.get_mut(&txn).or_trap()?;
         Ok(t.buffer(key, Some(value))?)
     }
 
-    fn delete(&mut self, txn: Resource<Txn>, key: String) -> Result<(), KvError> {
+    async fn delete(&mut self, txn: Resource<Txn>, key: String) -> Result<(), KvError> {
         self.granted()?;
         check_key(&key)?;
         let t = self.table.get_mut(&txn).or_trap()?;
         Ok(t.buffer(key, None)?)
     }
 
-    fn commit(&mut self, txn: Resource<Txn>) -> Result<(), KvError> {
+    async fn commit(&mut self, txn: Resource<Txn>) -> Result<(), KvError> {
         self.granted()?;
         let t = self.table.get_mut(&txn).or_trap()?;
         if t.closed {
@@ -296,34 +332,34 @@ impl HostTxn for View<'_> {
         t.closed = true;
         let writes = std::mem::take(&mut t.writes);
         let reads = std::mem::take(&mut t.reads);
-        let plugin = self.plugin.name.clone();
-        let r = self.db.write(|tx| -> Result<(), KvWriteError> {
-            let mut table = tx.open_table(KV).map_err(DbError::from)?;
-            for (key, seen) in &reads {
-                let now = table
-                    .get((plugin.as_str(), key.as_str()))
-                    .map_err(DbError::from)?;
-                if now.map(|v| value_digest(v.value())) != *seen {
-                    return Err(KvWriteError(Error::Conflict));
-                }
-            }
-            for (key, value) in &writes {
-                let k = (plugin.as_str(), key.as_str());
-                match value {
-                    Some(v) => {
-                        table.insert(k, v.as_slice()).map_err(DbError::from)?;
-                    }
-                    None => {
-                        table.remove(k).map_err(DbError::from)?;
+        Ok(self
+            .kv_write(move |tx, plugin| {
+                let mut table = tx.open_table(KV).map_err(storage)?;
+                // Validated in the committer, in commit order: a transaction
+                // that read what an earlier one of the batch wrote conflicts.
+                for (key, seen) in &reads {
+                    let now = table.get((plugin, key.as_str())).map_err(storage)?;
+                    if now.map(|v| value_digest(v.value())) != *seen {
+                        return Err(Error::Conflict);
                     }
                 }
-            }
-            Ok(())
-        });
-        Ok(r.map_err(|e| e.0)?)
+                for (key, value) in &writes {
+                    let k = (plugin, key.as_str());
+                    match value {
+                        Some(v) => {
+                            table.insert(k, v.as_slice()).map_err(storage)?;
+                        }
+                        None => {
+                            table.remove(k).map_err(storage)?;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await?)
     }
 
-    fn drop(&mut self, txn: Resource<Txn>) -> wasmtime::Result<()> {
+    async fn drop(&mut self, txn: Resource<Txn>) -> wasmtime::Result<()> {
         self.table.delete(txn)?;
         Ok(())
     }
@@ -368,18 +404,27 @@ mod tests {
         }
     }
 
+    /// Runs a host call's future to its end (writes wait for the committer
+    /// thread, which answers through a channel any runtime can await).
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+            .block_on(f)
+    }
+
     impl P {
         fn v(&mut self) -> View<'_> {
             View::new(self.0.call())
         }
         fn get(&mut self, k: String) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-            wit(Host::get(&mut self.v(), k))
+            wit(block(Host::get(&mut self.v(), k)))
         }
         fn set(&mut self, k: String, v: Vec<u8>) -> wasmtime::Result<Result<(), Error>> {
-            wit(Host::set(&mut self.v(), k, v))
+            wit(block(Host::set(&mut self.v(), k, v)))
         }
         fn delete(&mut self, k: String) -> wasmtime::Result<Result<bool, Error>> {
-            wit(Host::delete(&mut self.v(), k))
+            wit(block(Host::delete(&mut self.v(), k)))
         }
         fn list(
             &mut self,
@@ -387,20 +432,23 @@ mod tests {
             c: Option<String>,
             l: u32,
         ) -> wasmtime::Result<Result<Page, Error>> {
-            wit(Host::list(&mut self.v(), p, c, l))
+            wit(block(Host::list(&mut self.v(), p, c, l)))
         }
         fn count(&mut self, p: String) -> wasmtime::Result<Result<u64, Error>> {
-            wit(Host::count(&mut self.v(), p))
+            wit(block(Host::count(&mut self.v(), p)))
+        }
+        fn next_id(&mut self, name: &str, at_least: u64) -> wasmtime::Result<Result<u64, Error>> {
+            wit(block(Host::next_id(&mut self.v(), name.into(), at_least)))
         }
         fn txn_new(&mut self) -> wasmtime::Result<Resource<Txn>> {
-            HostTxn::new(&mut self.v())
+            block(HostTxn::new(&mut self.v()))
         }
         fn txn_get(
             &mut self,
             t: Resource<Txn>,
             k: String,
         ) -> wasmtime::Result<Result<Option<Vec<u8>>, Error>> {
-            wit(HostTxn::get(&mut self.v(), t, k))
+            wit(block(HostTxn::get(&mut self.v(), t, k)))
         }
         fn txn_set(
             &mut self,
@@ -408,13 +456,13 @@ mod tests {
             k: String,
             v: Vec<u8>,
         ) -> wasmtime::Result<Result<(), Error>> {
-            wit(HostTxn::set(&mut self.v(), t, k, v))
+            wit(block(HostTxn::set(&mut self.v(), t, k, v)))
         }
         fn txn_commit(&mut self, t: Resource<Txn>) -> wasmtime::Result<Result<(), Error>> {
-            wit(HostTxn::commit(&mut self.v(), t))
+            wit(block(HostTxn::commit(&mut self.v(), t)))
         }
         fn txn_drop(&mut self, t: Resource<Txn>) -> wasmtime::Result<()> {
-            HostTxn::drop(&mut self.v(), t)
+            block(HostTxn::drop(&mut self.v(), t))
         }
     }
 
@@ -576,5 +624,20 @@ mod tests {
             None,
             "a conflicted commit writes nothing"
         );
+    }
+
+    #[test]
+    fn ids_increase_per_plugin_and_name_from_the_floor_given() {
+        let host = Fixture::host();
+        let mut a = plugin(&host, "a", kv_only());
+        let mut b = plugin(&host, "b", kv_only());
+        assert_eq!(a.next_id("orders", 1).unwrap().unwrap(), 1);
+        assert_eq!(a.next_id("orders", 1).unwrap().unwrap(), 2);
+        assert_eq!(b.next_id("orders", 1).unwrap().unwrap(), 1, "b's own");
+        assert_eq!(a.next_id("invoices", 1000).unwrap().unwrap(), 1000);
+        assert_eq!(a.next_id("invoices", 1).unwrap().unwrap(), 1001);
+        assert!(matches!(a.next_id("", 1).unwrap(), Err(Error::EmptyKey)));
+        let mut none = plugin(&host, "n", Grants::default());
+        assert!(none.next_id("orders", 1).is_err(), "no grant: a trap");
     }
 }

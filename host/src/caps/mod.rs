@@ -194,6 +194,9 @@ pub struct Call<'a> {
     /// bounds its wait by it ([`crate::util::deadline`]).
     pub deadline: Instant,
     pub table: &'a mut ResourceTable,
+    /// The newest storage commit the call may have read: its answer waits
+    /// until that is durable ([`crate::db::Db::settled`]).
+    pub storage_seen: &'a mut u64,
 }
 
 /// The store data of a call: it hands out the [`Call`] every view is made of.
@@ -413,6 +416,7 @@ pub(crate) mod testing {
         pub plugin: PluginCaps,
         pub table: ResourceTable,
         pub deadline: Instant,
+        pub storage_seen: u64,
     }
 
     impl Fixture {
@@ -442,6 +446,7 @@ pub(crate) mod testing {
                 plugin: PluginCaps::new(&env, grants),
                 table: ResourceTable::new(),
                 deadline: Instant::now() + std::time::Duration::from_secs(60),
+                storage_seen: 0,
             }
         }
 
@@ -452,16 +457,18 @@ pub(crate) mod testing {
                 request_id: "test",
                 deadline: self.deadline,
                 table: &mut self.table,
+                storage_seen: &mut self.storage_seen,
             }
         }
     }
 }
 
 /// Deletes everything plugin `plugin` stored through its capabilities (kv
-/// values, API keys, queued jobs), in one transaction; how many records.
+/// values and sequences, API keys, queued jobs), in one transaction; how
+/// many records.
 pub fn purge_plugin(db: &crate::db::Db, plugin: &str) -> Result<u64, crate::db::DbError> {
     use redb::{ReadableTable as _, ReadableTableMetadata as _};
-    db.write(|tx| -> Result<u64, crate::db::DbError> {
+    let purged = db.write(|tx| -> Result<u64, crate::db::DbError> {
         let mut n = 0u64;
         for def in [crate::db::KV, crate::db::KEYS] {
             let mut t = tx.open_table(def)?;
@@ -486,8 +493,14 @@ pub fn purge_plugin(db: &crate::db::Db, plugin: &str) -> Result<u64, crate::db::
             serde_json::from_slice::<jobs::JobRecord>(v).map_or(true, |j| j.plugin != plugin)
         })?;
         n += before - jobs.len()?;
+        let mut sequences = tx.open_table(crate::db::SEQ)?;
+        let before = sequences.len()?;
+        sequences.retain(|k, _| k.0 != plugin)?;
+        n += before - sequences.len()?;
         Ok(n)
-    })
+    });
+    db.forget_sequences(plugin);
+    purged
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ wasmtime::component::bindgen!({
         // Password hashing runs for a quarter second: off the executor, on
         // the bounded blocking pool, while the fibre waits.
         "wasmgate:plugin/crypto": async | trappable,
+        // Writes wait for their batch's fsync (group commit) on the fibre.
+        "wasmgate:plugin/kv": async | trappable,
         default: trappable,
     },
     // Host functions return `Result<T, Trappable<Error>>`: `?` works for the

@@ -283,6 +283,10 @@ pub fn call_error_body(e: &CallError, id: &str) -> (StatusCode, serde_json::Valu
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": format!("busy: {why}; retry later"), "request_id": id}),
         ),
+        CallError::Storage(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": format!("{why}; retry later"), "request_id": id}),
+        ),
         _ => (
             StatusCode::INTERNAL_SERVER_ERROR,
             json!({"error": "plugin failed", "request_id": id}),

@@ -333,8 +333,8 @@ fn set_if(target: &mut String, value: &Option<String>) {
 }
 
 /// Creates or updates the user of `kind` known by `identity` and opens its
-/// session, in one transaction: the id counter and the identity index make
-/// ids and identities unique.
+/// session, in one transaction: the identity index makes identities unique,
+/// ids come from the host's sequence.
 fn upsert<T: Serialize + DeserializeOwned>(
     kind: Kind,
     identity: &str,
@@ -356,9 +356,7 @@ fn upsert<T: Serialize + DeserializeOwned>(
                 (id, rec)
             }
             None => {
-                let next = store::next_key(kind);
-                let id: u64 = txn.get_json(&next)?.unwrap_or(1);
-                txn.set_json(&next, &(id + 1))?;
+                let id = store::new_id(txn, kind)?;
                 txn.set_json(&idx, &id)?;
                 (id, create(id))
             }

@@ -8,7 +8,10 @@
 //!   the lower-cased e-mail address, the Facebook id, the mobile number or
 //!   the free user's MAC), which makes identities unique when it is read and
 //!   written in the same transaction as the record;
-//! - `next/<kind>`: the next id, bumped in that transaction.
+//! - ids from the host's sequence `id/<kind>` (`kv::next_id`), so that
+//!   concurrent creations never conflict on a shared counter; above
+//!   `next/<kind>`, the counter earlier versions of the plugin bumped in each
+//!   transaction, which is only read now.
 //!
 //! Besides:
 //! - `use/<voucher id as 16 digits>`: bytes a voucher has used, summed over
@@ -71,6 +74,14 @@ pub fn idx_key(kind: Kind, identity: &str) -> String {
 
 pub fn next_key(kind: Kind) -> String {
     format!("next/{}", kind.as_str())
+}
+
+/// A new id for a record of `kind`, above every id the earlier counter
+/// handed out. Read in `txn`, that counter never changes any more, so it
+/// makes no transaction conflict.
+pub fn new_id(txn: &kv::Txn, kind: Kind) -> Result<u64, Error> {
+    let counted: u64 = txn.get_json(&next_key(kind))?.unwrap_or(1);
+    kv::next_id(&format!("id/{}", kind.as_str()), counted)
 }
 
 pub fn use_key(voucher_id: u64) -> String {

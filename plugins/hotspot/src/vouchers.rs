@@ -161,8 +161,8 @@ fn random_fullname() -> String {
     )
 }
 
-/// Validates `new` and stores the voucher; the username is unique and the id
-/// comes from a counter, both inside one transaction.
+/// Validates `new` and stores the voucher; the username is unique inside
+/// one transaction, and the id comes from the host's sequence.
 pub fn create(new: &NewVoucher) -> Result<Voucher, Error> {
     if let Some(u) = &new.username {
         check_text("Username", u, MAX_USERNAME_CHARS)?;
@@ -222,8 +222,7 @@ pub fn create(new: &NewVoucher) -> Result<Voucher, Error> {
                 found.ok_or_else(|| Error::internal("no free random username"))?
             }
         };
-        let next = store::next_key(Kind::Voucher);
-        let id: u64 = txn.get_json(&next)?.unwrap_or(1);
+        let id = store::new_id(txn, Kind::Voucher)?;
         let voucher = Voucher {
             id,
             username: username.clone(),
@@ -239,7 +238,6 @@ pub fn create(new: &NewVoucher) -> Result<Voucher, Error> {
             download_limit,
             upload_limit,
         };
-        txn.set_json(&next, &(id + 1))?;
         txn.set_json(&store::idx_key(Kind::Voucher, &username), &id)?;
         txn.set_json(&store::rec_key(Kind::Voucher, id), &voucher)?;
         Ok(voucher)

@@ -34,6 +34,27 @@ pub fn count(prefix: &str) -> Result<u64, Error> {
     Ok(raw::count(prefix)?)
 }
 
+/// The next number of the plugin's sequence `name`, at least `at_least`:
+/// unique and increasing, also across restarts, with gaps (a number taken
+/// by a transaction that then conflicts or fails is not reused). Use it for
+/// record ids instead of a counter kept in kv: every transaction that reads
+/// and bumps a shared counter conflicts with every other one doing so,
+/// while ids from a sequence conflict with nothing.
+///
+/// ```no_run
+/// # use wasmgate_sdk::{Error, kv};
+/// # fn main() -> Result<(), Error> {
+/// kv::transaction(|txn| {
+///     let id = kv::next_id("note", 1)?;
+///     txn.set_json(&format!("note/{id:016}"), "text")
+/// })?;
+/// # Ok(())
+/// # }
+/// ```
+pub fn next_id(name: &str, at_least: u64) -> Result<u64, Error> {
+    Ok(raw::next_id(name, at_least)?)
+}
+
 /// The value at `key` as JSON; a stored value that does not parse as `T` is a 500.
 pub fn get_json<T: DeserializeOwned>(key: &str) -> Result<Option<T>, Error> {
     get(key)?.map(|bytes| decode(key, &bytes)).transpose()
