@@ -185,6 +185,7 @@ done
 standalone_url="http://$standalone_addr/"
 native_url="http://$native_addr/"
 plugin_url="http://$plugin_addr/hello/"
+warm_url="http://$plugin_addr/warm/"
 log "native $native_url, plugin $plugin_url"
 
 # Both must answer 200 with the same body, or the comparison means nothing.
@@ -206,10 +207,11 @@ field() {
 
 declare -A rps p50 p99 errs
 for c in "${CONNECTIONS[@]}"; do
-	for target in standalone native plugin; do
+	for target in standalone native plugin warm; do
 		case $target in
 		standalone) url=$standalone_url ;;
 		native) url=$native_url ;;
+		warm) url=$warm_url ;;
 		*) url=$plugin_url ;;
 		esac
 		out="$tmp/wrk-$target-$c.txt"
@@ -574,13 +576,14 @@ fi
 	echo "- **standalone**: the limit, [bench/native_hello.rs](bench/native_hello.rs): the smallest hyper server on tokio answering every request with 200 \`{\"message\":\"hello\"}\`, in its own process; no router, limits, metrics or logs. Ratios are against it."
 	echo "- **native**: the host's hidden \`--bench-native\` listener, a Rust handler in the host's own hyper stack (connection caps, routing, metrics, request ids) giving the same answer."
 	echo "- **plugin**: \`GET /hello/\` on the hello plugin ([$CONFIG]($CONFIG), greeting \"hello\"): the same answer, from a fresh wasm instance per request."
+	echo "- **warm**: \`GET /warm/\` on the same component as the plugin \`hello-warm\` with \`limits.reuse\` (README, \"Warm instances\"): one request after another on a kept instance."
 	echo "- wrk ${THREADS} threads, HTTP/1.1 keep-alive, a ${WARMUP} s warm-up then ${DURATION} s measured per row; latency percentiles are wrk's."
 	echo
-	echo "| connections | standalone req/s | native req/s | plugin req/s | plugin/standalone | plugin/native | standalone p99 | native p99 | plugin p50 | plugin p99 | errors (s/n/p) |"
-	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "| connections | standalone req/s | native req/s | plugin req/s | warm req/s | plugin/standalone | warm/standalone | plugin/native | native/standalone | plugin p50 | plugin p99 | warm p99 | errors (s/n/p/w) |"
+	echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for c in "${CONNECTIONS[@]}"; do
-		s="standalone/$c" n="native/$c" p="plugin/$c"
-		echo "| $c | $(num "${rps[$s]}") | $(num "${rps[$n]}") | $(num "${rps[$p]}") | $(ratio "${rps[$p]}" "${rps[$s]}") | $(ratio "${rps[$p]}" "${rps[$n]}") | $(ms "${p99[$s]}") | $(ms "${p99[$n]}") | $(ms "${p50[$p]}") | $(ms "${p99[$p]}") | ${errs[$s]}/${errs[$n]}/${errs[$p]} |"
+		s="standalone/$c" n="native/$c" p="plugin/$c" w="warm/$c"
+		echo "| $c | $(num "${rps[$s]}") | $(num "${rps[$n]}") | $(num "${rps[$p]}") | $(num "${rps[$w]}") | $(ratio "${rps[$p]}" "${rps[$s]}") | $(ratio "${rps[$w]}" "${rps[$s]}") | $(ratio "${rps[$p]}" "${rps[$n]}") | $(ratio "${rps[$n]}" "${rps[$s]}") | $(ms "${p50[$p]}") | $(ms "${p99[$p]}") | $(ms "${p99[$w]}") | ${errs[$s]}/${errs[$n]}/${errs[$p]}/${errs[$w]} |"
 	done
 	echo
 	echo "## Instantiate + call + drop"
@@ -697,7 +700,7 @@ mv "$tmp/BENCHMARKS.md" "$OUT"
 
 log "wrote $OUT"
 for c in "${CONNECTIONS[@]}"; do
-	log "c=$c: standalone $(num "${rps[standalone/$c]}") req/s, native $(num "${rps[native/$c]}") req/s, plugin $(num "${rps[plugin/$c]}") req/s, plugin/standalone $(ratio "${rps[plugin/$c]}" "${rps[standalone/$c]}")"
+	log "c=$c: standalone $(num "${rps[standalone/$c]}") req/s, native $(num "${rps[native/$c]}") req/s, plugin $(num "${rps[plugin/$c]}") req/s ($(ratio "${rps[plugin/$c]}" "${rps[standalone/$c]}")), warm $(num "${rps[warm/$c]}") req/s ($(ratio "${rps[warm/$c]}" "${rps[standalone/$c]}"))"
 done
 log "instantiate+call+drop: $total_us µs (instantiate $inst_us, call $call_us)"
 for c in "${HOTSPOT_LIST_CONNECTIONS[@]}"; do

@@ -465,6 +465,45 @@ pub struct Limits {
     /// before it is answered 503 with `Retry-After`.
     #[serde(default = "default_queue_timeout_ms")]
     pub queue_timeout_ms: u64,
+    /// Opt-in: keep warm instances and serve requests one after another on
+    /// them instead of a fresh instance per request. Absent: every request
+    /// gets a fresh instance (no state survives a request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse: Option<Reuse>,
+}
+
+/// `limits.reuse`: when a warm instance is dropped instead of serving
+/// another request. Whatever a request leaves in the instance's memory
+/// (globals, caches, its heap) is there for the next request of the same
+/// plugin; nothing crosses to another plugin.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct Reuse {
+    /// Requests one instance serves before it is dropped.
+    #[serde(default = "default_reuse_max_requests")]
+    pub max_requests: u32,
+    /// An instance idle for this long is dropped (its memory freed).
+    #[serde(default = "default_reuse_max_idle_ms")]
+    pub max_idle_ms: u64,
+    /// An instance whose linear memory grew past this many MiB is dropped
+    /// after its request. Default: half of `memory_mb`.
+    #[serde(default)]
+    pub max_memory_mb: Option<u32>,
+}
+
+impl Reuse {
+    /// The memory above which an instance is not kept, in bytes.
+    pub fn max_memory_bytes(&self, limits: &Limits) -> usize {
+        (self.max_memory_mb.unwrap_or(limits.memory_mb / 2).max(1) as usize) << 20
+    }
+}
+
+fn default_reuse_max_requests() -> u32 {
+    10_000
+}
+
+fn default_reuse_max_idle_ms() -> u64 {
+    30_000
 }
 
 impl Default for Limits {
@@ -477,6 +516,7 @@ impl Default for Limits {
             max_concurrency: None,
             max_queue: default_max_queue(),
             queue_timeout_ms: default_queue_timeout_ms(),
+            reuse: None,
         }
     }
 }
@@ -505,6 +545,25 @@ impl Limits {
         }
         if self.max_concurrency == Some(0) {
             return Err(("max_concurrency", "must be at least 1".into()));
+        }
+        if let Some(r) = &self.reuse {
+            if r.max_requests == 0 {
+                return Err(("reuse.max_requests", "must be at least 1".into()));
+            }
+            if r.max_idle_ms == 0 || r.max_idle_ms > MAX_TIMEOUT_MS {
+                return Err((
+                    "reuse.max_idle_ms",
+                    format!("{} is out of range 1..={MAX_TIMEOUT_MS}", r.max_idle_ms),
+                ));
+            }
+            if let Some(mb) = r.max_memory_mb
+                && (mb == 0 || mb > self.memory_mb)
+            {
+                return Err((
+                    "reuse.max_memory_mb",
+                    format!("{mb} is out of range 1..={} (memory_mb)", self.memory_mb),
+                ));
+            }
         }
         Ok(())
     }

@@ -246,6 +246,16 @@ fn init_logging(format: LogFormat) {
     for krate in INTERNALS.iter().filter(|k| !spec.contains(**k)) {
         filter = filter.with_target(*krate, tracing::Level::WARN);
     }
+    // Records of the `log` crate (wasmtime writes trace records on every
+    // instantiation) reach the filter only through `log`'s own global
+    // level: held at the most verbose level any directive enables, they
+    // cost nothing when nothing would print them.
+    let most = filter
+        .iter()
+        .map(|(_, level)| level)
+        .chain(filter.default_level())
+        .max()
+        .unwrap_or(tracing::level_filters::LevelFilter::OFF);
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -260,6 +270,14 @@ fn init_logging(format: LogFormat) {
             .with(filter)
             .init(),
     }
+    log::set_max_level(match most.into_level() {
+        None => log::LevelFilter::Off,
+        Some(tracing::Level::ERROR) => log::LevelFilter::Error,
+        Some(tracing::Level::WARN) => log::LevelFilter::Warn,
+        Some(tracing::Level::INFO) => log::LevelFilter::Info,
+        Some(tracing::Level::DEBUG) => log::LevelFilter::Debug,
+        Some(tracing::Level::TRACE) => log::LevelFilter::Trace,
+    });
 }
 
 /// Whether `e` says the input must change: a config the host refuses, a

@@ -42,6 +42,8 @@ use crate::metrics::Metrics;
 use crate::slots::{SlotError, Slots};
 use crate::util::deadline::DeadlineExceeded;
 
+mod warm;
+
 /// How often the epoch advances; the granularity of deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
 /// Response headers a plugin may send.
@@ -59,6 +61,28 @@ pub struct Shared {
     pub body_budget: Arc<Semaphore>,
     /// Threads for expensive host calls, as `runtime.blocking_threads` says.
     pub blocking_threads: usize,
+    /// Idle warm instances that may still be kept, host-wide: the room the
+    /// engine's pool was given for them ([`warm_instances`]).
+    pub warm_budget: std::sync::atomic::AtomicUsize,
+}
+
+/// Idle warm instances kept per plugin with `limits.reuse`: one per core
+/// (calls run on the cores; more would only sit idle), at most 8.
+pub fn warm_per_plugin() -> usize {
+    // Asking reads cgroup files: once.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get().clamp(1, 8)))
+}
+
+/// Room for idle warm instances that `config` needs, beyond
+/// `runtime.max_instances` (which bounds the instances in use).
+pub fn warm_instances(config: &crate::config::Config) -> usize {
+    config
+        .plugins
+        .iter()
+        .filter(|p| p.limits.reuse.is_some())
+        .count()
+        * warm_per_plugin()
 }
 
 impl Shared {
@@ -78,6 +102,7 @@ impl Shared {
                 rt.max_buffered_body_bytes.min(u32::MAX as u64) as usize,
             )),
             blocking_threads,
+            warm_budget: warm_instances(config).into(),
         }
     }
 }
@@ -106,9 +131,60 @@ pub struct Ctx {
     pub stdout: Output,
     pub stderr: Output,
     wasi: WasiCtx,
-    limits: StoreLimits,
+    limits: Limiter,
     /// The newest storage commit the call may have read.
     storage_seen: u64,
+}
+
+/// The store's caps, noting the largest memory asked for (what decides
+/// whether a warm instance is kept).
+struct Limiter {
+    caps: StoreLimits,
+    peak_memory: usize,
+}
+
+impl wasmtime::ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.caps.memory_growing(current, desired, maximum)?;
+        if allowed {
+            self.peak_memory = self.peak_memory.max(desired);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.caps.table_growing(current, desired, maximum)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.caps.memory_grow_failed(error)
+    }
+
+    fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        self.caps.table_grow_failed(error)
+    }
+
+    fn instances(&self) -> usize {
+        self.caps.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.caps.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.caps.memories()
+    }
 }
 
 impl CapsHost for Ctx {
@@ -229,6 +305,8 @@ pub struct Plugin {
     handler: handler::GuestIndices,
     admin: Option<admin::GuestIndices>,
     jobs: Option<job_handler::GuestIndices>,
+    /// Idle warm instances (`limits.reuse`), given back when dropped.
+    warm: warm::Returning,
 }
 
 /// The engine and its epoch ticker.
@@ -406,6 +484,7 @@ impl Linked {
         config: &PluginConfig,
         engine: &Engine,
     ) -> Plugin {
+        let shared_host = shared.host.clone();
         Plugin {
             shared,
             config: config.clone(),
@@ -417,6 +496,10 @@ impl Linked {
             handler: self.handler,
             admin: self.admin,
             jobs: self.jobs,
+            warm: warm::Returning {
+                pool: Default::default(),
+                host: shared_host,
+            },
         }
     }
 }
@@ -653,20 +736,25 @@ impl Plugin {
             stdout,
             stderr,
             wasi,
-            limits: StoreLimitsBuilder::new()
-                .memory_size((limits.memory_mb as usize) << 20)
-                .table_elements(100_000)
-                .instances(32)
-                .tables(32)
-                .memories(8)
-                .build(),
+            limits: Limiter {
+                caps: StoreLimitsBuilder::new()
+                    .memory_size((limits.memory_mb as usize) << 20)
+                    .table_elements(100_000)
+                    .instances(32)
+                    .tables(32)
+                    .memories(8)
+                    .build(),
+                peak_memory: 0,
+            },
             storage_seen: 0,
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
+        // The deadline is read from the store's data: a warm instance gets
+        // a new one for each request.
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
                 Err(wasmtime::Error::new(DeadlineExceeded))
             } else {
                 Ok(UpdateDeadline::Yield(1))
@@ -690,41 +778,74 @@ impl Plugin {
             return Err(CallError::NoExport("admin"));
         }
         let _slot = self.slot().await?;
-        let mut store = self.new_store(&req.request_id);
+        let (mut store, warm, served) = match self.warm.pool.take(&self.shared) {
+            Some(w) => {
+                let mut store = w.store;
+                let ctx = store.data_mut();
+                ctx.request_id.clone_from(&req.request_id);
+                ctx.deadline =
+                    Instant::now() + Duration::from_millis(self.shared.limits.timeout_ms);
+                ctx.storage_seen = 0;
+                store.set_epoch_deadline(1);
+                (store, Some((w.instance, w.guests)), w.served)
+            }
+            None => (self.new_store(&req.request_id), None, 0),
+        };
         let name = &self.shared.name;
         let result = async {
-            let started = Instant::now();
-            let instance = self.pre.instantiate_async(&mut store).await?;
-            self.shared
-                .host
-                .metrics
-                .instantiated(name, started.elapsed());
-            match (&self.admin, admin) {
+            let (instance, mut guests) = match warm {
+                Some(warm) => warm,
+                None => {
+                    let started = Instant::now();
+                    let instance = self.pre.instantiate_async(&mut store).await?;
+                    self.shared
+                        .host
+                        .metrics
+                        .instantiated(name, started.elapsed());
+                    (instance, warm::Guests::default())
+                }
+            };
+            let response = match (&self.admin, admin) {
                 (Some(a), true) => {
-                    a.load(&mut store, &instance)?
-                        .call_handle(&mut store, &req)
-                        .await
+                    let guest = match guests.admin.take() {
+                        Some(g) => g,
+                        None => a.load(&mut store, &instance)?,
+                    };
+                    let r = guest.call_handle(&mut store, &req).await?;
+                    guests.admin = Some(guest);
+                    r
                 }
                 _ => {
-                    self.handler
-                        .load(&mut store, &instance)?
-                        .call_handle(&mut store, &req)
-                        .await
+                    let guest = match guests.handler.take() {
+                        Some(g) => g,
+                        None => self.handler.load(&mut store, &instance)?,
+                    };
+                    let r = guest.call_handle(&mut store, &req).await?;
+                    guests.handler = Some(guest);
+                    r
                 }
-            }
+            };
+            wasmtime::Result::Ok((instance, guests, response))
         };
         let result = catch_host_panic(result).await;
         store.data().flush_output();
-        let response = result.map_err(|e| self.classify(e, &req.request_id))?;
+        let (instance, guests, response) = result.map_err(|e| self.classify(e, &req.request_id))?;
         let response = self.check_response(response)?;
         // Nothing the plugin read may reach the client before it is durable.
         let seen = store.data().storage_seen;
-        drop(store);
+        self.warm
+            .pool
+            .keep(&self.shared, store, instance, guests, served + 1);
         drop(_slot);
         if let Err(e) = self.shared.host.db.settled(seen).await {
             return Err(CallError::Storage(e.to_string()));
         }
         Ok(response)
+    }
+
+    /// Idle warm instances now (`limits.reuse`).
+    pub fn warm_instances(&self) -> usize {
+        self.warm.pool.idle()
     }
 
     #[cfg(feature = "bench")]

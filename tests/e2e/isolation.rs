@@ -73,3 +73,59 @@ fn a_key_that_looks_like_another_namespace_stays_in_its_own() {
         );
     }
 }
+
+/// A fresh instance per request keeps nothing between requests; with
+/// `limits.reuse` an instance serves requests one after another (state
+/// kept), and is dropped after a trap, after `max_requests`, or once idle
+/// for `max_idle_ms`. Another plugin never gets it.
+#[test]
+fn warm_instances_are_opt_in_and_dropped_after_a_trap_max_requests_or_idle_time() {
+    let server = Server::start(&[
+        Plugin::fixture("fresh"),
+        Plugin::fixture("warm")
+            .timeout_ms(300)
+            .limits_extra("reuse: { max_requests: 5, max_idle_ms: 400 }"),
+    ]);
+    let count = |plugin: &str| server.get(&format!("/{plugin}/count")).text();
+    for _ in 0..3 {
+        assert_eq!(count("fresh"), "1", "a fresh instance per request");
+    }
+    // One request at a time: always the same warm instance.
+    assert_eq!(
+        (1..=5).map(|_| count("warm")).collect::<Vec<_>>(),
+        ["1", "2", "3", "4", "5"]
+    );
+    // The fifth was its last.
+    assert_eq!(count("warm"), "1", "dropped after max_requests");
+    assert_eq!(count("warm"), "2");
+    // A trap drops it.
+    server.get("/warm/stack").expect(500);
+    assert_eq!(count("warm"), "1", "dropped after a trap");
+    // So does a deadline.
+    assert_eq!(count("warm"), "2");
+    server.get("/warm/loop").expect(504);
+    assert_eq!(count("warm"), "1", "dropped after a deadline");
+    // Idle past max_idle_ms: dropped.
+    std::thread::sleep(std::time::Duration::from_millis(900));
+    assert_eq!(count("warm"), "1", "dropped after idling");
+    // The other plugin from the same file never saw any of it.
+    assert_eq!(count("fresh"), "1");
+}
+
+#[test]
+fn reuse_settings_out_of_range_are_refused_by_name() {
+    for (reuse, needle) in [
+        ("{ max_requests: 0 }", "reuse.max_requests"),
+        ("{ max_idle_ms: 0 }", "reuse.max_idle_ms"),
+        ("{ max_memory_mb: 9999 }", "reuse.max_memory_mb"),
+        ("{ max_requets: 3 }", "unknown field `max_requets`"),
+    ] {
+        let setup = crate::e2e::harness::Setup::new(&[
+            Plugin::fixture("warm").limits_extra(&format!("reuse: {reuse}"))
+        ]);
+        let out = setup.check();
+        let text = crate::e2e::harness::describe(&out);
+        assert!(!out.status.success(), "{reuse}: {text}");
+        assert!(text.contains(needle), "{reuse}: {text}");
+    }
+}

@@ -204,7 +204,13 @@ impl Host {
     /// The engine and shared state sized for `config`, with no plugin loaded.
     pub fn empty(config: Config, db: Db) -> anyhow::Result<Host> {
         let shared = Arc::new(Shared::new(&config, db));
-        let runtime = Runtime::new(&config.runtime, config.max_memory_bytes())?;
+        // The pool holds the instances in use (`runtime.max_instances`) and
+        // the idle warm instances of plugins with `limits.reuse`.
+        let mut rt = config.runtime.clone();
+        rt.max_instances = rt
+            .max_instances
+            .saturating_add(crate::runtime::warm_instances(&config) as u32);
+        let runtime = Runtime::new(&rt, config.max_memory_bytes())?;
         let cache = Cache::open(&config.data_dir)?;
         cache.trust_compilers(&config.trust.compilers);
         let live = Live::new(config.clone(), Vec::new());
