@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: a standalone hyper server and the host's native handler vs. the
-# hello plugin under wrk, plus the
+# hello plugin (fresh and warm instances) under wrk, plus the Python and
+# JavaScript hello plugins, plus the
 # instantiate + call + drop microbenchmark, plus the hotspot plugin's
 # create_voucher (durable commits) and get_voucher_users (10,000 vouchers),
 # plus the wgdashboard plugin's /api/handshake and getWireguardConfigurations
@@ -40,6 +41,7 @@ read -r -a CONNECTIONS <<<"${BENCH_CONNECTIONS:-32 256}"
 ITERATIONS=${BENCH_ITERATIONS:-20000}
 READY_TIMEOUT=40 # seconds for the server to print `ready` (first start compiles)
 LUA=bench/wrk-report.lua
+SCRIPTS_CONFIG=bench/scripts.yaml
 HOTSPOT_CONFIG=bench/hotspot.yaml
 HOTSPOT_WASM=target/wasm32-wasip2/release/hotspot.wasm
 HOTSPOT_LUA=bench/wrk-hotspot-create.lua
@@ -247,6 +249,47 @@ if [ "$server_status" != 0 ]; then
 fi
 kill "$standalone_pid" 2>/dev/null || true
 wait "$standalone_pid" 2>/dev/null || true
+
+# ---------------------------------------------------------------------------
+# The Python and JavaScript hello plugins, when `make build` made them
+# ---------------------------------------------------------------------------
+script_langs=()
+if [ -f target/hello-py.wasm ] && [ -f target/hello-js.wasm ]; then
+	# Their first start compiles two large components.
+	saved_timeout=$READY_TIMEOUT
+	READY_TIMEOUT=300
+	start_server scripts "$SCRIPTS_CONFIG"
+	READY_TIMEOUT=$saved_timeout
+	scripts_addr=$(awk '$1 == "listening" && $2 == "plugins" { print $3; exit }' "$tmp/scripts.out")
+	case $scripts_addr in 127.*) ;; *) die "refusing to load a non-loopback address: $scripts_addr" ;; esac
+	for lang in py js py-warm js-warm; do
+		body=$(curl -fsS --max-time 10 "http://$scripts_addr/$lang/") || die "GET /$lang/ failed"
+		[ "$body" = "$plugin_body" ] || log "warning: $lang answers '$body', not '$plugin_body'"
+	done
+	script_langs=(py js)
+	for c in "${CONNECTIONS[@]}"; do
+		for target in py js py-warm js-warm; do
+			url="http://$scripts_addr/$target/"
+			out="$tmp/wrk-$target-$c.txt"
+			log "wrk $target c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
+			timeout $((WARMUP + 20)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" "$url" >/dev/null ||
+				die "wrk warm-up against $url failed"
+			timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
+				-s "$LUA" "$url" >"$out" 2>&1 || {
+				cat "$out" >&2
+				die "wrk against $url failed"
+			}
+			key="$target/$c"
+			rps[$key]=$(field "$out" rps)
+			p50[$key]=$(field "$out" p50_us)
+			p99[$key]=$(field "$out" p99_us)
+			errs[$key]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
+		done
+	done
+	stop_server
+else
+	log "target/hello-py.wasm or target/hello-js.wasm missing (make build makes them): no Python and JavaScript rows"
+fi
 
 # ---------------------------------------------------------------------------
 # instantiate + call + drop
@@ -554,7 +597,7 @@ fi
 # ---------------------------------------------------------------------------
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f ms", u / 1000 }'; }
 num() { awk -v x="$1" 'BEGIN { printf "%.0f", x }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0 && a / b < 0.1) printf "%.3fx", a / b; else if (b > 0) printf "%.2fx", a / b; else print "n/a" }'; }
 per_core() { awk -v t="$1" 'BEGIN { if (t + 0 > 0) printf "%.0f", 1e6 / t; else print "n/a" }'; }
 kb_mib() { awk -v k="$1" 'BEGIN { if (k != "") printf "%.1f MiB", k / 1024; else print "n/a" }'; }
 
@@ -585,6 +628,16 @@ fi
 		s="standalone/$c" n="native/$c" p="plugin/$c" w="warm/$c"
 		echo "| $c | $(num "${rps[$s]}") | $(num "${rps[$n]}") | $(num "${rps[$p]}") | $(num "${rps[$w]}") | $(ratio "${rps[$p]}" "${rps[$s]}") | $(ratio "${rps[$w]}" "${rps[$s]}") | $(ratio "${rps[$p]}" "${rps[$n]}") | $(ratio "${rps[$n]}" "${rps[$s]}") | $(ms "${p50[$p]}") | $(ms "${p99[$p]}") | $(ms "${p99[$w]}") | ${errs[$s]}/${errs[$n]}/${errs[$p]}/${errs[$w]} |"
 	done
+	if [ "${#script_langs[@]}" -gt 0 ]; then
+		echo
+		echo "The same answer from the Python and JavaScript hello plugins ([$SCRIPTS_CONFIG]($SCRIPTS_CONFIG): examples/hello-py built with componentize-py, examples/hello-js with componentize-js) on a server of their own, with a fresh instance per request and with warm instances (\`limits.reuse\`); ratios against the standalone server of the runs above:"
+		echo
+		echo "| connections | Python req/s | Python warm req/s | JavaScript req/s | JavaScript warm req/s | Python/standalone | Python warm/standalone | JavaScript/standalone | JavaScript warm/standalone | p99 (py/py warm/js/js warm) | errors |"
+		echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+		for c in "${CONNECTIONS[@]}"; do
+			echo "| $c | $(num "${rps[py/$c]}") | $(num "${rps[py-warm/$c]}") | $(num "${rps[js/$c]}") | $(num "${rps[js-warm/$c]}") | $(ratio "${rps[py/$c]}" "${rps[standalone/$c]}") | $(ratio "${rps[py-warm/$c]}" "${rps[standalone/$c]}") | $(ratio "${rps[js/$c]}" "${rps[standalone/$c]}") | $(ratio "${rps[js-warm/$c]}" "${rps[standalone/$c]}") | $(ms "${p99[py/$c]}") / $(ms "${p99[py-warm/$c]}") / $(ms "${p99[js/$c]}") / $(ms "${p99[js-warm/$c]}") | $((errs[py/$c] + errs[py-warm/$c] + errs[js/$c] + errs[js-warm/$c])) |"
+		done
+	fi
 	echo
 	echo "## Instantiate + call + drop"
 	echo
@@ -702,6 +755,11 @@ log "wrote $OUT"
 for c in "${CONNECTIONS[@]}"; do
 	log "c=$c: standalone $(num "${rps[standalone/$c]}") req/s, native $(num "${rps[native/$c]}") req/s, plugin $(num "${rps[plugin/$c]}") req/s ($(ratio "${rps[plugin/$c]}" "${rps[standalone/$c]}")), warm $(num "${rps[warm/$c]}") req/s ($(ratio "${rps[warm/$c]}" "${rps[standalone/$c]}"))"
 done
+if [ "${#script_langs[@]}" -gt 0 ]; then
+	for c in "${CONNECTIONS[@]}"; do
+		log "c=$c: Python $(num "${rps[py/$c]}") req/s (warm $(num "${rps[py-warm/$c]}")), JavaScript $(num "${rps[js/$c]}") req/s (warm $(num "${rps[js-warm/$c]}"))"
+	done
+fi
 log "instantiate+call+drop: $total_us µs (instantiate $inst_us, call $call_us)"
 for c in "${HOTSPOT_LIST_CONNECTIONS[@]}"; do
 	log "hotspot get_voucher_users ($HOTSPOT_VOUCHERS) c=$c: $(num "${hs_rps[list/$c]}") req/s, p99 $(ms "${hs_p99[list/$c]}")"

@@ -843,11 +843,6 @@ impl Plugin {
         Ok(response)
     }
 
-    /// Idle warm instances now (`limits.reuse`).
-    pub fn warm_instances(&self) -> usize {
-        self.warm.pool.idle()
-    }
-
     #[cfg(feature = "bench")]
     /// One fresh instance and one handler call, timed apart: (store creation
     /// and instantiation, the call and the drop). For `bench-instantiate`.
