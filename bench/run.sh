@@ -208,35 +208,35 @@ field() {
 }
 
 declare -A rps p50 p99 errs
+# measure TARGET URL CONNECTIONS: a warm-up, then a measured run whose
+# figures go to rps, p50, p99 and errs under TARGET/CONNECTIONS.
+measure() {
+	local target=$1 url=$2 c=$3
+	local out="$tmp/wrk-$target-$c.txt" key="$target/$c" requests
+	log "wrk $target c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
+	timeout $((WARMUP + 20)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" "$url" >/dev/null ||
+		die "wrk warm-up against $url failed"
+	timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
+		-s "$LUA" "$url" >"$out" 2>&1 || {
+		cat "$out" >&2
+		die "wrk against $url failed"
+	}
+	grep -q '^WRK_RESULT ' "$out" || die "no WRK_RESULT line in wrk's output ($out)"
+	rps[$key]=$(field "$out" rps)
+	p50[$key]=$(field "$out" p50_us)
+	p99[$key]=$(field "$out" p99_us)
+	requests=$(field "$out" requests)
+	errs[$key]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
+	if [ "${errs[$key]}" -gt 0 ]; then
+		log "warning: $target c=$c: ${errs[$key]} errors or non-2xx answers out of $requests requests"
+	fi
+	if [ "${requests:-0}" -eq 0 ]; then die "$target c=$c: no request completed"; fi
+}
 for c in "${CONNECTIONS[@]}"; do
-	for target in standalone native plugin warm; do
-		case $target in
-		standalone) url=$standalone_url ;;
-		native) url=$native_url ;;
-		warm) url=$warm_url ;;
-		*) url=$plugin_url ;;
-		esac
-		out="$tmp/wrk-$target-$c.txt"
-		log "wrk $target c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
-		timeout $((WARMUP + 20)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" "$url" >/dev/null ||
-			die "wrk warm-up against $url failed"
-		timeout $((DURATION + 20)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 5s --latency \
-			-s "$LUA" "$url" >"$out" 2>&1 || {
-			cat "$out" >&2
-			die "wrk against $url failed"
-		}
-		grep -q '^WRK_RESULT ' "$out" || die "no WRK_RESULT line in wrk's output ($out)"
-		key="$target/$c"
-		rps[$key]=$(field "$out" rps)
-		p50[$key]=$(field "$out" p50_us)
-		p99[$key]=$(field "$out" p99_us)
-		requests=$(field "$out" requests)
-		errs[$key]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
-		if [ "${errs[$key]}" -gt 0 ]; then
-			log "warning: $target c=$c: ${errs[$key]} errors or non-2xx answers out of $requests requests"
-		fi
-		if [ "${requests:-0}" -eq 0 ]; then die "$target c=$c: no request completed"; fi
-	done
+	measure standalone "$standalone_url" "$c"
+	measure native "$native_url" "$c"
+	measure plugin "$plugin_url" "$c"
+	measure warm "$warm_url" "$c"
 done
 
 # Server memory after the load.
@@ -269,21 +269,7 @@ if [ -f target/hello-py.wasm ] && [ -f target/hello-js.wasm ]; then
 	script_langs=(py js)
 	for c in "${CONNECTIONS[@]}"; do
 		for target in py js py-warm js-warm; do
-			url="http://$scripts_addr/$target/"
-			out="$tmp/wrk-$target-$c.txt"
-			log "wrk $target c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
-			timeout $((WARMUP + 20)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" "$url" >/dev/null ||
-				die "wrk warm-up against $url failed"
-			timeout $((DURATION + 30)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 10s --latency \
-				-s "$LUA" "$url" >"$out" 2>&1 || {
-				cat "$out" >&2
-				die "wrk against $url failed"
-			}
-			key="$target/$c"
-			rps[$key]=$(field "$out" rps)
-			p50[$key]=$(field "$out" p50_us)
-			p99[$key]=$(field "$out" p99_us)
-			errs[$key]=$(($(field "$out" non2xx) + $(field "$out" connect) + $(field "$out" read) + $(field "$out" write) + $(field "$out" timeout)))
+			measure "$target" "http://$scripts_addr/$target/" "$c"
 		done
 	done
 	stop_server

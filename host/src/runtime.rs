@@ -305,8 +305,8 @@ pub struct Plugin {
     handler: handler::GuestIndices,
     admin: Option<admin::GuestIndices>,
     jobs: Option<job_handler::GuestIndices>,
-    /// Idle warm instances (`limits.reuse`), given back when dropped.
-    warm: warm::Returning,
+    /// Idle warm instances (`limits.reuse`).
+    warm: Arc<warm::Pool>,
 }
 
 /// The engine and its epoch ticker.
@@ -484,8 +484,8 @@ impl Linked {
         config: &PluginConfig,
         engine: &Engine,
     ) -> Plugin {
-        let shared_host = shared.host.clone();
         Plugin {
+            warm: Arc::new(warm::Pool::new(shared.host.clone())),
             shared,
             config: config.clone(),
             origin: self.origin,
@@ -496,10 +496,6 @@ impl Linked {
             handler: self.handler,
             admin: self.admin,
             jobs: self.jobs,
-            warm: warm::Returning {
-                pool: Default::default(),
-                host: shared_host,
-            },
         }
     }
 }
@@ -778,7 +774,7 @@ impl Plugin {
             return Err(CallError::NoExport("admin"));
         }
         let _slot = self.slot().await?;
-        let (mut store, warm, served) = match self.warm.pool.take(&self.shared) {
+        let (mut store, warm, served) = match self.warm.take(&self.shared) {
             Some(w) => {
                 let mut store = w.store;
                 let ctx = store.data_mut();
@@ -834,7 +830,6 @@ impl Plugin {
         // Nothing the plugin read may reach the client before it is durable.
         let seen = store.data().storage_seen;
         self.warm
-            .pool
             .keep(&self.shared, store, instance, guests, served + 1);
         drop(_slot);
         if let Err(e) = self.shared.host.db.settled(seen).await {

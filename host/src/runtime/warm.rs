@@ -38,14 +38,32 @@ pub(super) struct Guests {
     pub admin: Option<crate::caps::wit::admin::Guest>,
 }
 
-/// A plugin's idle instances, newest last.
-#[derive(Default)]
+/// A plugin's idle instances, newest last. Dropped with its plugin, it
+/// gives the room of its idle instances back to the host.
 pub(super) struct Pool {
     idle: Mutex<Vec<Warm>>,
     sweeping: std::sync::atomic::AtomicBool,
+    host: Arc<super::Shared>,
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let idle = self.idle.get_mut().unwrap_or_else(|p| p.into_inner());
+        self.host
+            .warm_budget
+            .fetch_add(idle.len(), Ordering::Relaxed);
+    }
 }
 
 impl Pool {
+    pub fn new(host: Arc<super::Shared>) -> Pool {
+        Pool {
+            idle: Mutex::default(),
+            sweeping: Default::default(),
+            host,
+        }
+    }
+
     /// The newest idle instance that has not expired, if any.
     pub fn take(&self, shared: &PluginShared) -> Option<Warm> {
         let reuse = shared.limits.reuse.as_ref()?;
@@ -90,7 +108,7 @@ impl Pool {
         {
             return;
         }
-        let budget = &shared.host.warm_budget;
+        let budget = &self.host.warm_budget;
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() >= super::warm_per_plugin()
             || budget
@@ -111,23 +129,16 @@ impl Pool {
         if !self.sweeping.swap(true, Ordering::Relaxed) {
             let every = Duration::from_millis((reuse.max_idle_ms / 2).max(100));
             let max_idle = Duration::from_millis(reuse.max_idle_ms);
-            let pool = Arc::downgrade(self);
-            let host = Arc::downgrade(&shared.host);
-            tokio::spawn(sweep(pool, host, every, max_idle));
+            tokio::spawn(sweep(Arc::downgrade(self), every, max_idle));
         }
-    }
-
-    /// Idle instances now.
-    pub fn idle(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
 /// Drops instances idle for longer than `max_idle`, until the plugin is gone.
-async fn sweep(pool: Weak<Pool>, host: Weak<super::Shared>, every: Duration, max_idle: Duration) {
+async fn sweep(pool: Weak<Pool>, every: Duration, max_idle: Duration) {
     loop {
         tokio::time::sleep(every).await;
-        let (Some(pool), Some(host)) = (pool.upgrade(), host.upgrade()) else {
+        let Some(pool) = pool.upgrade() else {
             return;
         };
         let expired: Vec<Warm> = {
@@ -138,24 +149,8 @@ async fn sweep(pool: Weak<Pool>, host: Weak<super::Shared>, every: Duration, max
             *idle = fresh;
             old
         };
-        host.warm_budget.fetch_add(expired.len(), Ordering::Relaxed);
-    }
-}
-
-/// A plugin unloaded or replaced gives back the room of its idle instances.
-pub(super) struct Returning {
-    pub pool: Arc<Pool>,
-    pub host: Arc<super::Shared>,
-}
-
-impl Drop for Returning {
-    fn drop(&mut self) {
-        let n = self.pool.idle();
-        self.host.warm_budget.fetch_add(n, Ordering::Relaxed);
-        self.pool
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        pool.host
+            .warm_budget
+            .fetch_add(expired.len(), Ordering::Relaxed);
     }
 }
