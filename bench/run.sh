@@ -6,7 +6,8 @@
 # create_voucher (durable commits) and get_voucher_users (10,000 vouchers),
 # plus the wgdashboard plugin's /api/handshake and getWireguardConfigurations
 # (10 configurations of 50 peers), plus the vpnpanel plugin's bulk creation
-# of 10,000 users and list_all over 100 sub-admins of 1,000 users each;
+# of 10,000 users and list_all over 110 sub-admins of 1,000 users each
+# (120,000 users with the bulk's; peak server RSS while it runs, first byte);
 # writes BENCHMARKS.md at the repo root.
 #
 # Builds nothing (the Makefile does). Loopback only; bounded in time (about
@@ -24,7 +25,7 @@
 #   BENCH_WGD_CONNECTIONS [32]
 #   BENCH_VPN_BULK [10000] users in the timed bulk creation
 #   BENCH_VPN_BULK_ROUNDS [3] fresh servers the bulk is timed on (median)
-#   BENCH_VPN_SUB_ADMINS [100]  BENCH_VPN_USERS_PER_SUB [1000]
+#   BENCH_VPN_SUB_ADMINS [110]  BENCH_VPN_USERS_PER_SUB [1000]
 #   BENCH_VPN_CONNECTIONS [4] for list_all
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -54,8 +55,9 @@ WGD_CONFIGURATIONS=${BENCH_WGD_CONFIGURATIONS:-10}
 WGD_PEERS=${BENCH_WGD_PEERS:-50}
 read -r -a WGD_CONNECTIONS <<<"${BENCH_WGD_CONNECTIONS:-32}"
 VPN_CONFIG=bench/vpnpanel.yaml
+VPN_SMALL_CACHE_CONFIG=bench/vpnpanel-small-cache.yaml
 VPN_BULK=${BENCH_VPN_BULK:-10000}
-VPN_SUB_ADMINS=${BENCH_VPN_SUB_ADMINS:-100}
+VPN_SUB_ADMINS=${BENCH_VPN_SUB_ADMINS:-110}
 VPN_USERS_PER_SUB=${BENCH_VPN_USERS_PER_SUB:-1000}
 read -r -a VPN_CONNECTIONS <<<"${BENCH_VPN_CONNECTIONS:-4}"
 VPN_BULK_ROUNDS=${BENCH_VPN_BULK_ROUNDS:-3}
@@ -540,7 +542,29 @@ done
 vpn_main_bytes=$(curl -fsS --max-time 60 -H "X-API-KEY: $vpn_main" "$vpn_api/users/list_all" | wc -c)
 vpn_sub_bytes=$(curl -fsS --max-time 60 -H "X-API-KEY: $vpn_sub_key" "$vpn_api/users/list_all" | wc -c)
 
-declare -A vpn_rps vpn_p50 vpn_p99 vpn_errs vpn_requests
+# peak_rss_start PID / peak_rss_stop: the highest VmRSS of PID, sampled
+# every 20 ms in between, in kB (printed by peak_rss_stop).
+peak_rss_start() {
+	local pid=$1
+	: >"$tmp/rss-sampling"
+	(
+		peak=0
+		while [ -e "$tmp/rss-sampling" ]; do
+			r=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+			[ "${r:-0}" -gt "$peak" ] && peak=$r && echo "$peak" >"$tmp/rss-peak"
+			sleep 0.02
+		done
+	) &
+	rss_sampler=$!
+}
+peak_rss_stop() {
+	rm -f "$tmp/rss-sampling"
+	wait "$rss_sampler" 2>/dev/null || true
+	cat "$tmp/rss-peak" 2>/dev/null || echo ""
+	rm -f "$tmp/rss-peak"
+}
+
+declare -A vpn_rps vpn_p50 vpn_p99 vpn_errs vpn_requests vpn_peak
 # vpn_wrk NAME KEY CONNECTIONS: list_all with KEY in X-API-KEY.
 vpn_wrk() {
 	local name=$1 apikey=$2 c=$3
@@ -548,11 +572,13 @@ vpn_wrk() {
 	log "wrk vpnpanel list_all ($name) c=$c: ${WARMUP}s warm-up, ${DURATION}s measured"
 	timeout $((WARMUP + 60)) wrk -t"$THREADS" -c"$c" -d"${WARMUP}s" --timeout 30s -H "X-API-KEY: $apikey" "$url" >/dev/null ||
 		die "wrk warm-up against $url failed"
+	peak_rss_start "$server_pid"
 	timeout $((DURATION + 60)) wrk -t"$THREADS" -c"$c" -d"${DURATION}s" --timeout 30s --latency \
 		-H "X-API-KEY: $apikey" -s "$LUA" "$url" >"$out" 2>&1 || {
 		cat "$out" >&2
 		die "wrk against $url failed"
 	}
+	vpn_peak[$key]=$(peak_rss_stop)
 	grep -q '^WRK_RESULT ' "$out" || die "no WRK_RESULT line in wrk's output ($out)"
 	vpn_rps[$key]=$(field "$out" rps)
 	vpn_p50[$key]=$(field "$out" p50_us)
@@ -566,8 +592,40 @@ vpn_wrk() {
 }
 for c in "${VPN_CONNECTIONS[@]}"; do
 	vpn_wrk sub "$vpn_sub_key" "$c"
+done
+# The main admin's list_all on a server restarted on the same data, so
+# that its memory is what serving it costs, not what seeding left behind:
+# with the default page cache, then with an 8 MiB one.
+stop_server
+start_server vpn "$VPN_CONFIG"
+vpn_connect vpn
+vpn_rss_base=$(awk '$1 == "VmRSS:" { print $2 }' "/proc/$server_pid/status" 2>/dev/null || true)
+# The first byte and the whole of the main admin's list_all, one request
+# at a time: the median of five (seconds).
+vpn_ttfb_all=()
+vpn_total_all=()
+for _ in 1 2 3 4 5; do
+	read -r t1 t2 < <(curl -fsS --max-time 60 -o /dev/null -w '%{time_starttransfer} %{time_total}\n' -H "X-API-KEY: $vpn_main" "$vpn_api/users/list_all") ||
+		die "vpnpanel list_all (main) failed"
+	vpn_ttfb_all+=("$t1")
+	vpn_total_all+=("$t2")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+vpn_ttfb=$(median "${vpn_ttfb_all[@]}")
+vpn_total=$(median "${vpn_total_all[@]}")
+
+for c in "${VPN_CONNECTIONS[@]}"; do
 	vpn_wrk main "$vpn_main" "$c"
 done
+stop_server
+start_server vpn "$VPN_SMALL_CACHE_CONFIG"
+vpn_connect vpn
+for c in "${VPN_CONNECTIONS[@]}"; do
+	vpn_wrk main-small-cache "$vpn_main" "$c"
+done
+stop_server
+start_server vpn "$VPN_CONFIG"
+vpn_connect vpn
 # After list_all, so that its figures stay comparable: the same bulk with
 # enable_wg1, each user also getting an X25519 key pair and an address.
 log "vpnpanel: bulk creation of $VPN_BULK users with enable_wg1"
@@ -683,16 +741,19 @@ fi
 	echo "| bulk creation (one transaction; median of $VPN_BULK_ROUNDS fresh servers, range $(awk -v a="$vpn_bulk_min" -v b="$vpn_bulk_max" 'BEGIN { printf "%.0f–%.0f ms", a * 1000, b * 1000 }')) | $VPN_BULK | $(awk -v s="$vpn_bulk_s" 'BEGIN { printf "%.0f ms", s * 1000 }') | $(awk -v s="$vpn_bulk_s" -v n="$VPN_BULK" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }') |"
 	echo "| bulk creation with enable_wg1 (plus a key pair and an address each; after list_all) | $VPN_BULK | $(awk -v s="$vpn_bulk_wg_s" 'BEGIN { printf "%.0f ms", s * 1000 }') | $(awk -v s="$vpn_bulk_wg_s" -v n="$VPN_BULK" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "n/a" }') |"
 	echo
-	echo "| request | connections | req/s | p50 | p99 | requests | errors |"
-	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+	echo "| request | connections | req/s | p50 | p99 | requests | errors | peak server RSS |"
+	echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 	for c in "${VPN_CONNECTIONS[@]}"; do
-		for name in sub main; do
+		for name in sub main main-small-cache; do
 			k="$name/$c"
 			label="list_all, sub-admin key ($VPN_USERS_PER_SUB users)"
-			[ "$name" = main ] && label="list_all, main-admin key ($((VPN_SUB_ADMINS * VPN_USERS_PER_SUB + VPN_BULK)) users)"
-			echo "| $label | $c | $(num "${vpn_rps[$k]}") | $(ms "${vpn_p50[$k]}") | $(ms "${vpn_p99[$k]}") | ${vpn_requests[$k]} | ${vpn_errs[$k]} |"
+			[ "$name" = main ] && label="list_all, main-admin key ($((VPN_SUB_ADMINS * VPN_USERS_PER_SUB + VPN_BULK)) users; restarted)"
+			[ "$name" = main-small-cache ] && label="the same with an 8 MiB page cache ([$VPN_SMALL_CACHE_CONFIG]($VPN_SMALL_CACHE_CONFIG))"
+			echo "| $label | $c | $(num "${vpn_rps[$k]}") | $(ms "${vpn_p50[$k]}") | $(ms "${vpn_p99[$k]}") | ${vpn_requests[$k]} | ${vpn_errs[$k]} | $(kb_mib "${vpn_peak[$k]}") |"
 		done
 	done
+	echo
+	echo "The main admin's list_all ($vpn_main_bytes bytes, streamed as it is read) one request at a time, median of five (curl): first byte after $(awk -v s="$vpn_ttfb" 'BEGIN { printf "%.1f ms", s * 1000 }'), the whole answer after $(awk -v s="$vpn_total" 'BEGIN { printf "%.1f ms", s * 1000 }'). Peak server RSS is VmRSS sampled every 20 ms during the measured wrk run; the main admin's runs are on a server restarted on the seeded data (VmRSS $(kb_mib "$vpn_rss_base") after its start), so that they show what serving list_all costs rather than what the seeding left in the allocator. With the default page cache (1 GiB) the database keeps the pages list_all read (about 40 MiB for these 120,000 summaries); the 8 MiB cache bounds that at the cost of reading them again."
 	echo
 	echo "vpnpanel server VmRSS after its runs: $(kb_mib "$vpn_rss_kb")."
 	echo
@@ -757,6 +818,10 @@ for c in "${WGD_CONNECTIONS[@]}"; do
 	log "wgdashboard handshake c=$c: $(num "${wgd_rps[handshake/$c]}") req/s, p99 $(ms "${wgd_p99[handshake/$c]}"); getWireguardConfigurations: $(num "${wgd_rps[configurations/$c]}") req/s, p99 $(ms "${wgd_p99[configurations/$c]}")"
 done
 log "wgdashboard server VmRSS: $(kb_mib "$wgd_rss_kb")"
+for c in "${VPN_CONNECTIONS[@]}"; do
+	log "vpnpanel list_all main c=$c: $(num "${vpn_rps[main/$c]}") req/s, p99 $(ms "${vpn_p99[main/$c]}"), peak RSS $(kb_mib "${vpn_peak[main/$c]}"); 8 MiB cache: $(num "${vpn_rps[main-small-cache/$c]}") req/s, peak RSS $(kb_mib "${vpn_peak[main-small-cache/$c]}")"
+done
+log "vpnpanel list_all main: first byte $vpn_ttfb s, whole $vpn_total s"
 log "vpnpanel bulk of $VPN_BULK users: ${vpn_bulk_s}s (median; ${vpn_bulk_times[*]}); with enable_wg1: ${vpn_bulk_wg_s}s"
 for c in "${VPN_CONNECTIONS[@]}"; do
 	log "vpnpanel list_all c=$c: sub-admin $(num "${vpn_rps[sub/$c]}") req/s, p99 $(ms "${vpn_p99[sub/$c]}"); main admin $(num "${vpn_rps[main/$c]}") req/s, p99 $(ms "${vpn_p99[main/$c]}")"

@@ -45,6 +45,7 @@ mod e2e {
     mod server;
     mod shutdown;
     mod storage;
+    mod streaming;
     mod vpnpanel;
     mod vpnpanel_lists;
     mod vpnpanel_nodes;

@@ -8,9 +8,9 @@
 // - `meta/count`: how many notes exist, kept in the same transactions as the
 //   notes so the `max_notes` check cannot be raced past.
 
-import * as configImport from 'wasmgate:plugin/config@0.2.1';
-import * as kvImport from 'wasmgate:plugin/kv@0.2.1';
-import * as logImport from 'wasmgate:plugin/log@0.2.1';
+import * as configImport from 'wasmgate:plugin/config@0.2.2';
+import * as kvImport from 'wasmgate:plugin/kv@0.2.2';
+import * as logImport from 'wasmgate:plugin/log@0.2.2';
 
 import {
   HttpError,

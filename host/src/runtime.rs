@@ -42,7 +42,11 @@ use crate::metrics::Metrics;
 use crate::slots::{SlotError, Slots};
 use crate::util::deadline::DeadlineExceeded;
 
+mod stream;
 mod warm;
+
+use stream::Stream;
+pub use stream::{Cut, Head, Sink, Streamed, sink};
 
 /// How often the epoch advances; the granularity of deadlines.
 pub const TICK: Duration = Duration::from_millis(10);
@@ -134,6 +138,8 @@ pub struct Ctx {
     limits: Limiter,
     /// The newest storage commit the call may have read.
     storage_seen: u64,
+    /// Where a streamed answer goes ([`stream`]).
+    stream: Stream,
 }
 
 /// The store's caps, noting the largest memory asked for (what decides
@@ -437,6 +443,11 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         add_trap_stubs(&mut linker, &self.engine, &component)?;
         crate::caps::add_to_linker(&mut linker, &config.grants)?;
+        // Every plugin may stream its own answer: no grant.
+        crate::caps::wit::streaming::add_to_linker::<Ctx, wasmtime::component::HasSelf<Ctx>>(
+            &mut linker,
+            |c| c,
+        )?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
@@ -581,7 +592,7 @@ fn check_imports(
         match crate::caps::all().iter().find(|c| c.name == iface) {
             Some(cap) if (cap.granted)(&config.grants) => {}
             Some(cap) => withheld.push((import, cap)),
-            None if iface == "types" => {}
+            None if iface == "types" || iface == "streaming" => {}
             None => unknown.push(import.to_string()),
         }
     }
@@ -743,6 +754,7 @@ impl Plugin {
                 peak_memory: 0,
             },
             storage_seen: 0,
+            stream: Stream::None,
         };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|c| &mut c.limits);
@@ -759,17 +771,30 @@ impl Plugin {
         store
     }
 
-    /// Calls the `handler` export.
+    /// Calls the `handler` export; a streamed answer comes back whole.
     pub async fn handle(&self, req: Request) -> Result<Response, CallError> {
-        self.call_http(req, false).await
+        self.call_http(req, false, None).await
     }
 
-    /// Calls the `admin` export.
+    /// Calls the `admin` export; a streamed answer comes back whole.
     pub async fn admin(&self, req: Request) -> Result<Response, CallError> {
-        self.call_http(req, true).await
+        self.call_http(req, true, None).await
     }
 
-    async fn call_http(&self, req: Request, admin: bool) -> Result<Response, CallError> {
+    /// Calls the `handler` (or `admin`) export for a client: if the plugin
+    /// starts a streamed answer, its head goes to `sink` at once and the
+    /// body follows while this call runs; what this returns is then only
+    /// for the log.
+    pub async fn call(&self, req: Request, admin: bool, sink: Sink) -> Result<Response, CallError> {
+        self.call_http(req, admin, Some(sink)).await
+    }
+
+    async fn call_http(
+        &self,
+        req: Request,
+        admin: bool,
+        sink: Option<Sink>,
+    ) -> Result<Response, CallError> {
         if admin && self.admin.is_none() {
             return Err(CallError::NoExport("admin"));
         }
@@ -782,10 +807,15 @@ impl Plugin {
                 ctx.deadline =
                     Instant::now() + Duration::from_millis(self.shared.limits.timeout_ms);
                 ctx.storage_seen = 0;
+                ctx.stream = Stream::new(sink);
                 store.set_epoch_deadline(1);
                 (store, Some((w.instance, w.guests)), w.served)
             }
-            None => (self.new_store(&req.request_id), None, 0),
+            None => {
+                let mut store = self.new_store(&req.request_id);
+                store.data_mut().stream = Stream::new(sink);
+                (store, None, 0)
+            }
         };
         let name = &self.shared.name;
         let result = async {
@@ -825,8 +855,15 @@ impl Plugin {
         };
         let result = catch_host_panic(result).await;
         store.data().flush_output();
+        // Dropped on a failure: a started answer is then cut.
+        let stream = std::mem::take(&mut store.data_mut().stream);
         let (instance, guests, response) = result.map_err(|e| self.classify(e, &req.request_id))?;
-        let response = self.check_response(response)?;
+        let deadline = store.data().deadline;
+        let (response, started) = if stream.started() {
+            (response, Some(stream))
+        } else {
+            (self.check_response(stream.join(response))?, None)
+        };
         // Nothing the plugin read may reach the client before it is durable.
         let seen = store.data().storage_seen;
         self.warm
@@ -834,6 +871,15 @@ impl Plugin {
         drop(_slot);
         if let Err(e) = self.shared.host.db.settled(seen).await {
             return Err(CallError::Storage(e.to_string()));
+        }
+        if let Some(stream) = started {
+            let cap = self.shared.limits.max_response_bytes;
+            stream.finish(response.body, cap, deadline).await;
+            return Ok(Response {
+                status: response.status,
+                headers: Vec::new(),
+                body: Vec::new(),
+            });
         }
         Ok(response)
     }
@@ -898,6 +944,10 @@ impl Plugin {
 
     fn classify(&self, e: wasmtime::Error, request_id: &str) -> CallError {
         let name = &self.shared.name;
+        if let Some(stream::StorageFailed(why)) = e.downcast_ref::<stream::StorageFailed>() {
+            tracing::warn!(plugin = %name, request_id, error = %why, "storage failed during a streamed answer");
+            return CallError::Storage(why.clone());
+        }
         if let Some(HostPanic(what)) = e.downcast_ref::<HostPanic>() {
             self.shared.host.metrics.host_panic(name);
             tracing::error!(plugin = %name, request_id, panic = %what, "a host call panicked; the request failed");
@@ -930,20 +980,8 @@ impl Plugin {
                 cap,
             });
         }
-        if !(100..=999).contains(&r.status) {
-            return fail(CallError::InvalidResponse(format!("status {}", r.status)));
-        }
-        if r.headers.len() > MAX_RESPONSE_HEADERS {
-            return fail(CallError::InvalidResponse(format!(
-                "more than {MAX_RESPONSE_HEADERS} headers"
-            )));
-        }
-        for (k, v) in &r.headers {
-            if http::HeaderName::from_bytes(k.as_bytes()).is_err()
-                || http::HeaderValue::from_str(v).is_err()
-            {
-                return fail(CallError::InvalidResponse(format!("header `{k}`")));
-            }
+        if let Err(e) = stream::check_head(r.status, &r.headers) {
+            return fail(CallError::InvalidResponse(e));
         }
         Ok(r)
     }

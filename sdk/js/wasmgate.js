@@ -15,7 +15,7 @@
 // so the component imports only what is granted, export every interface
 // that world exports, and hand the capability modules over:
 //
-//   import * as kvImport from 'wasmgate:plugin/kv@0.2.1';
+//   import * as kvImport from 'wasmgate:plugin/kv@0.2.2';
 //   import { Router, Response, kv, useCapabilities } from './wasmgate.js';
 //   useCapabilities({ kv: kvImport });
 //   const router = new Router()
@@ -35,8 +35,8 @@ const bindings = {};
 /**
  * Hands the capability modules the plugin imports to these helpers:
  *
- *   import * as kv from 'wasmgate:plugin/kv@0.2.1';
- *   import * as config from 'wasmgate:plugin/config@0.2.1';
+ *   import * as kv from 'wasmgate:plugin/kv@0.2.2';
+ *   import * as config from 'wasmgate:plugin/config@0.2.2';
  *   useCapabilities({ kv, config });
  */
 export function useCapabilities(modules) {
@@ -54,7 +54,7 @@ export class MissingCapability extends Error {
     super(
       `the plugin used \`${name}\` without importing it: add \`${name}\` under its \`grants:\` in the ` +
         'config, regenerate the world with `wasmgate wit --config CONFIG --plugin NAME --out DIR`, ' +
-        `then import it (\`import * as ${name} from 'wasmgate:plugin/${name}@0.2.1'\`), ` +
+        `then import it (\`import * as ${name} from 'wasmgate:plugin/${name}@0.2.2'\`), ` +
         `pass it to \`useCapabilities({ ${name} })\` and rebuild`,
     );
     this.name = 'MissingCapability';

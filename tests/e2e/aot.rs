@@ -220,7 +220,7 @@ fn a_bundle_serves_its_config_and_packages_without_compiling() {
     let manifest = dir.join("greeter.yaml");
     std::fs::write(
         &manifest,
-        "name: greeter\nversion: 1.0.0\nvendor: Acme\nwit_version: 0.2.1\nmin_host_version: 0.1.0\n\
+        "name: greeter\nversion: 1.0.0\nvendor: Acme\nwit_version: 0.2.2\nmin_host_version: 0.1.0\n\
          grants: { kv: true, config: true, log: true }\nsettings: { greeting: from a package }\n\
          mounts: [{ listen: \"127.0.0.1:0\", prefix: /greeter/ }]\n",
     )

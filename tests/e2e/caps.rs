@@ -30,6 +30,42 @@ fn kv_values_round_trip_as_bytes() {
 }
 
 #[test]
+fn list_values_pages_values_packed_in_key_order_within_a_byte_budget() {
+    let server = Server::start(&[Plugin::fixture("fx").max_body_bytes(2 << 20)]);
+    for (k, v) in [
+        ("l.c", "3"),
+        ("l.a", "1"),
+        ("m.x", "other"),
+        ("l.b", ""),
+        ("l.d", "four"),
+    ] {
+        server.put(&format!("/fx/kv/{k}"), v.as_bytes()).expect(204);
+    }
+    let v = server.get("/fx/kv-values?prefix=l.&limit=2").json();
+    assert_eq!(v["values"], json!(["1", "", "3", "four"]), "{v}");
+    assert_eq!(v["pages"], json!([[1, 0], [1, 4]]), "{v}");
+    assert_eq!(v["walked"], 4);
+    let v = server.get("/fx/kv-values?prefix=l.&limit=3").json();
+    assert_eq!(v["pages"], json!([[1, 0, 1], [4]]), "{v}");
+    let v = server.get("/fx/kv-values?prefix=none.").json();
+    assert_eq!(v, json!({ "pages": [[]], "values": [], "walked": 0 }));
+    // A page ends once it holds 1 MiB: three values of 700 KB are three
+    // pages however large the limit.
+    for k in ["big.1", "big.2", "big.3"] {
+        server
+            .put(&format!("/fx/kv/{k}"), &vec![b'x'; 700_000])
+            .expect(204);
+    }
+    let v = server.get("/fx/kv-values?prefix=big.&limit=1000").json();
+    assert_eq!(
+        v["pages"],
+        json!([[700_000, 700_000], [700_000]]),
+        "the second value passes 1 MiB: the page ends after it"
+    );
+    assert_eq!(v["walked"], 3);
+}
+
+#[test]
 fn a_dropped_transaction_writes_nothing() {
     let server = fixture();
     server.put("/fx/kv/existing", b"before").expect(204);

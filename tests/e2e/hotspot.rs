@@ -804,7 +804,19 @@ fn a_thousand_vouchers_are_created_and_listed() {
             "unique usernames"
         );
     }
-    let list = h.action("get_voucher_users");
+    // Over 256 KiB, the whole list is streamed (chunked) as it is read;
+    // the same entries as one page of 1,000.
+    let r = h
+        .server
+        .get(&format!("/api/?api-key={}&action=get_voucher_users", h.key));
+    r.expect(200);
+    assert!(r.body.len() > 256 * 1024, "{} bytes", r.body.len());
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let list = r.json();
+    let page = h.get("action=get_voucher_users&limit=1000");
+    assert_eq!(page["users"], list["users"]);
+    assert_eq!(page["next"], Value::Null);
     let users = list["users"].as_array().unwrap();
     assert_eq!(users.len(), 1000);
     for (i, u) in users.iter().enumerate() {

@@ -46,7 +46,7 @@ fn every_ungranted_capability_is_named_at_once_with_a_grants_line_that_works() {
     let text = all_output(&out);
     assert!(
         text.contains(
-            "plugin `fx` imports `wasmgate:plugin/kv@0.2.1`, `wasmgate:plugin/keys@0.2.1`, `wasmgate:plugin/crypto@0.2.1`, `wasmgate:plugin/config@0.2.1`, `wasmgate:plugin/jobs@0.2.1`, `wasmgate:plugin/ratelimit@0.2.1`, `wasmgate:plugin/wireguard@0.2.1` but its grants do not include `kv`, `keys`, `crypto`, `config`, `jobs`, `ratelimit`, `wireguard`"
+            "plugin `fx` imports `wasmgate:plugin/kv@0.2.2`, `wasmgate:plugin/keys@0.2.2`, `wasmgate:plugin/crypto@0.2.2`, `wasmgate:plugin/config@0.2.2`, `wasmgate:plugin/jobs@0.2.2`, `wasmgate:plugin/ratelimit@0.2.2`, `wasmgate:plugin/wireguard@0.2.2` but its grants do not include `kv`, `keys`, `crypto`, `config`, `jobs`, `ratelimit`, `wireguard`"
         ),
         "{text}"
     );
@@ -125,6 +125,8 @@ fn wit_writes_the_package_with_exactly_the_named_imports_and_exports() {
         [
             "import kv;",
             "import log;",
+            // No grant: every plugin may stream its answer.
+            "import streaming;",
             "export handler;",
             "export admin;"
         ]
@@ -160,6 +162,7 @@ fn wit_writes_the_package_with_exactly_the_named_imports_and_exports() {
             "import kv;",
             "import config;",
             "import log;",
+            "import streaming;",
             "export handler;"
         ]
     );
@@ -199,7 +202,7 @@ fn python_and_javascript_builds_import_exactly_the_world_wit_wrote() {
         let text = all_output(&out);
         assert!(
             text.contains(
-                "plugin `hello` imports `wasmgate:plugin/kv@0.2.1`, `wasmgate:plugin/log@0.2.1` but its grants do not include `kv`, `log`\n"
+                "plugin `hello` imports `wasmgate:plugin/kv@0.2.2`, `wasmgate:plugin/log@0.2.2` but its grants do not include `kv`, `log`\n"
             ),
             "{lang:?}: {text}"
         );

@@ -61,7 +61,7 @@ impl Vendor {
     /// (unsigned without); the package's path.
     fn package(&self, version: &str, greeting: &str, grants: &str, key: Option<&str>) -> PathBuf {
         let manifest = format!(
-            "name: hello\nversion: {version}\nvendor: Acme Widgets\nwit_version: 0.2.1\nmin_host_version: 0.1.0\ngrants: {grants}\nsettings: {{ greeting: {greeting}, max_notes: 1000 }}\nmounts: [{{ listen: \"127.0.0.1:{port}\", prefix: /hello/ }}]\n",
+            "name: hello\nversion: {version}\nvendor: Acme Widgets\nwit_version: 0.2.2\nmin_host_version: 0.1.0\ngrants: {grants}\nsettings: {{ greeting: {greeting}, max_notes: 1000 }}\nmounts: [{{ listen: \"127.0.0.1:{port}\", prefix: /hello/ }}]\n",
             port = self.port
         );
         let stem = format!("hello-{version}-{greeting}-{}", key.unwrap_or("unsigned"));

@@ -14,7 +14,7 @@ const MANIFEST: &str = "\
 name: hello
 version: 1.0.0
 vendor: Acme Widgets
-wit_version: 0.2.1
+wit_version: 0.2.2
 min_host_version: 0.1.0
 grants: { kv: true, config: true, log: true }
 settings: { greeting: hello, max_notes: 1000 }
@@ -137,7 +137,7 @@ fn keygen_build_sign_and_inspect_make_a_package_of_hello_its_vendor_signed() {
         "name: hello".to_string(),
         "version: 1.0.0".to_string(),
         "vendor: Acme Widgets".to_string(),
-        "wit_version: 0.2.1 (this host implements 0.2.1: supported)".to_string(),
+        "wit_version: 0.2.2 (this host implements 0.2.2: supported)".to_string(),
         format!(
             "component: {} bytes, sha256 {hash} (the manifest's)",
             component.len()
@@ -292,10 +292,10 @@ fn build_refuses_a_manifest_that_does_not_describe_the_component() {
         (
             "grants: { kv: true, config: true, log: true }",
             "grants: { config: true, log: true }",
-            "imports `wasmgate:plugin/kv@0.2.1` but the manifest's grants do not include it",
+            "imports `wasmgate:plugin/kv@0.2.2` but the manifest's grants do not include it",
         ),
         (
-            "wit_version: 0.2.1",
+            "wit_version: 0.2.2",
             "wit_version: 0.2.0",
             "the manifest's wit_version is 0.2.0",
         ),

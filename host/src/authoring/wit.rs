@@ -121,9 +121,8 @@ impl World {
         for name in &self.imports {
             out.push_str(&format!("    import {name};\n"));
         }
-        if !self.imports.is_empty() {
-            out.push('\n');
-        }
+        // Not a capability: every plugin may stream its own answer.
+        out.push_str("    import streaming;\n\n");
         for name in &self.exports {
             out.push_str(&format!("    export {name};\n"));
         }
@@ -216,6 +215,7 @@ mod tests {
             [
                 "import kv;",
                 "import log;",
+                "import streaming;",
                 "export handler;",
                 "export admin;"
             ]

@@ -17,7 +17,7 @@ use redb::{ReadableTable, WriteTransaction};
 use ring::digest::{SHA256, digest};
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 
-use super::wit::kv::{Error, Host, HostTxn, Page};
+use super::wit::kv::{Error, Host, HostTxn, Page, ValuesPage};
 use super::{Call, Capability, CapsHost, HostEnv, OrTrap, PluginCaps, PluginEnv, Trappable};
 use crate::db::{Db, DbError, KV};
 
@@ -83,6 +83,8 @@ pub const MAX_KEY_BYTES: u32 = 1024;
 pub const MAX_VALUE_BYTES: u32 = 1 << 20;
 /// The most entries one `list` call returns.
 pub const MAX_PAGE: u32 = 1000;
+/// The data a `list-values` page holds before it ends early.
+pub const MAX_VALUES_PAGE_BYTES: usize = 1 << 20;
 /// The most distinct keys one transaction may write.
 pub const MAX_TXN_WRITES: usize = 100_000;
 /// The most bytes (keys and values) one transaction may buffer.
@@ -216,6 +218,16 @@ impl Host for View<'_> {
         Ok(self.kv_list(&prefix, cursor.as_deref(), limit)?)
     }
 
+    async fn list_values(
+        &mut self,
+        prefix: String,
+        cursor: Option<String>,
+        limit: u32,
+    ) -> Result<ValuesPage, KvError> {
+        self.granted()?;
+        Ok(self.kv_list_values(&prefix, cursor.as_deref(), limit)?)
+    }
+
     async fn count(&mut self, prefix: String) -> Result<u64, KvError> {
         self.granted()?;
         let tx = self.read()?;
@@ -278,6 +290,53 @@ impl View<'_> {
             entries.push((key.to_string(), v.value().to_vec()));
         }
         Ok(Page { entries, next })
+    }
+}
+
+impl View<'_> {
+    /// [`Self::kv_list`]'s values, packed, the page ending early at
+    /// [`MAX_VALUES_PAGE_BYTES`]: no allocation per entry here, one buffer
+    /// each for the guest.
+    fn kv_list_values(
+        &mut self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<ValuesPage, Error> {
+        let tx = self.read()?;
+        let plugin = self.plugin.name.as_str();
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let t = tx.open_table(KV).map_err(storage)?;
+        let start = match cursor {
+            Some(c) if c >= prefix => Bound::Excluded((plugin, c)),
+            _ => Bound::Included((plugin, prefix)),
+        };
+        let mut page = ValuesPage {
+            data: Vec::new(),
+            lengths: Vec::new(),
+            next: None,
+        };
+        let mut last = String::new();
+        for item in t
+            .range::<(&str, &str)>((start, Bound::Unbounded))
+            .map_err(storage)?
+        {
+            let (k, v) = item.map_err(storage)?;
+            let (p, key) = k.value();
+            if p != plugin || !key.starts_with(prefix) {
+                break;
+            }
+            if page.lengths.len() == limit || page.data.len() >= MAX_VALUES_PAGE_BYTES {
+                page.next = Some(last);
+                break;
+            }
+            let value = v.value();
+            page.data.extend_from_slice(value);
+            page.lengths.push(value.len() as u32);
+            last.clear();
+            last.push_str(key);
+        }
+        Ok(page)
     }
 }
 

@@ -22,6 +22,8 @@ wasmtime::component::bindgen!({
         "wasmgate:plugin/crypto": async | trappable,
         // Writes wait for their batch's fsync (group commit) on the fibre.
         "wasmgate:plugin/kv": async | trappable,
+        // A streamed answer's pieces wait on the fibre while the client is behind.
+        "wasmgate:plugin/streaming": async | trappable,
         default: trappable,
     },
     // Host functions return `Result<T, Trappable<Error>>`: `?` works for the
@@ -42,7 +44,7 @@ wasmtime::component::bindgen!({
 pub use self::exports::wasmgate::plugin::{admin, handler, job_handler};
 pub use self::wasmgate::plugin::types::{Request, Response};
 pub use self::wasmgate::plugin::{
-    config, crypto, jobs, keys, kv, log, net, outbound, ratelimit, wireguard,
+    config, crypto, jobs, keys, kv, log, net, outbound, ratelimit, streaming, wireguard,
 };
 
 /// The version of the `wasmgate:plugin` package these bindings implement

@@ -138,7 +138,7 @@ pub(super) async fn admin_request<'l>(
             host.shared
                 .metrics
                 .storage(db.down_reason().is_none(), db.failures());
-            let mut r = hyper::Response::new(Full::new(Bytes::from(host.shared.metrics.render())));
+            let mut r = hyper::Response::new(full(host.shared.metrics.render()));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),

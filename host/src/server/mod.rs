@@ -55,7 +55,13 @@ pub use local::{CheckRow, admin_call, check_rows, local_request, prefix_for};
 pub use request::call_error_body;
 use request::*;
 
-type Body = Full<Bytes>;
+/// A whole answer, or a plugin's streamed one ([`crate::runtime::Streamed`]).
+type Body = http_body_util::Either<Full<Bytes>, crate::runtime::Streamed>;
+
+/// A whole body.
+fn full(bytes: impl Into<Bytes>) -> Body {
+    http_body_util::Either::Left(Full::new(bytes.into()))
+}
 
 type HttpResponse = hyper::Response<Body>;
 

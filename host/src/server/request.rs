@@ -237,21 +237,7 @@ pub(super) fn plugin_response(
     id: &str,
 ) -> HttpResponse {
     match result {
-        Ok(r) => {
-            let mut out = hyper::Response::new(Full::new(Bytes::from(r.body)));
-            // `check_response` already validated status and headers.
-            *out.status_mut() =
-                StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            for (k, v) in r.headers {
-                if let (Ok(k), Ok(v)) = (
-                    http::HeaderName::from_bytes(k.as_bytes()),
-                    HeaderValue::from_str(&v),
-                ) {
-                    out.headers_mut().append(k, v);
-                }
-            }
-            out
-        }
+        Ok(r) => with_head(full(r.body), r.status, r.headers),
         Err(e) => {
             let (status, body) = call_error_body(&e, id);
             let mut r = json_response(status, body);
@@ -262,6 +248,22 @@ pub(super) fn plugin_response(
             r
         }
     }
+}
+
+/// A response of `body` with a plugin's status and headers, which the
+/// runtime already validated.
+fn with_head(body: Body, status: u16, headers: Vec<(String, String)>) -> HttpResponse {
+    let mut out = hyper::Response::new(body);
+    *out.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            out.headers_mut().append(k, v);
+        }
+    }
+    out
 }
 
 /// What the client gets when a call produced no usable response.
@@ -317,7 +319,7 @@ pub(super) fn storage_unavailable(why: &str, id: &str) -> HttpResponse {
 /// 503 rather than its own error text; a success is never replaced.
 pub(super) async fn call_plugin(
     host: &Host,
-    plugin: &Plugin,
+    plugin: &Arc<Plugin>,
     req: hyper::Request<Incoming>,
     peer: SocketAddr,
     prefix: &str,
@@ -339,13 +341,39 @@ pub(super) async fn call_plugin(
         Err(r) => return r,
     };
     let wit = to_wit_request(&parts, bytes, peer, prefix, id);
-    let result = if admin {
-        plugin.admin(wit).await
-    } else {
-        plugin.handle(wit).await
+    let (sink, mut head) = crate::runtime::sink();
+    let call = {
+        let plugin = plugin.clone();
+        async move {
+            let result = plugin.call(wit, admin, sink).await;
+            // The body lived in the call's memory until now.
+            drop(budget);
+            result
+        }
     };
-    // The body lived in the call's memory until now.
-    drop(budget);
+    // Boxed: a started call moves to a task of its own.
+    let mut call = Box::pin(call);
+    // A streamed answer's head arrives while the call runs: the client
+    // gets it at once, and the call goes on in a task of its own.
+    let result = tokio::select! {
+        biased;
+        started = &mut head => match started {
+            Ok(head) => {
+                tokio::spawn(call);
+                return with_head(http_body_util::Either::Right(head.body), head.status, head.headers);
+            }
+            Err(_) => call.await,
+        },
+        result = &mut call => result,
+    };
+    if let Ok(head) = head.try_recv() {
+        // Started and finished at once: the whole body is in the channel.
+        return with_head(
+            http_body_util::Either::Right(head.body),
+            head.status,
+            head.headers,
+        );
+    }
     let response = plugin_response(result, id);
     if storage
         && response.status().is_server_error()
@@ -419,7 +447,7 @@ pub(super) async fn native_request(
 }
 
 pub(super) fn json_response(status: StatusCode, value: serde_json::Value) -> HttpResponse {
-    let mut r = hyper::Response::new(Full::new(Bytes::from(value.to_string())));
+    let mut r = hyper::Response::new(full(value.to_string()));
     *r.status_mut() = status;
     r.headers_mut().insert(
         header::CONTENT_TYPE,

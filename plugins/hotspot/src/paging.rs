@@ -7,6 +7,10 @@
 //! answer is the API's error envelope telling the caller how to page, never
 //! a host 500 for an oversized body.
 //!
+//! A whole answer over 256 KiB is streamed as it is read (after a first
+//! pass that measures it against the cap), so neither the plugin nor the
+//! host holds it whole.
+//!
 //! With `limit` (1 to [`MAX_LIMIT`]) and/or `after` (the previous page's
 //! `next`), the answer is one page: the same shape plus `"next"`, the cursor
 //! of the last entry when more follow, else null. A page holds at most
@@ -14,6 +18,7 @@
 
 use serde_json::Value;
 use wasmgate_sdk::bindings::wasmgate::plugin::kv as raw;
+use wasmgate_sdk::stream::Stream;
 use wasmgate_sdk::{Error, Response, kv};
 
 use crate::api::failure;
@@ -131,19 +136,25 @@ pub fn kv_list(
     let cap = max_response_bytes()?;
     let mut b = Builder::new(list.field, cap);
     let Some(paging) = paging else {
-        let mut cursor: Option<String> = None;
-        loop {
-            let page = raw::list(list.prefix, cursor.as_deref(), MAX_LIMIT as u32)?;
-            for (_, value) in &page.entries {
-                if !b.push(&render(value)?, 2) {
-                    return Ok(too_large(list.action, kv::count(list.prefix)?, cap));
-                }
-            }
-            match page.next {
-                Some(next) => cursor = Some(next),
-                None => return Ok(json(b.whole())),
-            }
+        // Small lists are answered whole, in one pass.
+        let head = b.out.clone();
+        if each(list.prefix, |value| {
+            Ok(b.out.len() <= STREAM_FROM && b.push(&render(value)?, 2))
+        })? {
+            return Ok(json(b.whole()));
         }
+        drop(b);
+        let mut size = head.len() + 2;
+        let mut entries = 0usize;
+        let fits = each(list.prefix, |value| {
+            size += render(value)?.len() + usize::from(entries > 0);
+            entries += 1;
+            Ok(size <= cap)
+        })?;
+        if !fits {
+            return Ok(too_large(list.action, kv::count(list.prefix)?, cap));
+        }
+        return stream_whole(list, head, render);
     };
     let start = match paging.cursor.as_deref() {
         Some(after) => Some(format!("{}{}", list.prefix, (list.start)(after)?)),
@@ -164,6 +175,39 @@ pub fn kv_list(
         last = cursor;
     }
     Ok(json(b.page(if more { &last } else { &Value::Null })))
+}
+
+/// Whole answers above this size are streamed (measured first, so that
+/// one over the cap is still the envelope that asks to page).
+const STREAM_FROM: usize = 256 * 1024;
+
+/// Calls `f` with each value under `prefix`, in key order, until it
+/// answers false; whether it never did.
+fn each(prefix: &str, f: impl FnMut(&[u8]) -> Result<bool, Error>) -> Result<bool, Error> {
+    kv::each_value(prefix, f)
+}
+
+/// The whole of `list` streamed (see [`wasmgate_sdk::stream`]): `head`,
+/// the entries as they are read, the close. After the start no envelope
+/// can follow: a failure traps and the host cuts the client's connection.
+fn stream_whole(
+    list: &KvList,
+    head: Vec<u8>,
+    mut render: impl FnMut(&[u8]) -> Result<Vec<u8>, Error>,
+) -> Result<Response, Error> {
+    let mut out = Stream::start(200, "application/json")?;
+    out.write(&head)?;
+    let mut first = true;
+    each(list.prefix, |value| {
+        if !first {
+            out.write(b",")?;
+        }
+        first = false;
+        out.write(&render(value)?)?;
+        Ok(true)
+    })?;
+    out.write(b"]}")?;
+    out.finish()
 }
 
 /// Answers a list computed in memory, whole or one page of it. `items` are

@@ -79,6 +79,36 @@ pub fn list(prefix: &str) -> Result<Vec<(String, Vec<u8>)>, Error> {
     }
 }
 
+/// Calls `f` with each value whose key starts with `prefix`, in key order,
+/// until it answers `false`; whether it never did. For answers that join
+/// stored values: the host sends each page of values packed in one buffer
+/// (`list-values`), and nothing is kept between pages, so memory stays at
+/// one page however long the list is.
+pub fn each_value<E: From<Error>>(
+    prefix: &str,
+    mut f: impl FnMut(&[u8]) -> Result<bool, E>,
+) -> Result<bool, E> {
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = raw::list_values(prefix, cursor.as_deref(), PAGE).map_err(Error::from)?;
+        let mut at = 0usize;
+        for len in &page.lengths {
+            let end = at.saturating_add(*len as usize);
+            let Some(value) = page.data.get(at..end) else {
+                return Err(Error::internal("kv: a values page shorter than its lengths").into());
+            };
+            if !f(value)? {
+                return Ok(false);
+            }
+            at = end;
+        }
+        match page.next {
+            Some(next) => cursor = Some(next),
+            None => return Ok(true),
+        }
+    }
+}
+
 /// [`list`] with every value parsed as JSON.
 pub fn list_json<T: DeserializeOwned>(prefix: &str) -> Result<Vec<(String, T)>, Error> {
     list(prefix)?

@@ -30,7 +30,8 @@
 //! Reading order: [`Plugin`] and [`export_plugin!`], then [`Request`],
 //! [`Response`], [`Error`] and [`Router`], then the capability modules
 //! ([`kv`], [`config`], [`log`], [`keys`], [`crypto`], [`jobs`],
-//! [`ratelimit`], [`net`], [`wireguard`], [`outbound`]), and [`time`]
+//! [`ratelimit`], [`net`], [`wireguard`], [`outbound`]), [`stream`] for
+//! answers too big to build whole, and [`time`]
 //! (UTC clock and calendar helpers; std's wasi clocks, no capability grant).
 //!
 //! A capability's WIT interface becomes an import of the component only when
@@ -69,6 +70,7 @@ pub mod net;
 pub mod outbound;
 pub mod paging;
 pub mod ratelimit;
+pub mod stream;
 pub mod time;
 pub mod wireguard;
 
@@ -151,6 +153,9 @@ pub mod __private {
         handler: fn(&Request) -> Result<Response, Error>,
     ) -> types::Response {
         let req = Request::from(req);
-        handler(&req).unwrap_or_else(Response::from).into()
+        crate::stream::set_state(crate::stream::State::Whole);
+        crate::stream::settle(handler(&req))
+            .unwrap_or_else(Response::from)
+            .into()
     }
 }

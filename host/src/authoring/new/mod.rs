@@ -128,6 +128,10 @@ const SDK: &[(&str, &str)] = &[
         include_str!("../../../../plugins/sdk/src/router.rs"),
     ),
     (
+        "stream.rs",
+        include_str!("../../../../plugins/sdk/src/stream.rs"),
+    ),
+    (
         "time.rs",
         include_str!("../../../../plugins/sdk/src/time.rs"),
     ),

@@ -219,10 +219,17 @@ pub fn within_cap(req: &Request, segs: &[&str], answer: Response) -> Response {
             answer.body.len()
         ),
     );
-    fail(
-        400,
-        &format!("The answer is larger than this server's {cap}-byte response limit: {what}."),
-    )
+    fail(400, &over_cap_message(cap, what))
+}
+
+fn over_cap_message(cap: usize, what: &str) -> String {
+    format!("The answer is larger than this server's {cap}-byte response limit: {what}.")
+}
+
+/// The refusal of an answer over `cap`, decided before it is made
+/// (a streamed one): the 400 of [`within_cap`].
+pub fn over_cap(cap: usize, what: &str) -> Fail {
+    refuse(400, &over_cap_message(cap, what))
 }
 
 /// `{"success": true, ...fields, field: items}`; with `page`, one page of

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
+use wasmgate_sdk::stream::Stream;
 use wasmgate_sdk::{Request, Response};
 
 use crate::api::envelope::{self, Reply};
@@ -335,6 +336,9 @@ fn list_all(req: &Request, caller: &Caller) -> Reply {
             return Err(envelope::bad_cursor());
         }
     }
+    if page.is_none() {
+        return whole_list_all(caller);
+    }
     // One more than the page: whether there is a next page.
     let want = page.as_ref().map_or(usize::MAX, |p| p.limit + 1);
     let (entries, names) = match caller {
@@ -396,4 +400,122 @@ fn list_all(req: &Request, caller: &Caller) -> Reply {
         Some(p) => envelope::fitting(all.min(p.limit), render),
     };
     Ok(Response::bytes(200, "application/json", body))
+}
+
+/// The most bytes one stored summary takes in list_all, its comma
+/// included: a 32-byte name, the longest status, two 20-digit numbers and
+/// a date, with room to spare.
+const MAX_SUMMARY_BYTES: u64 = 256;
+/// The same for a sub-admin's block around its users.
+const MAX_HEAD_BYTES: u64 = 128;
+
+/// The status of the [`Fail`] a client that went away gives: never sent.
+const GONE: u16 = 499;
+
+/// `GET /users/list_all` without paging: the original's whole answer,
+/// streamed as it is read, so that neither the plugin nor the host ever
+/// holds it whole. An answer that would be over the response cap is the
+/// 400 that asks for pages, decided before the first byte: at once when
+/// the stored counts bound it below the cap, else by measuring it first.
+fn whole_list_all(caller: &Caller) -> Reply {
+    let heads = match caller {
+        Caller::Sub { .. } => Vec::new(),
+        Caller::Main => {
+            let mut heads = Vec::new();
+            store::scan("sa/", None, |_, bytes| {
+                let sa: SubAdmin = serde_json::from_slice(&bytes)
+                    .map_err(|e| fail::internal(format!("sub-admin record: {e}")))?;
+                heads.push(sa);
+                Ok(true)
+            })?;
+            heads
+        }
+    };
+    let cap = envelope::response_cap() as u64;
+    // Each sub-admin's record keeps its users' count (in the transactions
+    // that add or remove them); the main admin's and a sub-admin caller's
+    // own are counted.
+    let own = match caller {
+        Caller::Sub { .. } => caller.owner(),
+        Caller::Main => "main".to_string(),
+    };
+    let users = wasmgate_sdk::kv::count(&format!("ls/{own}/"))?
+        + heads.iter().map(|sa| sa.users_count).sum::<u64>();
+    let bound = 64 + MAX_HEAD_BYTES * heads.len() as u64 + MAX_SUMMARY_BYTES * users;
+    if bound > cap {
+        let mut size = 0u64;
+        write_list_all(caller, &heads, &mut |bytes| {
+            size += bytes.len() as u64;
+            Ok(())
+        })?;
+        if size > cap {
+            return Err(envelope::over_cap(
+                cap as usize,
+                "ask for it in pages with the query parameters limit and cursor",
+            ));
+        }
+    }
+    let mut out = Stream::start(200, "application/json")?;
+    let written = write_list_all(caller, &heads, &mut |bytes| {
+        out.write(bytes).map_err(|e| {
+            if Stream::is_closed(&e) {
+                fail::refuse(GONE, "the client went away")
+            } else {
+                Fail::from(e)
+            }
+        })
+    })
+    .and_then(|()| out.finish().map_err(Fail::from));
+    match written {
+        Ok(done) => Ok(done),
+        Err(f) if f.status == GONE => Ok(Response::empty(200)),
+        // Started: no envelope can follow any more; the host cuts the
+        // client's connection so that it sees the answer incomplete.
+        Err(f) => panic!("list_all failed while streaming: {}", f.message),
+    }
+}
+
+/// The whole list_all answer, piece by piece into `out`: the same bytes as
+/// one page holding every entry, without `next_cursor`.
+fn write_list_all(
+    caller: &Caller,
+    heads: &[SubAdmin],
+    out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>,
+) -> Result<(), Fail> {
+    let users = |owner: &str, out: &mut dyn FnMut(&[u8]) -> Result<(), Fail>| {
+        out(b"[")?;
+        let mut first = true;
+        wasmgate_sdk::kv::each_value(&format!("ls/{owner}/"), |summary| {
+            if !first {
+                out(b",")?;
+            }
+            first = false;
+            out(summary)?;
+            Ok::<_, Fail>(true)
+        })?;
+        out(b"]")
+    };
+    match caller {
+        Caller::Sub { .. } => {
+            out(br#"{"success":true,"users":"#)?;
+            users(&caller.owner(), out)?;
+        }
+        Caller::Main => {
+            out(br#"{"success":true,"main_admin":{"users":"#)?;
+            users("main", out)?;
+            out(br#"},"sub_admins":["#)?;
+            for (i, sa) in heads.iter().enumerate() {
+                if i > 0 {
+                    out(b",")?;
+                }
+                let head = json!({ "id": sa.id, "username": sa.username }).to_string();
+                out(&head.as_bytes()[..head.len() - 1])?;
+                out(br#","users":"#)?;
+                users(&store::users::sub_owner(sa.id), out)?;
+                out(b"}")?;
+            }
+            out(b"]")?;
+        }
+    }
+    out(b"}")
 }
