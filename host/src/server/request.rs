@@ -266,6 +266,15 @@ fn with_head(body: Body, status: u16, headers: Vec<(String, String)>) -> HttpRes
     out
 }
 
+/// The response of a streamed answer: its body comes as the call sends it.
+fn streamed(head: crate::runtime::Head) -> HttpResponse {
+    with_head(
+        http_body_util::Either::Right(head.body),
+        head.status,
+        head.headers,
+    )
+}
+
 /// What the client gets when a call produced no usable response.
 pub fn call_error_body(e: &CallError, id: &str) -> (StatusCode, serde_json::Value) {
     match e {
@@ -360,7 +369,7 @@ pub(super) async fn call_plugin(
         started = &mut head => match started {
             Ok(head) => {
                 tokio::spawn(call);
-                return with_head(http_body_util::Either::Right(head.body), head.status, head.headers);
+                return streamed(head);
             }
             Err(_) => call.await,
         },
@@ -368,11 +377,7 @@ pub(super) async fn call_plugin(
     };
     if let Ok(head) = head.try_recv() {
         // Started and finished at once: the whole body is in the channel.
-        return with_head(
-            http_body_util::Either::Right(head.body),
-            head.status,
-            head.headers,
-        );
+        return streamed(head);
     }
     let response = plugin_response(result, id);
     if storage
