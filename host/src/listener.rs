@@ -397,4 +397,48 @@ mod tests {
         assert_eq!(watchdog(&act, h, i).await, Expired::Header);
         assert!(started.elapsed() < i);
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_that_begins_while_the_watchdog_waits_out_the_idle_time_is_timed() {
+        let act = Activity::new();
+        let (h, i) = (Duration::from_secs(2), Duration::from_secs(10));
+        let started = tokio::time::Instant::now();
+        let watch = {
+            let act = act.clone();
+            tokio::spawn(async move { watchdog(&act, h, i).await })
+        };
+        // The watchdog sleeps towards the idle deadline; a head begins.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        act.read_bytes();
+        assert_eq!(watch.await.unwrap(), Expired::Header);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+            "closed after {took:?}: the head's deadline is 3 s + 2 s"
+        );
+
+        // Requests served back to back: each head is timed from its own start.
+        let act = Activity::new();
+        let watch = {
+            let act = act.clone();
+            tokio::spawn(async move { watchdog(&act, h, i).await })
+        };
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            act.read_bytes();
+            let in_service = act.enter();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(in_service);
+        }
+        assert!(!watch.is_finished(), "busy, never idle or slow");
+        // Then a head that never ends.
+        let began = tokio::time::Instant::now();
+        act.read_bytes();
+        assert_eq!(watch.await.unwrap(), Expired::Header);
+        let took = began.elapsed();
+        assert!(
+            took >= h && took < h + Duration::from_millis(100),
+            "the stuck head was closed after {took:?}"
+        );
+    }
 }
