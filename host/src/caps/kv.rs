@@ -230,22 +230,9 @@ impl Host for View<'_> {
 
     async fn count(&mut self, prefix: String) -> Result<u64, KvError> {
         self.granted()?;
-        let tx = self.read()?;
-        let plugin = self.plugin.name.as_str();
-        let r = (|| -> Result<u64, Error> {
-            let t = tx.open_table(KV).map_err(storage)?;
-            let mut n = 0u64;
-            for item in t.range((plugin, prefix.as_str())..).map_err(storage)? {
-                let (k, _) = item.map_err(storage)?;
-                let (p, key) = k.value();
-                if p != plugin || !key.starts_with(prefix.as_str()) {
-                    break;
-                }
-                n += 1;
-            }
-            Ok(n)
-        })();
-        Ok(r?)
+        let mut n = 0u64;
+        self.kv_walk(&prefix, None, || true, |_, _| n += 1)?;
+        Ok(n)
     }
 
     async fn next_id(&mut self, name: String, at_least: u64) -> Result<u64, KvError> {
@@ -263,58 +250,23 @@ impl Host for View<'_> {
 }
 
 impl View<'_> {
-    fn kv_list(&mut self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, Error> {
-        let tx = self.read()?;
-        let plugin = self.plugin.name.as_str();
-        let limit = limit.clamp(1, MAX_PAGE) as usize;
-        let t = tx.open_table(KV).map_err(storage)?;
-        let start = match cursor {
-            Some(c) if c >= prefix => Bound::Excluded((plugin, c)),
-            _ => Bound::Included((plugin, prefix)),
-        };
-        let mut entries = Vec::new();
-        let mut next = None;
-        for item in t
-            .range::<(&str, &str)>((start, Bound::Unbounded))
-            .map_err(storage)?
-        {
-            let (k, v) = item.map_err(storage)?;
-            let (p, key) = k.value();
-            if p != plugin || !key.starts_with(prefix) {
-                break;
-            }
-            if entries.len() == limit {
-                next = entries.last().map(|(k, _): &(String, Vec<u8>)| k.clone());
-                break;
-            }
-            entries.push((key.to_string(), v.value().to_vec()));
-        }
-        Ok(Page { entries, next })
-    }
-}
-
-impl View<'_> {
-    /// [`Self::kv_list`]'s values, packed, the page ending early at
-    /// [`MAX_VALUES_PAGE_BYTES`]: no allocation per entry here, one buffer
-    /// each for the guest.
-    fn kv_list_values(
+    /// Walks the plugin's keys under `prefix` after `cursor`, in order,
+    /// handing each entry to `take` while `room` says the page has room;
+    /// returns the cursor of the next page (the last key taken) when an
+    /// entry is left over. What `list`, `list-values` and `count` share.
+    fn kv_walk(
         &mut self,
         prefix: &str,
         cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<ValuesPage, Error> {
+        mut room: impl FnMut() -> bool,
+        mut take: impl FnMut(&str, &[u8]),
+    ) -> Result<Option<String>, Error> {
         let tx = self.read()?;
         let plugin = self.plugin.name.as_str();
-        let limit = limit.clamp(1, MAX_PAGE) as usize;
         let t = tx.open_table(KV).map_err(storage)?;
         let start = match cursor {
             Some(c) if c >= prefix => Bound::Excluded((plugin, c)),
             _ => Bound::Included((plugin, prefix)),
-        };
-        let mut page = ValuesPage {
-            data: Vec::new(),
-            lengths: Vec::new(),
-            next: None,
         };
         let mut last = String::new();
         for item in t
@@ -326,17 +278,62 @@ impl View<'_> {
             if p != plugin || !key.starts_with(prefix) {
                 break;
             }
-            if page.lengths.len() == limit || page.data.len() >= MAX_VALUES_PAGE_BYTES {
-                page.next = Some(last);
-                break;
+            if !room() {
+                return Ok(Some(last));
             }
-            let value = v.value();
-            page.data.extend_from_slice(value);
-            page.lengths.push(value.len() as u32);
+            take(key, v.value());
             last.clear();
             last.push_str(key);
         }
-        Ok(page)
+        Ok(None)
+    }
+
+    fn kv_list(&mut self, prefix: &str, cursor: Option<&str>, limit: u32) -> Result<Page, Error> {
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let mut entries = Vec::new();
+        let full = std::cell::Cell::new(0usize);
+        let next = self.kv_walk(
+            prefix,
+            cursor,
+            || full.get() < limit,
+            |key, value| {
+                entries.push((key.to_string(), value.to_vec()));
+                full.set(full.get() + 1);
+            },
+        )?;
+        Ok(Page { entries, next })
+    }
+
+    /// [`Self::kv_list`]'s values, packed, the page ending early at
+    /// [`MAX_VALUES_PAGE_BYTES`]: no allocation per entry here, one buffer
+    /// each for the guest.
+    fn kv_list_values(
+        &mut self,
+        prefix: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<ValuesPage, Error> {
+        let limit = limit.clamp(1, MAX_PAGE) as usize;
+        let page = std::cell::RefCell::new((Vec::new(), Vec::new()));
+        let next = self.kv_walk(
+            prefix,
+            cursor,
+            || {
+                let (data, lengths) = &*page.borrow();
+                lengths.len() < limit && data.len() < MAX_VALUES_PAGE_BYTES
+            },
+            |_, value| {
+                let (data, lengths) = &mut *page.borrow_mut();
+                data.extend_from_slice(value);
+                lengths.push(value.len() as u32);
+            },
+        )?;
+        let (data, lengths) = page.into_inner();
+        Ok(ValuesPage {
+            data,
+            lengths,
+            next,
+        })
     }
 }
 

@@ -138,7 +138,7 @@ pub fn kv_list(
     let Some(paging) = paging else {
         // Small lists are answered whole, in one pass.
         let head = b.out.clone();
-        if each(list.prefix, |value| {
+        if kv::each_value::<Error>(list.prefix, |value| {
             Ok(b.out.len() <= STREAM_FROM && b.push(&render(value)?, 2))
         })? {
             return Ok(json(b.whole()));
@@ -146,7 +146,7 @@ pub fn kv_list(
         drop(b);
         let mut size = head.len() + 2;
         let mut entries = 0usize;
-        let fits = each(list.prefix, |value| {
+        let fits = kv::each_value::<Error>(list.prefix, |value| {
             size += render(value)?.len() + usize::from(entries > 0);
             entries += 1;
             Ok(size <= cap)
@@ -181,12 +181,6 @@ pub fn kv_list(
 /// one over the cap is still the envelope that asks to page).
 const STREAM_FROM: usize = 256 * 1024;
 
-/// Calls `f` with each value under `prefix`, in key order, until it
-/// answers false; whether it never did.
-fn each(prefix: &str, f: impl FnMut(&[u8]) -> Result<bool, Error>) -> Result<bool, Error> {
-    kv::each_value(prefix, f)
-}
-
 /// The whole of `list` streamed (see [`wasmgate_sdk::stream`]): `head`,
 /// the entries as they are read, the close. After the start no envelope
 /// can follow: a failure traps and the host cuts the client's connection.
@@ -198,7 +192,7 @@ fn stream_whole(
     let mut out = Stream::start(200, "application/json")?;
     out.write(&head)?;
     let mut first = true;
-    each(list.prefix, |value| {
+    kv::each_value::<Error>(list.prefix, |value| {
         if !first {
             out.write(b",")?;
         }

@@ -153,7 +153,6 @@ pub mod __private {
         handler: fn(&Request) -> Result<Response, Error>,
     ) -> types::Response {
         let req = Request::from(req);
-        crate::stream::set_state(crate::stream::State::Whole);
         crate::stream::settle(handler(&req))
             .unwrap_or_else(Response::from)
             .into()
